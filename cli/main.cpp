@@ -1,0 +1,163 @@
+// abridge: summarize very long documents in batch with Qwen3 models.
+// This file only turns argv into an options value and calls the pipeline.
+
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "pipeline/commands.h"
+
+namespace po = boost::program_options;
+using namespace abridge::pipeline;
+
+namespace {
+
+constexpr const char* kMainHelp = R"(abridge - summarize very long documents with Qwen3 models, in batch
+
+Usage: abridge <command> [options]
+
+Commands:
+  tokenize    print the token ids of a text file (or, with --decode, the text of ids)
+  generate    generate a reply to a prompt with a Qwen3 model directory
+  model       model utilities: 'model make-random' writes a random-weight checkpoint,
+              'model info' describes a model directory
+
+Options:
+  -h [ --help ]   show this help; 'abridge <command> --help' shows a command's options
+  --version       print the version
+
+Exit codes: 0 success, 1 some inputs failed, 2 usage or fatal error.
+)";
+
+struct Usage : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Parses `args` (the words after the command) against `desc` with `pos` positional names.
+// Returns false when --help was asked for (help already printed).
+bool parse(const std::string& command, const std::string& synopsis, po::options_description& desc,
+           const po::positional_options_description& pos, const std::vector<std::string>& args, po::variables_map& vm) {
+  desc.add_options()("help,h", "show this help");
+  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "Usage: abridge " << command << " " << synopsis << "\n\n" << desc << '\n';
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+int cmd_tokenize(const std::vector<std::string>& args) {
+  TokenizeOptions o;
+  po::options_description desc(
+      "Prints the token ids of FILE's text (UTF-8) on one line, space-separated, exactly as Hugging Face\n"
+      "tokenizers' encode(text, add_special_tokens=False). Added tokens written in the text (<think>,\n"
+      "<|im_end|>, ...) are matched whole unless --plain is given. FILE '-' reads standard input.\n\nOptions");
+  desc.add_options()
+      ("tokenizer", po::value(&o.tokenizer), "tokenizer.json or a model directory (default: the built-in Qwen3 tokenizer)")
+      ("plain", po::bool_switch(&o.plain), "match no added tokens: all text is ordinary text (how documents are encoded)")
+      ("decode", po::bool_switch(&o.decode), "FILE holds token ids; print their text")
+      ("file", po::value(&o.file)->required(), "input file (positional)");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  po::variables_map vm;
+  if (!parse("tokenize", "[--tokenizer PATH] [--plain | --decode] FILE", desc, pos, args, vm)) return kExitOk;
+  return run_tokenize(o, std::cout, std::cerr);
+}
+
+int cmd_generate(const std::vector<std::string>& args) {
+  GenerateOptions o;
+  po::options_description desc(
+      "Renders a ChatML prompt (optional system message, then the user's prompt) and streams the model's\n"
+      "reply to standard output. Greedy by default; --temperature > 0 samples, with --top-p and --seed.\n\nOptions");
+  desc.add_options()
+      ("model,m", po::value(&o.model)->required(), "model directory (config.json, *.safetensors, tokenizer.json)")
+      ("prompt,p", po::value(&o.prompt)->required(), "the user's message")
+      ("system", po::value(&o.system), "system message")
+      ("max-new-tokens,n", po::value(&o.max_new_tokens)->default_value(512), "most tokens to generate")
+      ("temperature,t", po::value(&o.temperature)->default_value(0.0f, "0"), "sampling temperature; 0 is greedy")
+      ("top-p", po::value(&o.top_p)->default_value(1.0f, "1"), "nucleus sampling: keep the smallest set of tokens with this much probability")
+      ("seed", po::value(&o.seed)->default_value(0), "random seed for sampling")
+      ("device", po::value(&o.device)->default_value("cpu"), "cpu or cuda")
+      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
+      ("stats", po::bool_switch(&o.stats), "print token counts and timings to standard error");
+  po::positional_options_description pos;
+  po::variables_map vm;
+  if (!parse("generate", "--model DIR --prompt TEXT [options]", desc, pos, args, vm)) return kExitOk;
+  return run_generate(o, std::cout, std::cerr);
+}
+
+int cmd_model(const std::vector<std::string>& args) {
+  const std::string sub = args.empty() ? "" : args[0];
+  const std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
+  if (sub == "make-random") {
+    MakeRandomOptions o;
+    po::options_description desc(
+        "Writes a deterministic random-weight Qwen3 checkpoint in Hugging Face layout (config.json,\n"
+        "model.safetensors, tokenizer.json, tokenizer_config.json) with the real vocabulary, for tests and\n"
+        "benchmarks. The same preset, seed and dtype give the same bytes.\n\nOptions");
+    desc.add_options()
+        ("preset", po::value(&o.preset)->default_value("tiny"), "tiny | 0.6b | 1.7b | 4b (the real Qwen3 shapes; tiny is 2 layers)")
+        ("seed", po::value(&o.seed)->default_value(0), "random seed")
+        ("dtype", po::value(&o.dtype)->default_value("bf16"), "bf16 | f32")
+        ("out", po::value(&o.out_dir)->required(), "output directory (positional)");
+    po::positional_options_description pos;
+    pos.add("out", 1);
+    po::variables_map vm;
+    if (!parse("model make-random", "OUT_DIR [--preset P] [--seed S] [--dtype bf16|f32]", desc, pos, rest, vm))
+      return kExitOk;
+    return run_make_random(o, std::cout, std::cerr);
+  }
+  if (sub == "info") {
+    ModelInfoOptions o;
+    po::options_description desc("Prints a model directory's configuration, tensor count and bytes, and KV bytes per token.\n\nOptions");
+    desc.add_options()("dir", po::value(&o.dir)->required(), "model directory (positional)");
+    po::positional_options_description pos;
+    pos.add("dir", 1);
+    po::variables_map vm;
+    if (!parse("model info", "DIR", desc, pos, rest, vm)) return kExitOk;
+    return run_model_info(o, std::cout, std::cerr);
+  }
+  if (sub.empty() || sub == "--help" || sub == "-h") {
+    std::cout << "Usage: abridge model make-random OUT_DIR [--preset P] [--seed S] [--dtype bf16|f32]\n"
+                 "       abridge model info DIR\n";
+    return sub.empty() ? kExitFatal : kExitOk;
+  }
+  throw Usage("unknown model command '" + sub + "' (make-random or info)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << kMainHelp;
+    return kExitFatal;
+  }
+  const std::string command = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  try {
+    if (command == "--help" || command == "-h" || command == "help") {
+      std::cout << kMainHelp;
+      return kExitOk;
+    }
+    if (command == "--version") {
+      std::cout << "abridge " << version() << '\n';
+      return kExitOk;
+    }
+    if (command == "tokenize") return cmd_tokenize(rest);
+    if (command == "generate") return cmd_generate(rest);
+    if (command == "model") return cmd_model(rest);
+    throw Usage("unknown command '" + command + "'");
+  } catch (const Usage& e) {
+    std::cerr << "abridge: " << e.what() << "\nTry 'abridge --help'.\n";
+    return kExitFatal;
+  } catch (const po::error& e) {
+    std::cerr << "abridge " << command << ": " << e.what() << "\nTry 'abridge " << command << " --help'.\n";
+    return kExitFatal;
+  } catch (const std::exception& e) {
+    std::cerr << "abridge: " << e.what() << '\n';
+    return kExitFatal;
+  }
+}

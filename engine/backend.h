@@ -1,0 +1,45 @@
+// The interface every backend implements. A backend executes a plain batch plan; it decides nothing:
+// which tokens run in a step and which sequence's cache they extend is the caller's (the scheduler's).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "engine/config.h"
+
+namespace abridge::engine {
+
+// One forward step over tokens of one or more sequences.
+// Tokens of one slot appear in position order and extend that slot's cache: the first token of a slot
+// in a plan has position == the number of tokens the slot already holds.
+struct BatchPlan {
+  std::vector<int32_t> tokens;      // (n_tokens) token ids
+  std::vector<int32_t> positions;   // (n_tokens) position of each token in its sequence
+  std::vector<int32_t> slots;       // (n_tokens) KV slot (sequence) of each token
+  std::vector<int32_t> logit_rows;  // indices into tokens whose logits are wanted, in output order
+
+  size_t size() const { return tokens.size(); }
+  void add(int32_t token, int32_t position, int32_t slot, bool want_logits) {
+    if (want_logits) logit_rows.push_back(static_cast<int32_t>(tokens.size()));
+    tokens.push_back(token);
+    positions.push_back(position);
+    slots.push_back(slot);
+  }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  virtual const ModelConfig& config() const = 0;
+  // Runs the plan; writes (plan.logit_rows.size(), vocab_size) float32 logits, row-major.
+  virtual void forward(const BatchPlan& plan, std::span<float> logits) = 0;
+  // Drops a slot's cached tokens (the sequence finished or was preempted).
+  virtual void release(int32_t slot) = 0;
+  // Tokens a slot holds now.
+  virtual int64_t cached_tokens(int32_t slot) const = 0;
+};
+
+}  // namespace abridge::engine

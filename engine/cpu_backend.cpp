@@ -1,0 +1,220 @@
+#include "engine/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+#include "engine/weights.h"
+
+namespace abridge::engine {
+namespace {
+
+// Eight independent accumulators let the compiler vectorize without reassociating a single sum.
+inline float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// y = x * rsqrt(mean(x^2) + eps) * w, as Hugging Face's Qwen3RMSNorm does in float32.
+inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  float ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float scale = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * scale);
+}
+
+std::vector<float> load(const Checkpoint& ckpt, const std::string& name) {
+  const TensorView* v = ckpt.find(name);
+  ABRIDGE_CHECK(v != nullptr, name);  // check_checkpoint ran first
+  std::vector<float> out(static_cast<size_t>(v->numel()));
+  to_f32(v->dtype, v->data, out.data(), out.size());
+  return out;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads)
+    : config_(config), pool_(n_threads) {
+  check_checkpoint(config_, ckpt);
+  layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
+  for (const TensorEntry& e : tensor_table(config_)) {
+    if (e.optional && !ckpt.find(e.name)) continue;
+    std::vector<float> w = load(ckpt, e.name);
+    Layer* L = e.layer >= 0 ? &layers_[static_cast<size_t>(e.layer)] : nullptr;
+    switch (e.role) {
+      case TensorRole::kEmbedding: embed_ = std::move(w); break;
+      case TensorRole::kLmHead: lm_head_ = std::move(w); break;
+      case TensorRole::kFinalNorm: final_norm_ = std::move(w); break;
+      case TensorRole::kInputNorm: L->input_norm = std::move(w); break;
+      case TensorRole::kQ: L->wq = std::move(w); break;
+      case TensorRole::kK: L->wk = std::move(w); break;
+      case TensorRole::kV: L->wv = std::move(w); break;
+      case TensorRole::kO: L->wo = std::move(w); break;
+      case TensorRole::kQNorm: L->q_norm = std::move(w); break;
+      case TensorRole::kKNorm: L->k_norm = std::move(w); break;
+      case TensorRole::kPostNorm: L->post_norm = std::move(w); break;
+      case TensorRole::kGate: L->w_gate = std::move(w); break;
+      case TensorRole::kUp: L->w_up = std::move(w); break;
+      case TensorRole::kDown: L->w_down = std::move(w); break;
+    }
+  }
+  // inv_freq[i] = theta^(-2i / head_dim), rounded to float32 as transformers computes it.
+  const int64_t half = config_.head_dim / 2;
+  inv_freq_.resize(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i)
+    inv_freq_[i] = static_cast<float>(
+        1.0 / std::pow(config_.rope_theta, static_cast<double>(2 * i) / static_cast<double>(config_.head_dim)));
+}
+
+int64_t CpuBackend::cached_tokens(int32_t slot) const {
+  auto it = caches_.find(slot);
+  return it == caches_.end() ? 0 : it->second.n;
+}
+
+void CpuBackend::matmul(const float* x, const float* w, float* out, int64_t n, int64_t k, int64_t m) {
+  pool_.parallel_for(m, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const float* wj = w + j * k;
+      for (int64_t i = 0; i < n; ++i) out[i * m + j] = dot(x + i * k, wj, k);
+    }
+  });
+}
+
+void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(plan.size());
+  const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_attention_heads, nkv = c.num_key_value_heads;
+  const int64_t qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, vocab = c.vocab_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  ABRIDGE_CHECK(plan.positions.size() == plan.tokens.size() && plan.slots.size() == plan.tokens.size());
+  ABRIDGE_CHECK(logits.size() == plan.logit_rows.size() * static_cast<size_t>(vocab),
+                "logits buffer " + std::to_string(logits.size()));
+  if (n == 0) return;
+
+  // Each slot's tokens must continue its cache in order; reserve their rows.
+  std::unordered_map<int32_t, int64_t> next_pos;
+  std::vector<int64_t> cache_row(static_cast<size_t>(n));  // (n) row of each token in its slot's cache
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t s = plan.slots[i];
+    auto [it, fresh] = next_pos.try_emplace(s, cached_tokens(s));
+    ABRIDGE_CHECK(plan.positions[i] == it->second, "slot " + std::to_string(s) + " expects position " +
+                                                       std::to_string(it->second) + ", got " +
+                                                       std::to_string(plan.positions[i]));
+    ABRIDGE_CHECK(plan.tokens[i] >= 0 && plan.tokens[i] < vocab, "token id " + std::to_string(plan.tokens[i]));
+    cache_row[i] = it->second++;
+  }
+  for (auto& [s, end] : next_pos) {
+    SlotCache& sc = caches_[s];
+    sc.k.resize(static_cast<size_t>(c.num_hidden_layers));
+    sc.v.resize(static_cast<size_t>(c.num_hidden_layers));
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      sc.k[l].resize(static_cast<size_t>(end * kvd));
+      sc.v[l].resize(static_cast<size_t>(end * kvd));
+    }
+    sc.n = end;
+  }
+
+  std::vector<float> x(n * d), h(n * d), q(n * qd), k(n * kvd), v(n * kvd), att(n * qd), o(n * d);
+  std::vector<float> gate(n * ffn), up(n * ffn);
+  for (int64_t i = 0; i < n; ++i)
+    std::copy_n(embed_.data() + static_cast<int64_t>(plan.tokens[i]) * d, d, x.data() + i * d);
+
+  // RoPE (rotate-half form): for pair (j, j + hd/2), angle = position * inv_freq[j].
+  auto rope = [&](float* vec, int64_t pos) {
+    const int64_t half = hd / 2;
+    for (int64_t j = 0; j < half; ++j) {
+      const float angle = static_cast<float>(pos) * inv_freq_[j];
+      const float cs = static_cast<float>(std::cos(static_cast<double>(angle)));
+      const float sn = static_cast<float>(std::sin(static_cast<double>(angle)));
+      const float a = vec[j], b = vec[j + half];
+      vec[j] = a * cs - b * sn;
+      vec[j + half] = b * cs + a * sn;
+    }
+  };
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const Layer& L = layers_[l];
+    for (int64_t i = 0; i < n; ++i) rms_norm(&x[i * d], L.input_norm.data(), &h[i * d], d, eps);
+    matmul(h.data(), L.wq.data(), q.data(), n, d, qd);
+    matmul(h.data(), L.wk.data(), k.data(), n, d, kvd);
+    matmul(h.data(), L.wv.data(), v.data(), n, d, kvd);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t hh = 0; hh < nh; ++hh) {
+        float* qh = &q[i * qd + hh * hd];
+        rms_norm(qh, L.q_norm.data(), qh, hd, eps);
+        rope(qh, plan.positions[i]);
+      }
+      for (int64_t hh = 0; hh < nkv; ++hh) {
+        float* kh = &k[i * kvd + hh * hd];
+        rms_norm(kh, L.k_norm.data(), kh, hd, eps);
+        rope(kh, plan.positions[i]);
+      }
+      SlotCache& sc = caches_[plan.slots[i]];
+      std::copy_n(&k[i * kvd], kvd, sc.k[l].data() + cache_row[i] * kvd);
+      std::copy_n(&v[i * kvd], kvd, sc.v[l].data() + cache_row[i] * kvd);
+    }
+
+    // Attention: token i at position p sees its slot's rows [max(0, p - window + 1), p].
+    const int64_t window = c.layer_window(l);
+    pool_.parallel_for(n * nh, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores;
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i = t / nh, hh = t % nh, kvh = hh / c.gqa_group();
+        const SlotCache& sc = caches_.find(plan.slots[i])->second;
+        const int64_t p = cache_row[i];
+        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+        const float* qh = &q[i * qd + hh * hd];
+        scores.resize(static_cast<size_t>(p - lo + 1));
+        float mx = -INFINITY;
+        for (int64_t j = lo; j <= p; ++j) {
+          const float s = dot(qh, sc.k[l].data() + j * kvd + kvh * hd, hd) * scale;
+          scores[j - lo] = s;
+          mx = std::max(mx, s);
+        }
+        float sum = 0;
+        for (float& s : scores) {
+          s = std::exp(s - mx);
+          sum += s;
+        }
+        float* out = &att[i * qd + hh * hd];
+        std::fill_n(out, hd, 0.0f);
+        for (int64_t j = lo; j <= p; ++j) {
+          const float w = scores[j - lo] / sum;
+          const float* vj = sc.v[l].data() + j * kvd + kvh * hd;
+          for (int64_t e = 0; e < hd; ++e) out[e] += w * vj[e];
+        }
+      }
+    });
+    matmul(att.data(), L.wo.data(), o.data(), n, qd, d);
+    for (int64_t e = 0; e < n * d; ++e) x[e] += o[e];
+
+    for (int64_t i = 0; i < n; ++i) rms_norm(&x[i * d], L.post_norm.data(), &h[i * d], d, eps);
+    matmul(h.data(), L.w_gate.data(), gate.data(), n, d, ffn);
+    matmul(h.data(), L.w_up.data(), up.data(), n, d, ffn);
+    for (int64_t e = 0; e < n * ffn; ++e) {
+      const float g = gate[e];
+      gate[e] = g / (1.0f + std::exp(-g)) * up[e];  // SiLU(gate) * up
+    }
+    matmul(gate.data(), L.w_down.data(), o.data(), n, ffn, d);
+    for (int64_t e = 0; e < n * d; ++e) x[e] += o[e];
+  }
+
+  // Final norm and LM head only on the rows that need logits.
+  const int64_t nl = static_cast<int64_t>(plan.logit_rows.size());
+  std::vector<float> hl(nl * d);
+  for (int64_t r = 0; r < nl; ++r) {
+    const int64_t i = plan.logit_rows[r];
+    ABRIDGE_CHECK(i >= 0 && i < n, "logit row " + std::to_string(i));
+    rms_norm(&x[i * d], final_norm_.data(), &hl[r * d], d, eps);
+  }
+  const std::vector<float>& head = lm_head_.empty() ? embed_ : lm_head_;
+  matmul(hl.data(), head.data(), logits.data(), nl, d, vocab);
+}
+
+}  // namespace abridge::engine

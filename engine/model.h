@@ -1,0 +1,36 @@
+// A model directory in Hugging Face layout: config.json, model.safetensors (or shards with
+// model.safetensors.index.json) and tokenizer.json. Opening it validates all three.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "engine/safetensors.h"
+#include "engine/tokenizer.h"
+
+namespace abridge::engine {
+
+struct ModelDir {
+  std::string dir;
+  ModelConfig config;
+  std::unique_ptr<Checkpoint> checkpoint;  // mmap'd; every tensor of the config checked
+  Tokenizer tokenizer;
+};
+
+// Throws abridge::Error with one line naming the directory or file and what is wrong.
+ModelDir open_model_dir(const std::string& dir);
+
+enum class Device { kCpu, kCuda };
+
+// Builds the backend for `device`; kCuda throws abridge::Error when this build or machine has no CUDA.
+std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads = 0);
+
+// Writes model.safetensors with deterministic random weights for `config` (same seed, same bytes):
+// linear and embedding weights uniform with standard deviation 0.02, norm weights uniform in
+// [0.5, 1.5] so that a wrong norm shows in comparisons. Each tensor's stream is seeded from the seed
+// and the tensor's name, so values do not depend on the order of the table.
+void write_random_weights(const std::string& path, const ModelConfig& config, uint64_t seed, DType dtype);
+
+}  // namespace abridge::engine

@@ -1,0 +1,34 @@
+// Token sampling: greedy, temperature, top-p (nucleus), with a seeded generator so runs repeat.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace abridge::engine {
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy
+  float top_p = 1.0f;        // (0, 1]
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // Picks a token from one row of logits (vocab_size float32).
+  int32_t sample(std::span<const float> logits);
+  // Uniform double in [0, 1) from the seeded generator (xoshiro256**).
+  double next_uniform();
+
+ private:
+  SamplingParams params_;
+  uint64_t state_[4];
+  std::vector<int32_t> order_;  // scratch: candidate ids
+  std::vector<float> probs_;    // scratch
+};
+
+// Index of the largest value; ties go to the lowest index (as torch.argmax).
+int32_t argmax(std::span<const float> logits);
+
+}  // namespace abridge::engine

@@ -1,0 +1,1016 @@
+// Byte-level BPE tokenizer; the contract is in tokenizer.h.
+//
+// encode() applies the stages of Hugging Face tokenizers in its order:
+//   1. added tokens: leftmost-longest match of their contents in the raw text (kMatch only);
+//   2. NFC on each segment between them: a quick check per code point, utf8proc only on the short
+//      runs around characters that NFC can change (CharTable, normalize_nfc);
+//   3. the Qwen2 pre-tokenizer pattern, as a hand-written scanner over code points (next_piece_end);
+//   4. byte-level BPE per pre-token, merges lowest rank first and leftmost on ties (bpe), the result
+//      cached per pre-token for the length of one encode() call (PieceCache).
+// Once the scratch buffers of a call have grown, nothing allocates per pre-token.
+//
+// To support another pre-tokenizer pattern, add its scanner beside next_piece_end and accept the
+// pattern in check_pre_tokenizer; anything the loader does not recognise is refused, never guessed.
+#include "engine/tokenizer.h"
+
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "engine/error.h"
+
+namespace abridge::engine {
+namespace {
+
+using json = nlohmann::json;
+
+// The only pre-tokenizer pattern next_piece_end() implements (Qwen2, Qwen2.5, Qwen3).
+constexpr std::string_view kQwenPattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// ---------------------------------------------------------------------------------------------
+// UTF-8
+
+// One step of a UTF-8 reader at p[0..n), n >= 1. kInvalid: `len` is the maximal ill-formed
+// subpart (>= 1 byte), which from_utf8_lossy replaces by one U+FFFD. kIncomplete: all n bytes are a
+// valid prefix of a longer sequence.
+enum class SeqKind : uint8_t { kValid, kInvalid, kIncomplete };
+struct Seq {
+  SeqKind kind;
+  uint32_t len;
+};
+
+Seq read_sequence(const unsigned char* p, size_t n) {
+  const unsigned b0 = p[0];
+  if (b0 < 0x80) return {SeqKind::kValid, 1};
+  uint32_t need;
+  unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte (no overlongs, no surrogates)
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    need = 2;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    need = 3;
+    if (b0 == 0xE0) lo = 0xA0;
+    if (b0 == 0xED) hi = 0x9F;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    need = 4;
+    if (b0 == 0xF0) lo = 0x90;
+    if (b0 == 0xF4) hi = 0x8F;
+  } else {
+    return {SeqKind::kInvalid, 1};
+  }
+  for (uint32_t k = 1; k < need; ++k) {
+    if (k >= n) return {SeqKind::kIncomplete, k};
+    if (p[k] < lo || p[k] > hi) return {SeqKind::kInvalid, k};
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  return {SeqKind::kValid, need};
+}
+
+// Decodes one code point of text already known to be valid UTF-8.
+inline uint32_t decode_valid(const unsigned char* p, uint32_t& len) {
+  const uint32_t b0 = p[0];
+  if (b0 < 0x80) {
+    len = 1;
+    return b0;
+  }
+  if (b0 < 0xE0) {
+    len = 2;
+    return (b0 & 0x1F) << 6 | (p[1] & 0x3F);
+  }
+  if (b0 < 0xF0) {
+    len = 3;
+    return (b0 & 0x0F) << 12 | (p[1] & 0x3F) << 6 | (p[2] & 0x3F);
+  }
+  len = 4;
+  return (b0 & 0x07) << 18 | (p[1] & 0x3F) << 12 | (p[2] & 0x3F) << 6 | (p[3] & 0x3F);
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | cp >> 6);
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | cp >> 12);
+    out += static_cast<char>(0x80 | (cp >> 6 & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | cp >> 18);
+    out += static_cast<char>(0x80 | (cp >> 12 & 0x3F));
+    out += static_cast<char>(0x80 | (cp >> 6 & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
+
+inline const unsigned char* bytes_of(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
+
+inline bool all_ascii8(const unsigned char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return (w & 0x8080808080808080ull) == 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per code point facts for the pre-tokenizer and the NFC quick check.
+
+enum : uint8_t {
+  kLetter = 1,      // \p{L}: Lu Ll Lt Lm Lo
+  kNumber = 2,      // \p{N}: Nd Nl No
+  kSpace = 4,       // \s: the White_Space property, as Oniguruma (tokenizers' regex engine) defines \s
+  kNewline = 8,     // \r or \n (always with kSpace)
+  kNfcUnsafe = 16,  // NFC may change this character or merge it into the one before
+  kNfcOpaque = 32,  // unknown to tokenizers' NFC tables: a starter that never composes (see below)
+};
+
+struct CodeRange {
+  uint32_t first, last;
+};
+
+// Letters and numbers of Unicode 15.1 and 16.0, which tokenizers' Oniguruma knows and utf8proc 2.8
+// (Unicode 15.0) does not. Found by pre-tokenizing "!" X "a" for every code point X with tokenizers
+// 0.23.2 and comparing with utf8proc's categories; only these differed.
+constexpr CodeRange kExtraLetters[] = {
+    {0x1C89, 0x1C8A},   {0xA7CB, 0xA7CD},   {0xA7DA, 0xA7DC},   {0x105C0, 0x105F3}, {0x10D4A, 0x10D65},
+    {0x10D6F, 0x10D85}, {0x10EC2, 0x10EC4}, {0x11380, 0x11389}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E},
+    {0x11390, 0x113B5}, {0x113B7, 0x113B7}, {0x113D1, 0x113D1}, {0x113D3, 0x113D3}, {0x11BC0, 0x11BE0},
+    {0x13460, 0x143FA}, {0x16100, 0x1611D}, {0x16D40, 0x16D6C}, {0x18CFF, 0x18CFF}, {0x1E5D0, 0x1E5ED},
+    {0x1E5F0, 0x1E5F0}, {0x2EBF0, 0x2EE5D},
+};
+constexpr CodeRange kExtraNumbers[] = {
+    {0x10D40, 0x10D49}, {0x116D0, 0x116E3}, {0x11BF0, 0x11BF9}, {0x16130, 0x16139},
+    {0x16D70, 0x16D79}, {0x1CCF0, 0x1CCF9}, {0x1E5F1, 0x1E5FA},
+};
+
+// tokenizers normalizes with the tables of unicode-normalization-alignments, which are Unicode 9.0:
+// to it, the combining marks and composites assigned since (and the parts of those composites) are
+// plain starters with no decomposition, and NFC leaves them and their neighbours apart. Found by
+// comparing its NFC with ICU's (Unicode 17) on "a" X U+0301 / U+0323 / U+0334, on X and on NFD(X),
+// for every code point X.
+constexpr CodeRange kNfcUnknownToTokenizers[] = {
+    {0x07FD, 0x07FD},   {0x0897, 0x089F},   {0x08CA, 0x08D3},   {0x09FE, 0x09FE},   {0x0C3C, 0x0C3C},
+    {0x0D3B, 0x0D3C},   {0x0EBA, 0x0EBA},   {0x1715, 0x1715},   {0x1ABF, 0x1ADD},   {0x1AE0, 0x1AEB},
+    {0x1DF6, 0x1DFA},   {0xA82C, 0xA82C},   {0x105C9, 0x105C9}, {0x105D2, 0x105D2}, {0x105DA, 0x105DA},
+    {0x105E4, 0x105E4}, {0x10D24, 0x10D27}, {0x10D69, 0x10D6D}, {0x10EAB, 0x10EAC}, {0x10EFA, 0x10EFB},
+    {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070}, {0x1133B, 0x1133B},
+    {0x11382, 0x11385}, {0x1138B, 0x1138B}, {0x1138E, 0x1138E}, {0x11390, 0x11391}, {0x113B8, 0x113B8},
+    {0x113BB, 0x113BB}, {0x113C2, 0x113C2}, {0x113C5, 0x113C5}, {0x113C7, 0x113C9}, {0x113CE, 0x113D0},
+    {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x11930, 0x11930}, {0x11935, 0x11935}, {0x11938, 0x11938},
+    {0x1193D, 0x1193E}, {0x11943, 0x11943}, {0x119E0, 0x119E0}, {0x11A34, 0x11A34}, {0x11A47, 0x11A47},
+    {0x11A99, 0x11A99}, {0x11D42, 0x11D42}, {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42},
+    {0x1611E, 0x16129}, {0x1612F, 0x1612F}, {0x16D68, 0x16D6A}, {0x16FF0, 0x16FF1}, {0x1E08F, 0x1E08F},
+    {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF}, {0x1E5EE, 0x1E5EF},
+    {0x1E6E3, 0x1E6E3}, {0x1E6E6, 0x1E6E6}, {0x1E6EE, 0x1E6EF}, {0x1E6F5, 0x1E6F5},
+};
+
+bool is_white_space(uint32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
+         cp == 0x3000;
+}
+
+uint8_t category_flags(uint32_t cp) {
+  switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+      return kLetter;
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_NO:
+      return kNumber;
+    default:
+      return 0;
+  }
+}
+
+std::string nfc_with_utf8proc(std::string_view text) {
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(bytes_of(text), static_cast<utf8proc_ssize_t>(text.size()), &out,
+                                          static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  ABRIDGE_CHECK(n >= 0, std::string("utf8proc_map: ") + utf8proc_errmsg(n));
+  std::string result(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  std::free(out);
+  return result;
+}
+
+// A character X is NFC-safe when it is a starter (ccc 0), NFC leaves it alone, it never combines with
+// the character before it, and neither does the first character of its decomposition. Then for any
+// strings A and B, NFC(A X B) = NFC(A) + NFC(X B): text without unsafe characters is already NFC
+// (this is Unicode's NFC quick check), and NFC needs to run only from the last safe character before
+// an unsafe one to the next safe one. Letters, CJK, Hangul syllables and all of ASCII are safe; the
+// unsafe ones are mostly combining marks, conjoining jamo and singleton decompositions. An opaque
+// character splits the same way but stays out of both sides: NFC(A X B) = NFC(A) + X + NFC(B).
+class CharTable {
+ public:
+  CharTable() : flags_(0x110000) {
+    std::vector<std::pair<uint32_t, int32_t>> first_of_decomposition;
+    std::array<utf8proc_int32_t, 32> buf;
+    for (uint32_t cp = 0; cp < 0x110000; ++cp) {
+      if (cp >= 0xD800 && cp < 0xE000) continue;
+      const auto c = static_cast<utf8proc_int32_t>(cp);
+      uint8_t& f = flags_[cp];
+      f |= category_flags(cp);
+      if (is_white_space(cp)) f |= kSpace;
+      if (cp == '\r' || cp == '\n') f |= kNewline;
+      if (utf8proc_get_property(c)->combining_class != 0) f |= kNfcUnsafe;
+      int boundclass = 0;
+      const utf8proc_ssize_t n =
+          utf8proc_decompose_char(c, buf.data(), buf.size(), UTF8PROC_DECOMPOSE, &boundclass);
+      ABRIDGE_CHECK(n >= 1 && n <= static_cast<utf8proc_ssize_t>(buf.size()), "U+" + std::to_string(cp));
+      if (n == 1 && buf[0] == c) continue;
+      // Every later character of a full decomposition may combine with the one before it.
+      for (utf8proc_ssize_t k = 1; k < n; ++k) flags_[static_cast<uint32_t>(buf[k])] |= kNfcUnsafe;
+      first_of_decomposition.emplace_back(cp, buf[0]);
+      std::string one;
+      append_utf8(one, cp);
+      if (nfc_with_utf8proc(one) != one) f |= kNfcUnsafe;
+    }
+    for (const auto& [cp, first] : first_of_decomposition)
+      if (flags_[static_cast<uint32_t>(first)] & kNfcUnsafe) flags_[cp] |= kNfcUnsafe;
+
+    for (const CodeRange& r : kExtraLetters)
+      for (uint32_t cp = r.first; cp <= r.last; ++cp) flags_[cp] = (flags_[cp] & ~kNumber) | kLetter;
+    for (const CodeRange& r : kExtraNumbers)
+      for (uint32_t cp = r.first; cp <= r.last; ++cp) flags_[cp] = (flags_[cp] & ~kLetter) | kNumber;
+    for (const CodeRange& r : kNfcUnknownToTokenizers)
+      for (uint32_t cp = r.first; cp <= r.last; ++cp) flags_[cp] = (flags_[cp] & ~kNfcUnsafe) | kNfcOpaque;
+    // normalize_nfc skips ASCII eight bytes at a time.
+    for (uint32_t cp = 0; cp < 0x80; ++cp)
+      ABRIDGE_CHECK(!(flags_[cp] & (kNfcUnsafe | kNfcOpaque)), std::to_string(cp));
+  }
+
+  uint8_t operator()(uint32_t cp) const { return flags_[cp]; }
+
+  // Flags of the code point at p (valid UTF-8); sets its length in bytes.
+  uint8_t at(const unsigned char* p, uint32_t& len) const {
+    if (p[0] < 0x80) {
+      len = 1;
+      return flags_[p[0]];
+    }
+    return flags_[decode_valid(p, len)];
+  }
+
+ private:
+  std::vector<uint8_t> flags_;  // (0x110000) flags of every code point
+};
+
+// Built once per process (~40 ms) and never changed.
+const CharTable& char_table() {
+  static const CharTable table;
+  return table;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the other 68 bytes
+// for U+0100.. in byte order (space is U+0120 "Ġ", newline U+010A "Ċ").
+
+struct ByteAlphabet {
+  std::array<uint32_t, 256> to_cp;
+  std::array<int16_t, 512> to_byte;  // -1: not in the alphabet
+  ByteAlphabet() {
+    to_byte.fill(-1);
+    uint32_t extra = 0;
+    for (uint32_t b = 0; b < 256; ++b) {
+      const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+      to_cp[b] = printable ? b : 0x100 + extra++;
+      to_byte[to_cp[b]] = static_cast<int16_t>(b);
+    }
+  }
+};
+
+const ByteAlphabet& byte_alphabet() {
+  static const ByteAlphabet alphabet;  // immutable table
+  return alphabet;
+}
+
+// The raw bytes a vocabulary string stands for. A string with a character outside the alphabet is
+// taken as it is, as tokenizers' ByteLevel decoder does.
+std::string vocab_to_bytes(std::string_view form) {
+  const ByteAlphabet& a = byte_alphabet();
+  std::string out;
+  const unsigned char* p = bytes_of(form);
+  for (size_t i = 0; i < form.size();) {
+    uint32_t len;
+    const uint32_t cp = decode_valid(p + i, len);
+    if (cp >= a.to_byte.size() || a.to_byte[cp] < 0) return std::string(form);
+    out += static_cast<char>(a.to_byte[cp]);
+    i += len;
+  }
+  return out;
+}
+
+std::string bytes_to_vocab(std::string_view raw) {
+  std::string out;
+  for (unsigned char b : raw) append_utf8(out, byte_alphabet().to_cp[b]);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (left id, right id) -> (rank, merged id), open addressing with linear probing.
+
+class MergeTable {
+ public:
+  struct Entry {
+    uint64_t key;
+    uint32_t rank;
+    int32_t merged;
+  };
+
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots_.assign(cap, Entry{kEmpty, 0, 0});
+    mask_ = cap - 1;
+  }
+  // A pair listed twice keeps its later rank, as tokenizers' merge map does.
+  void insert(int32_t a, int32_t b, uint32_t rank, int32_t merged) {
+    const uint64_t key = make_key(a, b);
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (slots_[i].key == kEmpty || slots_[i].key == key) {
+        slots_[i] = Entry{key, rank, merged};
+        return;
+      }
+    }
+  }
+  const Entry* find(int32_t a, int32_t b) const {
+    const uint64_t key = make_key(a, b);
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (slots_[i].key == key) return &slots_[i];
+      if (slots_[i].key == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // ids are non-negative, so no pair has this key
+  static uint64_t make_key(int32_t a, int32_t b) {
+    return static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32 | static_cast<uint32_t>(b);
+  }
+  size_t slot(uint64_t key) const {
+    uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    return static_cast<size_t>(h ^ h >> 32) & mask_;
+  }
+  std::vector<Entry> slots_;
+  size_t mask_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Pre-token bytes -> ids, for one encode() call. Bounded: cleared when full.
+
+inline uint64_t hash_bytes(const unsigned char* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, p, n);
+  h = (h ^ w) * 0x94D049BB133111EBull;
+  return h ^ h >> 29;
+}
+
+class PieceCache {
+ public:
+  static constexpr size_t kMaxKey = 96;  // longer pre-tokens are rare and not cached
+
+  // The cached ids of `key`, or nullptr.
+  const int32_t* find(std::string_view key, uint64_t hash, uint32_t& n_ids) const {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = hash & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key_len == 0) return nullptr;
+      if (s.hash == hash && s.key_len == key.size() && std::memcmp(keys_.data() + s.key_off, key.data(), key.size()) == 0) {
+        n_ids = s.ids_len;
+        return ids_.data() + s.ids_off;
+      }
+    }
+  }
+
+  void insert(std::string_view key, uint64_t hash, const int32_t* ids, size_t n_ids) {
+    if (2 * (used_ + 1) > slots_.size()) {
+      if (slots_.size() < kMaxSlots) {
+        grow();
+      } else {
+        clear();
+      }
+    }
+    size_t i = hash & mask_;
+    while (slots_[i].key_len != 0) i = (i + 1) & mask_;
+    slots_[i] = Slot{hash, static_cast<uint32_t>(keys_.size()), static_cast<uint32_t>(ids_.size()),
+                     static_cast<uint16_t>(key.size()), static_cast<uint16_t>(n_ids)};
+    keys_.append(key);
+    ids_.insert(ids_.end(), ids, ids + n_ids);
+    ++used_;
+  }
+
+ private:
+  static constexpr size_t kMaxSlots = size_t{1} << 17;  // 64K pre-tokens, at most ~9 MB of keys and ids
+  struct Slot {
+    uint64_t hash = 0;
+    uint32_t key_off = 0, ids_off = 0;
+    uint16_t key_len = 0, ids_len = 0;  // key_len 0: an empty slot (pre-tokens are never empty)
+  };
+
+  void grow() {
+    std::vector<Slot> old = std::move(slots_);
+    slots_.assign(old.empty() ? 256 : 2 * old.size(), Slot{});
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.key_len == 0) continue;
+      size_t i = s.hash & mask_;
+      while (slots_[i].key_len != 0) i = (i + 1) & mask_;
+      slots_[i] = s;
+    }
+  }
+  void clear() {
+    std::fill(slots_.begin(), slots_.end(), Slot{});
+    keys_.clear();
+    ids_.clear();
+    used_ = 0;
+  }
+
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t used_ = 0;
+  std::string keys_;
+  std::vector<int32_t> ids_;
+};
+
+// Scratch space of one encode() call.
+struct EncodeScratch {
+  struct Symbol {
+    int32_t id;    // -1 once merged into the symbol on its left
+    int32_t prev;  // index of the live symbol on the left, -1 at the start
+    int32_t next;  // index of the live symbol on the right, -1 at the end
+  };
+  std::vector<Symbol> symbols;  // (bytes of the pre-token)
+  std::vector<uint64_t> heap;   // rank << 32 | position of the pair's left symbol, a min-heap
+  std::string normalized;
+  PieceCache cache;
+};
+
+struct AddedToken {
+  std::string content;
+  int32_t id;
+  bool special;
+};
+
+[[noreturn]] void fail(std::string_view source, const std::string& what) {
+  throw Error(std::string(source) + ": " + what);
+}
+
+const json* member(const json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+bool is_null_or(const json* j, const json& value) { return j == nullptr || j->is_null() || *j == value; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct Tokenizer::Impl {
+  // Token table: the bytes of id i are token_data[token_offset[i] .. token_offset[i + 1]).
+  std::vector<uint32_t> token_offset;  // (n_tokens + 1)
+  std::string token_data;
+  std::vector<uint8_t> token_kind;     // (n_tokens) kHole, kVocab, kAdded or kSpecial
+  enum : uint8_t { kHole, kVocab, kAdded, kSpecial };
+
+  std::unordered_map<std::string, int32_t> vocab;  // vocabulary string (byte-level form) -> id
+  std::array<int32_t, 256> byte_id{};              // id of the one-byte token of each byte
+  MergeTable merges;
+  bool ignore_merges = false;
+  bool nfc = false;
+
+  std::vector<AddedToken> added;       // longest content first
+  std::array<bool, 256> added_first{};  // bytes that start some added token
+  const CharTable& chars = char_table();
+
+  int32_t n_tokens() const { return static_cast<int32_t>(token_kind.size()); }
+
+  // Leftmost-longest added token at or after `from`: its position and index in `added`, or npos.
+  size_t find_added(std::string_view text, size_t from, size_t& which) const {
+    const unsigned char* p = bytes_of(text);
+    for (size_t i = from; i < text.size(); ++i) {
+      if (!added_first[p[i]]) continue;
+      for (size_t k = 0; k < added.size(); ++k) {
+        if (text.compare(i, added[k].content.size(), added[k].content) == 0) {
+          which = k;
+          return i;
+        }
+      }
+    }
+    return std::string_view::npos;
+  }
+
+  // NFC of `text`: `text` itself when the quick check passes, otherwise a copy in `buf`.
+  std::string_view normalize_nfc(std::string_view text, std::string& buf) const {
+    const unsigned char* p = bytes_of(text);
+    const size_t n = text.size();
+    size_t safe_start = 0;  // where NFC of a run would start: the last safe character, or after an opaque one
+    size_t copied = 0;      // text[0, copied) is already in buf
+    bool changed = false;
+    for (size_t i = 0; i < n;) {
+      if (i + 8 <= n && all_ascii8(p + i)) {  // ASCII is always safe
+        safe_start = i + 7;
+        i += 8;
+        continue;
+      }
+      uint32_t len;
+      const uint8_t f = chars.at(p + i, len);
+      if (!(f & kNfcUnsafe)) {
+        safe_start = f & kNfcOpaque ? i + len : i;
+        i += len;
+        continue;
+      }
+      // Normalize from the last safe character to the next one.
+      size_t end = i + len;
+      while (end < n) {
+        uint32_t l;
+        if (!(chars.at(p + end, l) & kNfcUnsafe)) break;
+        end += l;
+      }
+      if (!changed) {
+        buf.clear();
+        changed = true;
+      }
+      buf.append(text.substr(copied, safe_start - copied));
+      buf += nfc_with_utf8proc(text.substr(safe_start, end - safe_start));
+      copied = end;
+      safe_start = end;
+      i = end;
+    }
+    if (!changed) return text;
+    buf.append(text.substr(copied));
+    return buf;
+  }
+
+  // End of the pre-token that starts at s[i]: the first alternative of kQwenPattern that matches
+  // there, with the regex engine's greedy and backtracking choices. Every position matches some
+  // alternative, so pre-tokens tile the text.
+  size_t next_piece_end(const unsigned char* s, size_t n, size_t i) const {
+    uint32_t len0;
+    const uint8_t c0 = chars.at(s + i, len0);
+    const size_t j = i + len0;
+
+    // (?i:'s|'t|'re|'ve|'m|'ll|'d). Under Unicode case folding 's' also matches U+017F (long s).
+    if (s[i] == '\'' && j < n) {
+      const unsigned b = s[j] | 0x20;  // ASCII lower case; no other byte folds onto these letters
+      if (b == 's' || b == 't' || b == 'm' || b == 'd') return j + 1;
+      if (s[j] == 0xC5 && j + 1 < n && s[j + 1] == 0xBF) return j + 2;
+      if (j + 1 < n) {
+        const unsigned b1 = s[j + 1] | 0x20;
+        if ((b == 'r' || b == 'v') && b1 == 'e') return j + 2;
+        if (b == 'l' && b1 == 'l') return j + 2;
+      }
+    }
+    auto letters_end = [&](size_t k) {
+      uint32_t len;
+      while (k < n && (chars.at(s + k, len) & kLetter)) k += len;
+      return k;
+    };
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (c0 & kLetter) return letters_end(j);
+    if (!(c0 & (kNumber | kNewline)) && j < n) {
+      uint32_t len1;
+      if (chars.at(s + j, len1) & kLetter) return letters_end(j + len1);
+    }
+    // \p{N}
+    if (c0 & kNumber) return j;
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    auto others_end = [&](size_t k) {
+      uint32_t len;
+      while (k < n && !(chars.at(s + k, len) & (kLetter | kNumber | kSpace))) k += len;
+      while (k < n && (s[k] == '\r' || s[k] == '\n')) ++k;
+      return k;
+    };
+    if (!(c0 & kSpace)) return others_end(j);
+    if (s[i] == ' ' && j < n) {
+      uint32_t len1;
+      if (!(chars.at(s + j, len1) & (kLetter | kNumber | kSpace))) return others_end(j + len1);
+    }
+    // s[i] is white space. \s*[\r\n]+ ends after the last newline of the white-space run;
+    // \s+(?!\S) ends at the end of text or gives back the run's last character; \s+ takes the run.
+    size_t k = i, last_start = i, newline_end = 0;
+    while (k < n) {
+      uint32_t len;
+      const uint8_t c = chars.at(s + k, len);
+      if (!(c & kSpace)) break;
+      if (c & kNewline) newline_end = k + len;
+      last_start = k;
+      k += len;
+    }
+    if (newline_end != 0) return newline_end;
+    if (k == n) return n;
+    if (last_start > i) return last_start;
+    return k;
+  }
+
+  // Appends the BPE ids of one pre-token (raw bytes).
+  void bpe(std::string_view piece, EncodeScratch& s, std::vector<int32_t>& out) const {
+    if (ignore_merges) {
+      if (auto it = vocab.find(bytes_to_vocab(piece)); it != vocab.end()) {
+        out.push_back(it->second);
+        return;
+      }
+    }
+    auto& sym = s.symbols;
+    sym.resize(piece.size());
+    const int32_t m = static_cast<int32_t>(piece.size());
+    for (int32_t i = 0; i < m; ++i) sym[i] = {byte_id[static_cast<unsigned char>(piece[i])], i - 1, i + 1};
+    sym[m - 1].next = -1;
+
+    auto& heap = s.heap;
+    heap.clear();
+    auto push = [&heap](uint32_t rank, int32_t pos) {
+      heap.push_back(static_cast<uint64_t>(rank) << 32 | static_cast<uint32_t>(pos));
+      std::push_heap(heap.begin(), heap.end(), std::greater<>());
+    };
+    for (int32_t i = 0; i + 1 < m; ++i)
+      if (const auto* e = merges.find(sym[i].id, sym[i + 1].id))
+        heap.push_back(static_cast<uint64_t>(e->rank) << 32 | static_cast<uint32_t>(i));
+    std::make_heap(heap.begin(), heap.end(), std::greater<>());
+
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+      const uint64_t top = heap.back();
+      heap.pop_back();
+      const auto rank = static_cast<uint32_t>(top >> 32);
+      const auto pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
+      auto& a = sym[pos];
+      if (a.id < 0 || a.next < 0) continue;
+      auto& b = sym[a.next];
+      // An entry is stale when the pair at `pos` has changed since it was pushed; a rank names one pair.
+      const auto* e = merges.find(a.id, b.id);
+      if (e == nullptr || e->rank != rank) continue;
+      a.id = e->merged;
+      b.id = -1;
+      a.next = b.next;
+      if (a.next >= 0) sym[a.next].prev = pos;
+      if (a.prev >= 0)
+        if (const auto* l = merges.find(sym[a.prev].id, a.id)) push(l->rank, a.prev);
+      if (a.next >= 0)
+        if (const auto* r = merges.find(a.id, sym[a.next].id)) push(r->rank, pos);
+    }
+    for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
+  }
+
+  void encode_piece(std::string_view piece, EncodeScratch& s, std::vector<int32_t>& out) const {
+    if (piece.size() == 1) {  // one symbol: no merge can apply
+      out.push_back(byte_id[static_cast<unsigned char>(piece[0])]);
+      return;
+    }
+    if (piece.size() > PieceCache::kMaxKey) {
+      bpe(piece, s, out);
+      return;
+    }
+    const uint64_t h = hash_bytes(bytes_of(piece), piece.size());
+    uint32_t n_ids = 0;
+    if (const int32_t* ids = s.cache.find(piece, h, n_ids)) {
+      out.insert(out.end(), ids, ids + n_ids);
+      return;
+    }
+    const size_t before = out.size();
+    bpe(piece, s, out);
+    s.cache.insert(piece, h, out.data() + before, out.size() - before);
+  }
+
+  // Text between added tokens: NFC, pre-tokenize, BPE.
+  void encode_ordinary(std::string_view text, EncodeScratch& s, std::vector<int32_t>& out) const {
+    if (text.empty()) return;
+    if (nfc) text = normalize_nfc(text, s.normalized);
+    const unsigned char* p = bytes_of(text);
+    for (size_t i = 0; i < text.size();) {
+      const size_t end = next_piece_end(p, text.size(), i);
+      encode_piece(text.substr(i, end - i), s, out);
+      i = end;
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+namespace {
+
+void check_pre_tokenizer(const json* pt, std::string_view source) {
+  auto is = [](const json* j, const char* key, const json& value) {
+    const json* m = member(*j, key);
+    return m != nullptr && *m == value;
+  };
+  bool ok = pt != nullptr && is(pt, "type", "Sequence");
+  const json* list = ok ? member(*pt, "pretokenizers") : nullptr;
+  ok = ok && list != nullptr && list->is_array() && list->size() == 2;
+  if (ok) {
+    const json& split = (*list)[0];
+    const json& bytes = (*list)[1];
+    const json* pattern = member(split, "pattern");
+    ok = is(&split, "type", "Split") && pattern != nullptr && is(pattern, "Regex", std::string(kQwenPattern)) &&
+         is(&split, "behavior", "Isolated") && is_null_or(member(split, "invert"), false) &&
+         is(&bytes, "type", "ByteLevel") && is_null_or(member(bytes, "add_prefix_space"), false) &&
+         is(&bytes, "use_regex", false);
+  }
+  if (!ok)
+    fail(source,
+         "unsupported \"pre_tokenizer\": only Qwen2's (Split on its pattern, then ByteLevel without regex) "
+         "is implemented");
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_json(std::string_view json_text, std::string_view source) {
+  auto impl = std::make_unique<Impl>();
+  json doc;
+  try {
+    doc = json::parse(json_text);
+  } catch (const json::exception& e) {
+    fail(source, std::string("malformed JSON: ") + e.what());
+  }
+  try {
+    if (!doc.is_object()) fail(source, "expected a JSON object");
+    const json* model = member(doc, "model");
+    if (model == nullptr || !model->is_object()) fail(source, "missing \"model\"");
+    if (const json* type = member(*model, "type"); type != nullptr && *type != "BPE")
+      fail(source, "unsupported model type " + type->dump() + " (only \"BPE\" is implemented)");
+    if (!is_null_or(member(*model, "byte_fallback"), false)) fail(source, "unsupported \"byte_fallback\": true");
+    if (!is_null_or(member(*model, "dropout"), nullptr)) fail(source, "unsupported BPE \"dropout\"");
+    if (!is_null_or(member(*model, "continuing_subword_prefix"), "") ||
+        !is_null_or(member(*model, "end_of_word_suffix"), ""))
+      fail(source, "unsupported \"continuing_subword_prefix\" or \"end_of_word_suffix\"");
+    if (const json* im = member(*model, "ignore_merges"); im != nullptr && !im->is_null())
+      impl->ignore_merges = im->get<bool>();
+
+    const json* normalizer = member(doc, "normalizer");
+    if (normalizer != nullptr && !normalizer->is_null()) {
+      if (!is_null_or(member(*normalizer, "type"), "NFC"))
+        fail(source, "unsupported \"normalizer\" " + member(*normalizer, "type")->dump() + " (only NFC)");
+      impl->nfc = true;
+    }
+    check_pre_tokenizer(member(doc, "pre_tokenizer"), source);
+    if (const json* decoder = member(doc, "decoder"); decoder != nullptr && !decoder->is_null() &&
+                                                       !is_null_or(member(*decoder, "type"), "ByteLevel"))
+      fail(source, "unsupported \"decoder\" (only ByteLevel)");
+
+    // Vocabulary.
+    const json* vocab = member(*model, "vocab");
+    if (vocab == nullptr || !vocab->is_object()) fail(source, "missing \"model.vocab\" (an object)");
+    constexpr int64_t kMaxId = int64_t{1} << 24;
+    int64_t n_tokens = 0;
+    impl->vocab.reserve(vocab->size());
+    for (const auto& [form, id_json] : vocab->items()) {
+      if (!id_json.is_number_integer()) fail(source, "vocab entry \"" + form + "\" has a non-integer id");
+      const auto id = id_json.get<int64_t>();
+      if (id < 0 || id >= kMaxId) fail(source, "vocab entry \"" + form + "\" has id " + std::to_string(id));
+      impl->vocab.emplace(form, static_cast<int32_t>(id));
+      n_tokens = std::max(n_tokens, id + 1);
+    }
+    if (impl->vocab.empty()) fail(source, "empty \"model.vocab\"");
+
+    // Added tokens.
+    std::vector<AddedToken>& added = impl->added;
+    if (const json* list = member(doc, "added_tokens"); list != nullptr && !list->is_null()) {
+      if (!list->is_array()) fail(source, "\"added_tokens\" must be a list");
+      for (const json& t : *list) {
+        const json* id = member(t, "id");
+        const json* content = member(t, "content");
+        if (id == nullptr || !id->is_number_integer() || content == nullptr || !content->is_string())
+          fail(source, "added token " + t.dump() + " needs an integer \"id\" and a string \"content\"");
+        const auto value = id->get<int64_t>();
+        const std::string text = content->get<std::string>();
+        if (value < 0 || value >= kMaxId) fail(source, "added token \"" + text + "\" has id " + std::to_string(value));
+        if (text.empty()) fail(source, "added token " + std::to_string(value) + " is empty");
+        for (const char* flag : {"lstrip", "rstrip", "single_word", "normalized"})
+          if (!is_null_or(member(t, flag), false))
+            fail(source, "added token \"" + text + "\": \"" + flag + "\": true is not supported");
+        const json* special = member(t, "special");
+        added.push_back({text, static_cast<int32_t>(value), special != nullptr && special->is_boolean() && special->get<bool>()});
+        n_tokens = std::max(n_tokens, value + 1);
+      }
+    }
+
+    // Token table: vocabulary bytes, then added tokens over them.
+    impl->token_kind.assign(static_cast<size_t>(n_tokens), Impl::kHole);
+    std::vector<std::string> bytes(static_cast<size_t>(n_tokens));
+    for (const auto& [form, id] : impl->vocab) {
+      if (impl->token_kind[id] != Impl::kHole)
+        fail(source, "vocab id " + std::to_string(id) + " is given to two tokens (one is \"" + form + "\")");
+      impl->token_kind[id] = Impl::kVocab;
+      bytes[id] = vocab_to_bytes(form);
+    }
+    for (const AddedToken& t : added) {
+      impl->token_kind[t.id] = t.special ? Impl::kSpecial : Impl::kAdded;
+      bytes[t.id] = t.content;
+    }
+    impl->token_offset.resize(bytes.size() + 1);
+    size_t total = 0;
+    for (const std::string& b : bytes) total += b.size();
+    impl->token_data.reserve(total);
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      impl->token_offset[i] = static_cast<uint32_t>(impl->token_data.size());
+      impl->token_data += bytes[i];
+    }
+    impl->token_offset.back() = static_cast<uint32_t>(impl->token_data.size());
+
+    for (uint32_t b = 0; b < 256; ++b) {
+      std::string form;
+      append_utf8(form, byte_alphabet().to_cp[b]);
+      auto it = impl->vocab.find(form);
+      if (it == impl->vocab.end())
+        fail(source, "the vocabulary has no token for byte " + std::to_string(b) + " (\"" + form +
+                         "\"); a byte-level BPE needs all 256");
+      impl->byte_id[b] = it->second;
+    }
+
+    std::stable_sort(added.begin(), added.end(),
+                     [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
+    for (const AddedToken& t : added) impl->added_first[static_cast<unsigned char>(t.content[0])] = true;
+
+    // Merges: [["a", "b"], ...] or the older ["a b", ...].
+    const json* merges = member(*model, "merges");
+    if (merges == nullptr || !merges->is_array()) fail(source, "missing \"model.merges\" (a list)");
+    impl->merges.reserve(merges->size());
+    std::string joined;
+    auto lookup = [&](const std::string& token, size_t rank) {
+      auto it = impl->vocab.find(token);
+      if (it == impl->vocab.end())
+        fail(source, "merge " + std::to_string(rank) + " names \"" + token + "\", which is not in the vocabulary");
+      return it->second;
+    };
+    for (size_t rank = 0; rank < merges->size(); ++rank) {
+      const json& m = (*merges)[rank];
+      std::string a, b;
+      if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+        a = m[0].get<std::string>();
+        b = m[1].get<std::string>();
+      } else if (m.is_string()) {
+        const std::string& s = m.get_ref<const std::string&>();
+        const size_t space = s.find(' ');
+        if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
+          fail(source, "merge " + std::to_string(rank) + " \"" + s + "\" is not two tokens separated by a space");
+        a = s.substr(0, space);
+        b = s.substr(space + 1);
+      } else {
+        fail(source, "merge " + std::to_string(rank) + " is neither [\"a\", \"b\"] nor \"a b\"");
+      }
+      const int32_t ia = lookup(a, rank), ib = lookup(b, rank);
+      joined = a + b;
+      auto it = impl->vocab.find(joined);
+      if (it == impl->vocab.end())
+        fail(source, "merge " + std::to_string(rank) + " makes \"" + joined + "\", which is not in the vocabulary");
+      impl->merges.insert(ia, ib, static_cast<uint32_t>(rank), it->second);
+    }
+  } catch (const json::exception& e) {
+    fail(source, std::string("unexpected JSON: ") + e.what());
+  }
+  return Tokenizer(std::move(impl));
+}
+
+Tokenizer Tokenizer::from_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path file(path);
+  const auto status = fs::status(file, ec);
+  if (ec || !fs::exists(status)) throw Error(path + ": no such file or directory");
+  if (fs::is_directory(status)) {
+    file /= "tokenizer.json";
+    if (!fs::exists(file, ec)) throw Error(path + ": no tokenizer.json in directory");
+  }
+  const std::string name = file.string();
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(name + ": cannot open: " + std::strerror(errno));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(name + ": read error: " + std::strerror(errno));
+  return from_json(text, name);
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+Tokenizer::~Tokenizer() = default;
+
+// ---------------------------------------------------------------------------------------------
+// Encoding and decoding
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, AddedTokens added) const {
+  if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
+    throw Error("invalid UTF-8 at byte " + std::to_string(bad));
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 8);
+  EncodeScratch scratch;
+  size_t pos = 0;
+  if (added == AddedTokens::kMatch && !impl_->added.empty()) {
+    size_t which = 0;
+    for (size_t at; (at = impl_->find_added(text, pos, which)) != std::string_view::npos;) {
+      impl_->encode_ordinary(text.substr(pos, at - pos), scratch, ids);
+      ids.push_back(impl_->added[which].id);
+      pos = at + impl_->added[which].content.size();
+    }
+  }
+  impl_->encode_ordinary(text.substr(pos), scratch, ids);
+  return ids;
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  std::string out;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= impl_->n_tokens())
+      throw Error("token id " + std::to_string(id) + " is out of range (the tokenizer has ids 0.." +
+                  std::to_string(impl_->n_tokens() - 1) + ")");
+    if (impl_->token_kind[id] == Impl::kHole) throw Error("token id " + std::to_string(id) + " has no token");
+    if (skip_special && impl_->token_kind[id] == Impl::kSpecial) continue;
+    out.append(impl_->token_data, impl_->token_offset[id], impl_->token_offset[id + 1] - impl_->token_offset[id]);
+  }
+  return out;
+}
+
+int32_t Tokenizer::token_id(std::string_view token) const {
+  for (const AddedToken& t : impl_->added)
+    if (t.content == token) return t.id;
+  auto it = impl_->vocab.find(std::string(token));
+  return it == impl_->vocab.end() ? -1 : it->second;
+}
+
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const int32_t one = id;
+  return decode(std::span<const int32_t>(&one, 1));
+}
+
+bool Tokenizer::is_special(int32_t id) const {
+  return id >= 0 && id < impl_->n_tokens() && impl_->token_kind[id] == Impl::kSpecial;
+}
+
+int32_t Tokenizer::n_tokens() const { return impl_->n_tokens(); }
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Moves the complete UTF-8 prefix of `pending` to the result, invalid sequences as U+FFFD each.
+// An incomplete tail stays in `pending`, or becomes one U+FFFD when `final`.
+std::string take_complete(std::string& pending, bool final) {
+  std::string out;
+  const unsigned char* p = bytes_of(pending);
+  size_t i = 0;
+  while (i < pending.size()) {
+    const Seq seq = read_sequence(p + i, pending.size() - i);
+    if (seq.kind == SeqKind::kIncomplete && !final) break;
+    if (seq.kind == SeqKind::kValid) {
+      out.append(pending, i, seq.len);
+    } else {
+      out += kReplacement;
+    }
+    i += seq.kind == SeqKind::kIncomplete ? pending.size() - i : seq.len;
+  }
+  pending.erase(0, i);
+  return out;
+}
+
+}  // namespace
+
+std::string StreamDecoder::push(int32_t id) {
+  if (skip_special_ && tok_.is_special(id)) return {};
+  pending_ += tok_.token_bytes(id);
+  return take_complete(pending_, false);
+}
+
+std::string StreamDecoder::finish() { return take_complete(pending_, true); }
+
+size_t find_invalid_utf8(std::string_view text) {
+  const unsigned char* p = bytes_of(text);
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    if (i + 8 <= n && all_ascii8(p + i)) {
+      i += 8;
+      continue;
+    }
+    if (p[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    const Seq seq = read_sequence(p + i, n - i);
+    if (seq.kind != SeqKind::kValid) return i;
+    i += seq.len;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace abridge::engine

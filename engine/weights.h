@@ -1,0 +1,41 @@
+// The tensor table: every weight of a Qwen3 checkpoint with its name, shape and whether it may be
+// absent. Loading, byte counting, random checkpoints and error messages all read this one table.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/safetensors.h"
+
+namespace abridge::engine {
+
+enum class TensorRole : uint8_t {
+  kEmbedding, kLmHead, kFinalNorm,
+  kInputNorm, kQ, kK, kV, kO, kQNorm, kKNorm, kPostNorm, kGate, kUp, kDown,
+};
+
+struct TensorEntry {
+  std::string name;
+  std::vector<int64_t> shape;  // as stored: linear weights are (out_features, in_features)
+  TensorRole role;
+  int64_t layer = -1;          // -1 for the global tensors
+  bool optional = false;       // lm_head with tied embeddings
+  bool is_norm() const;
+};
+
+std::vector<TensorEntry> tensor_table(const ModelConfig& c);
+
+// Checks that the checkpoint has every tensor the config needs with the right shape and a supported
+// dtype; throws abridge::Error naming the file and tensor, with expected vs actual shape.
+void check_checkpoint(const ModelConfig& c, const Checkpoint& ckpt);
+
+// Converts `n` values of `dtype` at `src` to float32.
+void to_f32(DType dtype, const std::byte* src, float* dst, size_t n);
+// Rounds float32 to bfloat16 (round to nearest even; NaN stays NaN).
+uint16_t f32_to_bf16(float f);
+float bf16_to_f32(uint16_t h);
+float f16_to_f32(uint16_t h);
+
+}  // namespace abridge::engine

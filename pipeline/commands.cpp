@@ -1,0 +1,218 @@
+#include "pipeline/commands.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <sstream>
+
+#include "engine/chat.h"
+#include "engine/embedded_data.h"
+#include "engine/error.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/weights.h"
+#include "pipeline/atomic_file.h"
+#include "pipeline/text_input.h"
+
+namespace abridge::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+using engine::Tokenizer;
+
+std::string read_input(const std::string& file) {
+  if (file != "-") return read_text_file(file);
+  std::string text(std::istreambuf_iterator<char>(std::cin), {});
+  const size_t bad = engine::find_invalid_utf8(text);
+  if (bad != std::string::npos) throw Error("<stdin>: invalid UTF-8 at byte " + std::to_string(bad));
+  return text;
+}
+
+Tokenizer load_tokenizer(const std::string& path) {
+  if (path.empty()) return Tokenizer::from_json(engine::bundled_tokenizer_json(), "built-in Qwen3 tokenizer");
+  return Tokenizer::from_path(path);
+}
+
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& source, const Tokenizer& tok) {
+  std::vector<int32_t> ids;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(word.data(), word.data() + word.size(), v);
+    if (ec != std::errc() || p != word.data() + word.size())
+      throw Error(source + ": \"" + word + "\" is not a token id");
+    if (v < 0 || v >= tok.n_tokens())
+      throw Error(source + ": token id " + word + " is outside the vocabulary (0.." + std::to_string(tok.n_tokens() - 1) +
+                  ")");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+std::string human_bytes(uint64_t b) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(2);
+  if (b >= (1ull << 30)) s << static_cast<double>(b) / (1ull << 30) << " GiB";
+  else if (b >= (1ull << 20)) s << static_cast<double>(b) / (1ull << 20) << " MiB";
+  else if (b >= (1ull << 10)) s << static_cast<double>(b) / (1ull << 10) << " KiB";
+  else s.str(std::to_string(b) + " B");
+  return s.str();
+}
+
+}  // namespace
+
+std::string version() { return ABRIDGE_VERSION; }
+
+int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& err) {
+  try {
+    const Tokenizer tok = load_tokenizer(opt.tokenizer);
+    const std::string text = read_input(opt.file);
+    if (opt.decode) {
+      out << tok.decode(parse_ids(text, opt.file == "-" ? "<stdin>" : opt.file, tok));
+      return kExitOk;
+    }
+    const auto ids = tok.encode(text, opt.plain ? engine::AddedTokens::kPlain : engine::AddedTokens::kMatch);
+    std::string line;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (i) line += ' ';
+      line += std::to_string(ids[i]);
+    }
+    out << line << '\n';
+    return kExitOk;
+  } catch (const Error& e) {
+    err << "abridge: " << e.what() << '\n';
+    return kExitFatal;
+  }
+}
+
+int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
+  try {
+    engine::Device device;
+    if (opt.device == "cpu") device = engine::Device::kCpu;
+    else if (opt.device == "cuda") device = engine::Device::kCuda;
+    else throw Error("--device must be cpu or cuda, not \"" + opt.device + "\"");
+    if (opt.temperature < 0) throw Error("--temperature must be >= 0");
+    if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
+    if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
+
+    const engine::ModelDir model = engine::open_model_dir(opt.model);
+    auto backend = engine::make_backend(device, model, opt.threads);
+
+    std::vector<engine::ChatMessage> messages;
+    if (!opt.system.empty()) messages.push_back({"system", opt.system});
+    messages.push_back({"user", opt.prompt});
+    const auto prompt = engine::encode_chat(model.tokenizer, messages);
+
+    engine::GenerationOptions gen;
+    gen.max_new_tokens = opt.max_new_tokens;
+    gen.sampling = {opt.temperature, opt.top_p, opt.seed};
+    gen.stop_ids = engine::chat_stop_ids(model.tokenizer, model.config.eos_token_ids);
+
+    engine::StreamDecoder decoder(model.tokenizer);
+    const auto result = engine::generate(*backend, 0, prompt, gen, [&](int32_t id) {
+      out << decoder.push(id) << std::flush;
+      return true;
+    });
+    out << decoder.finish() << '\n' << std::flush;
+    if (opt.stats) {
+      const double n = static_cast<double>(result.tokens.size());
+      err << std::fixed << std::setprecision(1) << "abridge: " << result.prompt_tokens << " prompt tokens in "
+          << result.prefill_seconds * 1e3 << " ms; " << result.tokens.size() << " new tokens in "
+          << result.decode_seconds * 1e3 << " ms (" << (result.decode_seconds > 0 ? n / result.decode_seconds : 0)
+          << " tok/s); stop: "
+          << (result.stop == engine::StopReason::kStopToken ? "end of reply" : "max new tokens") << '\n';
+    }
+    return kExitOk;
+  } catch (const Error& e) {
+    err << "abridge: " << e.what() << '\n';
+    return kExitFatal;
+  }
+}
+
+int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostream& err) {
+  try {
+    engine::ModelConfig config = engine::preset_config(opt.preset);
+    engine::DType dtype;
+    if (opt.dtype == "bf16") {
+      dtype = engine::DType::kBF16;
+      config.torch_dtype = "bfloat16";
+    } else if (opt.dtype == "f32") {
+      dtype = engine::DType::kF32;
+      config.torch_dtype = "float32";
+    } else {
+      throw Error("--dtype must be bf16 or f32, not \"" + opt.dtype + "\"");
+    }
+    std::error_code ec;
+    fs::create_directories(opt.out_dir, ec);
+    if (ec || !fs::is_directory(opt.out_dir)) throw Error(opt.out_dir + ": cannot create directory: " + ec.message());
+
+    const fs::path dir(opt.out_dir);
+    write_file_atomic((dir / "config.json").string(), config.to_json());
+    write_file_atomic((dir / "tokenizer.json").string(), engine::bundled_tokenizer_json());
+    write_file_atomic((dir / "tokenizer_config.json").string(), engine::bundled_tokenizer_config_json());
+    engine::write_random_weights((dir / "model.safetensors").string(), config, opt.seed, dtype);
+    out << "wrote " << opt.out_dir << ": Qwen3 " << opt.preset << " shape, "
+        << std::fixed << std::setprecision(3) << static_cast<double>(config.n_params()) / 1e9 << " B parameters, "
+        << opt.dtype << ", seed " << opt.seed << '\n';
+    return kExitOk;
+  } catch (const Error& e) {
+    err << "abridge: " << e.what() << '\n';
+    return kExitFatal;
+  }
+}
+
+int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream& err) {
+  try {
+    const engine::ModelDir model = engine::open_model_dir(opt.dir);
+    const engine::ModelConfig& c = model.config;
+    std::map<std::string, int> dtypes;
+    for (const auto& [name, t] : model.checkpoint->tensors()) ++dtypes[std::string(engine::dtype_name(t.dtype))];
+    std::string dtype_list;
+    for (const auto& [name, count] : dtypes) dtype_list += (dtype_list.empty() ? "" : ", ") + name + " x" + std::to_string(count);
+
+    auto row = [&](const std::string& key, const std::string& value) {
+      out << std::left << std::setw(26) << key << value << '\n';
+    };
+    row("model", opt.dir);
+    row("model_type", c.model_type);
+    row("layers", std::to_string(c.num_hidden_layers));
+    row("hidden_size", std::to_string(c.hidden_size));
+    row("intermediate_size", std::to_string(c.intermediate_size));
+    row("attention heads", std::to_string(c.num_attention_heads) + " query, " + std::to_string(c.num_key_value_heads) +
+                               " key/value (GQA group " + std::to_string(c.gqa_group()) + "), head_dim " +
+                               std::to_string(c.head_dim));
+    row("vocab_size", std::to_string(c.vocab_size) + " (tokenizer: " + std::to_string(model.tokenizer.n_tokens()) + ")");
+    row("context", std::to_string(c.max_position_embeddings) + " tokens");
+    std::ostringstream theta;
+    theta << c.rope_theta;
+    row("rope_theta", theta.str());
+    std::ostringstream eps;
+    eps << c.rms_norm_eps;
+    row("rms_norm_eps", eps.str());
+    row("tied embeddings", c.tie_word_embeddings ? "yes" : "no");
+    row("sliding window", c.use_sliding_window ? std::to_string(*c.sliding_window) + " tokens from layer " +
+                                                     std::to_string(c.max_window_layers)
+                                               : "none");
+    std::ostringstream params;
+    params << std::fixed << std::setprecision(3) << static_cast<double>(c.n_params()) / 1e9 << " B";
+    row("parameters", params.str());
+    row("tensors", std::to_string(model.checkpoint->tensors().size()) + " (" + dtype_list + ")");
+    row("tensor bytes", std::to_string(model.checkpoint->total_bytes()) + " (" +
+                            human_bytes(model.checkpoint->total_bytes()) + ")");
+    row("KV bytes per token", std::to_string(c.kv_bytes_per_token(2)) + " (bf16; " +
+                                  human_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings)) +
+                                  " for the full context)");
+    return kExitOk;
+  } catch (const Error& e) {
+    err << "abridge: " << e.what() << '\n';
+    return kExitFatal;
+  }
+}
+
+}  // namespace abridge::pipeline

@@ -1,0 +1,97 @@
+#include "pipeline/text_input.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/error.h"
+#include "engine/tokenizer.h"
+
+namespace abridge::pipeline {
+namespace {
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// UTF-16 (after the BOM) to UTF-8; unpaired surrogates are an error.
+std::string utf16_to_utf8(const std::string& path, std::string_view bytes, bool big_endian) {
+  if (bytes.size() % 2 != 0) throw Error(path + ": UTF-16 text with an odd number of bytes");
+  std::string out;
+  out.reserve(bytes.size());
+  auto unit = [&](size_t i) -> uint32_t {
+    const auto a = static_cast<uint8_t>(bytes[i]), b = static_cast<uint8_t>(bytes[i + 1]);
+    return big_endian ? (a << 8 | b) : (b << 8 | a);
+  };
+  for (size_t i = 0; i < bytes.size(); i += 2) {
+    uint32_t u = unit(i);
+    if (u >= 0xD800 && u < 0xDC00) {
+      if (i + 3 >= bytes.size())
+        throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
+      const uint32_t lo = unit(i + 2);
+      if (lo < 0xDC00 || lo >= 0xE000)
+        throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
+      u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+      i += 2;
+    } else if (u >= 0xDC00 && u < 0xE000) {
+      throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
+    }
+    append_utf8(out, u);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string read_text_file(const std::string& path, size_t max_bytes) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) throw Error(path + ": no such file");
+  if (std::filesystem::is_directory(status)) throw Error(path + ": is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
+  const auto size = std::filesystem::file_size(path, ec);
+  if (!ec && size > max_bytes)
+    throw Error(path + ": file is too large (" + std::to_string(size) + " bytes; the limit is " +
+                std::to_string(max_bytes) + ")");
+  std::string bytes;
+  if (!ec) bytes.reserve(size);
+  bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path + ": read error");
+
+  std::string text;
+  size_t bom = 0;
+  auto starts = [&](std::string_view p) { return bytes.compare(0, p.size(), p) == 0 && bytes.size() >= p.size(); };
+  if (starts("\xEF\xBB\xBF")) {
+    text = bytes.substr(3);
+    bom = 3;
+  } else if (starts("\xFF\xFE")) {
+    text = utf16_to_utf8(path, std::string_view(bytes).substr(2), false);
+  } else if (starts("\xFE\xFF")) {
+    text = utf16_to_utf8(path, std::string_view(bytes).substr(2), true);
+  } else {
+    text = std::move(bytes);
+  }
+  const size_t bad = engine::find_invalid_utf8(text);
+  if (bad != std::string::npos)
+    throw Error(path + ": invalid UTF-8 at byte " + std::to_string(bad + bom) +
+                " (only UTF-8 and UTF-16 with a BOM are accepted)");
+  return text;
+}
+
+}  // namespace abridge::pipeline

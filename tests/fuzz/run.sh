@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang in build-fuzz/ and fuzzes parse_safetensors.
+#   tests/fuzz/run.sh [SECONDS]    (default 60)
+# Exits non-zero if the fuzzer finds a crash; the reproducer is left in build-fuzz/artifacts/
+# (replay it with: build-fuzz/bin/fuzz_safetensors FILE).
+set -euo pipefail
+
+seconds="${1:-60}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+build="${ABRIDGE_FUZZ_BUILD:-$root/build-fuzz}"
+
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DABRIDGE_FUZZ=ON -DABRIDGE_CUDA=OFF -DABRIDGE_TESTS=OFF -DABRIDGE_BENCH=OFF >/dev/null
+cmake --build "$build" --target fuzz_safetensors
+
+# A fresh seed corpus each run: a few valid files, as raw bytes (le64 length + header + data) and in
+# the target's second form (one byte of data length + header).
+corpus="$build/corpus/safetensors"
+artifacts="$build/artifacts"
+rm -rf "$corpus"
+mkdir -p "$corpus" "$artifacts"
+
+le64() {  # the 8 little-endian bytes of $1
+  local i
+  for i in 0 1 2 3 4 5 6 7; do printf "\\$(printf '%03o' $((($1 >> (8 * i)) & 255)))"; done
+}
+seed() {  # seed NAME HEADER DATA_BYTES
+  local header="$2" n="$3"
+  { le64 "${#header}"; printf '%s' "$header"; head -c "$n" /dev/zero; } >"$corpus/$1.raw"
+  { printf "\\$(printf '%03o' "$n")"; printf '%s' "$header"; } >"$corpus/$1.hdr"
+}
+seed one '{"w":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]}}' 8
+seed meta '{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},"b":{"dtype":"F16","shape":[1,2],"data_offsets":[12,16]}}    ' 16
+seed zero '{"z":{"dtype":"F16","shape":[0,4],"data_offsets":[0,0]},"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}' 4
+seed empty '{}' 0
+
+dict="$build/corpus/safetensors.dict"
+cat >"$dict" <<'DICT'
+"{"
+"}"
+"["
+"]"
+":"
+","
+"\""
+"\"dtype\""
+"\"shape\""
+"\"data_offsets\""
+"\"__metadata__\""
+"\"BF16\""
+"\"F16\""
+"\"F32\""
+"\"F64\""
+"\"format\""
+"\"pt\""
+"18446744073709551615"
+"4294967296"
+"-1"
+"1e400"
+DICT
+
+# libFuzzer exits non-zero on a crash, a leak, a timeout or an out-of-memory; set -e passes that on.
+"$build/bin/fuzz_safetensors" "$corpus" -dict="$dict" -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+  -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1
+echo "fuzz_safetensors: no crash in ${seconds}s"
