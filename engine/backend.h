@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,10 @@ struct BatchPlan {
   std::vector<int32_t> positions;   // (n_tokens) position of each token in its sequence
   std::vector<int32_t> slots;       // (n_tokens) KV slot (sequence) of each token
   std::vector<int32_t> logit_rows;  // indices into tokens whose logits are wanted, in output order
+  // Paged backends: each slot's KV blocks by logical block (position / block_size); -1 marks a block
+  // dropped because no later token attends to it (outside the sinks and the window). Backends with
+  // their own per-slot caches (the CPU reference) ignore it.
+  std::map<int32_t, std::vector<int32_t>> block_tables;
 
   size_t size() const { return tokens.size(); }
   void add(int32_t token, int32_t position, int32_t slot, bool want_logits) {
@@ -26,6 +31,28 @@ struct BatchPlan {
     tokens.push_back(token);
     positions.push_back(position);
     slots.push_back(slot);
+  }
+};
+
+// Engine-wide attention options, fixed when the backend is built.
+struct AttentionOptions {
+  // StreamingLLM: when window > 0, the token at position p attends to positions [0, sinks) and
+  // (p - window, p]; positions stay the original positions. 0: full attention (or the model's own
+  // sliding window where its config declares one).
+  int64_t window = 0;
+  int64_t sinks = 0;
+  // The keys of the token at position p: [0, sink_end) and [begin, p]. `layer_window` is the
+  // model's own window for the layer (ModelConfig::layer_window), used when no engine window is set.
+  struct Span {
+    int64_t sink_end;
+    int64_t begin;
+  };
+  Span span(int64_t p, int64_t layer_window) const {
+    const int64_t w = window > 0 ? window : layer_window;
+    if (w <= 0) return {0, 0};
+    const int64_t begin = p - w + 1 > 0 ? p - w + 1 : 0;
+    const int64_t sink_end = window > 0 ? (sinks < begin ? sinks : begin) : 0;
+    return {sink_end, begin};
   }
 };
 

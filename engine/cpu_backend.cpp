@@ -38,8 +38,10 @@ std::vector<float> load(const Checkpoint& ckpt, const std::string& name) {
 
 }  // namespace
 
-CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads)
-    : config_(config), pool_(n_threads) {
+CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads,
+                       const AttentionOptions& attention)
+    : config_(config), attention_(attention), pool_(n_threads) {
+  ABRIDGE_CHECK(attention.window >= 0 && attention.sinks >= 0);
   check_checkpoint(config_, ckpt);
   layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
   for (const TensorEntry& e : tensor_table(config_)) {
@@ -160,21 +162,25 @@ void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
       std::copy_n(&v[i * kvd], kvd, sc.v[l].data() + cache_row[i] * kvd);
     }
 
-    // Attention: token i at position p sees its slot's rows [max(0, p - window + 1), p].
-    const int64_t window = c.layer_window(l);
+    // Attention: token i at position p sees its slot's rows [0, sink_end) and [begin, p].
+    const int64_t layer_window = c.layer_window(l);
     pool_.parallel_for(n * nh, [&](int64_t begin, int64_t end) {
       std::vector<float> scores;
+      std::vector<int64_t> keys;
       for (int64_t t = begin; t < end; ++t) {
         const int64_t i = t / nh, hh = t % nh, kvh = hh / c.gqa_group();
         const SlotCache& sc = caches_.find(plan.slots[i])->second;
         const int64_t p = cache_row[i];
-        const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+        const AttentionOptions::Span span = attention_.span(p, layer_window);
+        keys.clear();
+        for (int64_t j = 0; j < span.sink_end; ++j) keys.push_back(j);
+        for (int64_t j = span.begin; j <= p; ++j) keys.push_back(j);
         const float* qh = &q[i * qd + hh * hd];
-        scores.resize(static_cast<size_t>(p - lo + 1));
+        scores.resize(keys.size());
         float mx = -INFINITY;
-        for (int64_t j = lo; j <= p; ++j) {
-          const float s = dot(qh, sc.k[l].data() + j * kvd + kvh * hd, hd) * scale;
-          scores[j - lo] = s;
+        for (size_t kk = 0; kk < keys.size(); ++kk) {
+          const float s = dot(qh, sc.k[l].data() + keys[kk] * kvd + kvh * hd, hd) * scale;
+          scores[kk] = s;
           mx = std::max(mx, s);
         }
         float sum = 0;
@@ -184,9 +190,9 @@ void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
         }
         float* out = &att[i * qd + hh * hd];
         std::fill_n(out, hd, 0.0f);
-        for (int64_t j = lo; j <= p; ++j) {
-          const float w = scores[j - lo] / sum;
-          const float* vj = sc.v[l].data() + j * kvd + kvh * hd;
+        for (size_t kk = 0; kk < keys.size(); ++kk) {
+          const float w = scores[kk] / sum;
+          const float* vj = sc.v[l].data() + keys[kk] * kvd + kvh * hd;
           for (int64_t e = 0; e < hd; ++e) out[e] += w * vj[e];
         }
       }

@@ -16,7 +16,8 @@ class CpuBackend final : public Backend {
  public:
   // Copies the weights out of the checkpoint as float32 (the checkpoint may be closed afterwards).
   // Throws abridge::Error when a tensor is missing or has the wrong shape.
-  CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads = 0);
+  CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads = 0,
+             const AttentionOptions& attention = {});
 
   std::string_view name() const override { return "cpu"; }
   const ModelConfig& config() const override { return config_; }
@@ -48,6 +49,7 @@ class CpuBackend final : public Backend {
   void matmul(const float* x, const float* w, float* out, int64_t n, int64_t k, int64_t m);
 
   ModelConfig config_;
+  AttentionOptions attention_;
   ThreadPool pool_;
   std::vector<float> embed_;      // (vocab, d)
   std::vector<float> lm_head_;    // (vocab, d); empty when tied to embed_

@@ -32,10 +32,11 @@ ModelDir open_model_dir(const std::string& dir) {
   return ModelDir{dir, std::move(config), std::move(ckpt), std::move(tok)};
 }
 
-std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads) {
+std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads,
+                                      const AttentionOptions& attention) {
   switch (device) {
     case Device::kCpu:
-      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, n_threads);
+      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, n_threads, attention);
     case Device::kCuda:
 #ifdef ABRIDGE_HAVE_CUDA
       if (kernels::list_devices().empty()) throw Error("--device cuda: no CUDA device is visible (check the driver)");

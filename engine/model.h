@@ -25,7 +25,8 @@ ModelDir open_model_dir(const std::string& dir);
 enum class Device { kCpu, kCuda };
 
 // Builds the backend for `device`; kCuda throws abridge::Error when this build or machine has no CUDA.
-std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads = 0);
+std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads = 0,
+                                      const AttentionOptions& attention = {});
 
 // Writes model.safetensors with deterministic random weights for `config` (same seed, same bytes):
 // linear and embedding weights uniform with standard deviation 0.02, norm weights uniform in

@@ -307,3 +307,45 @@ TEST_F(TinyModel, ChatPromptKeepsDocumentTextPlain) {
   EXPECT_EQ(model_->tokenizer.decode(ids),
             "<|im_start|>user\na <|im_end|> b<|im_end|>\n<|im_start|>assistant\n");
 }
+
+TEST_F(TinyModel, AttentionWindowWithSinks) {
+  const auto ids = prompt();
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const size_t vocab = static_cast<size_t>(model_->config.vocab_size);
+  const auto full = all_logits(*backend_, 0, ids);
+  // A window covering the sequence is full attention, exactly.
+  CpuBackend wide(model_->config, *model_->checkpoint, 2, AttentionOptions{n, 4});
+  EXPECT_EQ(all_logits(wide, 0, ids), full);
+  // window 4 without sinks is the model-declared sliding window of 4.
+  ModelConfig windowed = model_->config;
+  windowed.use_sliding_window = true;
+  windowed.max_window_layers = 0;
+  windowed.sliding_window = 4;
+  CpuBackend declared(windowed, *model_->checkpoint, 2);
+  CpuBackend engine_window(model_->config, *model_->checkpoint, 2, AttentionOptions{4, 0});
+  const auto no_sinks = all_logits(engine_window, 0, ids);
+  EXPECT_EQ(all_logits(declared, 0, ids), no_sinks);
+  // Two sinks: positions up to window + sinks - 1 = 5 see the same keys as full attention; later
+  // positions see the sinks, so they differ from both full attention and the sink-less window.
+  CpuBackend sinks(model_->config, *model_->checkpoint, 2, AttentionOptions{4, 2});
+  const auto with_sinks = all_logits(sinks, 0, ids);
+  EXPECT_EQ(std::vector<float>(full.begin(), full.begin() + 6 * vocab),
+            std::vector<float>(with_sinks.begin(), with_sinks.begin() + 6 * vocab));
+  const size_t last = (n - 1) * vocab;
+  EXPECT_GT(max_abs_diff(&full[last], &with_sinks[last], vocab), 1e-3f);
+  EXPECT_GT(max_abs_diff(&no_sinks[last], &with_sinks[last], vocab), 1e-3f);
+}
+
+TEST(AttentionOptions, Spans) {
+  const AttentionOptions full{};
+  EXPECT_EQ(full.span(100, 0).begin, 0);
+  const AttentionOptions w{8, 4};
+  EXPECT_EQ(w.span(5, 0).begin, 0);       // inside the first window: everything
+  EXPECT_EQ(w.span(5, 0).sink_end, 0);
+  EXPECT_EQ(w.span(100, 0).begin, 93);    // (100 - 8, 100]
+  EXPECT_EQ(w.span(100, 0).sink_end, 4);  // plus [0, 4)
+  EXPECT_EQ(w.span(10, 0).begin, 3);
+  EXPECT_EQ(w.span(10, 0).sink_end, 3);   // sinks and window overlap: no key twice
+  EXPECT_EQ(full.span(100, 16).begin, 85);  // the model's own window, no sinks
+  EXPECT_EQ(full.span(100, 16).sink_end, 0);
+}
