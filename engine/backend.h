@@ -67,6 +67,13 @@ class Backend {
   virtual void release(int32_t slot) = 0;
   // Tokens a slot holds now.
   virtual int64_t cached_tokens(int32_t slot) const = 0;
+  // Paged backends: tokens per KV block and blocks in the pool; 0 for backends that keep their own
+  // per-slot caches and ignore BatchPlan::block_tables.
+  virtual int64_t kv_block_size() const { return 0; }
+  virtual int64_t kv_blocks() const { return 0; }
+  // The most tokens, and rows of logits, one forward step takes.
+  virtual int64_t max_batch_tokens() const { return int64_t{1} << 30; }
+  virtual int64_t max_logit_rows() const { return int64_t{1} << 30; }
 };
 
 }  // namespace abridge::engine

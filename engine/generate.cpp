@@ -19,16 +19,31 @@ struct SlotGuard {
   ~SlotGuard() { backend.release(slot); }
 };
 
+// One sequence alone on a paged backend: blocks 0, 1, 2, ... in order, enough for `tokens` tokens.
+void add_single_sequence_table(Backend& backend, BatchPlan& plan, int32_t slot, int64_t tokens) {
+  const int64_t bs = backend.kv_block_size();
+  if (bs == 0) return;
+  const int64_t blocks = (tokens + bs - 1) / bs;
+  if (blocks > backend.kv_blocks())
+    throw Error(std::to_string(tokens) + " tokens do not fit the KV cache (" +
+                std::to_string(backend.kv_blocks() * bs) + " tokens)");
+  std::vector<int32_t>& table = plan.block_tables[slot];
+  table.resize(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
+}
+
 }  // namespace
 
 std::vector<float> all_logits(Backend& backend, int32_t slot, std::span<const int32_t> ids, int64_t chunk) {
   const int64_t vocab = backend.config().vocab_size, n = static_cast<int64_t>(ids.size());
   std::vector<float> out(static_cast<size_t>(n * vocab));
   SlotGuard guard{backend, slot};
+  chunk = std::min({chunk, backend.max_batch_tokens(), backend.max_logit_rows()});
   for (int64_t begin = 0; begin < n; begin += chunk) {
     const int64_t end = std::min(n, begin + chunk);
     BatchPlan plan;
     for (int64_t i = begin; i < end; ++i) plan.add(ids[i], static_cast<int32_t>(i), slot, true);
+    add_single_sequence_table(backend, plan, slot, end);
     backend.forward(plan, std::span<float>(out).subspan(static_cast<size_t>(begin * vocab),
                                                         static_cast<size_t>((end - begin) * vocab)));
   }
@@ -54,17 +69,21 @@ GenerationResult generate(Backend& backend, int32_t slot, std::span<const int32_
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
 
   auto t0 = std::chrono::steady_clock::now();
-  for (int64_t begin = 0; begin < n; begin += options.prefill_chunk) {
-    const int64_t end = std::min(n, begin + options.prefill_chunk);
+  const int64_t chunk = std::min(options.prefill_chunk, backend.max_batch_tokens());
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t end = std::min(n, begin + chunk);
     BatchPlan plan;
     for (int64_t i = begin; i < end; ++i) plan.add(prompt[i], static_cast<int32_t>(i), slot, i == n - 1);
+    add_single_sequence_table(backend, plan, slot, end);
     backend.forward(plan, std::span<float>(logits.data(), plan.logit_rows.size() * logits.size()));
   }
   result.prefill_seconds = seconds_since(t0);
 
   t0 = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const int32_t token = sampler.sample(logits);
+    const size_t limit = options.vocab_limit > 0 ? std::min(logits.size(), static_cast<size_t>(options.vocab_limit))
+                                                 : logits.size();
+    const int32_t token = sampler.sample(std::span<const float>(logits).first(limit));
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), token) != options.stop_ids.end()) {
       result.stop = StopReason::kStopToken;
       break;
@@ -77,6 +96,7 @@ GenerationResult generate(Backend& backend, int32_t slot, std::span<const int32_
     if (step + 1 == options.max_new_tokens) break;
     BatchPlan plan;
     plan.add(token, static_cast<int32_t>(n + step), slot, true);
+    add_single_sequence_table(backend, plan, slot, n + step + 1);
     backend.forward(plan, logits);
   }
   result.decode_seconds = seconds_since(t0);

@@ -17,6 +17,9 @@ struct GenerationOptions {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // EOS, <|im_end|>: ends the reply, not part of it
   int64_t prefill_chunk = 512;    // prompt tokens per forward step
+  // Sample only ids below this (the tokenizer's size): checkpoints pad the embedding past the
+  // vocabulary, and those rows are no tokens. 0: the whole logits row.
+  int64_t vocab_limit = 0;
 };
 
 enum class StopReason { kStopToken, kLength, kCallback };

@@ -8,7 +8,7 @@
 #include "engine/error.h"
 #include "engine/weights.h"
 #ifdef ABRIDGE_HAVE_CUDA
-#include "kernels/device.h"
+#include "engine/cuda/cuda_backend.h"
 #endif
 
 namespace abridge::engine {
@@ -39,8 +39,11 @@ std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int 
       return std::make_unique<CpuBackend>(model.config, *model.checkpoint, n_threads, attention);
     case Device::kCuda:
 #ifdef ABRIDGE_HAVE_CUDA
-      if (kernels::list_devices().empty()) throw Error("--device cuda: no CUDA device is visible (check the driver)");
-      throw Error("the CUDA backend is not available yet in this version; use --device cpu");
+    {
+      CudaOptions options;
+      options.attention = attention;
+      return std::make_unique<CudaBackend>(model.config, *model.checkpoint, options);
+    }
 #else
       throw Error("this build of abridge has no CUDA support (built without nvcc); use --device cpu");
 #endif

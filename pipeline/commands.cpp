@@ -113,6 +113,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     gen.max_new_tokens = opt.max_new_tokens;
     gen.sampling = {opt.temperature, opt.top_p, opt.seed};
     gen.stop_ids = engine::chat_stop_ids(model.tokenizer, model.config.eos_token_ids);
+    gen.vocab_limit = model.tokenizer.n_tokens();
 
     engine::StreamDecoder decoder(model.tokenizer);
     const auto result = engine::generate(*backend, 0, prompt, gen, [&](int32_t id) {

@@ -349,3 +349,38 @@ TEST(AttentionOptions, Spans) {
   EXPECT_EQ(full.span(100, 16).begin, 85);  // the model's own window, no sinks
   EXPECT_EQ(full.span(100, 16).sink_end, 0);
 }
+
+namespace {
+
+// A backend whose logits always rank the highest ids first: the padding rows past a tokenizer's
+// vocabulary win unless generate() keeps sampling inside the limit.
+class TailHeavyBackend final : public Backend {
+ public:
+  explicit TailHeavyBackend(const ModelConfig& c) : config_(c) {}
+  std::string_view name() const override { return "tail-heavy"; }
+  const ModelConfig& config() const override { return config_; }
+  void forward(const BatchPlan& plan, std::span<float> logits) override {
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i % config_.vocab_size) * 1e-3f;
+    for (size_t i = 0; i < plan.size(); ++i) ++cached_[plan.slots[i]];
+  }
+  void release(int32_t slot) override { cached_.erase(slot); }
+  int64_t cached_tokens(int32_t slot) const override { return cached_.count(slot) ? cached_.at(slot) : 0; }
+
+ private:
+  ModelConfig config_;
+  std::map<int32_t, int64_t> cached_;
+};
+
+}  // namespace
+
+TEST(Generate, SamplingStaysBelowTheVocabularyLimit) {
+  TailHeavyBackend backend(preset_config("tiny"));
+  const std::vector<int32_t> prompt = {1, 2, 3};
+  GenerationOptions opt;
+  opt.max_new_tokens = 5;
+  EXPECT_EQ(generate(backend, 0, prompt, opt).tokens, std::vector<int32_t>(5, 151935));  // no limit: padding
+  opt.vocab_limit = 151669;
+  EXPECT_EQ(generate(backend, 0, prompt, opt).tokens, std::vector<int32_t>(5, 151668));
+  opt.sampling = {2.0f, 0.9f, 3};
+  for (int32_t t : generate(backend, 0, prompt, opt).tokens) EXPECT_LT(t, 151669);
+}

@@ -11,8 +11,15 @@
 
 namespace abridge::testing {
 
+// ABRIDGE_SOURCE_DIR and ABRIDGE_BINARY in the environment override the build's paths, so the test
+// binaries can run from a copy of the tree on another machine.
+static const char* env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
 std::filesystem::path source_path(const std::string& relative) {
-  return std::filesystem::path(ABRIDGE_SOURCE_DIR) / relative;
+  return std::filesystem::path(env_or("ABRIDGE_SOURCE_DIR", ABRIDGE_SOURCE_DIR)) / relative;
 }
 
 std::string read_file(const std::filesystem::path& path) {
@@ -46,7 +53,7 @@ RunResult run_abridge(const std::string& args) {
   TempDir dir;
   const auto out_path = dir / "stdout";
   const auto err_path = dir / "stderr";
-  const std::string cmd = std::string("'") + ABRIDGE_BINARY + "' " + args + " </dev/null >'" + out_path.string() +
+  const std::string cmd = std::string("'") + env_or("ABRIDGE_BINARY", ABRIDGE_BINARY) + "' " + args + " </dev/null >'" + out_path.string() +
                           "' 2>'" + err_path.string() + "'";
   const int status = std::system(cmd.c_str());
   RunResult r;

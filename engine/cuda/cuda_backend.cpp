@@ -1,0 +1,381 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/weights.h"
+#include "kernels/ops.h"
+
+namespace abridge::engine {
+namespace {
+
+using kernels::bf16;
+
+void cuda_check(cudaError_t e, const char* call) {
+  if (e != cudaSuccess) throw Error(std::string("CUDA error in ") + call + ": " + cudaGetErrorString(e));
+}
+void blas_check(cublasStatus_t e, const char* call) {
+  if (e != CUBLAS_STATUS_SUCCESS) throw Error(std::string("cuBLAS error in ") + call + ": status " + std::to_string(e));
+}
+#define CUDA_OK(call) cuda_check((call), #call)
+#define BLAS_OK(call) blas_check((call), #call)
+
+}  // namespace
+
+struct CudaBackend::Impl {
+  struct Layer {
+    bf16* wqkv = nullptr;   // (q_dim + 2 kv_dim, d): rows of q_proj, then k_proj, then v_proj
+    bf16* wo = nullptr;     // (d, q_dim)
+    bf16* wgu = nullptr;    // (2 ffn, d): rows of gate_proj, then up_proj
+    bf16* wd = nullptr;     // (d, ffn)
+    float* input_norm = nullptr;  // (d)
+    float* post_norm = nullptr;   // (d)
+    float* q_norm = nullptr;      // (head_dim)
+    float* k_norm = nullptr;      // (head_dim)
+  };
+
+  ModelConfig cfg;
+  CudaOptions opt;
+  std::string device_name;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  std::vector<void*> allocations;
+  size_t allocated = 0;
+
+  bf16* embed = nullptr;        // (vocab, d)
+  bf16* lm_head = nullptr;      // (vocab, d); == embed when tied
+  float* final_norm = nullptr;  // (d)
+  float* inv_freq = nullptr;    // (head_dim / 2)
+  std::vector<Layer> layers;
+
+  // Activations, for up to T = max_batch_tokens tokens and R = max_logit_rows logits rows.
+  float* x = nullptr;       // (T, d) residual stream
+  bf16* h = nullptr;        // (T, max(d, q_dim)) normed input of a GEMM
+  float* qkv = nullptr;     // (T, q_dim + 2 kv_dim)
+  bf16* q = nullptr;        // (T, q_dim) after q-norm and RoPE
+  bf16* att = nullptr;      // (T, q_dim) attention output
+  float* gu = nullptr;      // (T, 2 ffn)
+  bf16* act = nullptr;      // (T, ffn)
+  bf16* hl = nullptr;       // (R, d) final-normed rows that need logits
+  float* logits = nullptr;  // (R, vocab)
+  float* attn_ws = nullptr;
+  size_t attn_ws_floats = 0;
+
+  // Plan metadata: one int32 array on the device and its pinned host twin, in this order:
+  // tokens (T), positions (T), kv_rows (T), table_offsets (T), logit_rows (R), block tables (rest).
+  int32_t* meta_d = nullptr;
+  int32_t* meta_h = nullptr;
+  int64_t meta_capacity = 0;
+
+  bf16* kv_pool = nullptr;  // K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
+  int64_t num_blocks = 0;
+  std::unordered_map<int32_t, int64_t> cached;  // tokens held per slot
+
+  template <typename T>
+  T* alloc(size_t count) {
+    void* p = nullptr;
+    const size_t bytes = std::max<size_t>(count * sizeof(T), 16);
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess)
+      throw Error("CUDA: cannot allocate " + std::to_string(bytes >> 20) + " MiB on " + device_name + " (" +
+                  cudaGetErrorString(e) + "); lower --gpu-memory-fraction users or use a smaller model");
+    allocations.push_back(p);
+    allocated += bytes;
+    return static_cast<T*>(p);
+  }
+
+  bf16* k_cache(int64_t l) const { return kv_pool + l * num_blocks * opt.block_size * cfg.kv_dim(); }
+  bf16* v_cache(int64_t l) const {
+    return kv_pool + (cfg.num_hidden_layers + l) * num_blocks * opt.block_size * cfg.kv_dim();
+  }
+
+  // C (n, m) f32 = A (n, k) bf16 . W (m, k)^T bf16 + beta * C.
+  void gemm(const bf16* a, const bf16* w, float* c, int64_t n, int64_t k, int64_t m, float beta) {
+    const float alpha = 1.0f;
+    BLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+                         &alpha, w, CUDA_R_16BF, static_cast<int>(k), a, CUDA_R_16BF, static_cast<int>(k), &beta, c,
+                         CUDA_R_32F, static_cast<int>(m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+};
+
+namespace {
+
+// Copies a checkpoint tensor into device memory as bf16 (converting F16/F32 on the host).
+void upload_bf16(const TensorView& v, bf16* dst) {
+  const size_t n = static_cast<size_t>(v.numel());
+  if (v.dtype == DType::kBF16) {
+    CUDA_OK(cudaMemcpy(dst, v.data, n * 2, cudaMemcpyHostToDevice));
+    return;
+  }
+  std::vector<float> f(n);
+  to_f32(v.dtype, v.data, f.data(), n);
+  std::vector<uint16_t> b(n);
+  for (size_t i = 0; i < n; ++i) b[i] = f32_to_bf16(f[i]);
+  CUDA_OK(cudaMemcpy(dst, b.data(), n * 2, cudaMemcpyHostToDevice));
+}
+
+void upload_f32(const TensorView& v, float* dst) {
+  std::vector<float> f(static_cast<size_t>(v.numel()));
+  to_f32(v.dtype, v.data, f.data(), f.size());
+  CUDA_OK(cudaMemcpy(dst, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, const CudaOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.cfg = config;
+  m.opt = options;
+  const ModelConfig& c = m.cfg;
+  check_checkpoint(c, ckpt);
+  if (options.max_batch_tokens < 1 || options.max_logit_rows < 1 || options.block_size < 1)
+    throw Error("CUDA backend: batch tokens, logits rows and block size must be positive");
+  if (c.head_dim % 64 != 0 || c.head_dim > 256)
+    throw Error("CUDA backend: head_dim " + std::to_string(c.head_dim) + " is not supported (64, 128, 192 or 256)");
+  if (c.gqa_group() > 32) throw Error("CUDA backend: more than 32 query heads per KV head is not supported");
+
+  int n_devices = 0;
+  if (cudaGetDeviceCount(&n_devices) != cudaSuccess || n_devices == 0) {
+    cudaGetLastError();
+    throw Error("--device cuda: no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)");
+  }
+  if (options.device < 0 || options.device >= n_devices)
+    throw Error("CUDA device " + std::to_string(options.device) + " does not exist (" + std::to_string(n_devices) +
+                " visible)");
+  CUDA_OK(cudaSetDevice(options.device));
+  cudaDeviceProp prop{};
+  CUDA_OK(cudaGetDeviceProperties(&prop, options.device));
+  m.device_name = prop.name;
+  CUDA_OK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  BLAS_OK(cublasCreate(&m.blas));
+  BLAS_OK(cublasSetStream(m.blas, m.stream));
+
+  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, hd = c.head_dim;
+  const int64_t T = options.max_batch_tokens, R = options.max_logit_rows, V = c.vocab_size;
+
+  // Weights.
+  m.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (auto& L : m.layers) {
+    L.wqkv = m.alloc<bf16>((qd + 2 * kvd) * d);
+    L.wo = m.alloc<bf16>(d * qd);
+    L.wgu = m.alloc<bf16>(2 * ffn * d);
+    L.wd = m.alloc<bf16>(d * ffn);
+    L.input_norm = m.alloc<float>(d);
+    L.post_norm = m.alloc<float>(d);
+    L.q_norm = m.alloc<float>(hd);
+    L.k_norm = m.alloc<float>(hd);
+  }
+  m.embed = m.alloc<bf16>(V * d);
+  m.final_norm = m.alloc<float>(d);
+  m.lm_head = m.embed;
+  for (const TensorEntry& e : tensor_table(c)) {
+    const TensorView* v = ckpt.find(e.name);
+    if (!v) continue;  // the optional tied lm_head
+    Impl::Layer* L = e.layer >= 0 ? &m.layers[static_cast<size_t>(e.layer)] : nullptr;
+    switch (e.role) {
+      case TensorRole::kEmbedding: upload_bf16(*v, m.embed); break;
+      case TensorRole::kLmHead:
+        m.lm_head = m.alloc<bf16>(V * d);
+        upload_bf16(*v, m.lm_head);
+        break;
+      case TensorRole::kFinalNorm: upload_f32(*v, m.final_norm); break;
+      case TensorRole::kInputNorm: upload_f32(*v, L->input_norm); break;
+      case TensorRole::kPostNorm: upload_f32(*v, L->post_norm); break;
+      case TensorRole::kQNorm: upload_f32(*v, L->q_norm); break;
+      case TensorRole::kKNorm: upload_f32(*v, L->k_norm); break;
+      case TensorRole::kQ: upload_bf16(*v, L->wqkv); break;
+      case TensorRole::kK: upload_bf16(*v, L->wqkv + qd * d); break;
+      case TensorRole::kV: upload_bf16(*v, L->wqkv + (qd + kvd) * d); break;
+      case TensorRole::kO: upload_bf16(*v, L->wo); break;
+      case TensorRole::kGate: upload_bf16(*v, L->wgu); break;
+      case TensorRole::kUp: upload_bf16(*v, L->wgu + ffn * d); break;
+      case TensorRole::kDown: upload_bf16(*v, L->wd); break;
+    }
+  }
+  std::vector<float> inv(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i)
+    inv[i] = static_cast<float>(1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / static_cast<double>(hd)));
+  m.inv_freq = m.alloc<float>(inv.size());
+  CUDA_OK(cudaMemcpy(m.inv_freq, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+
+  // Activations.
+  m.x = m.alloc<float>(T * d);
+  m.h = m.alloc<bf16>(T * std::max(d, qd));
+  m.qkv = m.alloc<float>(T * (qd + 2 * kvd));
+  m.q = m.alloc<bf16>(T * qd);
+  m.att = m.alloc<bf16>(T * qd);
+  m.gu = m.alloc<float>(T * 2 * ffn);
+  m.act = m.alloc<bf16>(T * ffn);
+  m.hl = m.alloc<bf16>(R * d);
+  m.logits = m.alloc<float>(R * V);
+  // Attention partials: at least 8 key splits for a full batch, more for small batches.
+  m.attn_ws_floats = std::max<size_t>(kernels::attention_workspace_floats(static_cast<int>(T), static_cast<int>(c.num_attention_heads),
+                                                                           static_cast<int>(hd), 8),
+                                      size_t{64} << 20);
+  m.attn_ws = m.alloc<float>(m.attn_ws_floats);
+
+  // The KV pool: what the memory fraction leaves after everything else.
+  size_t free_b = 0, total_b = 0;
+  CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
+  const double budget = options.gpu_memory_fraction * static_cast<double>(total_b) - static_cast<double>(total_b - free_b);
+  const double block_bytes = static_cast<double>(options.block_size) * static_cast<double>(c.kv_bytes_per_token(2));
+  const int64_t max_position_blocks = (c.max_position_embeddings + options.block_size - 1) / options.block_size;
+  m.num_blocks = budget > 0 ? static_cast<int64_t>(budget / block_bytes) : 0;
+  if (options.max_kv_blocks > 0) m.num_blocks = std::min(m.num_blocks, options.max_kv_blocks);
+  if (m.num_blocks < 2 * (T + options.block_size - 1) / options.block_size)
+    throw Error("CUDA: not enough GPU memory for the KV cache on " + m.device_name + " (" +
+                std::to_string(m.num_blocks) + " blocks of " + std::to_string(options.block_size) +
+                " tokens fit); raise --gpu-memory-fraction or lower the batch size");
+  m.kv_pool = m.alloc<bf16>(static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd));
+
+  // Block tables of a step: every slot's table, at most all positions of the context per sequence in
+  // the step (bounded by T sequences, but in practice the pool bounds live entries).
+  m.meta_capacity = 4 * T + R + std::max<int64_t>(m.num_blocks, max_position_blocks) * 2 + T;
+  m.meta_d = m.alloc<int32_t>(static_cast<size_t>(m.meta_capacity));
+  CUDA_OK(cudaMallocHost(&m.meta_h, static_cast<size_t>(m.meta_capacity) * 4));
+}
+
+CudaBackend::~CudaBackend() {
+  Impl& m = *impl_;
+  if (m.stream) cudaStreamSynchronize(m.stream);
+  for (void* p : m.allocations) cudaFree(p);
+  if (m.meta_h) cudaFreeHost(m.meta_h);
+  if (m.blas) cublasDestroy(m.blas);
+  if (m.stream) cudaStreamDestroy(m.stream);
+}
+
+const ModelConfig& CudaBackend::config() const { return impl_->cfg; }
+int64_t CudaBackend::kv_block_size() const { return impl_->opt.block_size; }
+int64_t CudaBackend::kv_blocks() const { return impl_->num_blocks; }
+int64_t CudaBackend::max_batch_tokens() const { return impl_->opt.max_batch_tokens; }
+int64_t CudaBackend::max_logit_rows() const { return impl_->opt.max_logit_rows; }
+const std::string& CudaBackend::device_name() const { return impl_->device_name; }
+size_t CudaBackend::peak_memory_bytes() const { return impl_->allocated; }
+
+void CudaBackend::release(int32_t slot) { impl_->cached.erase(slot); }
+
+int64_t CudaBackend::cached_tokens(int32_t slot) const {
+  auto it = impl_->cached.find(slot);
+  return it == impl_->cached.end() ? 0 : it->second;
+}
+
+void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
+  Impl& m = *impl_;
+  const ModelConfig& c = m.cfg;
+  const int64_t n = static_cast<int64_t>(plan.size()), nl = static_cast<int64_t>(plan.logit_rows.size());
+  const int64_t T = m.opt.max_batch_tokens, R = m.opt.max_logit_rows, bs = m.opt.block_size;
+  const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, V = c.vocab_size;
+  ABRIDGE_CHECK(n <= T, "plan of " + std::to_string(n) + " tokens exceeds max_batch_tokens " + std::to_string(T));
+  ABRIDGE_CHECK(nl <= R, "plan wants " + std::to_string(nl) + " logits rows, max " + std::to_string(R));
+  ABRIDGE_CHECK(logits.size() == static_cast<size_t>(nl * V));
+  if (n == 0) return;
+
+  // Host side: positions continue each slot's cache; every token's KV row comes from its slot's table.
+  int32_t* tokens = m.meta_h;
+  int32_t* positions = tokens + T;
+  int32_t* kv_rows = positions + T;
+  int32_t* table_offsets = kv_rows + T;
+  int32_t* logit_rows = table_offsets + T;
+  int32_t* tables = logit_rows + R;
+  const int64_t table_capacity = m.meta_capacity - (4 * T + R);
+  int64_t tables_used = 0;
+  std::unordered_map<int32_t, std::pair<int64_t, int64_t>> slot_state;  // slot -> (table offset, next position)
+  int32_t max_position = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t s = plan.slots[i];
+    auto it = slot_state.find(s);
+    if (it == slot_state.end()) {
+      auto t = plan.block_tables.find(s);
+      ABRIDGE_CHECK(t != plan.block_tables.end(), "no block table for slot " + std::to_string(s));
+      const auto& table = t->second;
+      ABRIDGE_CHECK(tables_used + static_cast<int64_t>(table.size()) <= table_capacity, "block tables overflow");
+      std::copy(table.begin(), table.end(), tables + tables_used);
+      it = slot_state.emplace(s, std::make_pair(tables_used, cached_tokens(s))).first;
+      tables_used += static_cast<int64_t>(table.size());
+    }
+    auto& [offset, next] = it->second;
+    const int32_t pos = plan.positions[i];
+    ABRIDGE_CHECK(pos == next, "slot " + std::to_string(s) + " expects position " + std::to_string(next) + ", got " +
+                                   std::to_string(pos));
+    ABRIDGE_CHECK(plan.tokens[i] >= 0 && plan.tokens[i] < V, "token id " + std::to_string(plan.tokens[i]));
+    const auto& table = plan.block_tables.find(s)->second;
+    ABRIDGE_CHECK(pos / bs < static_cast<int64_t>(table.size()), "block table too short for position " + std::to_string(pos));
+    const int32_t block = table[pos / bs];
+    ABRIDGE_CHECK(block >= 0 && block < m.num_blocks, "bad block " + std::to_string(block));
+    tokens[i] = plan.tokens[i];
+    positions[i] = pos;
+    kv_rows[i] = static_cast<int32_t>(block * bs + pos % bs);
+    table_offsets[i] = static_cast<int32_t>(offset);
+    max_position = std::max(max_position, pos);
+    ++next;
+  }
+  for (int64_t r = 0; r < nl; ++r) {
+    ABRIDGE_CHECK(plan.logit_rows[r] >= 0 && plan.logit_rows[r] < n);
+    logit_rows[r] = plan.logit_rows[r];
+  }
+  CUDA_OK(cudaMemcpyAsync(m.meta_d, m.meta_h, static_cast<size_t>(4 * T + R + tables_used) * 4, cudaMemcpyHostToDevice,
+                          m.stream));
+  const int32_t* tokens_d = m.meta_d;
+  const int32_t* positions_d = tokens_d + T;
+  const int32_t* kv_rows_d = positions_d + T;
+  const int32_t* table_offsets_d = kv_rows_d + T;
+  const int32_t* logit_rows_d = table_offsets_d + T;
+  const int32_t* tables_d = logit_rows_d + R;
+
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const int max_splits = static_cast<int>(std::min<size_t>(
+      128, m.attn_ws_floats / kernels::attention_workspace_floats(static_cast<int>(n), static_cast<int>(c.num_attention_heads),
+                                                                    static_cast<int>(c.head_dim), 1)));
+  kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
+    kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+    m.gemm(m.h, L.wqkv, m.qkv, n, d, qd + 2 * kvd, 0.0f);
+    kernels::QkvParams qp{m.qkv, L.q_norm, L.k_norm, m.inv_freq, positions_d, kv_rows_d, m.q, m.k_cache(l), m.v_cache(l),
+                          static_cast<int>(n), static_cast<int>(c.num_attention_heads),
+                          static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim), eps};
+    kernels::qkv_post(qp, m.stream);
+    kernels::AttentionParams ap{};
+    ap.q = m.q;
+    ap.k_cache = m.k_cache(l);
+    ap.v_cache = m.v_cache(l);
+    ap.positions = positions_d;
+    ap.table_offsets = table_offsets_d;
+    ap.block_tables = tables_d;
+    ap.out = m.att;
+    ap.workspace = m.attn_ws;
+    ap.n = static_cast<int>(n);
+    ap.n_heads = static_cast<int>(c.num_attention_heads);
+    ap.n_kv_heads = static_cast<int>(c.num_key_value_heads);
+    ap.head_dim = static_cast<int>(c.head_dim);
+    ap.block_size = static_cast<int>(bs);
+    ap.window = m.opt.attention.window;
+    ap.sinks = m.opt.attention.sinks;
+    ap.layer_window = c.layer_window(l);
+    ap.max_position = max_position;
+    ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    kernels::attention(ap, max_splits, m.stream);
+    m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
+    kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+    m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
+    kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
+    m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
+  }
+  if (nl > 0) {
+    kernels::rms_norm(m.x, logit_rows_d, m.final_norm, m.hl, static_cast<int>(nl), static_cast<int>(d), eps, m.stream);
+    m.gemm(m.hl, m.lm_head, m.logits, nl, d, V, 0.0f);
+    CUDA_OK(cudaMemcpyAsync(logits.data(), m.logits, logits.size() * 4, cudaMemcpyDeviceToHost, m.stream));
+  }
+  CUDA_OK(cudaGetLastError());
+  CUDA_OK(cudaStreamSynchronize(m.stream));
+  for (auto& [s, st] : slot_state) m.cached[s] = st.second;
+}
+
+}  // namespace abridge::engine

@@ -1,0 +1,58 @@
+// The CUDA backend: the Qwen3 forward pass on one GPU, on a paged KV cache.
+//
+// Weights are bf16 on the device, with q/k/v and gate/up fused into single GEMMs (cuBLAS, bf16 inputs,
+// float32 accumulation and output). The residual stream stays float32; o_proj and down_proj add into
+// it directly (beta = 1). Everything is allocated when the backend is built: activation buffers for
+// `max_batch_tokens` tokens and `max_logit_rows` logits rows, the attention workspace, and a KV pool
+// of fixed-size blocks sized from the free memory (`gpu_memory_fraction` of the card in all). The
+// per-step path allocates nothing.
+//
+// The KV pool is addressed through the plan's block tables (BatchPlan::block_tables), which the
+// scheduler's block manager owns; this backend never decides where a token's K and V go.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "engine/backend.h"
+#include "engine/safetensors.h"
+
+namespace abridge::engine {
+
+struct CudaOptions {
+  int device = 0;
+  double gpu_memory_fraction = 0.90;  // of the card's total memory, weights and buffers included
+  int64_t max_batch_tokens = 2048;    // tokens per forward step (prefill chunk + decodes)
+  int64_t max_logit_rows = 256;       // rows of logits per step
+  int64_t block_size = 16;            // tokens per KV block
+  int64_t max_kv_blocks = 0;          // 0: as many as the memory fraction allows
+  AttentionOptions attention;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Uploads the weights; throws abridge::Error when there is no device, too little memory, or a bad
+  // checkpoint.
+  CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, const CudaOptions& options = {});
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  const ModelConfig& config() const override;
+  void forward(const BatchPlan& plan, std::span<float> logits) override;
+  void release(int32_t slot) override;
+  int64_t cached_tokens(int32_t slot) const override;
+
+  int64_t kv_block_size() const override;
+  int64_t kv_blocks() const override;
+  int64_t max_batch_tokens() const override;
+  int64_t max_logit_rows() const override;
+  const std::string& device_name() const;
+  size_t peak_memory_bytes() const;  // device memory in use by this backend
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace abridge::engine
