@@ -19,9 +19,11 @@ Usage: abridge <command> [options]
 
 Commands:
   tokenize    print the token ids of a text file (or, with --decode, the text of ids)
+  chunk       split a document into chunks that fit a token budget, cut where the text turns
   generate    generate a reply to a prompt with a Qwen3 model directory
   model       model utilities: 'model make-random' writes a random-weight checkpoint,
               'model info' describes a model directory
+  bench       'bench engine' measures prefill and decode speed against the GPU's ceilings
 
 Options:
   -h [ --help ]   show this help; 'abridge <command> --help' shows a command's options
@@ -64,6 +66,34 @@ int cmd_tokenize(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse("tokenize", "[--tokenizer PATH] [--plain | --decode] FILE", desc, pos, args, vm)) return kExitOk;
   return run_tokenize(o, std::cout, std::cerr);
+}
+
+int cmd_chunk(const std::vector<std::string>& args) {
+  ChunkOptions o;
+  po::options_description desc(
+      "Splits FILE's text (UTF-8, or UTF-16 with a BOM) into chunks of at most --max-tokens tokens of the\n"
+      "tokenizer, cut at headings, paragraphs and sentence ends where the topic changes. jsonl prints one\n"
+      "object per chunk: {\"index\", \"start\", \"end\", \"tokens\", \"section\", \"text\"}. start/end are byte\n"
+      "offsets into the file's UTF-8 text (after a byte-order mark) and tile it: the spans, concatenated,\n"
+      "give the text back. \"text\" is what the model is sent: lines broken inside a sentence joined,\n"
+      "running page headers/footers and form feeds removed; \"tokens\" is its exact count. With --overlap,\n"
+      "\"context_start\" (<= start) is where the repeated end of the previous chunk begins.\n"
+      "FILE '-' reads standard input.\n\nOptions");
+  desc.add_options()
+      ("tokenizer", po::value(&o.tokenizer), "tokenizer.json or a model directory (default: the built-in Qwen3 tokenizer)")
+      ("max-tokens", po::value(&o.max_tokens)->required(), "most tokens in a chunk's text (at least 16)")
+      ("overlap", po::value(&o.overlap)->default_value(0), "tokens of the previous chunk repeated at the start (< max-tokens / 2)")
+      ("format", po::value(&o.format)->default_value("jsonl"), "jsonl | text")
+      ("replace-invalid", po::bool_switch(&o.replace_invalid), "replace invalid UTF-8 with U+FFFD instead of failing")
+      ("keep-running-lines", po::bool_switch(&o.keep_running_lines), "keep running page headers/footers in the text")
+      ("file", po::value(&o.file)->required(), "input file (positional)");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  po::variables_map vm;
+  if (!parse("chunk", "FILE --max-tokens N [--tokenizer PATH] [--overlap N] [--format jsonl|text]", desc, pos, args,
+             vm))
+    return kExitOk;
+  return run_chunk(o, std::cout, std::cerr);
 }
 
 int cmd_generate(const std::vector<std::string>& args) {
@@ -127,6 +157,33 @@ int cmd_model(const std::vector<std::string>& args) {
   throw Usage("unknown model command '" + sub + "' (make-random or info)");
 }
 
+int cmd_bench(const std::vector<std::string>& args) {
+  const std::string sub = args.empty() ? "" : args[0];
+  if (sub != "engine") throw Usage(sub.empty() ? "bench needs a target: 'abridge bench engine'" : "unknown bench '" + sub + "' (engine)");
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  BenchEngineOptions o;
+  po::options_description desc(
+      "Measures the engine on a checkpoint (a random-weight one of the real shapes is fine: values do not\n"
+      "change speed): prefill tok/s and time to first token per prompt length, decode ms/step and tok/s per\n"
+      "batch and context, each beside its ceiling (FLOPs over the GEMM rate, bytes over the copy rate).\n"
+      "Prints a Markdown table on standard output, progress on standard error.\n\nOptions");
+  desc.add_options()
+      ("model,m", po::value(&o.model)->required(), "model directory")
+      ("device", po::value(&o.device)->default_value("cuda"), "cuda or cpu")
+      ("prefill", po::value(&o.prefill)->default_value(o.prefill), "prompt lengths, comma-separated")
+      ("decode", po::value(&o.decode)->default_value(o.decode), "decode runs as BATCHxCONTEXT, comma-separated")
+      ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run")
+      ("max-batch-tokens", po::value(&o.max_batch_tokens)->default_value(8192), "tokens per forward step (the prefill chunk)")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "share of GPU memory the engine may take")
+      ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: measured figure for H100/H200)")
+      ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s")
+      ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped");
+  po::positional_options_description pos;
+  po::variables_map vm;
+  if (!parse("bench engine", "--model DIR [options]", desc, pos, rest, vm)) return kExitOk;
+  return run_bench_engine(o, std::cout, std::cerr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,8 +204,10 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
     if (command == "tokenize") return cmd_tokenize(rest);
+    if (command == "chunk") return cmd_chunk(rest);
     if (command == "generate") return cmd_generate(rest);
     if (command == "model") return cmd_model(rest);
+    if (command == "bench") return cmd_bench(rest);
     throw Usage("unknown command '" + command + "'");
   } catch (const Usage& e) {
     std::cerr << "abridge: " << e.what() << "\nTry 'abridge --help'.\n";

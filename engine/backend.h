@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -60,6 +61,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+  // The device in words ("NVIDIA H200", "CPU, 16 threads") and the device memory this backend holds.
+  virtual std::string device_description() const { return std::string(name()); }
+  virtual size_t device_memory_bytes() const { return 0; }
   virtual const ModelConfig& config() const = 0;
   // Runs the plan; writes (plan.logit_rows.size(), vocab_size) float32 logits, row-major.
   virtual void forward(const BatchPlan& plan, std::span<float> logits) = 0;

@@ -32,21 +32,28 @@ ModelDir open_model_dir(const std::string& dir) {
   return ModelDir{dir, std::move(config), std::move(ckpt), std::move(tok)};
 }
 
-std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads,
-                                      const AttentionOptions& attention) {
-  switch (device) {
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::kCpu;
+  if (name == "cuda") return Device::kCuda;
+  throw Error("--device must be cpu or cuda, not \"" + name + "\"");
+}
+
+std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options) {
+  switch (options.device) {
     case Device::kCpu:
-      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, n_threads, attention);
-    case Device::kCuda:
+      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, options.threads, options.attention);
+    case Device::kCuda: {
 #ifdef ABRIDGE_HAVE_CUDA
-    {
-      CudaOptions options;
-      options.attention = attention;
-      return std::make_unique<CudaBackend>(model.config, *model.checkpoint, options);
-    }
+      CudaOptions cuda;
+      cuda.attention = options.attention;
+      cuda.gpu_memory_fraction = options.gpu_memory_fraction;
+      cuda.max_batch_tokens = options.max_batch_tokens;
+      cuda.max_logit_rows = options.max_logit_rows;
+      return std::make_unique<CudaBackend>(model.config, *model.checkpoint, cuda);
 #else
       throw Error("this build of abridge has no CUDA support (built without nvcc); use --device cpu");
 #endif
+    }
   }
   ABRIDGE_CHECK(false, "unknown device");
 }

@@ -24,9 +24,21 @@ ModelDir open_model_dir(const std::string& dir);
 
 enum class Device { kCpu, kCuda };
 
-// Builds the backend for `device`; kCuda throws abridge::Error when this build or machine has no CUDA.
-std::unique_ptr<Backend> make_backend(Device device, const ModelDir& model, int n_threads = 0,
-                                      const AttentionOptions& attention = {});
+// How to build a backend: user knobs, separate from the model's config.
+struct BackendOptions {
+  Device device = Device::kCpu;
+  int threads = 0;                    // CPU: 0 is one per core
+  AttentionOptions attention;
+  double gpu_memory_fraction = 0.90;  // CUDA: of the card's memory, KV pool included
+  int64_t max_batch_tokens = 2048;    // CUDA: tokens per forward step
+  int64_t max_logit_rows = 256;       // CUDA: logits rows per step
+};
+
+// Parses "cpu" / "cuda"; throws abridge::Error otherwise.
+Device parse_device(const std::string& name);
+
+// Builds the backend; kCuda throws abridge::Error when this build or machine has no CUDA.
+std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options);
 
 // Writes model.safetensors with deterministic random weights for `config` (same seed, same bytes):
 // linear and embedding weights uniform with standard deviation 0.02, norm weights uniform in

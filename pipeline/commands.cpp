@@ -93,16 +93,15 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
 
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
-    engine::Device device;
-    if (opt.device == "cpu") device = engine::Device::kCpu;
-    else if (opt.device == "cuda") device = engine::Device::kCuda;
-    else throw Error("--device must be cpu or cuda, not \"" + opt.device + "\"");
+    engine::BackendOptions backend_options;
+    backend_options.device = engine::parse_device(opt.device);
+    backend_options.threads = opt.threads;
     if (opt.temperature < 0) throw Error("--temperature must be >= 0");
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
-    auto backend = engine::make_backend(device, model, opt.threads);
+    auto backend = engine::make_backend(model, backend_options);
 
     std::vector<engine::ChatMessage> messages;
     if (!opt.system.empty()) messages.push_back({"system", opt.system});

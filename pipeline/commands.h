@@ -24,6 +24,20 @@ struct TokenizeOptions {
 };
 int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& err);
 
+struct ChunkOptions {
+  std::string tokenizer;          // tokenizer.json or a model directory; "" is the built-in Qwen3 tokenizer
+  std::string file;               // "-" reads standard input
+  int64_t max_tokens = 0;         // the budget of each chunk's text, >= kMinChunkTokens
+  int64_t overlap = 0;            // tokens of the previous chunk repeated, < max_tokens / 2
+  std::string format = "jsonl";   // jsonl | text
+  bool replace_invalid = false;   // invalid UTF-8 becomes U+FFFD instead of an error
+  bool keep_running_lines = false;  // keep running page headers/footers in the text
+};
+inline constexpr int64_t kMinChunkTokens = 16;
+// Prints FILE's chunks: jsonl, one {"index","start","end","tokens","section","text"} object per line
+// (plus "context_start" with --overlap), or text.
+int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err);
+
 struct GenerateOptions {
   std::string model;
   std::string prompt;
@@ -50,5 +64,23 @@ struct ModelInfoOptions {
   std::string dir;
 };
 int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream& err);
+
+}  // namespace abridge::pipeline
+
+namespace abridge::pipeline {
+
+struct BenchEngineOptions {
+  std::string model;
+  std::string device = "cuda";
+  std::string prefill = "8192,32768,131072,262144";  // prompt lengths
+  std::string decode = "1x4096,1x32768,16x4096,64x2048";  // BATCHxCONTEXT
+  int64_t decode_steps = 64;
+  double gemm_tflops = 0;  // 0: the measured figure for a known GPU (H100, H200)
+  double copy_tbps = 0;
+  double gpu_memory_fraction = 0.90;
+  int64_t max_batch_tokens = 8192;
+  double time_limit = 400;  // seconds for the prefill part
+};
+int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err);
 
 }  // namespace abridge::pipeline

@@ -173,3 +173,15 @@ TEST(Cli, TokenizeReadsUtf16WithBom) {
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
 }
+
+TEST(Cli, BenchEngineOnTheCpuPrintsATable) {
+  const auto r = run_abridge("bench engine --device cpu --model " + q(random_model_dir()) +
+                             " --prefill 64,96 --decode 2x32 --steps 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "| prefill 64 | TTFT ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| prefill 96 | TTFT ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "| decode b2 ctx32 | ")) << r.out;
+  const auto bad = run_abridge("bench engine --device cpu --model " + q(random_model_dir()) + " --decode 2by32");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "BATCHxCONTEXT")) << bad.err;
+}

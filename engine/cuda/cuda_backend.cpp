@@ -256,8 +256,8 @@ int64_t CudaBackend::kv_block_size() const { return impl_->opt.block_size; }
 int64_t CudaBackend::kv_blocks() const { return impl_->num_blocks; }
 int64_t CudaBackend::max_batch_tokens() const { return impl_->opt.max_batch_tokens; }
 int64_t CudaBackend::max_logit_rows() const { return impl_->opt.max_logit_rows; }
-const std::string& CudaBackend::device_name() const { return impl_->device_name; }
-size_t CudaBackend::peak_memory_bytes() const { return impl_->allocated; }
+std::string CudaBackend::device_description() const { return impl_->device_name; }
+size_t CudaBackend::device_memory_bytes() const { return impl_->allocated; }
 
 void CudaBackend::release(int32_t slot) { impl_->cached.erase(slot); }
 

@@ -47,8 +47,8 @@ class CudaBackend final : public Backend {
   int64_t kv_blocks() const override;
   int64_t max_batch_tokens() const override;
   int64_t max_logit_rows() const override;
-  const std::string& device_name() const;
-  size_t peak_memory_bytes() const;  // device memory in use by this backend
+  std::string device_description() const override;
+  size_t device_memory_bytes() const override;
 
  private:
   struct Impl;

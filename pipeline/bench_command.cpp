@@ -1,0 +1,109 @@
+#include <cstdio>
+#include <ctime>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+#include "engine/bench.h"
+#include "engine/error.h"
+#include "engine/model.h"
+#include "pipeline/commands.h"
+
+namespace abridge::pipeline {
+namespace {
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int64_t parse_count(const std::string& s, const std::string& option) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(s, &used);
+    if (used != s.size() || v < 1) throw std::invalid_argument(s);
+    return v;
+  } catch (const std::exception&) {
+    throw Error(option + ": \"" + s + "\" is not a positive integer");
+  }
+}
+
+std::string fmt(double v, int precision) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(precision) << v;
+  return s.str();
+}
+
+}  // namespace
+
+int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err) {
+  try {
+    engine::EngineBenchOptions bo;
+    bo.prefill_lengths.clear();
+    for (const auto& p : split(opt.prefill, ',')) bo.prefill_lengths.push_back(parse_count(p, "--prefill"));
+    bo.decodes.clear();
+    for (const auto& d : split(opt.decode, ',')) {
+      const auto parts = split(d, 'x');
+      if (parts.size() != 2) throw Error("--decode: \"" + d + "\" is not BATCHxCONTEXT");
+      bo.decodes.push_back({parse_count(parts[0], "--decode"), parse_count(parts[1], "--decode")});
+    }
+    bo.decode_steps = opt.decode_steps;
+    bo.time_limit_s = opt.time_limit;
+
+    const engine::ModelDir model = engine::open_model_dir(opt.model);
+    engine::BackendOptions backend_options;
+    backend_options.device = engine::parse_device(opt.device);
+    backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
+    backend_options.max_batch_tokens = opt.max_batch_tokens;
+    int64_t max_batch = 1;
+    for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
+    backend_options.max_logit_rows = max_batch;
+    auto backend = engine::make_backend(model, backend_options);
+
+    // Ceilings measured on this project's GPU machines (see docs/PERFORMANCE.md).
+    const std::string device = backend->device_description();
+    bo.gemm_tflops = opt.gemm_tflops;
+    bo.copy_tbps = opt.copy_tbps;
+    if (bo.gemm_tflops == 0 && device.find("H100") != std::string::npos) bo.gemm_tflops = 809, bo.copy_tbps = 3.03;
+    if (bo.gemm_tflops == 0 && device.find("H200") != std::string::npos) bo.gemm_tflops = 790, bo.copy_tbps = 4.3;
+
+    err << "abridge bench engine: " << opt.model << " on " << device << std::endl;
+    const auto rows = engine::run_engine_bench(*backend, bo, err);
+
+    char date[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+    const engine::ModelConfig& c = model.config;
+    out << "abridge " << version() << " bench engine, " << date << ", " << device << " (" << backend->name()
+        << " backend)\nmodel: " << opt.model << " (" << fmt(static_cast<double>(c.n_params()) / 1e9, 2) << " B params, "
+        << c.num_hidden_layers << " layers, d=" << c.hidden_size << ")\n";
+    if (bo.gemm_tflops > 0)
+      out << "ceilings: bf16 GEMM " << fmt(bo.gemm_tflops, 0) << " TFLOP/s, copy " << fmt(bo.copy_tbps, 2)
+          << " TB/s (prefill: FLOPs / GEMM rate; decode: weight + KV bytes / copy rate)\n";
+    out << "\n| measurement | time | tok/s | ceiling tok/s | % of ceiling |\n|---|---:|---:|---:|---:|\n";
+    for (const auto& r : rows) {
+      out << "| " << r.what << " | ";
+      if (r.skipped) {
+        out << r.note << " | | | |\n";
+        continue;
+      }
+      const bool decode = r.what.rfind("decode", 0) == 0;
+      out << (decode ? fmt(r.seconds * 1e3, 2) + " ms/step" : "TTFT " + fmt(r.seconds, 3) + " s") << " | "
+          << fmt(r.tokens_per_s, 0) << " | "
+          << (r.ceiling_tokens_per_s > 0 ? fmt(r.ceiling_tokens_per_s, 0) : "-") << " | "
+          << (r.ceiling_tokens_per_s > 0 ? fmt(100.0 * r.tokens_per_s / r.ceiling_tokens_per_s, 1) + "%" : "-") << " |\n";
+    }
+    out << "\ndevice memory held by the engine: " << fmt(static_cast<double>(backend->device_memory_bytes()) / (1ull << 30), 1)
+        << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction << ")\n";
+    return kExitOk;
+  } catch (const Error& e) {
+    err << "abridge: " << e.what() << '\n';
+    return kExitFatal;
+  }
+}
+
+}  // namespace abridge::pipeline
