@@ -153,7 +153,8 @@ bool ServingEngine::step_once() {
   for (size_t r = 0; r < rows; ++r) {
     const int64_t id = st.row_seqs[r];
     Live& L = live_.at(id);
-    const int32_t token = L.sampler.sample(std::span<const float>(logits_.data() + r * vocab, vocab));
+    const size_t limit = L.request.vocab_limit > 0 ? std::min(vocab, static_cast<size_t>(L.request.vocab_limit)) : vocab;
+    const int32_t token = L.sampler.sample(std::span<const float>(logits_.data() + r * vocab, limit));
     const auto& stop = L.request.stop_ids;
     if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
       finish(id, FinishReason::kStopToken);
@@ -243,6 +244,25 @@ void ServingEngine::stop(StopMode mode) {
 EngineCounters ServingEngine::counters() const {
   std::lock_guard lock(mu_);
   return counters_;
+}
+
+SchedulerOptions scheduler_options_for(const Backend& backend, int32_t max_running, const AttentionOptions& attention) {
+  SchedulerOptions o;
+  o.attention = attention;
+  o.max_running = static_cast<int32_t>(std::min<int64_t>(max_running, backend.max_logit_rows()));
+  o.max_batch_tokens = std::min<int64_t>(backend.max_batch_tokens(), 2048);
+  o.max_batch_tokens = std::max<int64_t>(o.max_batch_tokens, o.max_running);
+  if (backend.kv_block_size() > 0) {
+    o.block_size = static_cast<int32_t>(backend.kv_block_size());
+    o.num_blocks = static_cast<int32_t>(std::min<int64_t>(backend.kv_blocks(), INT32_MAX));
+  } else {
+    // The CPU backend keeps its own caches; the pool only paces admission. Room for every running
+    // sequence at the model's full context.
+    o.block_size = 16;
+    const int64_t per_seq = (backend.config().max_position_embeddings + 15) / 16 + 1;
+    o.num_blocks = static_cast<int32_t>(std::min<int64_t>(per_seq * o.max_running, INT32_MAX));
+  }
+  return o;
 }
 
 }  // namespace abridge::engine

@@ -30,7 +30,13 @@ struct Request {
   int64_t max_new_tokens = 512;
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // EOS, <|im_end|>: ends the reply, not part of it
+  int64_t vocab_limit = 0;        // sample only ids below this (the tokenizer's size); 0: all
 };
+
+// Scheduler options that fit a backend: its KV pool and block size where it is paged (a CPU-sized
+// virtual pool otherwise), its step limits, and its attention window.
+SchedulerOptions scheduler_options_for(const Backend& backend, int32_t max_running = 64,
+                                       const AttentionOptions& attention = {});
 
 enum class FinishReason { kStopToken, kLength, kCancelled, kError };
 const char* to_string(FinishReason reason);

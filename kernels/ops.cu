@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include <cfloat>
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/ops.h"
@@ -106,7 +107,7 @@ __device__ __forceinline__ KeySpan key_span(const AttentionParams& p, int64_t po
 // Writes, per (token, head, split): m (max score), l (sum of exp), acc (head_dim, unnormalized).
 __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits) {
   extern __shared__ float smem[];
-  const int i = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  const int c = blockIdx.x, i = p.singles[c], kvh = blockIdx.y, split = blockIdx.z;
   const int hd = p.head_dim, group = p.n_heads / p.n_kv_heads;
   const int lane = threadIdx.x & 31, g = threadIdx.x >> 5;
   const int kstride = hd / 2 + 1;  // words per K row in smem (bf16 pairs + 1 pad word: no bank conflicts)
@@ -187,12 +188,12 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
       }
     }
   }
-  // Partial results: (n, n_heads, splits) m and l, then (n, n_heads, splits, hd) acc.
-  const int64_t n_part = static_cast<int64_t>(p.n) * p.n_heads * splits;
+  // Partial results: (n_singles, n_heads, splits) m and l, then (n_singles, n_heads, splits, hd) acc.
+  const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
   float* ws_m = p.workspace;
   float* ws_l = ws_m + n_part;
   float* ws_acc = ws_l + n_part;
-  const int64_t idx = (static_cast<int64_t>(i) * p.n_heads + kvh * group + g) * splits + split;
+  const int64_t idx = (static_cast<int64_t>(c) * p.n_heads + kvh * group + g) * splits + split;
   if (lane == 0) {
     ws_m[idx] = m;
     ws_l[idx] = l;
@@ -202,14 +203,14 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
     if (e < dims_per_lane) ws_acc[idx * hd + lane * dims_per_lane + e] = acc[e];
 }
 
-// grid (n, n_heads), block head_dim.
+// grid (n_singles, n_heads), block head_dim.
 __global__ void attention_combine_kernel(AttentionParams p, int splits) {
-  const int i = blockIdx.x, h = blockIdx.y, d = threadIdx.x, hd = p.head_dim;
-  const int64_t n_part = static_cast<int64_t>(p.n) * p.n_heads * splits;
+  const int c = blockIdx.x, i = p.singles[c], h = blockIdx.y, d = threadIdx.x, hd = p.head_dim;
+  const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
   const float* ws_m = p.workspace;
   const float* ws_l = ws_m + n_part;
   const float* ws_acc = ws_l + n_part;
-  const int64_t base = (static_cast<int64_t>(i) * p.n_heads + h) * splits;
+  const int64_t base = (static_cast<int64_t>(c) * p.n_heads + h) * splits;
   float mx = -FLT_MAX;
   for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ws_m[base + s]);
   float num = 0, den = 0;
@@ -221,6 +222,252 @@ __global__ void attention_combine_kernel(AttentionParams p, int splits) {
     den += w * l;
   }
   p.out[(static_cast<int64_t>(i) * p.n_heads + h) * hd + d] = __float2bfloat16(num / den);
+}
+
+
+// ---- tensor-core flash attention for prefill tiles (mma.sync m16n8k16 bf16, FlashAttention-2 style)
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void mma_bf16(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const int bytes = valid ? 16 : 0;  // 0: fill with zeros
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+constexpr int kFlashQ = kAttentionTileQueries;  // queries per block: 16 per warp, 4 warps
+constexpr int kFlashK = 64;                     // keys per tile
+
+// grid (n_tiles, n_heads), block 128. Shared memory: a Q tile and two K and two V tiles (double
+// buffered: the next tile's copy runs while this one is computed) of (64, HD + 8) bf16 (the pad keeps
+// ldmatrix free of bank conflicts), and the cache rows of both key tiles.
+template <int HD>
+__global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p) {
+  constexpr int kStride = HD + 8;
+  extern __shared__ __align__(16) unsigned char flash_smem[];
+  bf16* q_s = reinterpret_cast<bf16*>(flash_smem);
+  bf16* k_buf = q_s + kFlashQ * kStride;           // 2 x (kFlashK, kStride)
+  bf16* v_buf = k_buf + 2 * kFlashK * kStride;      // 2 x (kFlashK, kStride)
+  int64_t* rows_buf = reinterpret_cast<int64_t*>(v_buf + 2 * kFlashK * kStride);  // 2 x kFlashK
+
+  const int tile = blockIdx.x, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
+  const int t0 = p.tiles[4 * tile], count = p.tiles[4 * tile + 1], table_offset = p.tiles[4 * tile + 3];
+  const int64_t p0 = p.tiles[4 * tile + 2];
+  const int32_t* table = p.block_tables + table_offset;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int kChunks = HD / 8;  // 16-byte pieces per row
+
+  // Q tile -> shared memory (rows past `count` are zeros).
+  for (int e = threadIdx.x; e < kFlashQ * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, c = e % kChunks;
+    const bool valid = r < count;
+    const bf16* src = p.q + (static_cast<int64_t>(t0 + (valid ? r : 0)) * p.n_heads + h) * HD + c * 8;
+    cp_async16(q_s + r * kStride + c * 8, src, valid);
+  }
+  cp_async_commit();
+
+  // Key range of the tile: sinks [0, sink_hi) then the main range [lo, hi).
+  const int64_t last = p0 + count - 1;
+  const int64_t w = p.window > 0 ? p.window : p.layer_window;
+  int64_t lo = 0, sink_hi = 0;
+  if (w > 0) {
+    lo = p0 - w + 1 > 0 ? p0 - w + 1 : 0;
+    if (p.window > 0) sink_hi = p.sinks < lo ? p.sinks : lo;
+  }
+  const int64_t n_sink_tiles = (sink_hi + kFlashK - 1) / kFlashK;
+  const int64_t n_main_tiles = (last + 1 - lo + kFlashK - 1) / kFlashK;
+
+  // Per thread: rows r = lane/4 and r + 8 of this warp's 16 queries.
+  const int row0 = warp * 16 + (lane >> 2);
+  const int64_t qpos[2] = {p0 + row0, p0 + row0 + 8};
+  int64_t q_sink_end[2], q_begin[2];
+  for (int j = 0; j < 2; ++j) {
+    q_begin[j] = 0, q_sink_end[j] = 0;
+    if (w > 0) {
+      q_begin[j] = qpos[j] - w + 1 > 0 ? qpos[j] - w + 1 : 0;
+      q_sink_end[j] = p.window > 0 ? (p.sinks < q_begin[j] ? p.sinks : q_begin[j]) : 0;
+    }
+  }
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
+  float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0, 0};
+  const float scale_log2 = p.scale * 1.4426950408889634f;  // exp(x) = exp2(x log2 e)
+  uint32_t qf[HD / 16][4];
+  bool q_loaded = false;
+
+  const int64_t n_key_tiles = n_sink_tiles + n_main_tiles;
+  auto tile_start = [&](int64_t t) { return t < n_sink_tiles ? t * kFlashK : lo + (t - n_sink_tiles) * kFlashK; };
+  auto tile_end = [&](int64_t t) { return t < n_sink_tiles ? sink_hi : last + 1; };
+  // Starts the copy of key tile t into buffer `buf` (one commit group).
+  auto issue = [&](int64_t t, int buf) {
+    const int64_t k0 = tile_start(t), k_end = tile_end(t);
+    int64_t* rows = rows_buf + buf * kFlashK;
+    if (threadIdx.x < kFlashK) {
+      const int64_t kp = k0 + threadIdx.x;
+      int64_t row = -1;
+      if (kp < k_end) {
+        const int32_t block = table[kp / p.block_size];
+        if (block >= 0) row = static_cast<int64_t>(block) * p.block_size + kp % p.block_size;
+      }
+      rows[threadIdx.x] = row;
+    }
+    __syncthreads();
+    bf16* k_s = k_buf + buf * kFlashK * kStride;
+    bf16* v_s = v_buf + buf * kFlashK * kStride;
+    for (int e = threadIdx.x; e < kFlashK * kChunks; e += blockDim.x) {
+      const int r = e / kChunks, c = e % kChunks;
+      const int64_t row = rows[r];
+      const int64_t off = ((row >= 0 ? row : 0) * p.n_kv_heads + kvh) * HD + c * 8;
+      cp_async16(k_s + r * kStride + c * 8, p.k_cache + off, row >= 0);
+      cp_async16(v_s + r * kStride + c * 8, p.v_cache + off, row >= 0);
+    }
+    cp_async_commit();
+  };
+  if (n_key_tiles > 0) issue(0, 0);
+
+  for (int64_t t = 0; t < n_key_tiles; ++t) {
+    const int buf = static_cast<int>(t & 1);
+    const int64_t k0 = tile_start(t), k_end = tile_end(t);
+    if (t + 1 < n_key_tiles) {
+      issue(t + 1, buf ^ 1);
+      cp_async_wait_group<1>();  // all but the newest group: Q and tile t have landed
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads();
+    const bf16* k_s = k_buf + buf * kFlashK * kStride;
+    const bf16* v_s = v_buf + buf * kFlashK * kStride;
+    if (!q_loaded) {
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ++ks)
+        ldmatrix_x4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3],
+                    smem_u32(q_s + (warp * 16 + (lane & 15)) * kStride + ks * 16 + (lane >> 4) * 8));
+      q_loaded = true;
+    }
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys: 8 n-tiles of 8 keys.
+    float sc[kFlashK / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < kFlashK / 8; ++nt) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ks += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4(b0, b1, b2, b3, smem_u32(k_s + (nt * 8 + (lane & 7)) * kStride + ks * 16 + (lane >> 3) * 8));
+        mma_bf16(sc[nt], qf[ks], b0, b1);
+        mma_bf16(sc[nt], qf[ks + 1], b2, b3);
+      }
+    }
+    // Mask, then the online softmax per row (the 4 lanes of a row share it through shuffles).
+    float tile_max[2] = {-FLT_MAX, -FLT_MAX};
+    const int64_t k_last = k0 + kFlashK - 1;
+    // Most tiles are wholly visible to both of this thread's rows: no per-element mask then.
+    const bool whole = k_last < k_end && k_last <= qpos[0] && (k0 >= q_begin[0] || k_last < q_sink_end[0]) &&
+                       (k0 >= q_begin[1] || k_last < q_sink_end[1]);
+#pragma unroll
+    for (int nt = 0; nt < kFlashK / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = e >> 1;
+        if (whole) {
+          sc[nt][e] *= scale_log2;
+        } else {
+          const int64_t kp = k0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+          const bool ok = kp < k_end && kp <= qpos[j] && (kp < q_sink_end[j] || kp >= q_begin[j]);
+          sc[nt][e] = ok ? sc[nt][e] * scale_log2 : -FLT_MAX;
+        }
+        tile_max[j] = fmaxf(tile_max[j], sc[nt][e]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      tile_max[j] = fmaxf(tile_max[j], __shfl_xor_sync(0xffffffffu, tile_max[j], 1));
+      tile_max[j] = fmaxf(tile_max[j], __shfl_xor_sync(0xffffffffu, tile_max[j], 2));
+      const float m_new = fmaxf(m[j], tile_max[j]);
+      alpha[j] = m_new == -FLT_MAX ? 1.0f : exp2f(m[j] - m_new);
+      m[j] = m_new;
+    }
+    float row_sum[2] = {0, 0};
+#pragma unroll
+    for (int nt = 0; nt < kFlashK / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = e >> 1;
+        const float pv = sc[nt][e] == -FLT_MAX ? 0.0f : exp2f(sc[nt][e] - m[j]);
+        sc[nt][e] = pv;
+        row_sum[j] += pv;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      row_sum[j] += __shfl_xor_sync(0xffffffffu, row_sum[j], 1);
+      row_sum[j] += __shfl_xor_sync(0xffffffffu, row_sum[j], 2);
+      l[j] = l[j] * alpha[j] + row_sum[j];
+    }
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d) {
+      o[d][0] *= alpha[0], o[d][1] *= alpha[0];
+      o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+    }
+    // O += P V: P's accumulator layout is the A-operand layout, 16 keys per k-step.
+#pragma unroll
+    for (int ks = 0; ks < kFlashK / 16; ++ks) {
+      uint32_t a[4];
+      a[0] = pack_bf16(sc[2 * ks][0], sc[2 * ks][1]);
+      a[1] = pack_bf16(sc[2 * ks][2], sc[2 * ks][3]);
+      a[2] = pack_bf16(sc[2 * ks + 1][0], sc[2 * ks + 1][1]);
+      a[3] = pack_bf16(sc[2 * ks + 1][2], sc[2 * ks + 1][3]);
+#pragma unroll
+      for (int dt = 0; dt < HD / 8; dt += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(b0, b1, b2, b3,
+                          smem_u32(v_s + (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + dt * 8 + (lane >> 4) * 8));
+        mma_bf16(o[dt], a, b0, b1);
+        mma_bf16(o[dt + 1], a, b2, b3);
+      }
+    }
+    __syncthreads();  // buffer `buf` may now be refilled by the issue of tile t + 2
+  }
+  // Normalize and write this thread's rows.
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int r = row0 + 8 * j;
+    if (r >= count) continue;
+    const float inv = l[j] > 0 ? 1.0f / l[j] : 0.0f;
+    bf16* dst = p.out + (static_cast<int64_t>(t0 + r) * p.n_heads + h) * HD;
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d) {
+      const int col = d * 8 + (lane & 3) * 2;
+      *reinterpret_cast<__nv_bfloat162*>(dst + col) = __floats2bfloat162_rn(o[d][2 * j] * inv, o[d][2 * j + 1] * inv);
+    }
+  }
 }
 
 __global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
@@ -263,15 +510,55 @@ size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_spli
   return static_cast<size_t>(n) * n_heads * max_splits * (head_dim + 2);
 }
 
+void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int32_t* tiles,
+                         int* n_tiles, int32_t* singles, int* n_singles) {
+  const bool tiles_ok = head_dim == 64 || head_dim == 128;  // the tensor-core kernel's instantiations
+  *n_tiles = 0;
+  *n_singles = 0;
+  int i = 0;
+  while (i < n) {
+    int j = i + 1;  // a run: same sequence (table), consecutive positions
+    while (j < n && table_offsets[j] == table_offsets[i] && positions[j] == positions[j - 1] + 1) ++j;
+    if (tiles_ok && j - i >= kMinTileRun) {
+      for (int b = i; b < j; b += kAttentionTileQueries) {
+        int32_t* t = tiles + 4 * (*n_tiles)++;
+        t[0] = b;
+        t[1] = std::min(kAttentionTileQueries, j - b);
+        t[2] = positions[b];
+        t[3] = table_offsets[b];
+      }
+    } else {
+      for (int k = i; k < j; ++k) singles[(*n_singles)++] = k;
+    }
+    i = j;
+  }
+}
+
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n == 0) return;
+  if (p.n_tiles > 0) {
+    const size_t smem = sizeof(bf16) * (kFlashQ + 4 * kFlashK) * (p.head_dim + 8) + sizeof(int64_t) * 2 * kFlashK;
+    const dim3 grid(p.n_tiles, p.n_heads);
+    if (p.head_dim == 128) {
+      static const bool raised = cudaFuncSetAttribute(attention_flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(smem)) == cudaSuccess;
+      (void)raised;
+      attention_flash_kernel<128><<<grid, 128, smem, s>>>(p);
+    } else {
+      static const bool raised = cudaFuncSetAttribute(attention_flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(smem)) == cudaSuccess;
+      (void)raised;
+      attention_flash_kernel<64><<<grid, 128, smem, s>>>(p);
+    }
+  }
+  if (p.n_singles == 0) return;
   const int chunk = split_chunk(p.max_position, max_splits);
   const int splits = (p.max_position + 1 + chunk - 1) / chunk;
   const int group = p.n_heads / p.n_kv_heads;
   const size_t smem = sizeof(uint32_t) * kTileKeys * (p.head_dim / 2 + 1) + sizeof(bf16) * kTileKeys * p.head_dim +
                       sizeof(float) * group * p.head_dim + sizeof(int64_t) * kTileKeys;
-  attention_split_kernel<<<dim3(p.n, p.n_kv_heads, splits), 32 * group, smem, s>>>(p, chunk, splits);
-  attention_combine_kernel<<<dim3(p.n, p.n_heads), p.head_dim, 0, s>>>(p, splits);
+  attention_split_kernel<<<dim3(p.n_singles, p.n_kv_heads, splits), 32 * group, smem, s>>>(p, chunk, splits);
+  attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, splits);
 }
 
 void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s) {

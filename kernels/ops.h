@@ -36,7 +36,10 @@ struct QkvParams {
 };
 void qkv_post(const QkvParams& p, cudaStream_t s);
 
-// Paged grouped-query attention for any mix of prefill and decode tokens. Token i at position p
+// Paged grouped-query attention for any mix of prefill and decode tokens.
+// Runs of at least kMinTileRun consecutive tokens of one sequence (prefill chunks) go to a
+// tensor-core flash-attention kernel in tiles of 64 queries; the other tokens (decodes) go to a
+// split-key kernel that spreads long contexts over many blocks. Token i at position p
 // attends to keys at positions [0, sink_end) and [begin, p] of its sequence, where
 // (sink_end, begin) follow AttentionOptions::span (engine/backend.h): window and sinks here are the
 // engine's, layer_window the model's own for this layer. Keys are split across blocks (flash-decoding)
@@ -54,8 +57,23 @@ struct AttentionParams {
   int64_t window, sinks, layer_window;
   int max_position;           // largest position in this batch (bounds the split count)
   float scale;
+  // From partition_attention(): query tiles for the tensor-core kernel, (n_tiles, 4) as
+  // {first token, count <= 64, first position, table offset}, and the remaining tokens.
+  const int32_t* tiles = nullptr;
+  int n_tiles = 0;
+  const int32_t* singles = nullptr;  // (n_singles) token indices
+  int n_singles = 0;
 };
-// Floats of workspace attention() needs for n tokens (at most `max_splits` key splits per token).
+
+inline constexpr int kAttentionTileQueries = 64;
+inline constexpr int kMinTileRun = 16;
+
+// Splits a batch's tokens (host arrays) into tensor-core tiles and single tokens. `tiles` receives
+// 4 ints per tile, `singles` token indices; both must hold n entries (tiles: 4 n).
+// Head sizes other than 64 and 128 send every token to the split kernel.
+void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int32_t* tiles,
+                         int* n_tiles, int32_t* singles, int* n_singles);
+// Floats of workspace attention() needs for n single tokens (at most `max_splits` key splits each).
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits);
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s);
 

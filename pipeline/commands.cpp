@@ -15,6 +15,7 @@
 #include "engine/error.h"
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/text_input.h"
@@ -93,9 +94,12 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
 
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
+    if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
     engine::BackendOptions backend_options;
     backend_options.device = engine::parse_device(opt.device);
     backend_options.threads = opt.threads;
+    backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
+    backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
     if (opt.temperature < 0) throw Error("--temperature must be >= 0");
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
@@ -106,27 +110,31 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     std::vector<engine::ChatMessage> messages;
     if (!opt.system.empty()) messages.push_back({"system", opt.system});
     messages.push_back({"user", opt.prompt});
-    const auto prompt = engine::encode_chat(model.tokenizer, messages);
 
-    engine::GenerationOptions gen;
-    gen.max_new_tokens = opt.max_new_tokens;
-    gen.sampling = {opt.temperature, opt.top_p, opt.seed};
-    gen.stop_ids = engine::chat_stop_ids(model.tokenizer, model.config.eos_token_ids);
-    gen.vocab_limit = model.tokenizer.n_tokens();
+    engine::Request request;
+    request.prompt = engine::encode_chat(model.tokenizer, messages);
+    request.max_new_tokens = opt.max_new_tokens;
+    request.sampling = {opt.temperature, opt.top_p, opt.seed};
+    request.stop_ids = engine::chat_stop_ids(model.tokenizer, model.config.eos_token_ids);
+    request.vocab_limit = model.tokenizer.n_tokens();
 
+    // The serving engine, as the pipeline uses it: one request here, streamed as it is produced.
     engine::StreamDecoder decoder(model.tokenizer);
-    const auto result = engine::generate(*backend, 0, prompt, gen, [&](int32_t id) {
-      out << decoder.push(id) << std::flush;
-      return true;
-    });
+    engine::ServingEngine serving(
+        *backend, engine::scheduler_options_for(*backend, 1, backend_options.attention),
+        [&](int64_t, int32_t token) { out << decoder.push(token) << std::flush; });
+    serving.submit(std::move(request));
+    const auto results = serving.run_until_idle();
     out << decoder.finish() << '\n' << std::flush;
+    const engine::RequestResult& result = results.at(0);
+    if (result.reason == engine::FinishReason::kError) throw Error(result.error);
     if (opt.stats) {
       const double n = static_cast<double>(result.tokens.size());
-      err << std::fixed << std::setprecision(1) << "abridge: " << result.prompt_tokens << " prompt tokens in "
-          << result.prefill_seconds * 1e3 << " ms; " << result.tokens.size() << " new tokens in "
-          << result.decode_seconds * 1e3 << " ms (" << (result.decode_seconds > 0 ? n / result.decode_seconds : 0)
-          << " tok/s); stop: "
-          << (result.stop == engine::StopReason::kStopToken ? "end of reply" : "max new tokens") << '\n';
+      err << std::fixed << std::setprecision(1) << "abridge: " << backend->device_description() << ": "
+          << result.prompt_tokens << " prompt tokens in " << result.prefill_seconds * 1e3 << " ms; "
+          << result.tokens.size() << " new tokens in " << result.decode_seconds * 1e3 << " ms ("
+          << (result.decode_seconds > 0 ? n / result.decode_seconds : 0) << " tok/s); stop: "
+          << engine::to_string(result.reason) << '\n';
     }
     return kExitOk;
   } catch (const Error& e) {

@@ -49,6 +49,9 @@ struct GenerateOptions {
   std::string device = "cpu";  // cpu | cuda
   int threads = 0;             // CPU backend threads; 0: all cores
   bool stats = false;          // timings on stderr
+  double gpu_memory_fraction = 0.90;
+  int64_t attention_window = 0;  // StreamingLLM window (0: full attention)
+  int64_t sink_tokens = 4;       // with a window: the first tokens every token still sees
 };
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err);
 

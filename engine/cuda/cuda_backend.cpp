@@ -68,7 +68,8 @@ struct CudaBackend::Impl {
   size_t attn_ws_floats = 0;
 
   // Plan metadata: one int32 array on the device and its pinned host twin, in this order:
-  // tokens (T), positions (T), kv_rows (T), table_offsets (T), logit_rows (R), block tables (rest).
+  // tokens (T), positions (T), kv_rows (T), table_offsets (T), attention tiles (4 T), single tokens (T),
+  // logit_rows (R), block tables (rest).
   int32_t* meta_d = nullptr;
   int32_t* meta_h = nullptr;
   int64_t meta_capacity = 0;
@@ -237,7 +238,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
 
   // Block tables of a step: every slot's table, at most all positions of the context per sequence in
   // the step (bounded by T sequences, but in practice the pool bounds live entries).
-  m.meta_capacity = 4 * T + R + std::max<int64_t>(m.num_blocks, max_position_blocks) * 2 + T;
+  m.meta_capacity = 9 * T + R + std::max<int64_t>(m.num_blocks, max_position_blocks) * 2 + T;
   m.meta_d = m.alloc<int32_t>(static_cast<size_t>(m.meta_capacity));
   CUDA_OK(cudaMallocHost(&m.meta_h, static_cast<size_t>(m.meta_capacity) * 4));
 }
@@ -282,9 +283,11 @@ void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
   int32_t* positions = tokens + T;
   int32_t* kv_rows = positions + T;
   int32_t* table_offsets = kv_rows + T;
-  int32_t* logit_rows = table_offsets + T;
+  int32_t* attn_tiles = table_offsets + T;
+  int32_t* attn_singles = attn_tiles + 4 * T;
+  int32_t* logit_rows = attn_singles + T;
   int32_t* tables = logit_rows + R;
-  const int64_t table_capacity = m.meta_capacity - (4 * T + R);
+  const int64_t table_capacity = m.meta_capacity - (9 * T + R);
   int64_t tables_used = 0;
   std::unordered_map<int32_t, std::pair<int64_t, int64_t>> slot_state;  // slot -> (table offset, next position)
   int32_t max_position = 0;
@@ -320,18 +323,23 @@ void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
     ABRIDGE_CHECK(plan.logit_rows[r] >= 0 && plan.logit_rows[r] < n);
     logit_rows[r] = plan.logit_rows[r];
   }
-  CUDA_OK(cudaMemcpyAsync(m.meta_d, m.meta_h, static_cast<size_t>(4 * T + R + tables_used) * 4, cudaMemcpyHostToDevice,
+  int n_tiles = 0, n_singles = 0;
+  kernels::partition_attention(positions, table_offsets, static_cast<int>(n), static_cast<int>(c.head_dim), attn_tiles,
+                               &n_tiles, attn_singles, &n_singles);
+  CUDA_OK(cudaMemcpyAsync(m.meta_d, m.meta_h, static_cast<size_t>(9 * T + R + tables_used) * 4, cudaMemcpyHostToDevice,
                           m.stream));
   const int32_t* tokens_d = m.meta_d;
   const int32_t* positions_d = tokens_d + T;
   const int32_t* kv_rows_d = positions_d + T;
   const int32_t* table_offsets_d = kv_rows_d + T;
-  const int32_t* logit_rows_d = table_offsets_d + T;
+  const int32_t* attn_tiles_d = table_offsets_d + T;
+  const int32_t* attn_singles_d = attn_tiles_d + 4 * T;
+  const int32_t* logit_rows_d = attn_singles_d + T;
   const int32_t* tables_d = logit_rows_d + R;
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int max_splits = static_cast<int>(std::min<size_t>(
-      128, m.attn_ws_floats / kernels::attention_workspace_floats(static_cast<int>(n), static_cast<int>(c.num_attention_heads),
+      128, m.attn_ws_floats / kernels::attention_workspace_floats(std::max(n_singles, 1), static_cast<int>(c.num_attention_heads),
                                                                     static_cast<int>(c.head_dim), 1)));
   kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -361,6 +369,10 @@ void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
     ap.layer_window = c.layer_window(l);
     ap.max_position = max_position;
     ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    ap.tiles = attn_tiles_d;
+    ap.n_tiles = n_tiles;
+    ap.singles = attn_singles_d;
+    ap.n_singles = n_singles;
     kernels::attention(ap, max_splits, m.stream);
     m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
     kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);

@@ -1,24 +1,56 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang in build-fuzz/ and fuzzes parse_safetensors.
-#   tests/fuzz/run.sh [SECONDS]    (default 60)
+# Builds the libFuzzer targets with clang in build-fuzz/ and fuzzes one of them.
+#   tests/fuzz/run.sh [TARGET] [SECONDS]    TARGET: safetensors (default) or chunker; SECONDS: 60
+#   tests/fuzz/run.sh SECONDS               (safetensors, as before)
 # Exits non-zero if the fuzzer finds a crash; the reproducer is left in build-fuzz/artifacts/
-# (replay it with: build-fuzz/bin/fuzz_safetensors FILE).
+# (replay it with: build-fuzz/bin/fuzz_TARGET FILE).
 set -euo pipefail
 
+target=safetensors
+if [[ $# -gt 0 && ! "$1" =~ ^[0-9]+$ ]]; then
+  target="$1"
+  shift
+fi
 seconds="${1:-60}"
+case "$target" in
+  safetensors | chunker) ;;
+  *) echo "run.sh: unknown target '$target' (safetensors or chunker)" >&2; exit 2 ;;
+esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${ABRIDGE_FUZZ_BUILD:-$root/build-fuzz}"
 
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DABRIDGE_FUZZ=ON -DABRIDGE_CUDA=OFF -DABRIDGE_TESTS=OFF -DABRIDGE_BENCH=OFF >/dev/null
-cmake --build "$build" --target fuzz_safetensors
+cmake --build "$build" --target "fuzz_$target"
+artifacts="$build/artifacts"
+mkdir -p "$artifacts"
+
+if [[ "$target" == chunker ]]; then
+  # Seeds: two option bytes, then slices of the real texts (PDF text with form feeds, CRLF, escape
+  # codes, Chinese) and a few hand-made structures.
+  corpus="$build/corpus/chunker"
+  rm -rf "$corpus"
+  mkdir -p "$corpus"
+  i=0
+  for f in "$root"/tests/data/texts/*.txt; do
+    for offset in 0 20000 60000; do
+      { printf '\x18\x05'; head -c "$((offset + 3000))" "$f" | tail -c 3000; } >"$corpus/text$i"
+      i=$((i + 1))
+    done
+  done
+  printf '\x10\x00# Title\n\n## A\n\n1. one\n2. two\n\n```\ncode\n```\n| a | b |\n\n第一章 总则\n一、目的\n' >"$corpus/md"
+  printf '\x08\x10Page 1\nText goes on\n\f Page 2\nmore- \nover\n\f Page 3\nend.\xff\xc3(' >"$corpus/pages"
+  "$build/bin/fuzz_chunker" "$corpus" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1
+  echo "fuzz_chunker: no crash in ${seconds}s"
+  exit 0
+fi
 
 # A fresh seed corpus each run: a few valid files, as raw bytes (le64 length + header + data) and in
 # the target's second form (one byte of data length + header).
 corpus="$build/corpus/safetensors"
-artifacts="$build/artifacts"
 rm -rf "$corpus"
-mkdir -p "$corpus" "$artifacts"
+mkdir -p "$corpus"
 
 le64() {  # the 8 little-endian bytes of $1
   local i

@@ -1,0 +1,249 @@
+// Headings and sentences: the two text rules the chunker is built on.
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "chunker/chunker.h"
+#include "chunker/rules.h"
+#include "chunker/unicode.h"
+
+namespace abridge::chunker {
+namespace {
+
+using detail::decode;
+using detail::VisChar;
+
+// Words that end with a dot without ending the sentence (lower case, without the final dot).
+constexpr std::array<std::string_view, 62> kAbbreviations = {
+    "mr",   "mrs",  "ms",   "dr",   "prof", "sr",   "jr",  "st",   "mt",   "vs",   "cf",   "al",   "fig",
+    "figs", "no",   "nos",  "vol",  "vols", "pp",   "ed",  "eds",  "approx", "dept", "est", "inc",  "ltd",
+    "co",   "corp", "jan",  "feb",  "mar",  "apr",  "jun", "jul",  "aug",  "sep",  "sept", "oct",  "nov",
+    "dec",  "gen",  "gov",  "col",  "lt",   "sgt",  "capt", "rev", "hon",  "messrs", "viz", "ca",  "resp",
+    "eq",   "eqs",  "sec",  "ch",   "chap", "ref",  "refs", "p",   "e.g",  "i.e"};
+
+bool is_abbreviation(const std::string& word) {
+  return std::find(kAbbreviations.begin(), kAbbreviations.end(), word) != kAbbreviations.end();
+}
+
+std::u32string to_u32(std::string_view s) {
+  std::u32string out;
+  for (size_t i = 0; i < s.size();) {
+    const auto c = decode(s, i);
+    out += c.cp;
+    i += c.len;
+  }
+  return out;
+}
+
+std::string to_utf8(std::u32string_view s) {
+  std::string out;
+  for (char32_t c : s) detail::append_utf8(out, c);
+  return out;
+}
+
+bool is_zh_numeral(char32_t c) {
+  static constexpr std::u32string_view kDigits = U"〇零一二三四五六七八九十百千两";
+  return kDigits.find(c) != std::u32string_view::npos || detail::is_ascii_digit(c) || (c >= 0xFF10 && c <= 0xFF19);
+}
+
+// Punctuation a heading does not end with ('?' is allowed: "What is R?").
+bool ends_like_prose(char32_t c) {
+  static constexpr std::u32string_view kEnds = U".,;:!。，；：！、…";
+  return kEnds.find(c) != std::u32string_view::npos;
+}
+
+size_t count_words(std::u32string_view s) {
+  size_t words = 0;
+  bool in_word = false;
+  for (char32_t c : s) {
+    const bool space = detail::is_space(c);
+    if (!space && !in_word) ++words;
+    in_word = !space;
+  }
+  return words;
+}
+
+bool has_dot_leader(std::u32string_view s) {
+  return s.find(U". .") != std::u32string_view::npos || s.find(U"...") != std::u32string_view::npos ||
+         s.find(U"…") != std::u32string_view::npos || s.find(U"··") != std::u32string_view::npos;
+}
+
+std::u32string_view trim(std::u32string_view s) {
+  while (!s.empty() && detail::is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && detail::is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<Heading> markdown_heading(std::u32string_view s) {
+  size_t hashes = 0;
+  while (hashes < s.size() && s[hashes] == '#') ++hashes;
+  if (hashes == 0 || hashes > 6 || hashes == s.size() || (s[hashes] != ' ' && s[hashes] != '\t')) return {};
+  std::u32string_view title = trim(s.substr(hashes));
+  while (!title.empty() && title.back() == '#') title.remove_suffix(1);  // closing "##"
+  title = trim(title);
+  if (title.empty()) return {};
+  return Heading{Heading::kMarkdown, static_cast<int>(hashes), -1, to_utf8(title)};
+}
+
+std::optional<Heading> numbered_heading(std::u32string_view s) {
+  size_t i = 0;
+  int components = 0, first = 0;
+  bool trailing_dot = false;
+  while (true) {
+    const size_t digits_begin = i;
+    int value = 0;
+    while (i < s.size() && detail::is_ascii_digit(s[i]) && i - digits_begin < 4) value = value * 10 + (s[i++] - '0');
+    const size_t n_digits = i - digits_begin;
+    if (n_digits == 0 || n_digits > 3) return {};
+    if (components++ == 0) first = value;
+    if (i < s.size() && s[i] == '.') {
+      ++i;
+      if (i < s.size() && detail::is_ascii_digit(s[i])) continue;
+      trailing_dot = true;
+    }
+    break;
+  }
+  if (components > 6 || i >= s.size() || (s[i] != ' ' && s[i] != '\t')) return {};
+  const std::u32string_view title = trim(s.substr(i));
+  if (title.size() < 2 || s.size() > 80) return {};
+  if (!(detail::is_upper(title.front()) || detail::is_han(title.front()))) return {};
+  if (ends_like_prose(title.back()) || count_words(title) > 12 || has_dot_leader(title)) return {};
+  size_t letters = 0, others = 0;
+  for (char32_t c : title) {
+    if (detail::is_space(c)) continue;
+    (detail::is_letter(c) || detail::is_cjk(c) ? letters : others) += 1;
+  }
+  if (letters * 10 < (letters + others) * 7) return {};
+  // "3. Start the program" inside a numbered list looks the same as a heading: record the number so
+  // the caller can demote it when a neighbouring line carries the previous or next number.
+  const int number = components == 1 && trailing_dot ? first : -1;
+  return Heading{Heading::kNumbered, components, number, to_utf8(s)};
+}
+
+std::optional<Heading> chinese_heading(std::u32string_view s) {
+  if (s.size() > 40 || ends_like_prose(s.back())) return {};
+  if (s[0] == U'第') {
+    size_t i = 1;
+    while (i < s.size() && is_zh_numeral(s[i])) ++i;
+    if (i == 1 || i >= s.size()) return {};
+    int level;
+    switch (s[i]) {
+      case U'篇': case U'部': case U'卷': level = 1; break;
+      case U'章': case U'回': case U'讲': case U'课': level = 2; break;
+      case U'节': level = 3; break;
+      default: return {};
+    }
+    return Heading{Heading::kChineseChapter, level, -1, to_utf8(s)};
+  }
+  static constexpr std::u32string_view kNumerals = U"一二三四五六七八九十百";
+  auto numeral_run = [&](size_t i) {
+    size_t j = i;
+    while (j < s.size() && kNumerals.find(s[j]) != std::u32string_view::npos) ++j;
+    return j - i;
+  };
+  const size_t n = numeral_run(0);
+  if (n > 0 && n < s.size() && s[n] == U'、' && n + 1 < s.size())
+    return Heading{Heading::kChineseEnum, 1, -1, to_utf8(s)};
+  if (s[0] == U'（' || s[0] == U'(') {
+    const size_t m = numeral_run(1);
+    if (m > 0 && 1 + m < s.size() && (s[1 + m] == U'）' || s[1 + m] == U')') && 2 + m < s.size())
+      return Heading{Heading::kChineseEnum, 2, -1, to_utf8(s)};
+  }
+  return {};
+}
+
+}  // namespace
+
+std::optional<Heading> parse_heading(std::string_view line) {
+  if (line.empty() || line.size() > 400) return {};
+  const std::u32string full = to_u32(line);
+  const std::u32string_view s = trim(full);
+  if (s.empty()) return {};
+  if (s[0] == '#') return markdown_heading(s);
+  if (detail::is_ascii_digit(s[0])) return numbered_heading(s);
+  return chinese_heading(s);
+}
+
+namespace detail {
+
+void sentence_starts(const std::vector<VisChar>& chars, std::vector<size_t>& ends) {
+  const size_t n = chars.size();
+  auto skip_spaces = [&](size_t j) {
+    while (j < n && is_space(chars[j].cp)) ++j;
+    return j;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const char32_t c = chars[i].cp;
+    if (!is_terminal(c)) continue;
+    const bool cjk_context = is_cjk_terminal(c) && (c != 0x2026 || (i > 0 && is_cjk(chars[i - 1].cp)) ||
+                                                    (i + 1 < n && is_cjk(chars[i + 1].cp)));
+    size_t j = i + 1;
+    while (j < n && is_terminal(chars[j].cp)) ++j;
+    while (j < n && is_closer(chars[j].cp)) ++j;
+    if (cjk_context) {
+      // Japanese quotes go on with a particle: 「行きましょう！」と言った。
+      if (j > i + 1 && is_closer(chars[j - 1].cp) && j < n && chars[j].cp >= 0x3041 && chars[j].cp <= 0x309F) {
+        i = j - 1;
+        continue;
+      }
+      const size_t k = skip_spaces(j);
+      if (k < n) ends.push_back(chars[k].offset);
+      i = j - 1;
+      continue;
+    }
+    if (j < n && !is_space(chars[j].cp)) {  // "3.14", "www.example.org", "e.g.x": not an end
+      continue;
+    }
+    const size_t k = skip_spaces(j);
+    if (k >= n) break;
+    const char32_t next = chars[k].cp;
+    if (is_lower(next) || next == ',' || next == ';' || next == ':') {
+      i = j - 1;
+      continue;
+    }
+    if (c == '.' && (i + 1 >= n || chars[i + 1].cp != '.')) {
+      // The word before the dot: letters, digits and inner dots back to a space.
+      size_t b = i;
+      while (b > 0 && !is_space(chars[b - 1].cp) && !is_closer(chars[b - 1].cp) && chars[b - 1].cp != '(') --b;
+      std::string word;
+      bool all_digits = b < i, inner_dot = false;
+      for (size_t t = b; t < i; ++t) {
+        const char32_t w = chars[t].cp;
+        if (!is_ascii_digit(w)) all_digits = false;
+        if (w == '.') inner_dot = true;
+        append_utf8(word, to_lower(w));
+      }
+      const bool line_start = b == 0 || chars[b - 1].cp == '\n';
+      const size_t letters = i - b;
+      if (all_digits && letters <= 3 && line_start) continue;  // "1. " opening a list item
+      if (letters == 1 && is_letter(chars[b].cp)) continue;    // an initial: "John M. Chambers"
+      if (inner_dot && letters <= 6) continue;                 // "e.g.", "U.S.", "a.m."
+      if (is_abbreviation(word)) continue;
+    }
+    ends.push_back(chars[k].offset);
+    i = j - 1;
+  }
+}
+
+}  // namespace detail
+
+std::vector<size_t> split_sentences(std::string_view text) {
+  std::vector<VisChar> chars;
+  chars.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (const size_t esc = detail::escape_length(text, i)) {
+      i += esc;
+      continue;
+    }
+    const auto c = decode(text, i);
+    char32_t cp = c.cp;
+    if (cp == '\r' || cp == '\f') cp = '\n';
+    if (!detail::is_invisible(cp)) chars.push_back({cp, i});
+    i += c.len;
+  }
+  std::vector<size_t> ends;
+  detail::sentence_starts(chars, ends);
+  return ends;
+}
+
+}  // namespace abridge::chunker
