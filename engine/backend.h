@@ -57,6 +57,15 @@ struct AttentionOptions {
   }
 };
 
+// How to pick the token of one logits row on the device (Backend::forward_sampled).
+struct RowSampling {
+  float temperature = 0.0f;  // <= 0: greedy
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+  uint64_t counter = 0;      // tokens the sequence has generated so far: draw i of a sequence is fixed
+  int32_t vocab_limit = 0;   // candidates are ids below this; 0: the whole row
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -67,6 +76,12 @@ class Backend {
   virtual const ModelConfig& config() const = 0;
   // Runs the plan; writes (plan.logit_rows.size(), vocab_size) float32 logits, row-major.
   virtual void forward(const BatchPlan& plan, std::span<float> logits) = 0;
+  // Backends that sample on the device: runs the plan and writes one token per logits row, so only
+  // token ids leave the device. Call only when samples_on_device().
+  virtual bool samples_on_device() const { return false; }
+  virtual void forward_sampled(const BatchPlan& plan, std::span<const RowSampling> rows, std::span<int32_t> tokens) {
+    (void)plan, (void)rows, (void)tokens;
+  }
   // Drops a slot's cached tokens (the sequence finished or was preempted).
   virtual void release(int32_t slot) = 0;
   // Tokens a slot holds now.

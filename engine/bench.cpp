@@ -127,7 +127,13 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
                    static_cast<int32_t>(s), true);
           if (!tables[s].empty()) plan.block_tables[static_cast<int32_t>(s)] = tables[s];
         }
-        b.forward(plan, std::span<float>(logits.data(), static_cast<size_t>(d.batch * c.vocab_size)));
+        if (b.samples_on_device()) {  // as the serving engine runs it: greedy tokens, no logits copied out
+          std::vector<RowSampling> how(static_cast<size_t>(d.batch));
+          std::vector<int32_t> tokens(static_cast<size_t>(d.batch));
+          b.forward_sampled(plan, how, tokens);
+        } else {
+          b.forward(plan, std::span<float>(logits.data(), static_cast<size_t>(d.batch * c.vocab_size)));
+        }
       }
       r.seconds = since(t0) / static_cast<double>(o.decode_steps);
       r.tokens_per_s = static_cast<double>(d.batch) / r.seconds;

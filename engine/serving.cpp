@@ -137,10 +137,23 @@ bool ServingEngine::step_once() {
 
   const size_t vocab = static_cast<size_t>(backend_.config().vocab_size);
   const size_t rows = st.plan.logit_rows.size();
-  if (logits_.size() < rows * vocab) logits_.resize(rows * vocab);
+  const bool on_device = backend_.samples_on_device();
+  std::vector<int32_t> device_tokens;
+  if (!on_device && logits_.size() < rows * vocab) logits_.resize(rows * vocab);
   if (!st.empty()) {
     try {
-      backend_.forward(st.plan, std::span<float>(logits_.data(), rows * vocab));
+      if (on_device) {
+        std::vector<RowSampling> how(rows);
+        for (size_t r = 0; r < rows; ++r) {
+          const Live& L = live_.at(st.row_seqs[r]);
+          how[r] = {L.request.sampling.temperature, L.request.sampling.top_p, L.request.sampling.seed,
+                    static_cast<uint64_t>(L.result.tokens.size()), static_cast<int32_t>(L.request.vocab_limit)};
+        }
+        device_tokens.resize(rows);
+        backend_.forward_sampled(st.plan, how, device_tokens);
+      } else {
+        backend_.forward(st.plan, std::span<float>(logits_.data(), rows * vocab));
+      }
     } catch (const std::exception& e) {
       // The step's caches are in an unknown state: end every request (releasing its slot) and go on
       // with the ones submitted later.
@@ -154,7 +167,8 @@ bool ServingEngine::step_once() {
     const int64_t id = st.row_seqs[r];
     Live& L = live_.at(id);
     const size_t limit = L.request.vocab_limit > 0 ? std::min(vocab, static_cast<size_t>(L.request.vocab_limit)) : vocab;
-    const int32_t token = L.sampler.sample(std::span<const float>(logits_.data() + r * vocab, limit));
+    const int32_t token =
+        on_device ? device_tokens[r] : L.sampler.sample(std::span<const float>(logits_.data() + r * vocab, limit));
     const auto& stop = L.request.stop_ids;
     if (std::find(stop.begin(), stop.end(), token) != stop.end()) {
       finish(id, FinishReason::kStopToken);

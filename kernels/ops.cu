@@ -470,20 +470,187 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
   }
 }
 
-__global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
-  const int i = blockIdx.x;
-  const float* g = gu + static_cast<int64_t>(i) * 2 * ffn;
-  for (int j = threadIdx.x; j < ffn; j += blockDim.x) {
-    const float x = g[j];
-    out[static_cast<int64_t>(i) * ffn + j] = __float2bfloat16(x / (1.0f + __expf(-x)) * g[ffn + j]);
+
+// ---- sampling
+
+__host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+__host__ __device__ __forceinline__ double uniform_of(uint64_t seed, uint64_t counter) {
+  const uint64_t z = mix64(mix64(seed + 0x9E3779B97F4A7C15ull) ^ (counter * 0xD1B54A32D192ED03ull + 1));
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+constexpr int kSampleThreads = 1024;
+
+// Block-wide reductions over kSampleThreads threads; `scratch` holds 32 values.
+__device__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < (kSampleThreads >> 5) ? scratch[lane] : -FLT_MAX;
+  return warp_max(v);
+}
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int vocab, const SampleRow* rows,
+                                                                int32_t* out) {
+  __shared__ float scratch[32];
+  __shared__ int iscratch[32];
+  __shared__ float prefix[kSampleThreads];
+  const int r = blockIdx.x, tid = threadIdx.x;
+  const SampleRow row = rows[r];
+  const int n = row.vocab_limit > 0 && row.vocab_limit < vocab ? row.vocab_limit : vocab;
+  const float* x = logits + static_cast<int64_t>(r) * vocab;
+
+  // The maximum and, for greedy, its first index.
+  float best = -FLT_MAX;
+  int best_i = n;
+  for (int i = tid; i < n; i += kSampleThreads)
+    if (x[i] > best) best = x[i], best_i = i;
+  const float mx = block_max(best, scratch);
+  if (row.temperature <= 0.0f) {
+    int cand = best == mx ? best_i : n;
+    for (int o = 16; o > 0; o >>= 1) cand = min(cand, __shfl_xor_sync(0xffffffffu, cand, o));
+    __syncthreads();
+    if ((tid & 31) == 0) iscratch[tid >> 5] = cand;
+    __syncthreads();
+    if (tid < 32) {
+      int c = iscratch[tid];
+      for (int o = 16; o > 0; o >>= 1) c = min(c, __shfl_xor_sync(0xffffffffu, c, o));
+      if (tid == 0) out[r] = c;
+    }
+    return;
+  }
+  // Probabilities up to the normalizer: q_i = exp((x_i - max) / T) / sum.
+  const float inv_t = 1.0f / row.temperature;
+  float local = 0;
+  for (int i = tid; i < n; i += kSampleThreads) local += __expf((x[i] - mx) * inv_t);
+  const float sum = block_sum(local, scratch);
+  // Nucleus: the largest threshold theta whose kept mass {q_i >= theta} still reaches top_p.
+  float theta = 0.0f;
+  if (row.top_p < 1.0f) {
+    float lo = 0.0f, hi = 1.0f;
+    for (int it = 0; it < 24; ++it) {
+      const float mid = 0.5f * (lo + hi);
+      float m = 0;
+      for (int i = tid; i < n; i += kSampleThreads) {
+        const float q = __expf((x[i] - mx) * inv_t) / sum;
+        if (q >= mid) m += q;
+      }
+      m = block_sum(m, scratch);
+      if (m >= row.top_p) lo = mid;
+      else hi = mid;
+    }
+    theta = lo;
+  }
+  // Draw: walk the kept tokens in id order; each thread owns a contiguous range of ids.
+  const int per = (n + kSampleThreads - 1) / kSampleThreads;
+  const int begin = tid * per, end = min(n, begin + per);
+  float mine = 0;
+  for (int i = begin; i < end; ++i) {
+    const float q = __expf((x[i] - mx) * inv_t) / sum;
+    if (q >= theta) mine += q;
+  }
+  __syncthreads();
+  prefix[tid] = mine;
+  __syncthreads();
+  if (tid == 0) {  // exclusive scan of the per-thread masses (1024 values)
+    float acc = 0;
+    for (int t = 0; t < kSampleThreads; ++t) {
+      const float v = prefix[t];
+      prefix[t] = acc;
+      acc += v;
+    }
+    scratch[0] = acc;  // the kept mass
+  }
+  __syncthreads();
+  const float target = static_cast<float>(uniform_of(row.seed, row.counter)) * scratch[0];
+  const float start = prefix[tid];
+  if (target >= start && target < start + mine) {
+    float acc = start;
+    int pick = -1, last_kept = -1;
+    for (int i = begin; i < end; ++i) {
+      const float q = __expf((x[i] - mx) * inv_t) / sum;
+      if (q < theta) continue;
+      last_kept = i;
+      acc += q;
+      if (target < acc) {
+        pick = i;
+        break;
+      }
+    }
+    out[r] = pick >= 0 ? pick : last_kept;
+  }
+  // Rounding can leave the target past the last range: then the last kept token wins.
+  if (tid == kSampleThreads - 1 && target >= start + mine) {
+    int last_kept = -1;
+    for (int i = n - 1; i >= 0 && last_kept < 0; --i)
+      if (__expf((x[i] - mx) * inv_t) / sum >= theta) last_kept = i;
+    out[r] = last_kept;
   }
 }
 
+
+// ---- GEMV for decode steps
+
+// grid ceil(m / 8), block 256: warp w computes output row 8 * blockIdx.x + w for every token. Each
+// lane streams 16-byte pieces of the weight row; the activations (n x k bf16, a few KB) stay in L1/L2.
+template <int N>
+__global__ void __launch_bounds__(256) gemv_kernel(const bf16* x, const bf16* w, float* y, int k, int m, float beta) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (row >= m) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * k);
+  float acc[N];
+#pragma unroll
+  for (int t = 0; t < N; ++t) acc[t] = 0;
+  const int chunks = k / 8;
+  for (int c = lane; c < chunks; c += 32) {
+    const uint4 wv = __ldg(wr + c);
+    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
+    float2 wf[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) wf[e] = __bfloat1622float2(wp[e]);
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * k) + c);
+      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 xf = __bfloat1622float2(xp[e]);
+        acc[t] += wf[e].x * xf.x + wf[e].y * xf.y;
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+    const float v = warp_sum(acc[t]);
+    if (lane == 0) {
+      float* out = y + static_cast<int64_t>(t) * m + row;
+      *out = beta == 0.0f ? v : beta * *out + v;
+    }
+  }
+}
+
+// grid (ceil(ffn / 256), n): one element per thread, so a single decode row still fills the GPU.
+__global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
+  const int i = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= ffn) return;
+  const float* g = gu + static_cast<int64_t>(i) * 2 * ffn;
+  const float x = g[j];
+  out[static_cast<int64_t>(i) * ffn + j] = __float2bfloat16(x / (1.0f + __expf(-x)) * g[ffn + j]);
+}
+
 int split_chunk(int max_position, int max_splits) {
-  // At least 256 keys per split, and no more splits than the workspace holds.
+  // At least 64 keys (two tiles) per split, and no more splits than the workspace holds: a decode
+  // step at batch 1 then spreads a 4K context over 64 splits x KV heads blocks.
   const int keys = max_position + 1;
   int chunk = (keys + max_splits - 1) / max_splits;
-  if (chunk < 256) chunk = 256;
+  if (chunk < 64) chunk = 64;
   return (chunk + kTileKeys - 1) / kTileKeys * kTileKeys;
 }
 
@@ -561,8 +728,29 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, splits);
 }
 
+void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, int32_t* out, cudaStream_t s) {
+  if (n_rows > 0) sample_kernel<<<n_rows, kSampleThreads, 0, s>>>(logits, vocab, rows, out);
+}
+
+double sample_uniform(uint64_t seed, uint64_t counter) { return uniform_of(seed, counter); }
+
+void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, cudaStream_t s) {
+  const dim3 grid((m + 7) / 8), block(256);
+  switch (n) {
+    case 1: gemv_kernel<1><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 2: gemv_kernel<2><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 3: gemv_kernel<3><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 4: gemv_kernel<4><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 5: gemv_kernel<5><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 6: gemv_kernel<6><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 7: gemv_kernel<7><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    case 8: gemv_kernel<8><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
+    default: break;  // callers use it for 1..kGemvMaxRows rows only
+  }
+}
+
 void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s) {
-  if (n > 0) silu_mul_kernel<<<n, 256, 0, s>>>(gu, out, ffn);
+  if (n > 0) silu_mul_kernel<<<dim3((ffn + 255) / 256, n), 256, 0, s>>>(gu, out, ffn);
 }
 
 }  // namespace abridge::kernels

@@ -77,6 +77,28 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits);
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s);
 
+// Token sampling on the device, one block per logits row: greedy (temperature <= 0: the first
+// maximum), or softmax at the temperature restricted to the top-p nucleus (the smallest set of most
+// likely tokens whose probability reaches top_p, found by bisecting a probability threshold) and a
+// draw from it. The draw's uniform number is a hash of (seed, counter), so a sequence samples the
+// same tokens whatever batch it runs in. Only ids below vocab_limit are candidates.
+struct SampleRow {
+  float temperature;
+  float top_p;
+  uint64_t seed;
+  uint64_t counter;     // tokens the sequence has generated so far
+  int32_t vocab_limit;  // 0: the whole row
+  int32_t pad;
+};
+void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, int32_t* out, cudaStream_t s);
+// The uniform number in [0, 1) that sample() draws for (seed, counter); the CPU twin uses it too.
+double sample_uniform(uint64_t seed, uint64_t counter);
+
+// y (n, m) f32 = x (n, k) bf16 . w (m, k)^T bf16 + beta * y, for the few rows of a decode step
+// (n <= kGemvMaxRows, k a multiple of 8): a bandwidth-bound pass over w, one warp per output row.
+inline constexpr int kGemvMaxRows = 8;
+void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, cudaStream_t s);
+
 // out (n, ffn) bf16 = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn) f32.
 void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s);
 

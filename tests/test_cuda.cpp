@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <random>
 
 #include "engine/generate.h"
@@ -325,6 +326,95 @@ TEST(CudaOps, PagedAttention) {
                   static_cast<long>(cs.sinks), static_cast<long>(cs.layer_window), max_splits, err);
     }
   }
+}
+
+TEST(CudaOps, DecodeGemv) {
+  REQUIRE_GPU();
+  std::mt19937 rng(5);
+  for (int n = 1; n <= kernels::kGemvMaxRows; ++n) {
+    for (auto [k, m] : {std::pair{2560, 6144}, std::pair{1024, 13}, std::pair{9728, 2560}}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " m=" + std::to_string(m));
+      const auto x = random_bf16_values(static_cast<size_t>(n) * k, rng);
+      const auto w = random_bf16_values(static_cast<size_t>(m) * k, rng, 0.05f);
+      const auto y0 = random_bf16_values(static_cast<size_t>(n) * m, rng);
+      Dev<bf16> x_d(to_bf16(x)), w_d(to_bf16(w));
+      for (float beta : {0.0f, 1.0f}) {
+        Dev<float> y_d(y0);
+        kernels::gemv_bf16(x_d.p, w_d.p, y_d.p, n, k, m, beta, nullptr);
+        sync_ok();
+        std::vector<double> ref(static_cast<size_t>(n) * m);
+        for (int t = 0; t < n; ++t)
+          for (int j = 0; j < m; ++j) {
+            double acc = beta * y0[static_cast<size_t>(t) * m + j];
+            for (int e = 0; e < k; ++e) acc += double(x[static_cast<size_t>(t) * k + e]) * w[static_cast<size_t>(j) * k + e];
+            ref[static_cast<size_t>(t) * m + j] = acc;
+          }
+        EXPECT_LT(rel_l2(y_d.download(), ref), 1e-5) << "beta=" << beta;  // float32 accumulation
+      }
+    }
+  }
+}
+
+TEST(CudaOps, Sampling) {
+  REQUIRE_GPU();
+  std::mt19937 rng(4);
+  const int vocab = 151936;
+  // Greedy: the first maximum below the limit, against the CPU.
+  {
+    const int rows = 16;
+    std::vector<float> logits(static_cast<size_t>(rows) * vocab);
+    std::normal_distribution<float> dist(0, 3);
+    for (auto& x : logits) x = dist(rng);
+    std::vector<kernels::SampleRow> how(rows);
+    for (int r = 0; r < rows; ++r) {
+      how[r] = {0.0f, 1.0f, 1, 0, r % 2 ? 151669 : 0, 0};
+      logits[static_cast<size_t>(r) * vocab + vocab - 1] = 100;  // a padding id wins unless limited
+      logits[static_cast<size_t>(r) * vocab + 1000 + r] = 50;    // the best real token, twice
+      logits[static_cast<size_t>(r) * vocab + 2000 + r] = 50;
+    }
+    Dev<float> logits_d(logits);
+    Dev<kernels::SampleRow> how_d(how);
+    Dev<int32_t> out_d(rows);
+    kernels::sample(logits_d.p, vocab, how_d.p, rows, out_d.p, nullptr);
+    sync_ok();
+    const auto out = out_d.download();
+    for (int r = 0; r < rows; ++r) EXPECT_EQ(out[r], r % 2 ? 1000 + r : vocab - 1) << "row " << r;
+  }
+  // Temperature and top-p: the nucleus, the frequencies, and the same draw for the same counter.
+  auto draw = [&](float temperature, float top_p, int n) {
+    std::vector<float> row(vocab, -30.0f);
+    row[5] = std::log(0.5f), row[7] = std::log(0.3f), row[9] = std::log(0.15f);
+    std::vector<float> logits;
+    std::vector<kernels::SampleRow> how;
+    for (int i = 0; i < n; ++i) {
+      logits.insert(logits.end(), row.begin(), row.end());
+      how.push_back({temperature, top_p, 42, static_cast<uint64_t>(i), 0, 0});
+    }
+    Dev<float> logits_d(logits);
+    Dev<kernels::SampleRow> how_d(how);
+    Dev<int32_t> out_d(n);
+    kernels::sample(logits_d.p, vocab, how_d.p, n, out_d.p, nullptr);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return out_d.download();
+  };
+  const int n = 2000;
+  const auto nucleus = draw(1.0f, 0.7f, n);  // 0.5 < 0.7 <= 0.5 + 0.3: tokens 5 and 7 only, 5:3
+  int c5 = 0;
+  for (int32_t t : nucleus) {
+    ASSERT_TRUE(t == 5 || t == 7) << t;
+    c5 += t == 5;
+  }
+  EXPECT_NEAR(c5 / double(n), 0.625, 0.04);
+  const auto all = draw(1.0f, 1.0f, n);
+  std::map<int32_t, int> counts;
+  for (int32_t t : all) ++counts[t];
+  EXPECT_NEAR(counts[5] / double(n), 0.5 / 0.95, 0.04);
+  EXPECT_NEAR(counts[7] / double(n), 0.3 / 0.95, 0.04);
+  EXPECT_NEAR(counts[9] / double(n), 0.15 / 0.95, 0.04);
+  // A low temperature sharpens: at T = 0.1 the mode has 1 / (1 + 0.6^10 + 0.3^10) = 99.4%.
+  const auto sharp = draw(0.1f, 1.0f, 2000);
+  EXPECT_NEAR(std::count(sharp.begin(), sharp.end(), 5) / 2000.0, 0.994, 0.006);
+  EXPECT_EQ(draw(1.0f, 1.0f, n), all);  // (seed, counter) fixes every draw
 }
 
 namespace {

@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
+#include <map>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -74,9 +76,16 @@ struct CudaBackend::Impl {
   int32_t* meta_h = nullptr;
   int64_t meta_capacity = 0;
 
+  kernels::SampleRow* sample_rows_d = nullptr;  // (R)
+  kernels::SampleRow* sample_rows_h = nullptr;  // (R) pinned
+  int32_t* sampled_d = nullptr;                 // (R)
+  int32_t* sampled_h = nullptr;                 // (R) pinned
+
   bf16* kv_pool = nullptr;  // K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
   int64_t num_blocks = 0;
   std::unordered_map<int32_t, int64_t> cached;  // tokens held per slot
+  std::map<std::array<int64_t, 4>, cudaGraphExec_t> graphs;  // decode steps by shape
+  void* blas_workspace = nullptr;
 
   template <typename T>
   T* alloc(size_t count) {
@@ -98,6 +107,10 @@ struct CudaBackend::Impl {
 
   // C (n, m) f32 = A (n, k) bf16 . W (m, k)^T bf16 + beta * C.
   void gemm(const bf16* a, const bf16* w, float* c, int64_t n, int64_t k, int64_t m, float beta) {
+    if (n <= kernels::kGemvMaxRows && k % 8 == 0) {  // decode: bound by reading w once
+      kernels::gemv_bf16(a, w, c, static_cast<int>(n), static_cast<int>(k), static_cast<int>(m), beta, stream);
+      return;
+    }
     const float alpha = 1.0f;
     BLAS_OK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
                          &alpha, w, CUDA_R_16BF, static_cast<int>(k), a, CUDA_R_16BF, static_cast<int>(k), &beta, c,
@@ -157,6 +170,10 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   CUDA_OK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   BLAS_OK(cublasCreate(&m.blas));
   BLAS_OK(cublasSetStream(m.blas, m.stream));
+  // A fixed cuBLAS workspace: nothing is allocated per call, which graph capture requires.
+  constexpr size_t kBlasWorkspace = size_t{32} << 20;
+  m.blas_workspace = m.alloc<unsigned char>(kBlasWorkspace);
+  BLAS_OK(cublasSetWorkspace(m.blas, m.blas_workspace, kBlasWorkspace));
 
   const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, hd = c.head_dim;
   const int64_t T = options.max_batch_tokens, R = options.max_logit_rows, V = c.vocab_size;
@@ -216,6 +233,10 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   m.act = m.alloc<bf16>(T * ffn);
   m.hl = m.alloc<bf16>(R * d);
   m.logits = m.alloc<float>(R * V);
+  m.sample_rows_d = m.alloc<kernels::SampleRow>(R);
+  m.sampled_d = m.alloc<int32_t>(R);
+  CUDA_OK(cudaMallocHost(&m.sample_rows_h, static_cast<size_t>(R) * sizeof(kernels::SampleRow)));
+  CUDA_OK(cudaMallocHost(&m.sampled_h, static_cast<size_t>(R) * sizeof(int32_t)));
   // Attention partials: at least 8 key splits for a full batch, more for small batches.
   m.attn_ws_floats = std::max<size_t>(kernels::attention_workspace_floats(static_cast<int>(T), static_cast<int>(c.num_attention_heads),
                                                                            static_cast<int>(hd), 8),
@@ -246,8 +267,11 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
 CudaBackend::~CudaBackend() {
   Impl& m = *impl_;
   if (m.stream) cudaStreamSynchronize(m.stream);
+  for (auto& [key, exec] : m.graphs) cudaGraphExecDestroy(exec);
   for (void* p : m.allocations) cudaFree(p);
   if (m.meta_h) cudaFreeHost(m.meta_h);
+  if (m.sample_rows_h) cudaFreeHost(m.sample_rows_h);
+  if (m.sampled_h) cudaFreeHost(m.sampled_h);
   if (m.blas) cublasDestroy(m.blas);
   if (m.stream) cudaStreamDestroy(m.stream);
 }
@@ -268,6 +292,33 @@ int64_t CudaBackend::cached_tokens(int32_t slot) const {
 }
 
 void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
+  ABRIDGE_CHECK(logits.size() == plan.logit_rows.size() * static_cast<size_t>(impl_->cfg.vocab_size));
+  run(plan);
+  Impl& m = *impl_;
+  if (!logits.empty())
+    CUDA_OK(cudaMemcpyAsync(logits.data(), m.logits, logits.size() * 4, cudaMemcpyDeviceToHost, m.stream));
+  CUDA_OK(cudaStreamSynchronize(m.stream));
+}
+
+void CudaBackend::forward_sampled(const BatchPlan& plan, std::span<const RowSampling> rows, std::span<int32_t> tokens) {
+  Impl& m = *impl_;
+  const size_t nl = plan.logit_rows.size();
+  ABRIDGE_CHECK(rows.size() == nl && tokens.size() == nl);
+  for (size_t r = 0; r < nl; ++r)
+    m.sample_rows_h[r] = {rows[r].temperature, rows[r].top_p, rows[r].seed, rows[r].counter, rows[r].vocab_limit, 0};
+  run(plan);
+  if (nl == 0) return;
+  CUDA_OK(cudaMemcpyAsync(m.sample_rows_d, m.sample_rows_h, nl * sizeof(kernels::SampleRow), cudaMemcpyHostToDevice,
+                          m.stream));
+  kernels::sample(m.logits, static_cast<int>(m.cfg.vocab_size), m.sample_rows_d, static_cast<int>(nl), m.sampled_d,
+                  m.stream);
+  CUDA_OK(cudaMemcpyAsync(m.sampled_h, m.sampled_d, nl * sizeof(int32_t), cudaMemcpyDeviceToHost, m.stream));
+  CUDA_OK(cudaGetLastError());
+  CUDA_OK(cudaStreamSynchronize(m.stream));
+  std::copy_n(m.sampled_h, nl, tokens.begin());
+}
+
+void CudaBackend::run(const BatchPlan& plan) {
   Impl& m = *impl_;
   const ModelConfig& c = m.cfg;
   const int64_t n = static_cast<int64_t>(plan.size()), nl = static_cast<int64_t>(plan.logit_rows.size());
@@ -275,7 +326,6 @@ void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
   const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, V = c.vocab_size;
   ABRIDGE_CHECK(n <= T, "plan of " + std::to_string(n) + " tokens exceeds max_batch_tokens " + std::to_string(T));
   ABRIDGE_CHECK(nl <= R, "plan wants " + std::to_string(nl) + " logits rows, max " + std::to_string(R));
-  ABRIDGE_CHECK(logits.size() == static_cast<size_t>(nl * V));
   if (n == 0) return;
 
   // Host side: positions continue each slot's cache; every token's KV row comes from its slot's table.
@@ -339,54 +389,80 @@ void CudaBackend::forward(const BatchPlan& plan, std::span<float> logits) {
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int max_splits = static_cast<int>(std::min<size_t>(
-      128, m.attn_ws_floats / kernels::attention_workspace_floats(std::max(n_singles, 1), static_cast<int>(c.num_attention_heads),
+      256, m.attn_ws_floats / kernels::attention_workspace_floats(std::max(n_singles, 1), static_cast<int>(c.num_attention_heads),
                                                                     static_cast<int>(c.head_dim), 1)));
-  kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
-    kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
-    m.gemm(m.h, L.wqkv, m.qkv, n, d, qd + 2 * kvd, 0.0f);
-    kernels::QkvParams qp{m.qkv, L.q_norm, L.k_norm, m.inv_freq, positions_d, kv_rows_d, m.q, m.k_cache(l), m.v_cache(l),
-                          static_cast<int>(n), static_cast<int>(c.num_attention_heads),
-                          static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim), eps};
-    kernels::qkv_post(qp, m.stream);
-    kernels::AttentionParams ap{};
-    ap.q = m.q;
-    ap.k_cache = m.k_cache(l);
-    ap.v_cache = m.v_cache(l);
-    ap.positions = positions_d;
-    ap.table_offsets = table_offsets_d;
-    ap.block_tables = tables_d;
-    ap.out = m.att;
-    ap.workspace = m.attn_ws;
-    ap.n = static_cast<int>(n);
-    ap.n_heads = static_cast<int>(c.num_attention_heads);
-    ap.n_kv_heads = static_cast<int>(c.num_key_value_heads);
-    ap.head_dim = static_cast<int>(c.head_dim);
-    ap.block_size = static_cast<int>(bs);
-    ap.window = m.opt.attention.window;
-    ap.sinks = m.opt.attention.sinks;
-    ap.layer_window = c.layer_window(l);
-    ap.max_position = max_position;
-    ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    ap.tiles = attn_tiles_d;
-    ap.n_tiles = n_tiles;
-    ap.singles = attn_singles_d;
-    ap.n_singles = n_singles;
-    kernels::attention(ap, max_splits, m.stream);
-    m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
-    kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
-    m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
-    kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
-    m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
+  // Decode-only steps repeat the same launches with new data: they are captured once per shape
+  // (tokens, logits rows, key-split bucket) as a CUDA graph and replayed. The split count comes from
+  // max_position rounded up to a power of two, so one graph serves a range of contexts.
+  const bool graphable = m.opt.cuda_graphs && n_tiles == 0;
+  int attn_max_position = max_position;
+  if (graphable) {
+    attn_max_position = 255;
+    while (attn_max_position < max_position) attn_max_position = attn_max_position * 2 + 1;
   }
-  if (nl > 0) {
-    kernels::rms_norm(m.x, logit_rows_d, m.final_norm, m.hl, static_cast<int>(nl), static_cast<int>(d), eps, m.stream);
-    m.gemm(m.hl, m.lm_head, m.logits, nl, d, V, 0.0f);
-    CUDA_OK(cudaMemcpyAsync(logits.data(), m.logits, logits.size() * 4, cudaMemcpyDeviceToHost, m.stream));
+  auto enqueue = [&] {
+    kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
+      kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+      m.gemm(m.h, L.wqkv, m.qkv, n, d, qd + 2 * kvd, 0.0f);
+      kernels::QkvParams qp{m.qkv, L.q_norm, L.k_norm, m.inv_freq, positions_d, kv_rows_d, m.q, m.k_cache(l), m.v_cache(l),
+                            static_cast<int>(n), static_cast<int>(c.num_attention_heads),
+                            static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim), eps};
+      kernels::qkv_post(qp, m.stream);
+      kernels::AttentionParams ap{};
+      ap.q = m.q;
+      ap.k_cache = m.k_cache(l);
+      ap.v_cache = m.v_cache(l);
+      ap.positions = positions_d;
+      ap.table_offsets = table_offsets_d;
+      ap.block_tables = tables_d;
+      ap.out = m.att;
+      ap.workspace = m.attn_ws;
+      ap.n = static_cast<int>(n);
+      ap.n_heads = static_cast<int>(c.num_attention_heads);
+      ap.n_kv_heads = static_cast<int>(c.num_key_value_heads);
+      ap.head_dim = static_cast<int>(c.head_dim);
+      ap.block_size = static_cast<int>(bs);
+      ap.window = m.opt.attention.window;
+      ap.sinks = m.opt.attention.sinks;
+      ap.layer_window = c.layer_window(l);
+      ap.max_position = attn_max_position;
+      ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+      ap.tiles = attn_tiles_d;
+      ap.n_tiles = n_tiles;
+      ap.singles = attn_singles_d;
+      ap.n_singles = n_singles;
+      kernels::attention(ap, max_splits, m.stream);
+      m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
+      kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+      m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
+      kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
+      m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
+    }
+    if (nl > 0) {
+      kernels::rms_norm(m.x, logit_rows_d, m.final_norm, m.hl, static_cast<int>(nl), static_cast<int>(d), eps, m.stream);
+      m.gemm(m.hl, m.lm_head, m.logits, nl, d, V, 0.0f);
+    }
+  };
+  if (graphable) {
+    const std::array<int64_t, 4> key{n, nl, attn_max_position, max_splits};
+    auto it = m.graphs.find(key);
+    if (it == m.graphs.end()) {
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      CUDA_OK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+      enqueue();
+      CUDA_OK(cudaStreamEndCapture(m.stream, &graph));
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+      CUDA_OK(cudaGraphDestroy(graph));
+      it = m.graphs.emplace(key, exec).first;
+    }
+    CUDA_OK(cudaGraphLaunch(it->second, m.stream));
+  } else {
+    enqueue();
   }
   CUDA_OK(cudaGetLastError());
-  CUDA_OK(cudaStreamSynchronize(m.stream));
   for (auto& [s, st] : slot_state) m.cached[s] = st.second;
 }
 

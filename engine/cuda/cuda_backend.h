@@ -27,6 +27,7 @@ struct CudaOptions {
   int64_t max_logit_rows = 256;       // rows of logits per step
   int64_t block_size = 16;            // tokens per KV block
   int64_t max_kv_blocks = 0;          // 0: as many as the memory fraction allows
+  bool cuda_graphs = true;            // replay decode steps as CUDA graphs
   AttentionOptions attention;
 };
 
@@ -40,6 +41,8 @@ class CudaBackend final : public Backend {
   std::string_view name() const override { return "cuda"; }
   const ModelConfig& config() const override;
   void forward(const BatchPlan& plan, std::span<float> logits) override;
+  bool samples_on_device() const override { return true; }
+  void forward_sampled(const BatchPlan& plan, std::span<const RowSampling> rows, std::span<int32_t> tokens) override;
   void release(int32_t slot) override;
   int64_t cached_tokens(int32_t slot) const override;
 
@@ -51,6 +54,9 @@ class CudaBackend final : public Backend {
   size_t device_memory_bytes() const override;
 
  private:
+  // Enqueues the plan's forward pass up to the logits (on the device); does not wait for it.
+  void run(const BatchPlan& plan);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
