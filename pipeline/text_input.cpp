@@ -11,24 +11,6 @@
 namespace abridge::pipeline {
 namespace {
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // UTF-16 (after the BOM) to UTF-8; unpaired surrogates are an error.
 std::string utf16_to_utf8(const std::string& path, std::string_view bytes, bool big_endian) {
   if (bytes.size() % 2 != 0) throw Error(path + ": UTF-16 text with an odd number of bytes");
@@ -51,7 +33,7 @@ std::string utf16_to_utf8(const std::string& path, std::string_view bytes, bool 
     } else if (u >= 0xDC00 && u < 0xE000) {
       throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
     }
-    append_utf8(out, u);
+    engine::append_utf8(out, u);
   }
   return out;
 }
