@@ -2,11 +2,13 @@
 // This file only turns argv into an options value and calls the pipeline.
 
 #include <boost/program_options.hpp>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "pipeline/commands.h"
+#include "pipeline/summarize.h"
 
 namespace po = boost::program_options;
 using namespace abridge::pipeline;
@@ -18,6 +20,7 @@ constexpr const char* kMainHelp = R"(abridge - summarize very long documents wit
 Usage: abridge <command> [options]
 
 Commands:
+  summarize   summarize documents (.txt, .md, .pdf) into an output directory
   tokenize    print the token ids of a text file (or, with --decode, the text of ids)
   chunk       split a document into chunks that fit a token budget, cut where the text turns
   generate    generate a reply to a prompt with a Qwen3 model directory
@@ -187,6 +190,52 @@ int cmd_bench(const std::vector<std::string>& args) {
   return run_bench_engine(o, std::cout, std::cerr);
 }
 
+int cmd_summarize(const std::vector<std::string>& args) {
+  SummarizeOptions o;
+  std::string config;
+  po::options_description desc(
+      "Summarizes documents (.txt and .md in UTF-8 or UTF-16 with a BOM, and .pdf) into OUT_DIR, one output\n"
+      "per input: OUT_DIR/<path relative to its input root>.summary.md (or .json / .txt). With --model, a Qwen3\n"
+      "model writes the summaries: one pass where a document fits the context, otherwise each semantic chunk\n"
+      "is summarized and the summaries are merged in order. Without --model, a built-in extractive engine picks\n"
+      "the document's central sentences (no GPU or weights needed). Outputs are written atomically; finished\n"
+      "work is cached under OUT_DIR/.abridge/, so an interrupted run resumes, and up-to-date outputs are skipped.\n"
+      "A bad input is reported and the rest go on (exit code 1).\n\nOptions");
+  desc.add_options()
+      ("output,o", po::value(&o.out_dir), "output directory (required)")
+      ("model,m", po::value(&o.model), "Qwen3 model directory (config.json, *.safetensors, tokenizer.json)")
+      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
+      ("engine", po::value(&o.engine)->default_value("auto"), "auto | llm | extractive (auto: llm with --model)")
+      ("format", po::value(&o.format)->default_value("md"), "md | json | txt")
+      ("summary-tokens", po::value(&o.summary_tokens)->default_value(400), "length of a summary in tokens")
+      ("lang", po::value(&o.lang)->default_value("auto"), "auto | en | zh: the summary's language (auto: the document's)")
+      ("prompt", po::value(&o.prompt_file), "file with an instruction that replaces the built-in prompts")
+      ("context-tokens", po::value(&o.context_tokens)->default_value(0), "largest prompt + summary (0: the model's context)")
+      ("chunk-tokens", po::value(&o.chunk_tokens)->default_value(0), "chunk size for map-reduce (0: from the context)")
+      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("include", po::value(&o.include)->composing(), "only paths matching this glob (repeatable)")
+      ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (repeatable)")
+      ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date")
+      ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line")
+      ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF")
+      ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take")
+      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
+      ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins")
+      ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)");
+  po::positional_options_description pos;
+  pos.add("input", -1);
+  po::variables_map vm;
+  if (!parse("summarize", "INPUT... -o OUT_DIR [options]", desc, pos, args, vm)) return kExitOk;
+  if (!config.empty()) {
+    std::ifstream cf(config);
+    if (!cf) throw Usage("--config: cannot open " + config);
+    po::store(po::parse_config_file(cf, desc), vm);  // values already set on the command line stay
+    po::notify(vm);
+  }
+  return run_summarize(o, std::cin, std::cout, std::cerr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -211,6 +260,7 @@ int main(int argc, char** argv) {
     if (command == "generate") return cmd_generate(rest);
     if (command == "model") return cmd_model(rest);
     if (command == "bench") return cmd_bench(rest);
+    if (command == "summarize") return cmd_summarize(rest);
     throw Usage("unknown command '" + command + "'");
   } catch (const Usage& e) {
     std::cerr << "abridge: " << e.what() << "\nTry 'abridge --help'.\n";

@@ -10,22 +10,13 @@
 #include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
+#include "pipeline/token_counter.h"
 #include "pipeline/text_input.h"
 
 namespace abridge::pipeline {
 namespace {
 
 // The chunker's view of the real tokenizer: documents are encoded plain (no added tokens matched).
-class TokenizerCounter final : public chunker::TokenCounter {
- public:
-  explicit TokenizerCounter(const engine::Tokenizer& tok) : tok_(tok) {}
-  size_t count(std::string_view text) const override {
-    return text.empty() ? 0 : tok_.encode(text, engine::AddedTokens::kPlain).size();
-  }
-
- private:
-  const engine::Tokenizer& tok_;
-};
 
 bool starts_with(const std::string& s, std::string_view p) { return s.compare(0, p.size(), p) == 0; }
 

@@ -1,0 +1,240 @@
+// `abridge summarize` end to end, as a user runs it: real documents and PDFs, the extractive engine,
+// a tiny random-weight Qwen3 on the CPU backend (its text is gibberish; structure, caching and resume
+// are what is tested), bad inputs, name collisions, exit codes, resume after kill -9.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/model_fixture.h"
+#include "tests/test_support.h"
+
+using namespace abridge::testing;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string q(const fs::path& p) {
+  std::string s(1, '\'');
+  s += p.string();
+  s += '\'';
+  return s;
+}
+bool contains(const std::string& s, const std::string& n) { return s.find(n) != std::string::npos; }
+
+size_t count_files(const fs::path& dir, const std::string& suffix) {
+  size_t n = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().string().size() >= suffix.size() &&
+        e.path().string().compare(e.path().string().size() - suffix.size(), suffix.size(), suffix) == 0)
+      ++n;
+  return n;
+}
+
+// A document of several thousand tokens from the real texts, for map-reduce runs.
+fs::path long_text(const TempDir& dir, size_t bytes) {
+  const fs::path p = dir / "long.txt";
+  write_file(p, read_file(source_path("tests/data/texts/R-intro.txt")).substr(0, bytes));
+  return p;
+}
+
+std::string llm_args(const fs::path& out) {
+  return " -o " + q(out) + " --model " + q(random_model_dir()) +
+         " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256 --format json -q";
+}
+
+}  // namespace
+
+TEST(Summarize, ExtractiveOnTheSamples) {
+  TempDir out;
+  const auto r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "3 summarized, 0 failed")) << r.err;  // the two texts and README.md
+  const std::string en = read_file(out / "a-scandal-in-bohemia.txt.summary.md");
+  const std::string zh = read_file(out / "tang-poems.zh.txt.summary.md");
+  EXPECT_EQ(en.rfind("# a-scandal-in-bohemia.txt\n\n", 0), 0u) << en;
+  EXPECT_GT(en.size(), 200u);
+  EXPECT_TRUE(contains(zh, "。")) << zh;  // Chinese sentences from the Chinese document
+  EXPECT_EQ(count_files(out.path(), ".tmp"), 0u);
+}
+
+TEST(Summarize, JsonOutputHasTheDocumentedKeys) {
+  TempDir out;
+  const auto r = run_abridge("summarize " + q(source_path("samples/a-scandal-in-bohemia.txt")) + " -o " +
+                             q(out.path()) + " --format json --summary-tokens 120");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(read_file(out / "a-scandal-in-bohemia.txt.summary.json"));
+  for (const char* key : {"summary", "chunks", "source", "sha256", "model", "prompt", "parameters", "tokens", "timings"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["sha256"].get<std::string>().size(), 64u);
+  EXPECT_EQ(j["model"], "extractive");
+  EXPECT_GT(j["tokens"]["input"].get<int64_t>(), 5000);
+}
+
+TEST(Summarize, UpToDateOutputsAreSkippedUnlessForced) {
+  TempDir out;
+  const std::string cmd = "summarize " + q(source_path("samples")) + " -o " + q(out.path());
+  ASSERT_EQ(run_abridge(cmd).exit_code, 0);
+  const auto t0 = fs::last_write_time(out / "a-scandal-in-bohemia.txt.summary.md");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto r = run_abridge(cmd);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.err, "0 summarized, 3 up to date, 0 failed")) << r.err;
+  EXPECT_EQ(fs::last_write_time(out / "a-scandal-in-bohemia.txt.summary.md"), t0);
+  r = run_abridge(cmd + " --force");
+  EXPECT_TRUE(contains(r.err, "3 summarized")) << r.err;
+  // A different parameter is a different job: summarized again.
+  r = run_abridge(cmd + " --summary-tokens 100");
+  EXPECT_TRUE(contains(r.err, "3 summarized")) << r.err;
+}
+
+TEST(Summarize, BadInputsAreReportedAndTheRestGoOn) {
+  TempDir in, out;
+  write_file(in / "empty.txt", "");
+  write_file(in / "latin1.txt", "caf\xE9 au lait");
+  write_file(in / "good.txt", "The committee met on Tuesday. It approved the budget for next year. The vote was close.");
+  write_file(in / "notes.docx", "PK");
+  fs::copy_file(source_path("tests/data/pdf/malformed/bad1.pdf"), in / "broken.pdf");
+  const auto r = run_abridge("summarize " + q(in / "empty.txt") + " " + q(in / "latin1.txt") + " " + q(in / "good.txt") +
+                             " " + q(in / "notes.docx") + " " + q(in / "broken.pdf") + " " + q(in / "missing.txt") +
+                             " -o " + q(out.path()));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "empty.txt: empty file")) << r.err;
+  EXPECT_TRUE(contains(r.err, "latin1.txt: invalid UTF-8 at byte 3")) << r.err;
+  EXPECT_TRUE(contains(r.err, "notes.docx: unsupported file type")) << r.err;
+  EXPECT_TRUE(contains(r.err, "broken.pdf: ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "missing.txt: no such file or directory")) << r.err;
+  EXPECT_TRUE(contains(r.err, "1 summarized, 5 failed")) << r.err;
+  EXPECT_TRUE(fs::exists(out / "good.txt.summary.md"));
+  EXPECT_FALSE(fs::exists(out / "empty.txt.summary.md"));
+}
+
+TEST(Summarize, EveryMalformedPdfIsReportedWithoutACrash) {
+  TempDir out;
+  const auto r = run_abridge("summarize " + q(source_path("tests/data/pdf/malformed")) + " -o " + q(out.path()) +
+                             " --pdf-timeout 20 -q");
+  EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.exit_code << r.err;
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(source_path("tests/data/pdf/malformed"))) files += e.path().extension() == ".pdf";
+  // Each PDF is either summarized or named in one error line.
+  size_t reported = 0;
+  for (const auto& e : fs::directory_iterator(source_path("tests/data/pdf/malformed"))) {
+    if (e.path().extension() != ".pdf") continue;
+    const std::string name = e.path().filename().string();
+    reported += fs::exists(out / (name + ".summary.md")) || contains(r.err, name + ": ");
+  }
+  EXPECT_EQ(reported, files) << r.err;
+  EXPECT_GE(files, 80u);
+}
+
+TEST(Summarize, NameCollisionsStopBeforeWork) {
+  TempDir in, out;
+  fs::create_directories(in / "a");
+  fs::create_directories(in / "b");
+  write_file(in / "a" / "x.txt", "One sentence here. Another one there.");
+  write_file(in / "b" / "x.txt", "Different text. Still two sentences.");
+  const auto r = run_abridge("summarize " + q(in / "a" / "x.txt") + " " + q(in / "b" / "x.txt") + " -o " + q(out.path()));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "would both write")) << r.err;
+  EXPECT_FALSE(fs::exists(out / "x.txt.summary.md"));
+}
+
+TEST(Summarize, RecursiveGlobsStdinAndConfig) {
+  TempDir in, out;
+  fs::create_directories(in / "d" / "e");
+  write_file(in / "top.txt", "Alpha beta gamma. Delta epsilon.");
+  write_file(in / "d" / "mid.md", "# Title\n\nSome words in a sentence. More words follow here.");
+  write_file(in / "d" / "e" / "deep.txt", "Deep text lives here. It has two sentences.");
+  write_file(in / "d" / "e" / "skip.txt", "Skipped text. Not summarized.");
+  auto r = run_abridge("summarize " + q(in.path()) + " -r --exclude 'skip*' -o " + q(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out / "top.txt.summary.md"));
+  EXPECT_TRUE(fs::exists(out / "d" / "mid.md.summary.md"));
+  EXPECT_TRUE(fs::exists(out / "d" / "e" / "deep.txt.summary.md"));
+  EXPECT_FALSE(fs::exists(out / "d" / "e" / "skip.txt.summary.md"));
+  // Without -r only the top level.
+  TempDir out2;
+  r = run_abridge("summarize " + q(in.path()) + " -o " + q(out2.path()));
+  EXPECT_TRUE(fs::exists(out2 / "top.txt.summary.md"));
+  EXPECT_FALSE(fs::exists(out2 / "d"));
+  // Paths on stdin, options from a config file (the command line wins).
+  TempDir out3;
+  write_file(in / "list", (in / "top.txt").string() + "\n" + (in / "d" / "e" / "deep.txt").string() + "\n");
+  write_file(in / "abridge.conf", "format = json\nsummary-tokens = 50\n");
+  const std::string cmd = std::string("'") + ABRIDGE_BINARY + "' summarize - -o " + q(out3.path()) + " --config " +
+                          q(in / "abridge.conf") + " --format txt < " + q(in / "list") + " 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_TRUE(fs::exists(out3 / "top.txt.summary.txt"));
+  EXPECT_TRUE(fs::exists(out3 / "deep.txt.summary.txt"));
+}
+
+TEST(Summarize, UsageErrorsExitTwo) {
+  TempDir out;
+  EXPECT_EQ(run_abridge("summarize " + q(source_path("samples"))).exit_code, 2);  // no -o
+  EXPECT_EQ(run_abridge("summarize -o " + q(out.path())).exit_code, 2);          // no input
+  EXPECT_EQ(run_abridge("summarize x -o " + q(out.path()) + " --format pdf").exit_code, 2);
+  EXPECT_EQ(run_abridge("summarize x -o " + q(out.path()) + " --engine llm").exit_code, 2);
+  const auto r = run_abridge("summarize x -o " + q(out.path()) + " --model /nonexistent");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "no such model directory")) << r.err;
+}
+
+TEST(Summarize, LlmMapReduceCachesAndResumes) {
+  TempDir in, out;
+  const fs::path doc = long_text(in, 12000);  // ~3K tokens: map-reduce at a 1,024-token context
+  auto r = run_abridge("summarize " + q(doc) + llm_args(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(read_file(out / "long.txt.summary.json"));
+  EXPECT_GT(j["chunks"].size(), 4u);
+  size_t prev_end = 0;
+  for (const auto& c : j["chunks"]) {
+    EXPECT_EQ(c["start"].get<size_t>(), prev_end);  // the chunks tile the document
+    prev_end = c["end"].get<size_t>();
+    EXPECT_LE(c["tokens"].get<int64_t>(), 256);
+  }
+  EXPECT_FALSE(j["summary"].get<std::string>().empty());
+  const size_t cached = count_files(out / ".abridge" / "cache", ".zst");
+  EXPECT_GT(cached, j["chunks"].size());  // chunk summaries and merges
+  // --force recomputes nothing: every summary comes from the cache, same output.
+  const auto t0 = std::chrono::steady_clock::now();
+  r = run_abridge("summarize " + q(doc) + llm_args(out.path()) + " --force");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(out / "long.txt.summary.json"))["summary"], j["summary"]);
+  EXPECT_EQ(count_files(out / ".abridge" / "cache", ".zst"), cached);
+  (void)t0;
+}
+
+TEST(Summarize, KilledRunResumesToTheSameOutput) {
+  TempDir in, ref, out;
+  const fs::path doc = long_text(in, 24000);
+  ASSERT_EQ(run_abridge("summarize " + q(doc) + llm_args(ref.path())).exit_code, 0);
+  const std::string expected = json::parse(read_file(ref / "long.txt.summary.json"))["summary"];
+  // Start the same run, kill -9 it once some chunk summaries are cached, then run again.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' summarize " + q(doc) + llm_args(out.path()) +
+                            " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (!fs::exists(out / ".abridge" / "cache") || count_files(out / ".abridge" / "cache", ".zst") < 2))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const size_t cached = count_files(out / ".abridge" / "cache", ".zst");
+  ASSERT_GE(cached, 2u);
+  EXPECT_FALSE(fs::exists(out / "long.txt.summary.json")) << "the run finished before it was killed";
+  const auto r = run_abridge("summarize " + q(doc) + llm_args(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(out / "long.txt.summary.json"))["summary"], expected);
+}
