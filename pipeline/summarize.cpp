@@ -437,6 +437,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
 
   int64_t total_input_tokens = 0;
   size_t docs_finished = 0;
+  size_t chunks_total = 0, chunks_done = 0;  // map-level summaries (one per chunk, or per one-pass document)
   auto progress = [&](bool force_line) {
     if (!tty) return;
     static auto last = Clock::now() - std::chrono::seconds(1);
@@ -448,7 +449,8 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
     const double left = docs_finished > 0 && docs_finished < docs.size()
                             ? secs / static_cast<double>(docs_finished) * static_cast<double>(docs.size() - docs_finished)
                             : 0;
-    err << "\r\033[K[" << docs_finished << "/" << docs.size() << " documents] " << format_count(total_input_tokens)
+    err << "\r\033[K[" << docs_finished << "/" << docs.size() << " documents, " << chunks_done << "/" << chunks_total
+        << " chunks] " << format_count(total_input_tokens)
         << " tokens, " << format_count(rate) << " tok/s" << (left > 0 ? ", ETA " + format_duration(left) : "")
         << std::flush;
   };
@@ -543,6 +545,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
       const std::string key = sha256_hex(param_key + "\n" + std::to_string(level) + "\n" + instruction + "\n" + text);
       if (auto hit = cache.get(key)) {
         d.level[index] = *hit;
+        chunks_done += level == 0;
         return false;
       }
       engine::Request r = request_for(d, instruction, text);
@@ -578,6 +581,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
         return;
       }
       d.level[tag.index] = text;
+      chunks_done += tag.level == 0;
       if (d.pending == 0) advance(tag.doc);
     };
 
@@ -635,6 +639,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
           // One pass: the whole document in one prompt (the engine prefills it in chunks).
           const std::string cleaned = chunker::clean_text(d.text);
           d.level.assign(1, "");
+          ++chunks_total;
           submit(di, 0, 0, single, cleaned);
         } else {
           chunker::Options co;
@@ -642,6 +647,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
           const auto chunks = chunker::chunk_text(d.text, counter, co);
           if (chunks.empty()) throw Error("no text to summarize");
           d.level.assign(chunks.size(), "");
+          chunks_total += chunks.size();
           for (size_t k = 0; k < chunks.size(); ++k) {
             d.pieces.push_back({chunks[k].start, chunks[k].end, chunks[k].section,
                                 static_cast<int64_t>(chunks[k].tokens), ""});
