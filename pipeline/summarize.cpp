@@ -85,16 +85,8 @@ std::string format_count(double n) {
 
 // ---- discovery -------------------------------------------------------------------------------
 
-struct Input {
-  std::string path;     // as the user can find it
-  std::string rel;      // relative to its root: names the output
-  fs::path output;
-};
-
-struct Discovery {
-  std::vector<Input> inputs;
-  std::vector<std::pair<std::string, std::string>> bad;  // (path, reason)
-};
+using Input = SummaryInput;
+using Discovery = DiscoveredInputs;
 
 bool glob_match(const std::vector<std::string>& globs, const std::string& rel) {
   const std::string base = fs::path(rel).filename().string();
@@ -275,123 +267,132 @@ std::string trim(std::string s) {
 
 }  // namespace
 
-int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
-  const auto t_start = Clock::now();
-  // Options.
-  try {
-    if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
-    if (o.inputs.empty()) throw Error("no INPUT given (files, directories, or - to read paths from stdin)");
-    if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
-    if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
-      throw Error("--engine must be auto, llm or extractive");
-    if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") throw Error("--device must be auto, cpu or cuda");
-    if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
-    if (o.summary_tokens < 16 || o.summary_tokens > 16384) throw Error("--summary-tokens must be in 16..16384");
-    if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
-  } catch (const Error& e) {
-    err << "abridge summarize: " << e.what() << '\n';
-    return kExitFatal;
-  }
-  const bool llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
-  const bool tty = !o.quiet && ::isatty(STDERR_FILENO);
 
-  Discovery found = discover(o, in);
-  // Two inputs mapping to one output name: caught before any work.
-  {
-    std::map<fs::path, std::string> owners;
-    for (const auto& i : found.inputs) {
-      auto [it, fresh] = owners.emplace(i.output, i.path);
-      if (!fresh) {
-        err << "abridge summarize: " << it->second << " and " << i.path << " would both write "
-            << i.output.string() << "; rename one or summarize them into different output directories\n";
-        return kExitFatal;
-      }
-    }
-  }
-  int failed = 0;
-  for (const auto& [path, reason] : found.bad) {
-    err << "abridge: " << path << ": " << reason << '\n';
-    ++failed;
-  }
-
-  std::error_code ec;
-  const fs::path state_dir = fs::path(o.out_dir) / ".abridge";
-  fs::create_directories(state_dir / "cache", ec);
-  fs::create_directories(state_dir / "done", ec);
-  if (ec || !fs::is_directory(state_dir)) {
-    err << "abridge summarize: " << o.out_dir << ": cannot create the output directory: " << ec.message() << '\n';
-    return kExitFatal;
-  }
-  const Cache cache(state_dir / "cache");
-
-  // The engine: a model (LLM) or the built-in extractive summarizer. Either way the real tokenizer
-  // counts tokens.
+struct Summarizer::Impl {
+  SummarizeOptions o;
+  std::ostream& err;
+  bool llm = false, tty = false;
+  fs::path state_dir;
+  Cache cache{fs::path()};
   std::optional<engine::ModelDir> model;
   std::unique_ptr<engine::Backend> backend;
   std::string model_id = "extractive";
   std::string device_used = "cpu";
   int64_t context = 0;
-  try {
-    if (llm) {
-      model.emplace(engine::open_model_dir(o.model));
-      engine::BackendOptions bo;
-      bo.threads = o.threads;
-      bo.gpu_memory_fraction = o.gpu_memory_fraction;
-      if (o.device == "cpu") {
-        bo.device = engine::Device::kCpu;
-      } else {
-        bo.device = engine::Device::kCuda;
-      }
-      try {
-        backend = engine::make_backend(*model, bo);
-      } catch (const Error& e) {
-        if (o.device == "cuda") throw;
-        if (!o.quiet) err << "abridge: no GPU engine (" << e.what() << "); running on the CPU\n";
-        bo.device = engine::Device::kCpu;
-        backend = engine::make_backend(*model, bo);
-      }
-      device_used = backend->device_description();
-      model_id = "model:" + sha256_hex(read_bytes(fs::path(o.model) / "config.json")) + ":" +
-                 std::to_string(model->checkpoint->total_bytes());
-      context = o.context_tokens > 0 ? std::min(o.context_tokens, model->config.max_position_embeddings)
-                                     : model->config.max_position_embeddings;
-      if (backend->kv_block_size() > 0)
-        context = std::min(context, backend->kv_blocks() * backend->kv_block_size() / 2);
-      if (context < 4 * o.summary_tokens + 512)
-        throw Error("the context (" + std::to_string(context) + " tokens) is too small for summaries of " +
-                    std::to_string(o.summary_tokens) + " tokens; raise --context-tokens or lower --summary-tokens");
-    }
-  } catch (const Error& e) {
-    err << "abridge summarize: " << e.what() << '\n';
-    return kExitFatal;
-  }
   std::optional<engine::Tokenizer> own_tokenizer;
-  const engine::Tokenizer& tok =
-      model ? model->tokenizer : own_tokenizer.emplace(engine::Tokenizer::from_json(engine::bundled_tokenizer_json()));
-  const TokenizerCounter counter(tok);
-
-  // What a summary depends on besides the document: the cache and the up-to-date check key on it.
+  const engine::Tokenizer* tok = nullptr;
+  std::optional<TokenizerCounter> counter;
   std::string prompt_override;
-  if (!o.prompt_file.empty()) {
-    try {
-      prompt_override = read_text_file(o.prompt_file, size_t{1} << 20);
-    } catch (const Error& e) {
-      err << "abridge summarize: --prompt: " << e.what() << '\n';
-      return kExitFatal;
+  int64_t chunk_tokens = 0;
+  json parameters;
+  std::string param_key;
+
+  Impl(const SummarizeOptions& options, std::ostream& e) : o(options), err(e) {
+  {
+      if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
+      if (o.inputs.empty()) throw Error("no INPUT given (files, directories, or - to read paths from stdin)");
+      if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
+      if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
+        throw Error("--engine must be auto, llm or extractive");
+      if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") throw Error("--device must be auto, cpu or cuda");
+      if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
+      if (o.summary_tokens < 16 || o.summary_tokens > 16384) throw Error("--summary-tokens must be in 16..16384");
+      if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
     }
+    llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
+    tty = !o.quiet && ::isatty(STDERR_FILENO);
+  std::error_code ec;
+    state_dir = fs::path(o.out_dir) / ".abridge";
+    fs::create_directories(state_dir / "cache", ec);
+    fs::create_directories(state_dir / "done", ec);
+    if (ec || !fs::is_directory(state_dir))
+      throw Error(o.out_dir + ": cannot create the output directory: " + ec.message());
+    cache = Cache(state_dir / "cache");
+  
+    // The engine: a model (LLM) or the built-in extractive summarizer. Either way the real tokenizer
+    // counts tokens.
+    {
+      if (llm) {
+        model.emplace(engine::open_model_dir(o.model));
+        engine::BackendOptions bo;
+        bo.threads = o.threads;
+        bo.gpu_memory_fraction = o.gpu_memory_fraction;
+        if (o.device == "cpu") {
+          bo.device = engine::Device::kCpu;
+        } else {
+          bo.device = engine::Device::kCuda;
+        }
+        try {
+          backend = engine::make_backend(*model, bo);
+        } catch (const Error& e) {
+          if (o.device == "cuda") throw;
+          if (!o.quiet) err << "abridge: no GPU engine (" << e.what() << "); running on the CPU\n";
+          bo.device = engine::Device::kCpu;
+          backend = engine::make_backend(*model, bo);
+        }
+        device_used = backend->device_description();
+        model_id = "model:" + sha256_hex(read_bytes(fs::path(o.model) / "config.json")) + ":" +
+                   std::to_string(model->checkpoint->total_bytes());
+        context = o.context_tokens > 0 ? std::min(o.context_tokens, model->config.max_position_embeddings)
+                                       : model->config.max_position_embeddings;
+        if (backend->kv_block_size() > 0)
+          context = std::min(context, backend->kv_blocks() * backend->kv_block_size() / 2);
+        if (context < 4 * o.summary_tokens + 512)
+          throw Error("the context (" + std::to_string(context) + " tokens) is too small for summaries of " +
+                      std::to_string(o.summary_tokens) + " tokens; raise --context-tokens or lower --summary-tokens");
+      }
+    }
+    tok = model ? &model->tokenizer : &own_tokenizer.emplace(engine::Tokenizer::from_json(engine::bundled_tokenizer_json()));
+    counter.emplace(*tok);
+  
+    // What a summary depends on besides the document: the cache and the up-to-date check key on it.
+    if (!o.prompt_file.empty()) {
+      try {
+        prompt_override = read_text_file(o.prompt_file, size_t{1} << 20);
+      } catch (const Error& e) {
+        throw Error(std::string("--prompt: ") + e.what());
+      }
+    }
+    chunk_tokens =
+        o.chunk_tokens > 0 ? o.chunk_tokens : std::max<int64_t>(512, std::min<int64_t>(32768, context / 2));
+    parameters = {{"engine", llm ? "llm" : "extractive"}, {"summary_tokens", o.summary_tokens},
+                             {"lang", o.lang}, {"context_tokens", context}, {"chunk_tokens", llm ? chunk_tokens : 0},
+                             {"sampling", "greedy"}, {"prompt_sha256", sha256_hex(prompt_override)}};
+    param_key = sha256_hex(model_id + "\n" + parameters.dump());
+  
   }
-  const int64_t chunk_tokens =
-      o.chunk_tokens > 0 ? o.chunk_tokens : std::max<int64_t>(512, std::min<int64_t>(32768, context / 2));
-  const json parameters = {{"engine", llm ? "llm" : "extractive"}, {"summary_tokens", o.summary_tokens},
-                           {"lang", o.lang}, {"context_tokens", context}, {"chunk_tokens", llm ? chunk_tokens : 0},
-                           {"sampling", "greedy"}, {"prompt_sha256", sha256_hex(prompt_override)}};
-  const std::string param_key = sha256_hex(model_id + "\n" + parameters.dump());
+};
+
+Summarizer::Summarizer(const SummarizeOptions& options, std::ostream& err)
+    : impl_(std::make_unique<Impl>(options, err)) {}
+Summarizer::~Summarizer() = default;
+
+BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
+  Impl& m = *impl_;
+  const SummarizeOptions& o = m.o;
+  std::ostream& err = m.err;
+  const bool llm = m.llm, tty = m.tty;
+  const fs::path& state_dir = m.state_dir;
+  const Cache& cache = m.cache;
+  const auto& model = m.model;
+  engine::Backend* backend = m.backend.get();
+  const std::string& device_used = m.device_used;
+  const int64_t context = m.context;
+  const engine::Tokenizer& tok = *m.tok;
+  const TokenizerCounter& counter = *m.counter;
+  const std::string& prompt_override = m.prompt_override;
+  const json& parameters = m.parameters;
+  const std::string& param_key = m.param_key;
+  const int64_t chunk_tokens = m.chunk_tokens;
+  const auto t_start = Clock::now();
+  int failed = 0;
+  std::vector<DocumentReport> reports;
 
   // Per document: read, hash, skip when up to date, extract.
   std::vector<Doc> docs;
   int skipped = 0;
   const PdfLimits pdf_limits{o.pdf_timeout, static_cast<size_t>(o.pdf_max_memory_mb) << 20};
-  for (const Input& i : found.inputs) {
+  for (const Input& i : inputs) {
     Doc d;
     d.input = i;
     d.started = Clock::now();
@@ -411,6 +412,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
         try {
           if (json::parse(read_bytes(done_file)).value("key", "") == d.job_key) {
             ++skipped;
+            reports.push_back({i.path, i.output.string(), "up to date", "", 0, 0, 0});
             if (!o.quiet && !tty) err << "abridge: " << i.path << ": up to date\n";
             continue;
           }
@@ -430,6 +432,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
     } catch (const Error& e) {
       err << "abridge: " << i.path << ": " << e.what() << '\n';
       ++failed;
+      reports.push_back({i.path, i.output.string(), "failed", e.what(), 0, 0, 0});
       continue;
     }
     docs.push_back(std::move(d));
@@ -496,6 +499,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
   auto fail_doc = [&](Doc& d, const std::string& why) {
     if (d.done || d.failed) return;
     d.failed = true;
+    d.error = why;
     ++failed;
     ++docs_finished;
     if (tty) err << "\r\033[K";
@@ -666,14 +670,62 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
   }
 
   if (tty) err << "\r\033[K";
-  const double secs = std::chrono::duration<double>(Clock::now() - t_start).count();
-  int summarized = 0;
-  for (const Doc& d : docs) summarized += d.done;
-  err << "abridge: " << summarized << " summarized" << (skipped ? ", " + std::to_string(skipped) + " up to date" : "")
-      << ", " << failed << " failed, " << format_count(static_cast<double>(total_input_tokens)) << " tokens in "
-      << format_duration(secs) << (llm ? " (" + device_used + ")" : "") << '\n';
+  BatchReport report;
+  for (const Doc& d : docs) {
+    if (!d.done && !d.failed) continue;
+    reports.push_back({d.input.path, d.input.output.string(), d.done ? "summarized" : "failed", d.error, d.input_tokens,
+                       d.generated_tokens, d.seconds});
+    report.summarized += d.done;
+  }
+  report.documents = std::move(reports);
+  report.skipped = skipped;
+  report.failed = failed;
+  report.input_tokens = total_input_tokens;
+  report.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  report.device = llm ? device_used : "cpu (extractive)";
+  return report;
+}
+
+std::string final_line(const BatchReport& r) {
+  std::ostringstream s;
+  s << "abridge: " << r.summarized << " summarized"
+    << (r.skipped ? ", " + std::to_string(r.skipped) + " up to date" : "") << ", " << r.failed << " failed, "
+    << format_count(static_cast<double>(r.input_tokens)) << " tokens in " << format_duration(r.seconds)
+    << (r.device.rfind("cpu", 0) == 0 ? "" : " (" + r.device + ")");
+  return s.str();
+}
+
+DiscoveredInputs discover_inputs(const SummarizeOptions& o, std::istream& in) { return discover(o, in); }
+
+void check_output_collisions(const DiscoveredInputs& found) {
+  std::map<fs::path, std::string> owners;
+  for (const auto& i : found.inputs) {
+    auto [it, fresh] = owners.emplace(i.output, i.path);
+    if (!fresh)
+      throw Error(it->second + " and " + i.path + " would both write " + i.output.string() +
+                  "; rename one or summarize them into different output directories");
+  }
+}
+
+int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   (void)out;
-  return failed > 0 ? kExitInputsFailed : kExitOk;
+  const auto t_start = Clock::now();
+  try {
+    std::optional<Summarizer> summarizer;
+    summarizer.emplace(o, err);  // options and model checked before any input is touched
+    DiscoveredInputs found = discover_inputs(o, in);
+    check_output_collisions(found);
+    for (const auto& [path, reason] : found.bad) err << "abridge: " << path << ": " << reason << '\n';
+    BatchReport report = summarizer->run(found.inputs);
+    report.failed += static_cast<int>(found.bad.size());
+    for (const auto& [path, reason] : found.bad) report.documents.push_back({path, "", "failed", reason, 0, 0, 0});
+    report.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();  // model loading included
+    err << final_line(report) << '\n';
+    return report.failed > 0 ? kExitInputsFailed : kExitOk;
+  } catch (const Error& e) {
+    err << "abridge summarize: " << e.what() << '\n';
+    return kExitFatal;
+  }
 }
 
 }  // namespace abridge::pipeline

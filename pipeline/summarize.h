@@ -4,7 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <iosfwd>
+#include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -31,6 +34,55 @@ struct SummarizeOptions {
   int64_t pdf_max_memory_mb = 2048;
   double gpu_memory_fraction = 0.90;
   int threads = 0;
+};
+
+// One input and where its summary goes.
+struct SummaryInput {
+  std::string path;                  // as the user named it (or as found under a directory)
+  std::string rel;                   // relative to its input root: names the output
+  std::filesystem::path output;      // OUT_DIR/<rel>.summary.<format>
+};
+struct DiscoveredInputs {
+  std::vector<SummaryInput> inputs;                      // sorted within each directory
+  std::vector<std::pair<std::string, std::string>> bad;  // (path, reason): missing, unsupported type
+};
+// Files, directories (--recursive, --include/--exclude) and "-" (paths on `in`, one a line).
+DiscoveredInputs discover_inputs(const SummarizeOptions& options, std::istream& in);
+// Throws abridge::Error naming both inputs when two map to one output.
+void check_output_collisions(const DiscoveredInputs& found);
+
+struct DocumentReport {
+  std::string path, output;
+  std::string status;  // "summarized", "up to date", "failed"
+  std::string error;   // one line, for "failed"
+  int64_t input_tokens = 0, generated_tokens = 0;
+  double seconds = 0;
+};
+struct BatchReport {
+  std::vector<DocumentReport> documents;
+  int summarized = 0, skipped = 0, failed = 0;
+  int64_t input_tokens = 0;
+  double seconds = 0;
+  std::string device;
+};
+// "abridge: 42 summarized, 1 failed, 3.1M tokens in 9m12s"
+std::string final_line(const BatchReport& report);
+
+// Loads the engine once (the model and its backend, or the extractive engine) and summarizes batches
+// of inputs with it: `abridge summarize` runs one batch, `abridge watch` one per change.
+class Summarizer {
+ public:
+  // Checks the options and loads the model; throws abridge::Error (a usage or fatal error).
+  Summarizer(const SummarizeOptions& options, std::ostream& err);
+  ~Summarizer();
+  Summarizer(const Summarizer&) = delete;
+  Summarizer& operator=(const Summarizer&) = delete;
+  // Summarizes `inputs`; errors in one document are reported on `err` and in the report, never thrown.
+  BatchReport run(const std::vector<SummaryInput>& inputs);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Returns 0 when every input was summarized (or up to date), 1 when some failed, 2 for usage or
