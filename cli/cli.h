@@ -1,0 +1,71 @@
+// Shared pieces of the command-line front end: usage errors, option parsing, the options that
+// `summarize` and `watch` share.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "pipeline/summarize.h"
+
+namespace abridge::cli {
+
+namespace po = boost::program_options;
+
+struct Usage : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Parses `args` (the words after the command) against `desc` with `pos` positional names.
+// Returns false when --help was asked for (help already printed).
+inline bool parse(const std::string& command, const std::string& synopsis, po::options_description& desc,
+           const po::positional_options_description& pos, const std::vector<std::string>& args, po::variables_map& vm) {
+  desc.add_options()("help,h", "show this help");
+  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "Usage: abridge " << command << " " << synopsis << "\n\n" << desc << '\n';
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+
+// The options of `abridge summarize` (also taken by `abridge watch`), bound to `o`; --config to `config`.
+inline void add_summarize_options(po::options_description& desc, pipeline::SummarizeOptions& o, std::string& config) {
+  desc.add_options()
+      ("output,o", po::value(&o.out_dir), "output directory (required)")
+      ("model,m", po::value(&o.model), "Qwen3 model directory (config.json, *.safetensors, tokenizer.json)")
+      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
+      ("engine", po::value(&o.engine)->default_value("auto"), "auto | llm | extractive (auto: llm with --model)")
+      ("format", po::value(&o.format)->default_value("md"), "md | json | txt")
+      ("summary-tokens", po::value(&o.summary_tokens)->default_value(400), "length of a summary in tokens")
+      ("lang", po::value(&o.lang)->default_value("auto"), "auto | en | zh: the summary's language (auto: the document's)")
+      ("prompt", po::value(&o.prompt_file), "file with an instruction that replaces the built-in prompts")
+      ("context-tokens", po::value(&o.context_tokens)->default_value(0), "largest prompt + summary (0: the model's context)")
+      ("chunk-tokens", po::value(&o.chunk_tokens)->default_value(0), "chunk size for map-reduce (0: from the context)")
+      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("include", po::value(&o.include)->composing(), "only paths matching this glob (repeatable)")
+      ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (repeatable)")
+      ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date")
+      ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line")
+      ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF")
+      ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take")
+      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
+      ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");
+}
+
+// Reads --config FILE (key = value lines); values given on the command line stay.
+inline void apply_config_file(const std::string& config, const po::options_description& desc, po::variables_map& vm) {
+  if (config.empty()) return;
+  std::ifstream cf(config);
+  if (!cf) throw Usage("--config: cannot open " + config);
+  po::store(po::parse_config_file(cf, desc), vm);
+  po::notify(vm);
+}
+
+}  // namespace abridge::cli
