@@ -1,6 +1,8 @@
 #include "pipeline/summarize.h"
 
+#include <fcntl.h>
 #include <fnmatch.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -8,7 +10,9 @@
 #include <Poco/SHA2Engine.h>
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -707,19 +711,110 @@ void check_output_collisions(const DiscoveredInputs& found) {
   }
 }
 
+std::pair<int64_t, int64_t> parse_shard(const std::string& spec) {
+  const size_t slash = spec.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument(spec);
+    size_t u1 = 0, u2 = 0;
+    const long long k = std::stoll(spec.substr(0, slash), &u1), n = std::stoll(spec.substr(slash + 1), &u2);
+    if (u1 != slash || u2 != spec.size() - slash - 1 || n < 1 || k < 0 || k >= n) throw std::invalid_argument(spec);
+    return {k, n};
+  } catch (const std::exception&) {
+    throw Error("--shard must be K/N with 0 <= K < N (e.g. 0/8), not \"" + spec + "\"");
+  }
+}
+
+int64_t shard_of(const std::string& rel, int64_t n) {
+  uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a: stable across machines and builds
+  for (unsigned char c : rel) h = (h ^ c) * 0x100000001B3ull;
+  return static_cast<int64_t>(h % static_cast<uint64_t>(n));
+}
+
+namespace {
+
+// An exclusive lock on OUT_DIR/.abridge/lock for the life of the run; released by the kernel when the
+// process ends, however it ends.
+class RunLock {
+ public:
+  RunLock(const fs::path& state_dir, bool wait, std::ostream& err) {
+    const std::string path = (state_dir / "lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(path + ": cannot open the lock file: " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK) throw Error(path + ": flock: " + std::strerror(errno));
+      std::string holder(64, '\0');
+      const ssize_t n = ::pread(fd_, holder.data(), holder.size() - 1, 0);
+      holder.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+      const std::string who = holder.empty() ? "another abridge run" : "another abridge run (pid " + holder + ")";
+      if (!wait) {
+        held_by_other_ = who;
+        return;
+      }
+      err << "abridge: " << state_dir.parent_path().string() << " is in use by " << who << "; waiting\n";
+      while (::flock(fd_, LOCK_EX) != 0)
+        if (errno != EINTR) throw Error(path + ": flock: " + std::strerror(errno));
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
+  }
+  ~RunLock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+  }
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+  const std::string& held_by_other() const { return held_by_other_; }
+
+ private:
+  int fd_ = -1;
+  std::string held_by_other_;
+};
+
+void write_report(const std::string& path, const BatchReport& r) {
+  json docs = json::array();
+  for (const auto& d : r.documents)
+    docs.push_back({{"path", d.path}, {"output", d.output}, {"status", d.status}, {"error", d.error},
+                    {"input_tokens", d.input_tokens}, {"generated_tokens", d.generated_tokens}, {"seconds", d.seconds}});
+  const json j = {{"summarized", r.summarized}, {"up_to_date", r.skipped}, {"failed", r.failed},
+                  {"input_tokens", r.input_tokens}, {"seconds", r.seconds}, {"device", r.device}, {"documents", docs}};
+  write_file_atomic(path, j.dump(2) + "\n");
+}
+
+}  // namespace
+
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   (void)out;
   const auto t_start = Clock::now();
   try {
+    std::optional<std::pair<int64_t, int64_t>> shard;
+    if (!o.shard.empty()) shard = parse_shard(o.shard);
+    if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
+    // One run per OUT_DIR at a time: cron may start the next before the last has finished.
+    std::error_code ec;
+    const fs::path state_dir = fs::path(o.out_dir) / ".abridge";
+    fs::create_directories(state_dir, ec);
+    if (ec) throw Error(o.out_dir + ": cannot create the output directory: " + ec.message());
+    RunLock lock(state_dir, o.wait_lock, err);
+    if (!lock.held_by_other().empty()) {
+      err << "abridge: " << o.out_dir << " is in use by " << lock.held_by_other()
+          << "; not starting (use --wait-lock to wait for it)\n";
+      return kExitLocked;
+    }
     std::optional<Summarizer> summarizer;
     summarizer.emplace(o, err);  // options and model checked before any input is touched
     DiscoveredInputs found = discover_inputs(o, in);
     check_output_collisions(found);
+    if (shard) {
+      auto mine = [&](const std::string& key) { return shard_of(key, shard->second) == shard->first; };
+      std::erase_if(found.inputs, [&](const SummaryInput& i) { return !mine(i.rel); });
+      std::erase_if(found.bad, [&](const auto& b) { return !mine(fs::path(b.first).filename().string()); });
+    }
     for (const auto& [path, reason] : found.bad) err << "abridge: " << path << ": " << reason << '\n';
     BatchReport report = summarizer->run(found.inputs);
     report.failed += static_cast<int>(found.bad.size());
     for (const auto& [path, reason] : found.bad) report.documents.push_back({path, "", "failed", reason, 0, 0, 0});
     report.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();  // model loading included
+    if (!o.report.empty()) write_report(o.report, report);
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {

@@ -34,7 +34,18 @@ struct SummarizeOptions {
   int64_t pdf_max_memory_mb = 2048;
   double gpu_memory_fraction = 0.90;
   int threads = 0;
+  bool wait_lock = false;           // wait for another run on OUT_DIR instead of exiting with code 3
+  std::string report;               // write a JSON run report here
+  std::string shard;                // "K/N": only the inputs whose stable path hash falls in shard K of N
 };
+
+inline constexpr int kExitLocked = 3;  // another run holds OUT_DIR
+
+// Parses "K/N" (0 <= K < N); throws abridge::Error otherwise.
+std::pair<int64_t, int64_t> parse_shard(const std::string& spec);
+// The shard (of n) a document belongs to: a hash of its path relative to its input root, the same on
+// every machine, so N independent runs over a shared file system cover every input exactly once.
+int64_t shard_of(const std::string& rel, int64_t n);
 
 // One input and where its summary goes.
 struct SummaryInput {
@@ -86,7 +97,8 @@ class Summarizer {
 };
 
 // Returns 0 when every input was summarized (or up to date), 1 when some failed, 2 for usage or
-// fatal errors (bad options, output name collisions, an unusable model).
+// fatal errors (bad options, output name collisions, an unusable model), 3 when another run holds
+// OUT_DIR (an exclusive flock on OUT_DIR/.abridge/lock; --wait-lock waits instead).
 int run_summarize(const SummarizeOptions& options, std::istream& in, std::ostream& out, std::ostream& err);
 
 }  // namespace abridge::pipeline

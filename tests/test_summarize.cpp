@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <thread>
 
 #include "tests/model_fixture.h"
@@ -238,4 +239,84 @@ TEST(Summarize, KilledRunResumesToTheSameOutput) {
   const auto r = run_abridge("summarize " + q(doc) + llm_args(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(json::parse(read_file(out / "long.txt.summary.json"))["summary"], expected);
+}
+
+TEST(Summarize, SecondRunOnTheSameOutputExitsThree) {
+  TempDir in, out;
+  const fs::path doc = long_text(in, 24000);
+  // A slow run (the tiny model on the CPU) holds the lock ...
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' summarize " + q(doc) + llm_args(out.path()) +
+                            " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(out / ".abridge" / "cache"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // ... so a second run on the same OUT_DIR exits at once with code 3,
+  const auto r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()));
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "is in use by another abridge run (pid " + std::to_string(pid) + ")")) << r.err;
+  EXPECT_FALSE(fs::exists(out / "README.md.summary.md"));
+  // and with --wait-lock it waits, then runs.
+  const auto w = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()) + " --wait-lock");
+  EXPECT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_TRUE(contains(w.err, "waiting")) << w.err;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(fs::exists(out / "README.md.summary.md"));
+  EXPECT_TRUE(fs::exists(out / "long.txt.summary.json"));
+}
+
+TEST(Summarize, ShardsCoverEveryInputExactlyOnce) {
+  TempDir in, out;
+  fs::create_directories(in / "sub");
+  for (int i = 0; i < 40; ++i)
+    write_file(in / (i % 2 ? "sub" : "") / ("doc" + std::to_string(i) + ".txt"),
+               "Document number " + std::to_string(i) + " has a sentence. It has another one too.");
+  const int n = 3;
+  std::map<std::string, int> seen;
+  for (int k = 0; k < n; ++k) {
+    TempDir shard_out;
+    const auto r = run_abridge("summarize " + q(in.path()) + " -r -o " + q(shard_out.path()) + " --shard " +
+                               std::to_string(k) + "/" + std::to_string(n));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    size_t here = 0;
+    for (const auto& e : fs::recursive_directory_iterator(shard_out.path()))
+      if (e.is_regular_file() && e.path().extension() == ".md" &&
+          e.path().string().find("/.abridge/") == std::string::npos) {
+        ++seen[fs::relative(e.path(), shard_out.path()).string()];
+        ++here;
+      }
+    EXPECT_GT(here, 0u) << "shard " << k << " got nothing";
+  }
+  EXPECT_EQ(seen.size(), 40u);  // every input in some shard
+  for (const auto& [name, count] : seen) EXPECT_EQ(count, 1) << name;  // and in one only
+  EXPECT_EQ(run_abridge("summarize " + q(in.path()) + " -o " + q(out.path()) + " --shard 3/3").exit_code, 2);
+  EXPECT_EQ(run_abridge("summarize " + q(in.path()) + " -o " + q(out.path()) + " --shard x").exit_code, 2);
+}
+
+TEST(Summarize, RunReportListsEveryDocument) {
+  TempDir in, out;
+  write_file(in / "good.txt", "The committee met on Tuesday. It approved the budget for next year.");
+  write_file(in / "empty.txt", "");
+  const auto report = in / "report.json";
+  const auto r = run_abridge("summarize " + q(in / "good.txt") + " " + q(in / "empty.txt") + " " + q(in / "gone.txt") +
+                             " -o " + q(out.path()) + " --report " + q(report));
+  EXPECT_EQ(r.exit_code, 1);
+  const json j = json::parse(read_file(report));
+  EXPECT_EQ(j["summarized"], 1);
+  EXPECT_EQ(j["failed"], 2);
+  std::map<std::string, std::string> status;
+  for (const auto& d : j["documents"]) status[fs::path(d["path"].get<std::string>()).filename().string()] = d["status"];
+  EXPECT_EQ(status["good.txt"], "summarized");
+  EXPECT_EQ(status["empty.txt"], "failed");
+  EXPECT_EQ(status["gone.txt"], "failed");
+  // A second run reports the up-to-date document as such.
+  run_abridge("summarize " + q(in / "good.txt") + " -o " + q(out.path()) + " --report " + q(report));
+  EXPECT_EQ(json::parse(read_file(report))["documents"][0]["status"], "up to date");
 }
