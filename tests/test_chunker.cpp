@@ -3,6 +3,8 @@
 // the real tokenizer: offsets round-trip, budgets hold, cuts land on sentence or paragraph ends.
 #include <gtest/gtest.h>
 
+#include "pipeline/token_counter.h"
+
 #include <cstdio>
 #include <random>
 
@@ -47,16 +49,8 @@ class SuperAdditiveCounter : public ToyCounter {
   }
 };
 
-class RealCounter : public TokenCounter {
- public:
-  explicit RealCounter(const engine::Tokenizer& tok) : tok_(tok) {}
-  size_t count(std::string_view text) const override {
-    return text.empty() ? 0 : tok_.encode(text, engine::AddedTokens::kPlain).size();
-  }
-
- private:
-  const engine::Tokenizer& tok_;
-};
+// The pipeline's counter over the real tokenizer (documents are encoded plain).
+using RealCounter = abridge::pipeline::TokenizerCounter;
 
 const engine::Tokenizer& real_tokenizer() {
   static const engine::Tokenizer tok = engine::Tokenizer::from_json(engine::bundled_tokenizer_json());

@@ -4,6 +4,8 @@
 // the same properties on the real documents under tests/data/texts and samples/.
 #include <gtest/gtest.h>
 
+#include "pipeline/token_counter.h"
+
 #include <algorithm>
 #include <random>
 #include <string>
@@ -19,17 +21,8 @@ using namespace abridge::pipeline;
 
 namespace {
 
-// The pipeline's view of the real tokenizer: documents encoded plain.
-class RealCounter final : public chunker::TokenCounter {
- public:
-  explicit RealCounter(const engine::Tokenizer& tok) : tok_(tok) {}
-  size_t count(std::string_view text) const override {
-    return text.empty() ? 0 : tok_.encode(text, engine::AddedTokens::kPlain).size();
-  }
-
- private:
-  const engine::Tokenizer& tok_;
-};
+// The pipeline's counter over the real tokenizer (documents are encoded plain).
+using RealCounter = abridge::pipeline::TokenizerCounter;
 
 const chunker::TokenCounter& counter() {
   static const engine::Tokenizer tok = engine::Tokenizer::from_json(engine::bundled_tokenizer_json());

@@ -50,6 +50,17 @@ std::string llm_args(const fs::path& out) {
          " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256 --format json -q";
 }
 
+// Starts `abridge ARGS` in the background (output discarded); returns its pid.
+pid_t spawn_abridge(const std::string& args) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' " + args + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
 }  // namespace
 
 TEST(Summarize, ExtractiveOnTheSamples) {
@@ -218,14 +229,8 @@ TEST(Summarize, KilledRunResumesToTheSameOutput) {
   ASSERT_EQ(run_abridge("summarize " + q(doc) + llm_args(ref.path())).exit_code, 0);
   const std::string expected = json::parse(read_file(ref / "long.txt.summary.json"))["summary"];
   // Start the same run, kill -9 it once some chunk summaries are cached, then run again.
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' summarize " + q(doc) + llm_args(out.path()) +
-                            " >/dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t pid = spawn_abridge("summarize " + q(doc) + llm_args(out.path()));
+  ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline &&
          (!fs::exists(out / ".abridge" / "cache") || count_files(out / ".abridge" / "cache", ".zst") < 2))
@@ -245,14 +250,8 @@ TEST(Summarize, SecondRunOnTheSameOutputExitsThree) {
   TempDir in, out;
   const fs::path doc = long_text(in, 24000);
   // A slow run (the tiny model on the CPU) holds the lock ...
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' summarize " + q(doc) + llm_args(out.path()) +
-                            " >/dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  const pid_t pid = spawn_abridge("summarize " + q(doc) + llm_args(out.path()));
+  ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline && !fs::exists(out / ".abridge" / "cache"))
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
