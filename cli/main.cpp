@@ -34,7 +34,8 @@ Options:
   -h [ --help ]   show this help; 'abridge <command> --help' shows a command's options
   --version       print the version
 
-Exit codes: 0 success, 1 some inputs failed, 2 usage or fatal error.
+Exit codes: 0 success, 1 some inputs failed, 2 usage or fatal error, 3 the output directory is in
+use by another run (summarize without --wait-lock).
 )";
 
 int cmd_tokenize(const std::vector<std::string>& args) {
