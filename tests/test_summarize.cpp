@@ -319,3 +319,26 @@ TEST(Summarize, RunReportListsEveryDocument) {
   run_abridge("summarize " + q(in / "good.txt") + " -o " + q(out.path()) + " --report " + q(report));
   EXPECT_EQ(json::parse(read_file(report))["documents"][0]["status"], "up to date");
 }
+
+TEST(Summarize, ProgressOnATerminalPlainLinesOtherwise) {
+  if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "script(1) is not installed";
+  TempDir in, out, out2;
+  const fs::path doc = long_text(in, 6000);
+  // Under a pseudo-terminal: a progress line with documents, chunks, tokens/s.
+  const fs::path log = in / "tty.log";
+  const std::string inner = std::string("'") + ABRIDGE_BINARY + "' summarize " + q(doc) + " -o " + q(out.path()) +
+                            " --model " + q(random_model_dir()) +
+                            " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256";
+  const std::string cmd = "script -qec \"" + inner + "\" " + q(log) + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const std::string tty = read_file(log);
+  EXPECT_TRUE(contains(tty, " documents, ")) << tty;
+  EXPECT_TRUE(contains(tty, " chunks] ")) << tty;
+  EXPECT_TRUE(contains(tty, " tok/s")) << tty;
+  EXPECT_TRUE(contains(tty, "1 summarized, 0 failed")) << tty;
+  // Not a terminal: no carriage-return progress, one log line per document and the final line.
+  const auto r = run_abridge("summarize " + q(doc) + " -o " + q(out2.path()));
+  EXPECT_EQ(r.err.find('\r'), std::string::npos);
+  EXPECT_TRUE(contains(r.err, "long.txt -> ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "1 summarized, 0 failed")) << r.err;
+}
