@@ -329,7 +329,7 @@ TEST(Summarize, ProgressOnATerminalPlainLinesOtherwise) {
   const std::string inner = std::string("'") + ABRIDGE_BINARY + "' summarize " + q(doc) + " -o " + q(out.path()) +
                             " --model " + q(random_model_dir()) +
                             " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256";
-  const std::string cmd = "script -qec \"" + inner + "\" " + q(log) + " >/dev/null 2>&1";
+  const std::string cmd = "script -qec \"" + inner + "\" " + q(log) + " </dev/null >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   const std::string tty = read_file(log);
   EXPECT_TRUE(contains(tty, " documents, ")) << tty;
