@@ -800,6 +800,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
           << "; not starting (use --wait-lock to wait for it)\n";
       return kExitLocked;
     }
+    remove_stale_temp_files(o.out_dir);  // left by a run killed mid-write; ours now that we hold the lock
     std::optional<Summarizer> summarizer;
     summarizer.emplace(o, err);  // options and model checked before any input is touched
     DiscoveredInputs found = discover_inputs(o, in);

@@ -342,3 +342,18 @@ TEST(Summarize, ProgressOnATerminalPlainLinesOtherwise) {
   EXPECT_TRUE(contains(r.err, "long.txt -> ")) << r.err;
   EXPECT_TRUE(contains(r.err, "1 summarized, 0 failed")) << r.err;
 }
+
+TEST(Summarize, TemporaryFilesOfAKilledRunAreCleanedUp) {
+  TempDir in, out;
+  write_file(in / "a.txt", "A sentence about cats. Another sentence about dogs.");
+  fs::create_directories(out / ".abridge" / "cache");
+  write_file(out / "a.txt.summary.md.tmp.424242", "half a summa");
+  write_file(out / ".abridge" / "cache" / "0123.zst.tmp.77", "partial");
+  write_file(out / "notes.tmp.txt", "a user's file that only looks similar");
+  const auto r = run_abridge("summarize " + q(in / "a.txt") + " -o " + q(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(out / "a.txt.summary.md.tmp.424242"));
+  EXPECT_FALSE(fs::exists(out / ".abridge" / "cache" / "0123.zst.tmp.77"));
+  EXPECT_TRUE(fs::exists(out / "notes.tmp.txt"));
+  EXPECT_TRUE(fs::exists(out / "a.txt.summary.md"));
+}
