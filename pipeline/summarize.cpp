@@ -32,6 +32,7 @@
 #include "pipeline/commands.h"
 #include "pipeline/extractive.h"
 #include "pipeline/pdf_extract.h"
+#include "pipeline/run_lock.h"
 #include "pipeline/text_input.h"
 #include "pipeline/token_counter.h"
 
@@ -731,44 +732,6 @@ int64_t shard_of(const std::string& rel, int64_t n) {
 }
 
 namespace {
-
-// An exclusive lock on OUT_DIR/.abridge/lock for the life of the run; released by the kernel when the
-// process ends, however it ends.
-class RunLock {
- public:
-  RunLock(const fs::path& state_dir, bool wait, std::ostream& err) {
-    const std::string path = (state_dir / "lock").string();
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw Error(path + ": cannot open the lock file: " + std::strerror(errno));
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK) throw Error(path + ": flock: " + std::strerror(errno));
-      std::string holder(64, '\0');
-      const ssize_t n = ::pread(fd_, holder.data(), holder.size() - 1, 0);
-      holder.resize(n > 0 ? static_cast<size_t>(n) : 0);
-      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
-      const std::string who = holder.empty() ? "another abridge run" : "another abridge run (pid " + holder + ")";
-      if (!wait) {
-        held_by_other_ = who;
-        return;
-      }
-      err << "abridge: " << state_dir.parent_path().string() << " is in use by " << who << "; waiting\n";
-      while (::flock(fd_, LOCK_EX) != 0)
-        if (errno != EINTR) throw Error(path + ": flock: " + std::strerror(errno));
-    }
-    const std::string pid = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);
-  }
-  ~RunLock() {
-    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
-  }
-  RunLock(const RunLock&) = delete;
-  RunLock& operator=(const RunLock&) = delete;
-  const std::string& held_by_other() const { return held_by_other_; }
-
- private:
-  int fd_ = -1;
-  std::string held_by_other_;
-};
 
 void write_report(const std::string& path, const BatchReport& r) {
   json docs = json::array();
