@@ -71,4 +71,7 @@ inline void apply_config_file(const std::string& config, const po::options_descr
   po::notify(vm);
 }
 
+// `abridge watch` (cli/watch_cli.cpp).
+int cmd_watch(const std::vector<std::string>& args);
+
 }  // namespace abridge::cli

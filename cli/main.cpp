@@ -23,6 +23,7 @@ Usage: abridge <command> [options]
 
 Commands:
   summarize   summarize documents (.txt, .md, .pdf) into an output directory
+  watch       keep running: summarize each new or changed document under directories
   tokenize    print the token ids of a text file (or, with --decode, the text of ids)
   chunk       split a document into chunks that fit a token budget, cut where the text turns
   generate    generate a reply to a prompt with a Qwen3 model directory
@@ -221,6 +222,7 @@ int main(int argc, char** argv) {
     if (command == "model") return cmd_model(rest);
     if (command == "bench") return cmd_bench(rest);
     if (command == "summarize") return cmd_summarize(rest);
+    if (command == "watch") return cmd_watch(rest);
     throw Usage("unknown command '" + command + "'");
   } catch (const Usage& e) {
     std::cerr << "abridge: " << e.what() << "\nTry 'abridge --help'.\n";

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <cstring>
 #include <ostream>
 
@@ -12,7 +14,8 @@
 
 namespace abridge::pipeline {
 
-RunLock::RunLock(const std::filesystem::path& state_dir, bool wait, std::ostream& err) {
+RunLock::RunLock(const std::filesystem::path& state_dir, bool wait, std::ostream& err,
+                 const std::function<bool()>& give_up) {
   const std::string path = (state_dir / "lock").string();
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) throw Error(path + ": cannot open the lock file: " + std::strerror(errno));
@@ -28,8 +31,15 @@ RunLock::RunLock(const std::filesystem::path& state_dir, bool wait, std::ostream
       return;
     }
     err << "abridge: " << state_dir.parent_path().string() << " is in use by " << who << "; waiting\n";
-    while (::flock(fd_, LOCK_EX) != 0)
-      if (errno != EINTR) throw Error(path + ": flock: " + std::strerror(errno));
+    // Polling rather than a blocking flock, so a signal to stop is seen while waiting.
+    while (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) throw Error(path + ": flock: " + std::strerror(errno));
+      if (give_up && give_up()) {
+        held_by_other_ = who;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, pid.data(), pid.size(), 0);

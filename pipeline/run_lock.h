@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <string>
 
@@ -12,10 +13,12 @@ namespace abridge::pipeline {
 
 class RunLock {
  public:
-  // `state_dir` is OUT_DIR/.abridge (created by the caller). With `wait`, blocks until the lock is
-  // free (saying so on `err`); otherwise returns at once and held_by_other() names the holder.
-  // Throws abridge::Error when the lock file cannot be opened.
-  RunLock(const std::filesystem::path& state_dir, bool wait, std::ostream& err);
+  // `state_dir` is OUT_DIR/.abridge (created by the caller). With `wait`, waits until the lock is
+  // free (saying so on `err`), or until `give_up()` turns true; otherwise returns at once. When the
+  // lock was not taken, held_by_other() names the holder. Throws abridge::Error when the lock file
+  // cannot be opened.
+  RunLock(const std::filesystem::path& state_dir, bool wait, std::ostream& err,
+          const std::function<bool()>& give_up = {});
   ~RunLock();
   RunLock(const RunLock&) = delete;
   RunLock& operator=(const RunLock&) = delete;
