@@ -16,43 +16,19 @@
 
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
+#include "bench/bench_support.h"
 #include "engine/error.h"
+#include "pipeline/token_counter.h"
 #include "engine/tokenizer.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using namespace abridge::bench;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw abridge::Error(path + ": cannot open");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
-  return text;
-}
 
-std::string base_name(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
+using RealCounter = abridge::pipeline::TokenizerCounter;
 
-class RealCounter : public abridge::chunker::TokenCounter {
- public:
-  explicit RealCounter(const abridge::engine::Tokenizer& tok) : tok_(tok) {}
-  size_t count(std::string_view text) const override {
-    return text.empty() ? 0 : tok_.encode(text, abridge::engine::AddedTokens::kPlain).size();
-  }
-
- private:
-  const abridge::engine::Tokenizer& tok_;
-};
-
-class FreeCounter : public abridge::chunker::TokenCounter {
- public:
-  size_t count(std::string_view text) const override { return (text.size() + 3) / 4; }
-};
 
 struct Timing {
   double best_s = 1e30;
@@ -97,7 +73,7 @@ int main(int argc, char** argv) {
     size_t total_bytes = 0;
     double total_real = 0, total_free = 0;
     for (const std::string& path : files) {
-      const std::string text = read_file(path);
+      const std::string text = read_file(path, true);
       const Timing r = time_chunking(text, real, options, kRuns);
       const Timing f = time_chunking(text, free, options, kRuns);
       const double mb = static_cast<double>(text.size()) / 1e6;

@@ -17,39 +17,23 @@
 #include <vector>
 
 #include "engine/embedded_data.h"
+#include "bench/bench_support.h"
 #include "engine/error.h"
+#include "pipeline/token_counter.h"
 #include "engine/tokenizer.h"
 #include "pipeline/extractive.h"
 
 namespace {
 
+using namespace abridge::bench;
+
 using Clock = std::chrono::steady_clock;
 using abridge::pipeline::ExtractiveOptions;
 using abridge::pipeline::ExtractiveSummary;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw abridge::Error(path + ": cannot open");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);
-  return text;
-}
 
-class RealCounter : public abridge::chunker::TokenCounter {
- public:
-  explicit RealCounter(const abridge::engine::Tokenizer& tok) : tok_(tok) {}
-  size_t count(std::string_view text) const override {
-    return text.empty() ? 0 : tok_.encode(text, abridge::engine::AddedTokens::kPlain).size();
-  }
+using RealCounter = abridge::pipeline::TokenizerCounter;
 
- private:
-  const abridge::engine::Tokenizer& tok_;
-};
-
-class FreeCounter : public abridge::chunker::TokenCounter {
- public:
-  size_t count(std::string_view text) const override { return (text.size() + 3) / 4; }
-};
 
 // Best wall time of `runs` summaries, and the last summary.
 double best_seconds(const std::string& text, const abridge::chunker::TokenCounter& counter,
@@ -84,7 +68,7 @@ int main(int argc, char** argv) {
     const FreeCounter free;
     std::printf("%-40s %9s %4s %-13s %9s %8s %7s %6s\n", "file", "bytes", "lang", "mode", "ms", "MB/s", "tokens", "sents");
     for (const std::string& path : files) {
-      const std::string text = read_file(path);
+      const std::string text = read_file(path, true);
       const std::string name = path.substr(path.find_last_of('/') + 1);
       ExtractiveSummary shown;
       for (const bool with_tokenizer : {true, false}) {

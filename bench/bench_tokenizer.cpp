@@ -12,25 +12,16 @@
 #include <vector>
 
 #include "engine/embedded_data.h"
+#include "bench/bench_support.h"
 #include "engine/error.h"
+#include "pipeline/token_counter.h"
 #include "engine/tokenizer.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using namespace abridge::bench;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw abridge::Error(path + ": cannot open");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-std::string base_name(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
 
 }  // namespace
 

@@ -446,9 +446,10 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
   int64_t total_input_tokens = 0;
   size_t docs_finished = 0;
   size_t chunks_total = 0, chunks_done = 0;  // map-level summaries (one per chunk, or per one-pass document)
+  auto last_progress = Clock::now() - std::chrono::seconds(1);
   auto progress = [&](bool force_line) {
     if (!tty) return;
-    static auto last = Clock::now() - std::chrono::seconds(1);
+    auto& last = last_progress;
     const auto now = Clock::now();
     if (!force_line && now - last < std::chrono::milliseconds(200)) return;
     last = now;
