@@ -58,6 +58,7 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
       ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE")
+      ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them")
       ("shard", po::value(&o.shard), "K/N: only the inputs whose stable path hash falls in shard K of N (0-based), for job arrays")
       ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");
 }

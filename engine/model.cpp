@@ -45,6 +45,7 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
     case Device::kCuda: {
 #ifdef ABRIDGE_HAVE_CUDA
       CudaOptions cuda;
+      cuda.device = options.gpu;
       cuda.attention = options.attention;
       cuda.gpu_memory_fraction = options.gpu_memory_fraction;
       cuda.max_batch_tokens = options.max_batch_tokens;

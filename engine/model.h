@@ -29,6 +29,7 @@ struct BackendOptions {
   Device device = Device::kCpu;
   int threads = 0;                    // CPU: 0 is one per core
   AttentionOptions attention;
+  int gpu = 0;                        // CUDA: device index
   double gpu_memory_fraction = 0.90;  // CUDA: of the card's memory, KV pool included
   int64_t max_batch_tokens = 2048;    // CUDA: tokens per forward step
   int64_t max_logit_rows = 256;       // CUDA: logits rows per step

@@ -9,6 +9,7 @@
 #include <Poco/DigestEngine.h>
 #include <Poco/SHA2Engine.h>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cerrno>
 #include <cmath>
@@ -20,7 +21,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "chunker/chunker.h"
 #include "engine/chat.h"
@@ -305,7 +308,7 @@ struct Summarizer::Impl {
       if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
     }
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
-    tty = !o.quiet && ::isatty(STDERR_FILENO);
+    tty = !o.quiet && o.progress_bar && ::isatty(STDERR_FILENO);
   std::error_code ec;
     state_dir = fs::path(o.out_dir) / ".abridge";
     fs::create_directories(state_dir / "cache", ec);
@@ -321,6 +324,7 @@ struct Summarizer::Impl {
         model.emplace(engine::open_model_dir(o.model));
         engine::BackendOptions bo;
         bo.threads = o.threads;
+        bo.gpu = o.gpu;
         bo.gpu_memory_fraction = o.gpu_memory_fraction;
         if (o.device == "cpu") {
           bo.device = engine::Device::kCpu;
@@ -746,6 +750,93 @@ void write_report(const std::string& path, const BatchReport& r) {
 
 }  // namespace
 
+class SyncedStream::Buf : public std::stringbuf {
+ public:
+  Buf(std::ostream& out, std::mutex& mu) : out_(out), mu_(mu) {}
+  int sync() override {
+    pending_ += str();
+    str("");
+    const size_t end = pending_.rfind('\n');
+    if (end == std::string::npos) return 0;
+    {
+      std::lock_guard lock(mu_);
+      out_.write(pending_.data(), static_cast<std::streamsize>(end + 1));
+      out_.flush();
+    }
+    pending_.erase(0, end + 1);
+    return 0;
+  }
+
+ private:
+  std::ostream& out_;
+  std::mutex& mu_;
+  std::string pending_;  // the start of a line not finished yet
+};
+
+SyncedStream::SyncedStream(std::ostream& out, std::mutex& mu)
+    : std::ostream(nullptr), buf_(std::make_unique<Buf>(out, mu)) {
+  rdbuf(buf_.get());
+  setf(std::ios::unitbuf);  // hand on lines as they complete
+}
+SyncedStream::~SyncedStream() { buf_->pubsync(); }
+
+BatchReport run_on_engines(std::vector<std::unique_ptr<Summarizer>>& engines, const std::vector<SummaryInput>& inputs) {
+  constexpr size_t kTake = 4;  // documents an engine takes at a time: enough to batch, small enough to balance
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  BatchReport total;
+  std::vector<std::thread> workers;
+  for (auto& engine : engines) {
+    workers.emplace_back([&, e = engine.get()] {
+      for (;;) {
+        const size_t begin = next.fetch_add(kTake);
+        if (begin >= inputs.size()) return;
+        const std::vector<SummaryInput> group(inputs.begin() + static_cast<std::ptrdiff_t>(begin),
+                                              inputs.begin() + static_cast<std::ptrdiff_t>(std::min(inputs.size(), begin + kTake)));
+        BatchReport r = e->run(group);
+        std::lock_guard lock(mu);
+        total.summarized += r.summarized;
+        total.skipped += r.skipped;
+        total.failed += r.failed;
+        total.input_tokens += r.input_tokens;
+        for (auto& d : r.documents) total.documents.push_back(std::move(d));
+        if (total.device.find(r.device) == std::string::npos)
+          total.device += (total.device.empty() ? "" : " + ") + r.device;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  return total;
+}
+
+namespace {
+
+// "0,1,3" or "all" (every visible GPU, counted by trying to open them) -> device indices.
+std::vector<int> parse_devices(const std::string& spec) {
+  std::vector<int> out;
+  if (spec == "all") {
+    for (int i = 0; i < 64; ++i) out.push_back(i);  // trimmed to the GPUs that open, below
+    return out;
+  }
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != item.size() || v < 0) throw Error("--devices must be a list of GPU indices (e.g. 0,1) or all, not \"" + spec + "\"");
+    if (std::find(out.begin(), out.end(), v) != out.end()) throw Error("--devices lists GPU " + item + " twice");
+    out.push_back(v);
+  }
+  if (out.empty()) throw Error("--devices is empty");
+  return out;
+}
+
+}  // namespace
+
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   (void)out;
   const auto t_start = Clock::now();
@@ -765,8 +856,29 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
       return kExitLocked;
     }
     remove_stale_temp_files(o.out_dir);  // left by a run killed mid-write; ours now that we hold the lock
-    std::optional<Summarizer> summarizer;
-    summarizer.emplace(o, err);  // options and model checked before any input is touched
+    // The engines: one, or one per GPU of --devices (each loads the model on its GPU).
+    std::mutex err_mu;
+    std::vector<std::unique_ptr<SyncedStream>> streams;  // one per engine, each written by one thread
+    std::vector<std::unique_ptr<Summarizer>> engines;
+    if (o.devices.empty()) {
+      engines.push_back(std::make_unique<Summarizer>(o, err));  // options and model checked first
+    } else {
+      if (o.model.empty() || o.device == "cpu") throw Error("--devices needs --model and the GPU");
+      const bool all = o.devices == "all";
+      for (int gpu : parse_devices(o.devices)) {
+        SummarizeOptions one = o;
+        one.device = "cuda";
+        one.gpu = gpu;
+        one.progress_bar = false;
+        try {
+          streams.push_back(std::make_unique<SyncedStream>(err, err_mu));
+          engines.push_back(std::make_unique<Summarizer>(one, *streams.back()));
+        } catch (const Error& e) {
+          if (!all || engines.empty()) throw;  // "all": stop at the first GPU that does not open
+          break;
+        }
+      }
+    }
     DiscoveredInputs found = discover_inputs(o, in);
     check_output_collisions(found);
     if (shard) {
@@ -775,7 +887,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
       std::erase_if(found.bad, [&](const auto& b) { return !mine(fs::path(b.first).filename().string()); });
     }
     for (const auto& [path, reason] : found.bad) err << "abridge: " << path << ": " << reason << '\n';
-    BatchReport report = summarizer->run(found.inputs);
+    BatchReport report = engines.size() == 1 ? engines[0]->run(found.inputs) : run_on_engines(engines, found.inputs);
     report.failed += static_cast<int>(found.bad.size());
     for (const auto& [path, reason] : found.bad) report.documents.push_back({path, "", "failed", reason, 0, 0, 0});
     report.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();  // model loading included

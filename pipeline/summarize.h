@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <iosfwd>
 #include <memory>
+#include <mutex>
+#include <ostream>
 #include <utility>
 #include <string>
 #include <vector>
@@ -37,6 +39,9 @@ struct SummarizeOptions {
   bool wait_lock = false;           // wait for another run on OUT_DIR instead of exiting with code 3
   std::string report;               // write a JSON run report here
   std::string shard;                // "K/N": only the inputs whose stable path hash falls in shard K of N
+  std::string devices;              // "0,1,..." or "all": one engine per GPU, documents spread by a work queue
+  int gpu = 0;                      // the GPU of this Summarizer's engine (set per engine from `devices`)
+  bool progress_bar = true;         // false: plain log lines even on a terminal (several engines at once)
 };
 
 inline constexpr int kExitLocked = 3;  // another run holds OUT_DIR
@@ -94,6 +99,23 @@ class Summarizer {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// Several engines (one per GPU) over one list of inputs: each takes the next few documents from a
+// shared queue until none are left; their reports are merged. `err` must be safe to write from
+// several threads: give each engine its own SyncedStream. Errors in one document never stop the others.
+BatchReport run_on_engines(std::vector<std::unique_ptr<Summarizer>>& engines, const std::vector<SummaryInput>& inputs);
+
+// An ostream for one writer thread that forwards whole lines to `out` under `mu`, so the lines of
+// several such streams (one per engine thread) never interleave.
+class SyncedStream : public std::ostream {
+ public:
+  SyncedStream(std::ostream& out, std::mutex& mu);
+  ~SyncedStream() override;
+
+ private:
+  class Buf;
+  std::unique_ptr<Buf> buf_;
 };
 
 // Returns 0 when every input was summarized (or up to date), 1 when some failed, 2 for usage or

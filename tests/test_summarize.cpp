@@ -10,8 +10,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <map>
+#include <sstream>
 #include <thread>
 
+#include "pipeline/summarize.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
 
@@ -356,4 +358,68 @@ TEST(Summarize, TemporaryFilesOfAKilledRunAreCleanedUp) {
   EXPECT_FALSE(fs::exists(out / ".abridge" / "cache" / "0123.zst.tmp.77"));
   EXPECT_TRUE(fs::exists(out / "notes.tmp.txt"));
   EXPECT_TRUE(fs::exists(out / "a.txt.summary.md"));
+}
+
+// The work queue behind --devices (one engine per GPU), run here with two CPU engines: every
+// document is summarized exactly once, by one of them, and the outputs are those of one engine.
+TEST(Summarize, SeveralEnginesShareOneQueue) {
+  TempDir in, single, multi;
+  const std::string text = read_file(source_path("tests/data/texts/R-intro.txt"));
+  for (int i = 0; i < 9; ++i) {
+    std::string name = "d";
+    name += std::to_string(i);
+    name += ".txt";
+    write_file(in / name, text.substr(static_cast<size_t>(i) * 3000, 2500));
+  }
+  abridge::pipeline::SummarizeOptions o;
+  o.inputs = {in.path().string()};
+  o.model = random_model_dir().string();
+  o.device = "cpu";
+  o.summary_tokens = 16;
+  o.context_tokens = 1024;
+  o.chunk_tokens = 256;
+  o.format = "json";
+  o.quiet = true;
+  o.threads = 1;
+  std::istringstream no_stdin;
+  o.out_dir = single.path().string();
+  std::ostringstream log1;
+  abridge::pipeline::Summarizer one(o, log1);
+  const auto found = abridge::pipeline::discover_inputs(o, no_stdin);
+  ASSERT_EQ(found.inputs.size(), 9u);
+  const auto r1 = one.run(found.inputs);
+  ASSERT_EQ(r1.summarized, 9) << log1.str();
+
+  o.out_dir = multi.path().string();
+  std::mutex mu;
+  std::ostringstream log2;
+  std::vector<std::unique_ptr<abridge::pipeline::SyncedStream>> streams;
+  std::vector<std::unique_ptr<abridge::pipeline::Summarizer>> engines;
+  for (int e = 0; e < 2; ++e) {
+    streams.push_back(std::make_unique<abridge::pipeline::SyncedStream>(log2, mu));
+    engines.push_back(std::make_unique<abridge::pipeline::Summarizer>(o, *streams.back()));
+  }
+  const auto found2 = abridge::pipeline::discover_inputs(o, no_stdin);
+  const auto r2 = abridge::pipeline::run_on_engines(engines, found2.inputs);
+  EXPECT_EQ(r2.summarized, 9) << log2.str();
+  EXPECT_EQ(r2.failed, 0);
+  std::map<std::string, int> seen;
+  for (const auto& d : r2.documents) ++seen[d.path];
+  EXPECT_EQ(seen.size(), 9u);
+  for (const auto& [path, n] : seen) EXPECT_EQ(n, 1) << path;
+  for (int i = 0; i < 9; ++i) {
+    const std::string name = "d" + std::to_string(i) + ".txt.summary.json";
+    EXPECT_EQ(json::parse(read_file(single / name))["summary"], json::parse(read_file(multi / name))["summary"]) << name;
+  }
+}
+
+TEST(Summarize, DevicesNeedTheGpu) {
+  TempDir out;
+  auto r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()) + " --devices 0,1");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--devices needs --model")) << r.err;
+  r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()) + " --model " +
+                  q(random_model_dir()) + " --devices 0,x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--devices must be a list of GPU indices")) << r.err;
 }

@@ -321,6 +321,7 @@ void CudaBackend::forward_sampled(const BatchPlan& plan, std::span<const RowSamp
 void CudaBackend::run(const BatchPlan& plan) {
   Impl& m = *impl_;
   const ModelConfig& c = m.cfg;
+  CUDA_OK(cudaSetDevice(m.opt.device));  // the current device is per thread; engines may share a process
   const int64_t n = static_cast<int64_t>(plan.size()), nl = static_cast<int64_t>(plan.logit_rows.size());
   const int64_t T = m.opt.max_batch_tokens, R = m.opt.max_logit_rows, bs = m.opt.block_size;
   const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, V = c.vocab_size;
