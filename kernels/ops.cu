@@ -706,15 +706,13 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n_tiles > 0) {
     const size_t smem = sizeof(bf16) * (kFlashQ + 4 * kFlashK) * (p.head_dim + 8) + sizeof(int64_t) * 2 * kFlashK;
     const dim3 grid(p.n_tiles, p.n_heads);
+    // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
+    // so engines on several GPUs in one process all get it.
     if (p.head_dim == 128) {
-      static const bool raised = cudaFuncSetAttribute(attention_flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(smem)) == cudaSuccess;
-      (void)raised;
+      cudaFuncSetAttribute(attention_flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       attention_flash_kernel<128><<<grid, 128, smem, s>>>(p);
     } else {
-      static const bool raised = cudaFuncSetAttribute(attention_flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(smem)) == cudaSuccess;
-      (void)raised;
+      cudaFuncSetAttribute(attention_flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       attention_flash_kernel<64><<<grid, 128, smem, s>>>(p);
     }
   }
