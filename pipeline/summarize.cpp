@@ -537,7 +537,6 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
     // The LLM: every request of every document goes to one serving engine, so they batch; a
     // document's next level is submitted as soon as its current one is complete.
     std::map<int64_t, Tag> tags;
-    std::vector<engine::ChatMessage> scratch;
     const auto stop_ids = engine::chat_stop_ids(tok, model->config.eos_token_ids);
     engine::ServingEngine* serving_ptr = nullptr;
     std::function<void(size_t)> advance;  // submits the next level of document `di`, or finishes it
@@ -601,7 +600,6 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
 
     engine::ServingEngine serving(*backend, engine::scheduler_options_for(*backend, 64), {}, on_finish);
     serving_ptr = &serving;
-    const Prompts en = builtin_prompts(Language::kEnglish);
     advance = [&](size_t di) {
       Doc& d = docs[di];
       try {
@@ -639,7 +637,6 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
         fail_doc(d, e.what());
       }
     };
-    (void)en;
 
     for (size_t di = 0; di < docs.size(); ++di) {
       Doc& d = docs[di];
