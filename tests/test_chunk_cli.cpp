@@ -12,12 +12,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string q(const fs::path& p) {
-  std::string quoted(1, '\'');  // built by appends: g++ 12 -O3 warns falsely (-Wrestrict) on "'" + s
-  quoted.append(p.string()).push_back('\'');
-  return quoted;
-}
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 std::vector<nlohmann::json> parse_jsonl(const std::string& out) {
   std::vector<nlohmann::json> rows;
@@ -37,19 +31,19 @@ TEST(ChunkCli, HelpAndUsageErrors) {
   EXPECT_TRUE(contains(r.out, "--max-tokens") && contains(r.out, "--overlap")) << r.out;
   TempDir dir;
   write_file(dir / "a.txt", "Hello there.");
-  r = run_abridge("chunk " + q(dir / "a.txt"));
+  r = run_abridge("chunk " + quote(dir / "a.txt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "max-tokens")) << r.err;
-  r = run_abridge("chunk " + q(dir / "a.txt") + " --max-tokens 8");
+  r = run_abridge("chunk " + quote(dir / "a.txt") + " --max-tokens 8");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--max-tokens must be at least 16")) << r.err;
-  r = run_abridge("chunk " + q(dir / "a.txt") + " --max-tokens 100 --overlap 50");
+  r = run_abridge("chunk " + quote(dir / "a.txt") + " --max-tokens 100 --overlap 50");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--overlap")) << r.err;
-  r = run_abridge("chunk " + q(dir / "a.txt") + " --max-tokens 100 --format xml");
+  r = run_abridge("chunk " + quote(dir / "a.txt") + " --max-tokens 100 --format xml");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--format must be jsonl or text")) << r.err;
-  r = run_abridge("chunk " + q(dir / "missing.txt") + " --max-tokens 100");
+  r = run_abridge("chunk " + quote(dir / "missing.txt") + " --max-tokens 100");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "missing.txt: no such file")) << r.err;
 }
@@ -65,7 +59,7 @@ TEST(ChunkCli, JsonlTilesTheFileAndHoldsTheBudget) {
     doc += "\n\n";
   }
   write_file(dir / "doc.md", doc);
-  const auto r = run_abridge("chunk " + q(dir / "doc.md") + " --max-tokens 120");
+  const auto r = run_abridge("chunk " + quote(dir / "doc.md") + " --max-tokens 120");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto rows = parse_jsonl(r.out);
   ASSERT_GT(rows.size(), 4u);
@@ -87,12 +81,12 @@ TEST(ChunkCli, JsonlTilesTheFileAndHoldsTheBudget) {
   EXPECT_TRUE(saw_part3);
 
   // Overlap adds context_start; text format prints one header per chunk.
-  const auto o = run_abridge("chunk " + q(dir / "doc.md") + " --max-tokens 120 --overlap 20");
+  const auto o = run_abridge("chunk " + quote(dir / "doc.md") + " --max-tokens 120 --overlap 20");
   ASSERT_EQ(o.exit_code, 0) << o.err;
   const auto orows = parse_jsonl(o.out);
   ASSERT_GT(orows.size(), 1u);
   EXPECT_LT(orows[1]["context_start"].get<size_t>(), orows[1]["start"].get<size_t>());
-  const auto t = run_abridge("chunk " + q(dir / "doc.md") + " --max-tokens 120 --format text");
+  const auto t = run_abridge("chunk " + quote(dir / "doc.md") + " --max-tokens 120 --format text");
   ASSERT_EQ(t.exit_code, 0) << t.err;
   EXPECT_TRUE(contains(t.out, "=== chunk 0 [0, ")) << t.out;
   EXPECT_TRUE(contains(t.out, "| Guide > Part 2 ===")) << t.out;
@@ -101,11 +95,11 @@ TEST(ChunkCli, JsonlTilesTheFileAndHoldsTheBudget) {
 TEST(ChunkCli, InvalidUtf8EmptyInputAndBom) {
   TempDir dir;
   write_file(dir / "bad.txt", "ok\xC3( and more text.");
-  auto r = run_abridge("chunk " + q(dir / "bad.txt") + " --max-tokens 64");
+  auto r = run_abridge("chunk " + quote(dir / "bad.txt") + " --max-tokens 64");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "bad.txt: invalid UTF-8 at byte 2")) << r.err;
   EXPECT_TRUE(r.out.empty());
-  r = run_abridge("chunk " + q(dir / "bad.txt") + " --max-tokens 64 --replace-invalid");
+  r = run_abridge("chunk " + quote(dir / "bad.txt") + " --max-tokens 64 --replace-invalid");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto rows = parse_jsonl(r.out);
   ASSERT_EQ(rows.size(), 1u);
@@ -115,7 +109,7 @@ TEST(ChunkCli, InvalidUtf8EmptyInputAndBom) {
   write_file(dir / "empty.txt", "");
   write_file(dir / "blank.txt", " \n\n\t\r\n");
   for (const char* f : {"empty.txt", "blank.txt"}) {
-    r = run_abridge("chunk " + q(dir / f) + " --max-tokens 64");
+    r = run_abridge("chunk " + quote(dir / f) + " --max-tokens 64");
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(r.out, "") << f;
   }
@@ -125,7 +119,7 @@ TEST(ChunkCli, InvalidUtf8EmptyInputAndBom) {
 
   // A UTF-8 BOM is not part of the text: offsets start after it; CRLF is LF in the text.
   write_file(dir / "bom.txt", "\xEF\xBB\xBFLine one.\r\nLine two.\r\n");
-  r = run_abridge("chunk " + q(dir / "bom.txt") + " --max-tokens 64");
+  r = run_abridge("chunk " + quote(dir / "bom.txt") + " --max-tokens 64");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto b = parse_jsonl(r.out);
   ASSERT_EQ(b.size(), 1u);
@@ -134,7 +128,7 @@ TEST(ChunkCli, InvalidUtf8EmptyInputAndBom) {
 }
 
 TEST(ChunkCli, RealDocumentWithTheBuiltInTokenizer) {
-  const auto r = run_abridge("chunk " + q(source_path("tests/data/texts/debian-edu-bookworm-manual.zh-cn.txt")) +
+  const auto r = run_abridge("chunk " + quote(source_path("tests/data/texts/debian-edu-bookworm-manual.zh-cn.txt")) +
                              " --max-tokens 512");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto rows = parse_jsonl(r.out);

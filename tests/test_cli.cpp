@@ -12,9 +12,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 // A copy of the tiny model directory that a test may damage.
 fs::path copy_model(const TempDir& dir) {
@@ -59,9 +57,9 @@ TEST(Cli, UsageErrorsExitTwo) {
 
 TEST(Cli, MakeRandomIsDeterministic) {
   TempDir dir;
-  ASSERT_EQ(run_abridge("model make-random " + q(dir / "a") + " --preset tiny --seed 3").exit_code, 0);
-  ASSERT_EQ(run_abridge("model make-random " + q(dir / "b") + " --preset tiny --seed 3").exit_code, 0);
-  ASSERT_EQ(run_abridge("model make-random " + q(dir / "c") + " --preset tiny --seed 4").exit_code, 0);
+  ASSERT_EQ(run_abridge("model make-random " + quote(dir / "a") + " --preset tiny --seed 3").exit_code, 0);
+  ASSERT_EQ(run_abridge("model make-random " + quote(dir / "b") + " --preset tiny --seed 3").exit_code, 0);
+  ASSERT_EQ(run_abridge("model make-random " + quote(dir / "c") + " --preset tiny --seed 4").exit_code, 0);
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
     EXPECT_TRUE(fs::exists(dir / "a" / f)) << f;
     EXPECT_EQ(read_file(dir / "a" / f), read_file(dir / "b" / f)) << f;
@@ -72,7 +70,7 @@ TEST(Cli, MakeRandomIsDeterministic) {
 }
 
 TEST(Cli, ModelInfo) {
-  const auto r = run_abridge("model info " + q(random_model_dir()));
+  const auto r = run_abridge("model info " + quote(random_model_dir()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "qwen3"));
   // 2 (K and V) x 2 layers x 2 KV heads x 64 x 2 bytes.
@@ -81,7 +79,7 @@ TEST(Cli, ModelInfo) {
 }
 
 TEST(Cli, GenerateStreamsARepeatableReply) {
-  const std::string cmd = "generate --model " + q(random_model_dir()) + " --prompt 'Summarize: the sky is blue.' --max-new-tokens 8";
+  const std::string cmd = "generate --model " + quote(random_model_dir()) + " --prompt 'Summarize: the sky is blue.' --max-new-tokens 8";
   const auto a = run_abridge(cmd), b = run_abridge(cmd + " --threads 1");
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
@@ -92,7 +90,7 @@ TEST(Cli, GenerateStreamsARepeatableReply) {
 }
 
 TEST(Cli, GenerateOnCudaSaysWhatIsMissing) {
-  const auto r = run_abridge("generate --model " + q(random_model_dir()) + " --prompt hi --device cuda");
+  const auto r = run_abridge("generate --model " + quote(random_model_dir()) + " --prompt hi --device cuda");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "cuda") || contains(r.err, "CUDA")) << r.err;
 }
@@ -110,55 +108,55 @@ TEST(Cli, BadModelDirectoriesGetOneLineErrors) {
     TempDir dir;
     const fs::path m = copy_model(dir);
     write_file(m / "config.json", "{\"model_type\": \"qwen3\", \"hidden_size\": ");
-    expect("model info " + q(m), "config.json: not valid JSON");
+    expect("model info " + quote(m), "config.json: not valid JSON");
   }
   {
     TempDir dir;
     const fs::path m = copy_model(dir);
     fs::resize_file(m / "model.safetensors", fs::file_size(m / "model.safetensors") / 2);
-    expect("generate --model " + q(m) + " --prompt hi", "model.safetensors");
+    expect("generate --model " + quote(m) + " --prompt hi", "model.safetensors");
   }
   {
     TempDir dir;
     const fs::path m = copy_model(dir);
     fs::remove(m / "tokenizer.json");
-    expect("generate --model " + q(m) + " --prompt hi", "no tokenizer.json");
+    expect("generate --model " + quote(m) + " --prompt hi", "no tokenizer.json");
   }
   {
     TempDir dir;
     const fs::path m = copy_model(dir);
     fs::remove(m / "model.safetensors");
-    expect("model info " + q(m), "no model.safetensors");
+    expect("model info " + quote(m), "no model.safetensors");
   }
 }
 
 TEST(Cli, TokenizeEncodesDecodesAndRejectsInvalidUtf8) {
   TempDir dir;
   write_file(dir / "t.txt", "Hello world<|im_end|>\n你好");
-  auto r = run_abridge("tokenize " + q(dir / "t.txt"));
+  auto r = run_abridge("tokenize " + quote(dir / "t.txt"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, " 151645 ")) << r.out;  // matched whole
-  const auto plain = run_abridge("tokenize --plain --tokenizer " + q(random_model_dir()) + " " + q(dir / "t.txt"));
+  const auto plain = run_abridge("tokenize --plain --tokenizer " + quote(random_model_dir()) + " " + quote(dir / "t.txt"));
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   EXPECT_FALSE(contains(plain.out, "151645")) << plain.out;
   EXPECT_EQ(std::count(plain.out.begin(), plain.out.end(), '\n'), 1);
   write_file(dir / "ids.txt", plain.out);
-  r = run_abridge("tokenize --decode " + q(dir / "ids.txt"));
+  r = run_abridge("tokenize --decode " + quote(dir / "ids.txt"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "Hello world<|im_end|>\n你好");
 
   write_file(dir / "bad.txt", "ok\xC3(");
-  r = run_abridge("tokenize " + q(dir / "bad.txt"));
+  r = run_abridge("tokenize " + quote(dir / "bad.txt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "bad.txt: invalid UTF-8 at byte 2")) << r.err;
-  r = run_abridge("tokenize " + q(dir / "missing.txt"));
+  r = run_abridge("tokenize " + quote(dir / "missing.txt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "missing.txt: no such file")) << r.err;
-  r = run_abridge("tokenize --tokenizer " + q(dir.path()) + " " + q(dir / "t.txt"));
+  r = run_abridge("tokenize --tokenizer " + quote(dir.path()) + " " + quote(dir / "t.txt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "tokenizer.json")) << r.err;
   write_file(dir / "ids2.txt", "12 999999999");
-  r = run_abridge("tokenize --decode " + q(dir / "ids2.txt"));
+  r = run_abridge("tokenize --decode " + quote(dir / "ids2.txt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "999999999")) << r.err;
 }
@@ -168,20 +166,20 @@ TEST(Cli, TokenizeReadsUtf16WithBom) {
   // "Hi 你" in UTF-16LE with a BOM.
   write_file(dir / "u16.txt", std::string("\xFF\xFE" "H\0i\0 \0\x60\x4F", 10));
   write_file(dir / "u8.txt", "Hi 你");
-  const auto a = run_abridge("tokenize " + q(dir / "u16.txt"));
-  const auto b = run_abridge("tokenize " + q(dir / "u8.txt"));
+  const auto a = run_abridge("tokenize " + quote(dir / "u16.txt"));
+  const auto b = run_abridge("tokenize " + quote(dir / "u8.txt"));
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
 }
 
 TEST(Cli, BenchEngineOnTheCpuPrintsATable) {
-  const auto r = run_abridge("bench engine --device cpu --model " + q(random_model_dir()) +
+  const auto r = run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) +
                              " --prefill 64,96 --decode 2x32 --steps 2");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "| prefill 64 | TTFT ")) << r.out;
   EXPECT_TRUE(contains(r.out, "| prefill 96 | TTFT ")) << r.out;
   EXPECT_TRUE(contains(r.out, "| decode b2 ctx32 | ")) << r.out;
-  const auto bad = run_abridge("bench engine --device cpu --model " + q(random_model_dir()) + " --decode 2by32");
+  const auto bad = run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) + " --decode 2by32");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_TRUE(contains(bad.err, "BATCHxCONTEXT")) << bad.err;
 }

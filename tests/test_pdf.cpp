@@ -27,7 +27,6 @@ namespace {
 
 fs::path pdf_data(const std::string& name) { return source_path("tests/data/pdf/" + name); }
 
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 std::vector<std::string> split_pages(const std::string& text) {
   std::vector<std::string> pages(1);

@@ -23,13 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string q(const fs::path& p) {
-  std::string s(1, '\'');
-  s += p.string();
-  s += '\'';
-  return s;
-}
-bool contains(const std::string& s, const std::string& n) { return s.find(n) != std::string::npos; }
 
 size_t count_files(const fs::path& dir, const std::string& suffix) {
   size_t n = 0;
@@ -48,26 +41,16 @@ fs::path long_text(const TempDir& dir, size_t bytes) {
 }
 
 std::string llm_args(const fs::path& out) {
-  return " -o " + q(out) + " --model " + q(random_model_dir()) +
+  return " -o " + quote(out) + " --model " + quote(random_model_dir()) +
          " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256 --format json -q";
 }
 
-// Starts `abridge ARGS` in the background (output discarded); returns its pid.
-pid_t spawn_abridge(const std::string& args) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' " + args + " >/dev/null 2>&1";
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return pid;
-}
 
 }  // namespace
 
 TEST(Summarize, ExtractiveOnTheSamples) {
   TempDir out;
-  const auto r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()));
+  const auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "4 summarized, 0 failed")) << r.err;  // two texts, README.md, a PDF
   const std::string en = read_file(out / "a-scandal-in-bohemia.txt.summary.md");
@@ -81,8 +64,8 @@ TEST(Summarize, ExtractiveOnTheSamples) {
 
 TEST(Summarize, JsonOutputHasTheDocumentedKeys) {
   TempDir out;
-  const auto r = run_abridge("summarize " + q(source_path("samples/a-scandal-in-bohemia.txt")) + " -o " +
-                             q(out.path()) + " --format json --summary-tokens 120");
+  const auto r = run_abridge("summarize " + quote(source_path("samples/a-scandal-in-bohemia.txt")) + " -o " +
+                             quote(out.path()) + " --format json --summary-tokens 120");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(read_file(out / "a-scandal-in-bohemia.txt.summary.json"));
   for (const char* key : {"summary", "chunks", "source", "sha256", "model", "prompt", "parameters", "tokens", "timings"})
@@ -94,7 +77,7 @@ TEST(Summarize, JsonOutputHasTheDocumentedKeys) {
 
 TEST(Summarize, UpToDateOutputsAreSkippedUnlessForced) {
   TempDir out;
-  const std::string cmd = "summarize " + q(source_path("samples")) + " -o " + q(out.path());
+  const std::string cmd = "summarize " + quote(source_path("samples")) + " -o " + quote(out.path());
   ASSERT_EQ(run_abridge(cmd).exit_code, 0);
   const auto t0 = fs::last_write_time(out / "a-scandal-in-bohemia.txt.summary.md");
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -116,9 +99,9 @@ TEST(Summarize, BadInputsAreReportedAndTheRestGoOn) {
   write_file(in / "good.txt", "The committee met on Tuesday. It approved the budget for next year. The vote was close.");
   write_file(in / "notes.docx", "PK");
   fs::copy_file(source_path("tests/data/pdf/malformed/bad1.pdf"), in / "broken.pdf");
-  const auto r = run_abridge("summarize " + q(in / "empty.txt") + " " + q(in / "latin1.txt") + " " + q(in / "good.txt") +
-                             " " + q(in / "notes.docx") + " " + q(in / "broken.pdf") + " " + q(in / "missing.txt") +
-                             " -o " + q(out.path()));
+  const auto r = run_abridge("summarize " + quote(in / "empty.txt") + " " + quote(in / "latin1.txt") + " " + quote(in / "good.txt") +
+                             " " + quote(in / "notes.docx") + " " + quote(in / "broken.pdf") + " " + quote(in / "missing.txt") +
+                             " -o " + quote(out.path()));
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "empty.txt: empty file")) << r.err;
   EXPECT_TRUE(contains(r.err, "latin1.txt: invalid UTF-8 at byte 3")) << r.err;
@@ -132,7 +115,7 @@ TEST(Summarize, BadInputsAreReportedAndTheRestGoOn) {
 
 TEST(Summarize, EveryMalformedPdfIsReportedWithoutACrash) {
   TempDir out;
-  const auto r = run_abridge("summarize " + q(source_path("tests/data/pdf/malformed")) + " -o " + q(out.path()) +
+  const auto r = run_abridge("summarize " + quote(source_path("tests/data/pdf/malformed")) + " -o " + quote(out.path()) +
                              " --pdf-timeout 20 -q");
   EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.exit_code << r.err;
   size_t files = 0;
@@ -154,7 +137,7 @@ TEST(Summarize, NameCollisionsStopBeforeWork) {
   fs::create_directories(in / "b");
   write_file(in / "a" / "x.txt", "One sentence here. Another one there.");
   write_file(in / "b" / "x.txt", "Different text. Still two sentences.");
-  const auto r = run_abridge("summarize " + q(in / "a" / "x.txt") + " " + q(in / "b" / "x.txt") + " -o " + q(out.path()));
+  const auto r = run_abridge("summarize " + quote(in / "a" / "x.txt") + " " + quote(in / "b" / "x.txt") + " -o " + quote(out.path()));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "would both write")) << r.err;
   EXPECT_FALSE(fs::exists(out / "x.txt.summary.md"));
@@ -167,7 +150,7 @@ TEST(Summarize, RecursiveGlobsStdinAndConfig) {
   write_file(in / "d" / "mid.md", "# Title\n\nSome words in a sentence. More words follow here.");
   write_file(in / "d" / "e" / "deep.txt", "Deep text lives here. It has two sentences.");
   write_file(in / "d" / "e" / "skip.txt", "Skipped text. Not summarized.");
-  auto r = run_abridge("summarize " + q(in.path()) + " -r --exclude 'skip*' -o " + q(out.path()));
+  auto r = run_abridge("summarize " + quote(in.path()) + " -r --exclude 'skip*' -o " + quote(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(out / "top.txt.summary.md"));
   EXPECT_TRUE(fs::exists(out / "d" / "mid.md.summary.md"));
@@ -175,15 +158,15 @@ TEST(Summarize, RecursiveGlobsStdinAndConfig) {
   EXPECT_FALSE(fs::exists(out / "d" / "e" / "skip.txt.summary.md"));
   // Without -r only the top level.
   TempDir out2;
-  r = run_abridge("summarize " + q(in.path()) + " -o " + q(out2.path()));
+  r = run_abridge("summarize " + quote(in.path()) + " -o " + quote(out2.path()));
   EXPECT_TRUE(fs::exists(out2 / "top.txt.summary.md"));
   EXPECT_FALSE(fs::exists(out2 / "d"));
   // Paths on stdin, options from a config file (the command line wins).
   TempDir out3;
   write_file(in / "list", (in / "top.txt").string() + "\n" + (in / "d" / "e" / "deep.txt").string() + "\n");
   write_file(in / "abridge.conf", "format = json\nsummary-tokens = 50\n");
-  const std::string cmd = std::string("'") + ABRIDGE_BINARY + "' summarize - -o " + q(out3.path()) + " --config " +
-                          q(in / "abridge.conf") + " --format txt < " + q(in / "list") + " 2>/dev/null";
+  const std::string cmd = std::string("'") + ABRIDGE_BINARY + "' summarize - -o " + quote(out3.path()) + " --config " +
+                          quote(in / "abridge.conf") + " --format txt < " + quote(in / "list") + " 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_TRUE(fs::exists(out3 / "top.txt.summary.txt"));
   EXPECT_TRUE(fs::exists(out3 / "deep.txt.summary.txt"));
@@ -191,11 +174,11 @@ TEST(Summarize, RecursiveGlobsStdinAndConfig) {
 
 TEST(Summarize, UsageErrorsExitTwo) {
   TempDir out;
-  EXPECT_EQ(run_abridge("summarize " + q(source_path("samples"))).exit_code, 2);  // no -o
-  EXPECT_EQ(run_abridge("summarize -o " + q(out.path())).exit_code, 2);          // no input
-  EXPECT_EQ(run_abridge("summarize x -o " + q(out.path()) + " --format pdf").exit_code, 2);
-  EXPECT_EQ(run_abridge("summarize x -o " + q(out.path()) + " --engine llm").exit_code, 2);
-  const auto r = run_abridge("summarize x -o " + q(out.path()) + " --model /nonexistent");
+  EXPECT_EQ(run_abridge("summarize " + quote(source_path("samples"))).exit_code, 2);  // no -o
+  EXPECT_EQ(run_abridge("summarize -o " + quote(out.path())).exit_code, 2);          // no input
+  EXPECT_EQ(run_abridge("summarize x -o " + quote(out.path()) + " --format pdf").exit_code, 2);
+  EXPECT_EQ(run_abridge("summarize x -o " + quote(out.path()) + " --engine llm").exit_code, 2);
+  const auto r = run_abridge("summarize x -o " + quote(out.path()) + " --model /nonexistent");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "no such model directory")) << r.err;
 }
@@ -203,7 +186,7 @@ TEST(Summarize, UsageErrorsExitTwo) {
 TEST(Summarize, LlmMapReduceCachesAndResumes) {
   TempDir in, out;
   const fs::path doc = long_text(in, 12000);  // ~3K tokens: map-reduce at a 1,024-token context
-  auto r = run_abridge("summarize " + q(doc) + llm_args(out.path()));
+  auto r = run_abridge("summarize " + quote(doc) + llm_args(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(read_file(out / "long.txt.summary.json"));
   EXPECT_GT(j["chunks"].size(), 4u);
@@ -218,7 +201,7 @@ TEST(Summarize, LlmMapReduceCachesAndResumes) {
   EXPECT_GT(cached, j["chunks"].size());  // chunk summaries and merges
   // --force recomputes nothing: every summary comes from the cache, same output.
   const auto t0 = std::chrono::steady_clock::now();
-  r = run_abridge("summarize " + q(doc) + llm_args(out.path()) + " --force");
+  r = run_abridge("summarize " + quote(doc) + llm_args(out.path()) + " --force");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(json::parse(read_file(out / "long.txt.summary.json"))["summary"], j["summary"]);
   EXPECT_EQ(count_files(out / ".abridge" / "cache", ".zst"), cached);
@@ -228,10 +211,10 @@ TEST(Summarize, LlmMapReduceCachesAndResumes) {
 TEST(Summarize, KilledRunResumesToTheSameOutput) {
   TempDir in, ref, out;
   const fs::path doc = long_text(in, 24000);
-  ASSERT_EQ(run_abridge("summarize " + q(doc) + llm_args(ref.path())).exit_code, 0);
+  ASSERT_EQ(run_abridge("summarize " + quote(doc) + llm_args(ref.path())).exit_code, 0);
   const std::string expected = json::parse(read_file(ref / "long.txt.summary.json"))["summary"];
   // Start the same run, kill -9 it once some chunk summaries are cached, then run again.
-  const pid_t pid = spawn_abridge("summarize " + q(doc) + llm_args(out.path()));
+  const pid_t pid = spawn_abridge("summarize " + quote(doc) + llm_args(out.path()));
   ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline &&
@@ -243,7 +226,7 @@ TEST(Summarize, KilledRunResumesToTheSameOutput) {
   const size_t cached = count_files(out / ".abridge" / "cache", ".zst");
   ASSERT_GE(cached, 2u);
   EXPECT_FALSE(fs::exists(out / "long.txt.summary.json")) << "the run finished before it was killed";
-  const auto r = run_abridge("summarize " + q(doc) + llm_args(out.path()));
+  const auto r = run_abridge("summarize " + quote(doc) + llm_args(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(json::parse(read_file(out / "long.txt.summary.json"))["summary"], expected);
 }
@@ -252,18 +235,18 @@ TEST(Summarize, SecondRunOnTheSameOutputExitsThree) {
   TempDir in, out;
   const fs::path doc = long_text(in, 24000);
   // A slow run (the tiny model on the CPU) holds the lock ...
-  const pid_t pid = spawn_abridge("summarize " + q(doc) + llm_args(out.path()));
+  const pid_t pid = spawn_abridge("summarize " + quote(doc) + llm_args(out.path()));
   ASSERT_GT(pid, 0);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline && !fs::exists(out / ".abridge" / "cache"))
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   // ... so a second run on the same OUT_DIR exits at once with code 3,
-  const auto r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()));
+  const auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()));
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_TRUE(contains(r.err, "is in use by another abridge run (pid " + std::to_string(pid) + ")")) << r.err;
   EXPECT_FALSE(fs::exists(out / "README.md.summary.md"));
   // and with --wait-lock it waits, then runs.
-  const auto w = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()) + " --wait-lock");
+  const auto w = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()) + " --wait-lock");
   EXPECT_EQ(w.exit_code, 0) << w.err;
   EXPECT_TRUE(contains(w.err, "waiting")) << w.err;
   int status = 0;
@@ -283,7 +266,7 @@ TEST(Summarize, ShardsCoverEveryInputExactlyOnce) {
   std::map<std::string, int> seen;
   for (int k = 0; k < n; ++k) {
     TempDir shard_out;
-    const auto r = run_abridge("summarize " + q(in.path()) + " -r -o " + q(shard_out.path()) + " --shard " +
+    const auto r = run_abridge("summarize " + quote(in.path()) + " -r -o " + quote(shard_out.path()) + " --shard " +
                                std::to_string(k) + "/" + std::to_string(n));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     size_t here = 0;
@@ -297,8 +280,8 @@ TEST(Summarize, ShardsCoverEveryInputExactlyOnce) {
   }
   EXPECT_EQ(seen.size(), 40u);  // every input in some shard
   for (const auto& [name, count] : seen) EXPECT_EQ(count, 1) << name;  // and in one only
-  EXPECT_EQ(run_abridge("summarize " + q(in.path()) + " -o " + q(out.path()) + " --shard 3/3").exit_code, 2);
-  EXPECT_EQ(run_abridge("summarize " + q(in.path()) + " -o " + q(out.path()) + " --shard x").exit_code, 2);
+  EXPECT_EQ(run_abridge("summarize " + quote(in.path()) + " -o " + quote(out.path()) + " --shard 3/3").exit_code, 2);
+  EXPECT_EQ(run_abridge("summarize " + quote(in.path()) + " -o " + quote(out.path()) + " --shard x").exit_code, 2);
 }
 
 TEST(Summarize, RunReportListsEveryDocument) {
@@ -306,8 +289,8 @@ TEST(Summarize, RunReportListsEveryDocument) {
   write_file(in / "good.txt", "The committee met on Tuesday. It approved the budget for next year.");
   write_file(in / "empty.txt", "");
   const auto report = in / "report.json";
-  const auto r = run_abridge("summarize " + q(in / "good.txt") + " " + q(in / "empty.txt") + " " + q(in / "gone.txt") +
-                             " -o " + q(out.path()) + " --report " + q(report));
+  const auto r = run_abridge("summarize " + quote(in / "good.txt") + " " + quote(in / "empty.txt") + " " + quote(in / "gone.txt") +
+                             " -o " + quote(out.path()) + " --report " + quote(report));
   EXPECT_EQ(r.exit_code, 1);
   const json j = json::parse(read_file(report));
   EXPECT_EQ(j["summarized"], 1);
@@ -318,7 +301,7 @@ TEST(Summarize, RunReportListsEveryDocument) {
   EXPECT_EQ(status["empty.txt"], "failed");
   EXPECT_EQ(status["gone.txt"], "failed");
   // A second run reports the up-to-date document as such.
-  run_abridge("summarize " + q(in / "good.txt") + " -o " + q(out.path()) + " --report " + q(report));
+  run_abridge("summarize " + quote(in / "good.txt") + " -o " + quote(out.path()) + " --report " + quote(report));
   EXPECT_EQ(json::parse(read_file(report))["documents"][0]["status"], "up to date");
 }
 
@@ -328,10 +311,10 @@ TEST(Summarize, ProgressOnATerminalPlainLinesOtherwise) {
   const fs::path doc = long_text(in, 6000);
   // Under a pseudo-terminal: a progress line with documents, chunks, tokens/s.
   const fs::path log = in / "tty.log";
-  const std::string inner = std::string("'") + ABRIDGE_BINARY + "' summarize " + q(doc) + " -o " + q(out.path()) +
-                            " --model " + q(random_model_dir()) +
+  const std::string inner = std::string("'") + ABRIDGE_BINARY + "' summarize " + quote(doc) + " -o " + quote(out.path()) +
+                            " --model " + quote(random_model_dir()) +
                             " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256";
-  const std::string cmd = "script -qec \"" + inner + "\" " + q(log) + " </dev/null >/dev/null 2>&1";
+  const std::string cmd = "script -qec \"" + inner + "\" " + quote(log) + " </dev/null >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   const std::string tty = read_file(log);
   EXPECT_TRUE(contains(tty, " documents, ")) << tty;
@@ -339,7 +322,7 @@ TEST(Summarize, ProgressOnATerminalPlainLinesOtherwise) {
   EXPECT_TRUE(contains(tty, " tok/s")) << tty;
   EXPECT_TRUE(contains(tty, "1 summarized, 0 failed")) << tty;
   // Not a terminal: no carriage-return progress, one log line per document and the final line.
-  const auto r = run_abridge("summarize " + q(doc) + " -o " + q(out2.path()));
+  const auto r = run_abridge("summarize " + quote(doc) + " -o " + quote(out2.path()));
   EXPECT_EQ(r.err.find('\r'), std::string::npos);
   EXPECT_TRUE(contains(r.err, "long.txt -> ")) << r.err;
   EXPECT_TRUE(contains(r.err, "1 summarized, 0 failed")) << r.err;
@@ -352,7 +335,7 @@ TEST(Summarize, TemporaryFilesOfAKilledRunAreCleanedUp) {
   write_file(out / "a.txt.summary.md.tmp.424242", "half a summa");
   write_file(out / ".abridge" / "cache" / "0123.zst.tmp.77", "partial");
   write_file(out / "notes.tmp.txt", "a user's file that only looks similar");
-  const auto r = run_abridge("summarize " + q(in / "a.txt") + " -o " + q(out.path()));
+  const auto r = run_abridge("summarize " + quote(in / "a.txt") + " -o " + quote(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(fs::exists(out / "a.txt.summary.md.tmp.424242"));
   EXPECT_FALSE(fs::exists(out / ".abridge" / "cache" / "0123.zst.tmp.77"));
@@ -415,11 +398,11 @@ TEST(Summarize, SeveralEnginesShareOneQueue) {
 
 TEST(Summarize, DevicesNeedTheGpu) {
   TempDir out;
-  auto r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()) + " --devices 0,1");
+  auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()) + " --devices 0,1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--devices needs --model")) << r.err;
-  r = run_abridge("summarize " + q(source_path("samples")) + " -o " + q(out.path()) + " --model " +
-                  q(random_model_dir()) + " --devices 0,x");
+  r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()) + " --model " +
+                  quote(random_model_dir()) + " --devices 0,x");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "--devices must be a list of GPU indices")) << r.err;
 }

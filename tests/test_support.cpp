@@ -49,6 +49,25 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
+std::string quote(const std::filesystem::path& path) {
+  std::string s(1, '\'');  // not "'" + ...: g++ 12 warns falsely (-Wrestrict) on that form
+  s += path.string();
+  s += '\'';
+  return s;
+}
+
+pid_t spawn_abridge(const std::string& args, const std::filesystem::path& stderr_path) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string err = stderr_path.empty() ? std::string("/dev/null") : quote(stderr_path);
+    const std::string cmd = std::string("exec ") + quote(env_or("ABRIDGE_BINARY", ABRIDGE_BINARY)) + " " + args +
+                            " </dev/null >/dev/null 2>>" + err;
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
 RunResult run_abridge(const std::string& args) {
   TempDir dir;
   const auto out_path = dir / "stdout";

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <sys/types.h>
 
 namespace abridge::testing {
 
@@ -24,6 +25,16 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A path in single quotes, for a shell command line.
+std::string quote(const std::filesystem::path& path);
+inline bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// Starts `abridge ARGS` in the background (stdin from /dev/null, stdout discarded, stderr appended to
+// `stderr_path`, or discarded when it is empty); returns its pid.
+pid_t spawn_abridge(const std::string& args, const std::filesystem::path& stderr_path = {});
 
 // Runs the abridge binary with `args` (a shell-quoted string), stdin from /dev/null.
 struct RunResult {

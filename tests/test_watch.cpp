@@ -30,13 +30,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string q(const fs::path& p) {
-  std::string s(1, '\'');  // not "'" + ...: g++ 12 warns falsely (-Wrestrict) on that form
-  s += p.string();
-  s += '\'';
-  return s;
-}
-bool contains(const std::string& s, const std::string& n) { return s.find(n) != std::string::npos; }
 
 size_t count(const std::string& s, const std::string& n) {
   size_t c = 0;
@@ -81,12 +74,7 @@ std::string sha256_hex(const std::string& bytes) {
 class WatchProcess {
  public:
   WatchProcess(const std::string& args, const fs::path& log) : log_(log) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      const std::string cmd = std::string("exec '") + ABRIDGE_BINARY + "' watch " + args + " </dev/null >/dev/null 2>>" + q(log);
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    pid_ = spawn_abridge("watch " + args, log);
   }
   ~WatchProcess() {
     if (pid_ > 0) stop(SIGKILL);
@@ -185,7 +173,7 @@ TEST(SettleTracker, RenamedIntoPlaceIsReadyAtOnceButEmptyFilesWait) {
 
 TEST(Watch, AFileWrittenSlowlyIsSummarizedOnceWhenComplete) {
   TempDir in, out, logs;
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --settle 1 --format json", logs / "log");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 1 --format json", logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
   const fs::path doc_path = in / "slow.txt";
   const std::vector<std::string> pieces = {"The ferry left the harbour at dawn. ", "Gulls followed it out. ",
@@ -208,7 +196,7 @@ TEST(Watch, AFileWrittenSlowlyIsSummarizedOnceWhenComplete) {
 TEST(Watch, ABurstOf500FilesIsEachSummarizedOnce) {
   TempDir in, logs;
   const fs::path out = in / "summaries";  // OUT_DIR inside the watched tree: its files are never inputs
-  WatchProcess w(q(in.path()) + " -o " + q(out) + " --settle 1", logs / "log");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out) + " --settle 1", logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
   // Five new subdirectories (each needs its own watch), 100 files in each, as fast as they can be made.
   std::vector<fs::path> files;
@@ -232,7 +220,7 @@ TEST(Watch, ABurstOf500FilesIsEachSummarizedOnce) {
   EXPECT_EQ(count_files(out / ".abridge" / "done", ".json"), 500u);
   EXPECT_EQ(count_files(out, ".summary.md.summary.md"), 0u);
   // A restart finds all of them up to date.
-  const RunResult r = run_abridge("watch " + q(in.path()) + " -o " + q(out) + " --once");
+  const RunResult r = run_abridge("watch " + quote(in.path()) + " -o " + quote(out) + " --once");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "0 summarized, 500 up to date, 0 failed")) << r.err;
 }
@@ -241,7 +229,7 @@ TEST(Watch, FilesRenamedIntoPlaceAreTakenWithoutSettling) {
   TempDir in, out, staging, logs;
   fs::create_directories(in / "sub");
   // --settle 30: only a rename can make a file ready within this test.
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --settle 30", logs / "log");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 30", logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
   write_file(staging / "outside.txt", doc(1));  // written outside the tree, then moved in
   fs::rename(staging / "outside.txt", in / "sub" / "outside.txt");
@@ -261,7 +249,7 @@ TEST(Watch, SigtermFinishesTheBatchWithTheModelAndLeavesNothingPartial) {
   TempDir in, out, logs;
   const std::string text = read_file(source_path("tests/data/texts/R-intro.txt"));
   for (int i = 0; i < 3; ++i) write_file(in / ("part" + std::to_string(i) + ".txt"), text.substr(i * 9000, 9000));
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --model " + q(random_model_dir()) +
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --model " + quote(random_model_dir()) +
                      " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256 --format json"
                      " --settle 0.2",
                  logs / "log");
@@ -287,13 +275,13 @@ TEST(Watch, AfterKill9ARestartDoesWhatIsNewAndNothingTwice) {
   write_file(in / "a.txt", doc(1));
   write_file(in / "b.txt", doc(2));
   {
-    WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --settle 0.3", logs / "first");
+    WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 0.3", logs / "first");
     ASSERT_TRUE(wait_until([&] { return count_files(out.path(), ".summary.md") == 2; }, 20s)) << w.log();
     EXPECT_EQ(w.stop(SIGKILL), 128 + SIGKILL);
   }
   write_file(in / "c.txt", doc(3));  // arrives while nothing watches
   write_file(in / "a.txt", doc(4));  // changes while nothing watches
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --settle 0.3", logs / "second");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 0.3", logs / "second");
   ASSERT_TRUE(wait_until([&] { return contains(w.log(), "c.txt -> ") && contains(w.log(), "a.txt -> "); }, 20s))
       << w.log();
   std::this_thread::sleep_for(500ms);
@@ -307,7 +295,7 @@ TEST(Watch, AfterKill9ARestartDoesWhatIsNewAndNothingTwice) {
 
 TEST(Watch, ADeletedInputKeepsItsSummaryAndIsLogged) {
   TempDir in, out, logs;
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --settle 0.3", logs / "log");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 0.3", logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
   write_file(in / "gone.txt", doc(5));
   ASSERT_TRUE(wait_until([&] { return fs::exists(out / "gone.txt.summary.md"); }, 10s)) << w.log();
@@ -326,22 +314,22 @@ TEST(Watch, ADeletedInputKeepsItsSummaryAndIsLogged) {
 TEST(Watch, AWatchHoldsItsOutputDirectory) {
   TempDir in, out, logs;
   write_file(in / "a.txt", doc(10));
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()), logs / "log");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()), logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
   // The lock `abridge summarize` takes: neither a summarize nor a second watch runs on this OUT_DIR.
-  auto r = run_abridge("summarize " + q(in.path()) + " -o " + q(out.path()));
+  auto r = run_abridge("summarize " + quote(in.path()) + " -o " + quote(out.path()));
   EXPECT_EQ(r.exit_code, 3) << r.err;
-  r = run_abridge("watch " + q(in.path()) + " -o " + q(out.path()) + " --once");
+  r = run_abridge("watch " + quote(in.path()) + " -o " + quote(out.path()) + " --once");
   EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_TRUE(contains(r.err, "is in use by another abridge run (pid ")) << r.err;
   EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
-  r = run_abridge("watch " + q(in.path()) + " -o " + q(out.path()) + " --once");
+  r = run_abridge("watch " + quote(in.path()) + " -o " + quote(out.path()) + " --once");
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(Watch, TheRescanAloneFindsChangesWithoutEvents) {
   TempDir in, out, logs;
-  WatchProcess w(q(in.path()) + " -o " + q(out.path()) + " --no-inotify --rescan 0.5 --settle 0.3", logs / "log");
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --no-inotify --rescan 0.5 --settle 0.3", logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
   EXPECT_TRUE(contains(w.log(), "0 directories with change events")) << w.log();
   fs::create_directories(in / "deep" / "er");
@@ -356,28 +344,28 @@ TEST(Watch, OnceHasTheExitCodesOfSummarize) {
   write_file(in / "d" / "good.txt", doc(7));
   fs::create_directories(in / ".hidden");
   write_file(in / ".hidden" / "x.txt", doc(8));  // hidden folders are skipped
-  auto r = run_abridge("watch " + q(in.path()) + " -o " + q(in / "out") + " --once");
+  auto r = run_abridge("watch " + quote(in.path()) + " -o " + quote(in / "out") + " --once");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(in / "out" / "d" / "good.txt.summary.md"));
   EXPECT_TRUE(contains(r.err, "1 summarized, 0 failed")) << r.err;
   // Again: the outputs inside the tree are not inputs, the file is up to date.
-  r = run_abridge("watch " + q(in.path()) + " -o " + q(in / "out") + " --once");
+  r = run_abridge("watch " + quote(in.path()) + " -o " + quote(in / "out") + " --once");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "0 summarized, 1 up to date, 0 failed")) << r.err;
   // A bad document: exit 1, the rest done.
   write_file(in / "d" / "latin1.txt", "caf\xE9 au lait");
   write_file(in / "d" / "more.txt", doc(9));
-  r = run_abridge("watch " + q(in.path()) + " -o " + q(in / "out") + " --once");
+  r = run_abridge("watch " + quote(in.path()) + " -o " + quote(in / "out") + " --once");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "latin1.txt: invalid UTF-8")) << r.err;
   EXPECT_TRUE(fs::exists(in / "out" / "d" / "more.txt.summary.md"));
   // Usage errors: 2.
-  EXPECT_EQ(run_abridge("watch " + q(in / "missing") + " -o " + q(out.path()) + " --once").exit_code, 2);
-  EXPECT_EQ(run_abridge("watch " + q(in / "d" / "good.txt") + " -o " + q(out.path()) + " --once").exit_code, 2);
-  EXPECT_EQ(run_abridge("watch " + q(in.path()) + " --once").exit_code, 2);  // no -o
-  EXPECT_EQ(run_abridge("watch " + q(in.path()) + " -o " + q(in.path()) + " --once").exit_code, 2);
-  EXPECT_EQ(run_abridge("watch " + q(in.path()) + " -o " + q(out.path()) + " --settle -1").exit_code, 2);
-  EXPECT_EQ(run_abridge("watch " + q(in.path()) + " -o " + q(out.path()) + " --rescan x").exit_code, 2);
-  EXPECT_EQ(run_abridge("watch " + q(in.path()) + " -o " + q(out.path()) + " --format pdf --once").exit_code, 2);
+  EXPECT_EQ(run_abridge("watch " + quote(in / "missing") + " -o " + quote(out.path()) + " --once").exit_code, 2);
+  EXPECT_EQ(run_abridge("watch " + quote(in / "d" / "good.txt") + " -o " + quote(out.path()) + " --once").exit_code, 2);
+  EXPECT_EQ(run_abridge("watch " + quote(in.path()) + " --once").exit_code, 2);  // no -o
+  EXPECT_EQ(run_abridge("watch " + quote(in.path()) + " -o " + quote(in.path()) + " --once").exit_code, 2);
+  EXPECT_EQ(run_abridge("watch " + quote(in.path()) + " -o " + quote(out.path()) + " --settle -1").exit_code, 2);
+  EXPECT_EQ(run_abridge("watch " + quote(in.path()) + " -o " + quote(out.path()) + " --rescan x").exit_code, 2);
+  EXPECT_EQ(run_abridge("watch " + quote(in.path()) + " -o " + quote(out.path()) + " --format pdf --once").exit_code, 2);
   EXPECT_FALSE(fs::exists(out / "d"));
 }
