@@ -12,7 +12,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
 std::vector<nlohmann::json> parse_jsonl(const std::string& out) {
   std::vector<nlohmann::json> rows;
   std::istringstream in(out);

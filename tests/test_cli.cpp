@@ -12,8 +12,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
-
 // A copy of the tiny model directory that a test may damage.
 fs::path copy_model(const TempDir& dir) {
   const fs::path out = dir / "model";

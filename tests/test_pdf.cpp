@@ -27,7 +27,6 @@ namespace {
 
 fs::path pdf_data(const std::string& name) { return source_path("tests/data/pdf/" + name); }
 
-
 std::vector<std::string> split_pages(const std::string& text) {
   std::vector<std::string> pages(1);
   for (const char c : text) {

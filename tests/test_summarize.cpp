@@ -23,7 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-
 size_t count_files(const fs::path& dir, const std::string& suffix) {
   size_t n = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir))
@@ -44,7 +43,6 @@ std::string llm_args(const fs::path& out) {
   return " -o " + quote(out) + " --model " + quote(random_model_dir()) +
          " --device cpu --summary-tokens 24 --context-tokens 1024 --chunk-tokens 256 --format json -q";
 }
-
 
 }  // namespace
 

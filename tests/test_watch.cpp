@@ -30,7 +30,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-
 size_t count(const std::string& s, const std::string& n) {
   size_t c = 0;
   for (size_t p = s.find(n); p != std::string::npos; p = s.find(n, p + n.size())) ++c;
