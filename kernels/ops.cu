@@ -5,6 +5,9 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#ifdef ABRIDGE_HAVE_SM90A
+#include "kernels/sm90/attention_sm90.h"
+#endif
 
 namespace abridge::kernels {
 namespace {
@@ -677,8 +680,22 @@ size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_spli
   return static_cast<size_t>(n) * n_heads * max_splits * (head_dim + 2);
 }
 
-void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int32_t* tiles,
-                         int* n_tiles, int32_t* singles, int* n_singles) {
+int attention_tile_queries(int head_dim) {
+#ifdef ABRIDGE_HAVE_SM90A
+  int device = 0, major = 0, minor = 0;
+  if (head_dim == 128 && cudaGetDevice(&device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
+      minor == 0)
+    return kAttentionTileQueriesSm90;
+#else
+  (void)head_dim;
+#endif
+  return kAttentionTileQueries;
+}
+
+void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int tile_queries,
+                         int32_t* tiles, int* n_tiles, int32_t* singles, int* n_singles) {
   const bool tiles_ok = head_dim == 64 || head_dim == 128;  // the tensor-core kernel's instantiations
   *n_tiles = 0;
   *n_singles = 0;
@@ -687,10 +704,10 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
     int j = i + 1;  // a run: same sequence (table), consecutive positions
     while (j < n && table_offsets[j] == table_offsets[i] && positions[j] == positions[j - 1] + 1) ++j;
     if (tiles_ok && j - i >= kMinTileRun) {
-      for (int b = i; b < j; b += kAttentionTileQueries) {
+      for (int b = i; b < j; b += tile_queries) {
         int32_t* t = tiles + 4 * (*n_tiles)++;
         t[0] = b;
-        t[1] = std::min(kAttentionTileQueries, j - b);
+        t[1] = std::min(tile_queries, j - b);
         t[2] = positions[b];
         t[3] = table_offsets[b];
       }
@@ -703,6 +720,11 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
 
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n == 0) return;
+#ifdef ABRIDGE_HAVE_SM90A
+  if (p.n_tiles > 0 && p.tile_queries == kAttentionTileQueriesSm90 && p.head_dim == 128) {
+    sm90::attention_tiles(p, s);
+  } else
+#endif
   if (p.n_tiles > 0) {
     const size_t smem = sizeof(bf16) * (kFlashQ + 4 * kFlashK) * (p.head_dim + 8) + sizeof(int64_t) * 2 * kFlashK;
     const dim3 grid(p.n_tiles, p.n_heads);

@@ -36,6 +36,12 @@ struct QkvParams {
 };
 void qkv_post(const QkvParams& p, cudaStream_t s);
 
+// Prefill tiles: 64 queries for the mma.sync kernel (any GPU); 128 for the Hopper kernel (wgmma,
+// head_dim 128, built with sm_90a and run on compute capability 9.0).
+inline constexpr int kAttentionTileQueries = 64;
+inline constexpr int kAttentionTileQueriesSm90 = 128;
+inline constexpr int kMinTileRun = 16;
+
 // Paged grouped-query attention for any mix of prefill and decode tokens.
 // Runs of at least kMinTileRun consecutive tokens of one sequence (prefill chunks) go to a
 // tensor-core flash-attention kernel in tiles of 64 queries; the other tokens (decodes) go to a
@@ -58,21 +64,22 @@ struct AttentionParams {
   int max_position;           // largest position in this batch (bounds the split count)
   float scale;
   // From partition_attention(): query tiles for the tensor-core kernel, (n_tiles, 4) as
-  // {first token, count <= 64, first position, table offset}, and the remaining tokens.
+  // {first token, count <= tile_queries, first position, table offset}, and the remaining tokens.
   const int32_t* tiles = nullptr;
   int n_tiles = 0;
+  int tile_queries = kAttentionTileQueries;  // the size partition_attention() was given
   const int32_t* singles = nullptr;  // (n_singles) token indices
   int n_singles = 0;
 };
 
-inline constexpr int kAttentionTileQueries = 64;
-inline constexpr int kMinTileRun = 16;
+// The tile size attention() runs fastest with on the current device for this head size.
+int attention_tile_queries(int head_dim);
 
-// Splits a batch's tokens (host arrays) into tensor-core tiles and single tokens. `tiles` receives
-// 4 ints per tile, `singles` token indices; both must hold n entries (tiles: 4 n).
-// Head sizes other than 64 and 128 send every token to the split kernel.
-void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int32_t* tiles,
-                         int* n_tiles, int32_t* singles, int* n_singles);
+// Splits a batch's tokens (host arrays) into tensor-core tiles of up to tile_queries queries and
+// single tokens. `tiles` receives 4 ints per tile, `singles` token indices; both must hold n entries
+// (tiles: 4 n). Head sizes other than 64 and 128 send every token to the split kernel.
+void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int tile_queries,
+                         int32_t* tiles, int* n_tiles, int32_t* singles, int* n_singles);
 // Floats of workspace attention() needs for n single tokens (at most `max_splits` key splits each).
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits);
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s);

@@ -236,6 +236,9 @@ TEST(CudaOps, PagedAttention) {
       {32, 8, 128, 16, {3000}, 150, 512, 4, 0},            // tiles with window and sinks
       {4, 2, 64, 16, {1000}, 77, 0, 0, 100},               // tiles with the model's window
       {32, 8, 128, 16, {300, 40, 2}, 40, 0, 0, 0},         // a mixed batch: tiles, a 40-run, singles
+      {16, 8, 128, 16, {100}, 100, 0, 0, 0},               // one partial 128-tile from position 0
+      {32, 8, 128, 16, {129, 1300}, 129, 0, 0, 0},         // 128 + 1 queries; a long prefix, 128-key edges
+      {32, 8, 128, 16, {2100}, 300, 1000, 16, 0},          // 128-tiles with window and sinks past one tile
   };
   for (const Case& cs : cases) {
     SCOPED_TRACE("heads=" + std::to_string(cs.heads) + "/" + std::to_string(cs.kv_heads) + " hd=" +
@@ -270,60 +273,72 @@ TEST(CudaOps, PagedAttention) {
     const auto q = random_bf16_values(static_cast<size_t>(n) * cs.heads * cs.hd, rng);
     Dev<bf16> q_d(to_bf16(q)), k_d(to_bf16(kc)), v_d(to_bf16(vc)), out_d(static_cast<size_t>(n) * cs.heads * cs.hd);
     Dev<int32_t> pos_d(positions), off_d(offsets), tab_d(tables);
-    std::vector<int32_t> tiles(4 * n), singles(n);
-    int n_tiles = 0, n_singles = 0;
-    kernels::partition_attention(positions.data(), offsets.data(), n, cs.hd, tiles.data(), &n_tiles, singles.data(), &n_singles);
-    Dev<int32_t> tiles_d(tiles), singles_d(singles);
-    for (int max_splits : {1, 64}) {
-      Dev<float> ws(kernels::attention_workspace_floats(n, cs.heads, cs.hd, max_splits));
-      kernels::AttentionParams p{};
-      p.q = q_d.p, p.k_cache = k_d.p, p.v_cache = v_d.p, p.positions = pos_d.p, p.table_offsets = off_d.p;
-      p.block_tables = tab_d.p, p.out = out_d.p, p.workspace = ws.p;
-      p.n = n, p.n_heads = cs.heads, p.n_kv_heads = cs.kv_heads, p.head_dim = cs.hd, p.block_size = bs;
-      p.window = cs.window, p.sinks = cs.sinks, p.layer_window = cs.layer_window, p.max_position = max_pos;
-      p.scale = 1.0f / std::sqrt(static_cast<float>(cs.hd));
-      p.tiles = tiles_d.p, p.n_tiles = n_tiles, p.singles = singles_d.p, p.n_singles = n_singles;
-      kernels::attention(p, max_splits, nullptr);
-      sync_ok();
-      const auto out = to_f32(out_d.download());
-      // CPU twin, in double, with the span rule of AttentionOptions.
-      std::vector<double> ref(out.size());
-      const AttentionOptions opt{cs.window, cs.sinks};
-      for (int i = 0; i < n; ++i) {
-        const int seq = [&] { int o = 0, s = 0; for (const auto& t : seq_tables) { if (o == offsets[i]) return s; o += static_cast<int>(t.size()); ++s; } return -1; }();
-        const auto span = opt.span(positions[i], cs.layer_window);
-        std::vector<int> keys;
-        for (int j = 0; j < span.sink_end; ++j) keys.push_back(j);
-        for (int j = static_cast<int>(span.begin); j <= positions[i]; ++j) keys.push_back(j);
-        for (int h = 0; h < cs.heads; ++h) {
-          const int kvh = h / (cs.heads / cs.kv_heads);
-          std::vector<double> s(keys.size());
-          double mx = -INFINITY;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(cs.hd));
+    // CPU twin, in double, with the span rule of AttentionOptions.
+    std::vector<double> ref(static_cast<size_t>(n) * cs.heads * cs.hd);
+    const AttentionOptions opt{cs.window, cs.sinks};
+    for (int i = 0; i < n; ++i) {
+      const int seq = [&] { int o = 0, s = 0; for (const auto& t : seq_tables) { if (o == offsets[i]) return s; o += static_cast<int>(t.size()); ++s; } return -1; }();
+      const auto span = opt.span(positions[i], cs.layer_window);
+      std::vector<int> keys;
+      for (int j = 0; j < span.sink_end; ++j) keys.push_back(j);
+      for (int j = static_cast<int>(span.begin); j <= positions[i]; ++j) keys.push_back(j);
+      for (int h = 0; h < cs.heads; ++h) {
+        const int kvh = h / (cs.heads / cs.kv_heads);
+        std::vector<double> s(keys.size());
+        double mx = -INFINITY;
+        for (size_t kk = 0; kk < keys.size(); ++kk) {
+          const int row = seq_tables[seq][keys[kk] / bs] * bs + keys[kk] % bs;
+          double dot = 0;
+          for (int e = 0; e < cs.hd; ++e)
+            dot += double(q[(static_cast<size_t>(i) * cs.heads + h) * cs.hd + e]) * kc[(static_cast<size_t>(row) * cs.kv_heads + kvh) * cs.hd + e];
+          s[kk] = dot * scale;
+          mx = std::max(mx, s[kk]);
+        }
+        double sum = 0;
+        for (double& e : s) sum += (e = std::exp(e - mx));
+        for (int e = 0; e < cs.hd; ++e) {
+          double acc = 0;
           for (size_t kk = 0; kk < keys.size(); ++kk) {
             const int row = seq_tables[seq][keys[kk] / bs] * bs + keys[kk] % bs;
-            double dot = 0;
-            for (int e = 0; e < cs.hd; ++e)
-              dot += double(q[(static_cast<size_t>(i) * cs.heads + h) * cs.hd + e]) * kc[(static_cast<size_t>(row) * cs.kv_heads + kvh) * cs.hd + e];
-            s[kk] = dot * p.scale;
-            mx = std::max(mx, s[kk]);
+            acc += s[kk] / sum * vc[(static_cast<size_t>(row) * cs.kv_heads + kvh) * cs.hd + e];
           }
-          double sum = 0;
-          for (double& e : s) sum += (e = std::exp(e - mx));
-          for (int e = 0; e < cs.hd; ++e) {
-            double acc = 0;
-            for (size_t kk = 0; kk < keys.size(); ++kk) {
-              const int row = seq_tables[seq][keys[kk] / bs] * bs + keys[kk] % bs;
-              acc += s[kk] / sum * vc[(static_cast<size_t>(row) * cs.kv_heads + kvh) * cs.hd + e];
-            }
-            ref[(static_cast<size_t>(i) * cs.heads + h) * cs.hd + e] = acc;
-          }
+          ref[(static_cast<size_t>(i) * cs.heads + h) * cs.hd + e] = acc;
         }
       }
-      const double err = rel_l2(out, ref);
-      EXPECT_LT(err, kBf16OutTolerance) << "max_splits=" << max_splits;
-      std::printf("[attention] heads %d/%d hd %d, %zu seqs, %d queries (%d tensor-core tiles, %d single), window %ld+%ld, layer window %ld, splits<=%d: rel err %.2e\n",
-                  cs.heads, cs.kv_heads, cs.hd, cs.lengths.size(), n, n_tiles, n_singles, static_cast<long>(cs.window),
-                  static_cast<long>(cs.sinks), static_cast<long>(cs.layer_window), max_splits, err);
+    }
+    // Both prefill kernels where the device has two: 64-query mma.sync tiles everywhere, and the
+    // tile size attention_tile_queries() picks here (128-query wgmma tiles on compute capability 9.0).
+    std::vector<int> tile_sizes = {kernels::kAttentionTileQueries};
+    if (kernels::attention_tile_queries(cs.hd) != kernels::kAttentionTileQueries)
+      tile_sizes.push_back(kernels::attention_tile_queries(cs.hd));
+    for (int tile_queries : tile_sizes) {
+      std::vector<int32_t> tiles(4 * n), singles(n);
+      int n_tiles = 0, n_singles = 0;
+      kernels::partition_attention(positions.data(), offsets.data(), n, cs.hd, tile_queries, tiles.data(), &n_tiles,
+                                   singles.data(), &n_singles);
+      Dev<int32_t> tiles_d(tiles), singles_d(singles);
+      for (int max_splits : {1, 64}) {
+        Dev<float> ws(kernels::attention_workspace_floats(n, cs.heads, cs.hd, max_splits));
+        kernels::AttentionParams p{};
+        p.q = q_d.p, p.k_cache = k_d.p, p.v_cache = v_d.p, p.positions = pos_d.p, p.table_offsets = off_d.p;
+        p.block_tables = tab_d.p, p.out = out_d.p, p.workspace = ws.p;
+        p.n = n, p.n_heads = cs.heads, p.n_kv_heads = cs.kv_heads, p.head_dim = cs.hd, p.block_size = bs;
+        p.window = cs.window, p.sinks = cs.sinks, p.layer_window = cs.layer_window, p.max_position = max_pos;
+        p.scale = scale;
+        p.tiles = tiles_d.p, p.n_tiles = n_tiles, p.singles = singles_d.p, p.n_singles = n_singles;
+        p.tile_queries = tile_queries;
+        ASSERT_EQ(cudaMemset(out_d.p, 0xFF, out_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
+        kernels::attention(p, max_splits, nullptr);
+        sync_ok();
+        const auto out = to_f32(out_d.download());
+        const double err = rel_l2(out, ref);
+        EXPECT_LT(err, kBf16OutTolerance) << "max_splits=" << max_splits << " tile_queries=" << tile_queries;
+        std::printf("[attention] heads %d/%d hd %d, %zu seqs, %d queries (%d tiles of <= %d, %d single), window %ld+%ld, layer window %ld, splits<=%d: rel err %.2e\n",
+                    cs.heads, cs.kv_heads, cs.hd, cs.lengths.size(), n, n_tiles, tile_queries, n_singles,
+                    static_cast<long>(cs.window), static_cast<long>(cs.sinks), static_cast<long>(cs.layer_window),
+                    max_splits, err);
+      }
     }
   }
 }

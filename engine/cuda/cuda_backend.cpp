@@ -7,6 +7,7 @@
 #include <array>
 #include <map>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -83,6 +84,7 @@ struct CudaBackend::Impl {
 
   bf16* kv_pool = nullptr;  // K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
   int64_t num_blocks = 0;
+  int tile_queries = kernels::kAttentionTileQueries;  // prefill attention tiles for this device
   std::unordered_map<int32_t, int64_t> cached;  // tokens held per slot
   std::map<std::array<int64_t, 4>, cudaGraphExec_t> graphs;  // decode steps by shape
   void* blas_workspace = nullptr;
@@ -167,6 +169,10 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   cudaDeviceProp prop{};
   CUDA_OK(cudaGetDeviceProperties(&prop, options.device));
   m.device_name = prop.name;
+  m.tile_queries = kernels::attention_tile_queries(static_cast<int>(c.head_dim));
+  // A diagnostic for comparing kernels: ABRIDGE_PREFILL_ATTENTION=mma keeps the mma.sync kernel.
+  if (const char* k = std::getenv("ABRIDGE_PREFILL_ATTENTION"); k != nullptr && std::string(k) == "mma")
+    m.tile_queries = kernels::kAttentionTileQueries;
   CUDA_OK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   BLAS_OK(cublasCreate(&m.blas));
   BLAS_OK(cublasSetStream(m.blas, m.stream));
@@ -375,8 +381,8 @@ void CudaBackend::run(const BatchPlan& plan) {
     logit_rows[r] = plan.logit_rows[r];
   }
   int n_tiles = 0, n_singles = 0;
-  kernels::partition_attention(positions, table_offsets, static_cast<int>(n), static_cast<int>(c.head_dim), attn_tiles,
-                               &n_tiles, attn_singles, &n_singles);
+  kernels::partition_attention(positions, table_offsets, static_cast<int>(n), static_cast<int>(c.head_dim),
+                               m.tile_queries, attn_tiles, &n_tiles, attn_singles, &n_singles);
   CUDA_OK(cudaMemcpyAsync(m.meta_d, m.meta_h, static_cast<size_t>(9 * T + R + tables_used) * 4, cudaMemcpyHostToDevice,
                           m.stream));
   const int32_t* tokens_d = m.meta_d;
@@ -432,6 +438,7 @@ void CudaBackend::run(const BatchPlan& plan) {
       ap.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
       ap.tiles = attn_tiles_d;
       ap.n_tiles = n_tiles;
+      ap.tile_queries = m.tile_queries;
       ap.singles = attn_singles_d;
       ap.n_singles = n_singles;
       kernels::attention(ap, max_splits, m.stream);
