@@ -60,6 +60,7 @@ struct AttentionParams {
   bf16* out;                  // (n, n_heads * head_dim)
   float* workspace;           // attention_workspace_floats(...) floats
   int n, n_heads, n_kv_heads, head_dim, block_size;
+  int64_t cache_rows = 0;     // rows in k_cache and v_cache (bounds the Hopper kernel's bulk copies)
   int64_t window, sinks, layer_window;
   int max_position;           // largest position in this batch (bounds the split count)
   float scale;

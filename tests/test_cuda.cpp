@@ -324,6 +324,7 @@ TEST(CudaOps, PagedAttention) {
         p.q = q_d.p, p.k_cache = k_d.p, p.v_cache = v_d.p, p.positions = pos_d.p, p.table_offsets = off_d.p;
         p.block_tables = tab_d.p, p.out = out_d.p, p.workspace = ws.p;
         p.n = n, p.n_heads = cs.heads, p.n_kv_heads = cs.kv_heads, p.head_dim = cs.hd, p.block_size = bs;
+        p.cache_rows = static_cast<int64_t>(total_blocks) * bs;
         p.window = cs.window, p.sinks = cs.sinks, p.layer_window = cs.layer_window, p.max_position = max_pos;
         p.scale = scale;
         p.tiles = tiles_d.p, p.n_tiles = n_tiles, p.singles = singles_d.p, p.n_singles = n_singles;

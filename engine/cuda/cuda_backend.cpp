@@ -262,6 +262,9 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
                 std::to_string(m.num_blocks) + " blocks of " + std::to_string(options.block_size) +
                 " tokens fit); raise --gpu-memory-fraction or lower the batch size");
   m.kv_pool = m.alloc<bf16>(static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd));
+  // Zeros, not whatever the allocation held: attention may read a block's rows past a sequence's end
+  // (then masked), and masked garbage could still be NaN.
+  CUDA_OK(cudaMemset(m.kv_pool, 0, static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd) * 2));
 
   // Block tables of a step: every slot's table, at most all positions of the context per sequence in
   // the step (bounded by T sequences, but in practice the pool bounds live entries).
@@ -431,6 +434,7 @@ void CudaBackend::run(const BatchPlan& plan) {
       ap.n_kv_heads = static_cast<int>(c.num_key_value_heads);
       ap.head_dim = static_cast<int>(c.head_dim);
       ap.block_size = static_cast<int>(bs);
+      ap.cache_rows = m.num_blocks * bs;
       ap.window = m.opt.attention.window;
       ap.sinks = m.opt.attention.sinks;
       ap.layer_window = c.layer_window(l);

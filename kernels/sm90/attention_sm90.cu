@@ -2,7 +2,9 @@
 // in the 128-byte swizzled layout, two consumer warpgroups of 64 queries each sharing every K/V tile.
 // Built only when the project targets compute capability 9.0; ops.cu calls it for 128-query tiles of
 // head_dim 128 on such a device and keeps the mma.sync kernel for every other case.
+#include <cuda.h>
 #include <cuda_bf16.h>
+#include <cudaTypedefs.h>
 
 #include <cmath>
 #include <cstdint>
@@ -56,6 +58,32 @@ __device__ __forceinline__ void fence_operands(float (&r)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Waits until the barrier's phase of parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+// One box of a 3-D tensor map (x, y, z) into shared memory; completion counts bytes on `bar`.
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int x, int y, int z, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(z), "r"(bar)
+      : "memory");
+}
+
 // A shared-memory matrix descriptor in the 128-byte swizzle mode: start address, leading and stride
 // byte offsets (16-byte units). K-major operands ignore the leading offset; MN-major ones step by it
 // from one 64-element column panel to the next. Tiles are 1024-byte aligned, so the base offset is 0.
@@ -93,18 +121,24 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs_tb(float (&d)[64], const uin
 
 #endif  // ABRIDGE_SM90A_DEVICE
 
-constexpr int kHd = 128;           // head_dim of this kernel
-constexpr int kRows = 64;          // queries per warpgroup
+constexpr int kHd = 128;             // head_dim of this kernel
+constexpr int kRows = 64;            // queries per warpgroup
 constexpr int kQueries = 2 * kRows;  // queries per block
-constexpr int kThreads = 256;
+constexpr int kConsumers = 256;      // two warpgroups
 
-template <int BC>
+// kTma: a third warpgroup copies K/V with the tensor memory accelerator (whole cache blocks, swizzled
+// by the hardware; one thread issues them) and gives its registers to the two computing warpgroups,
+// which wait on per-stage barriers; otherwise every thread copies with cp.async and the block
+// synchronizes once per tile.
+template <int BC, bool kTma>
 struct Layout {
+  static constexpr int kThreads = kConsumers + (kTma ? 128 : 0);
   static constexpr int kQBytes = kQueries * kHd * 2;  // two warpgroups' tiles of (64, 128)
   static constexpr int kTileBytes = BC * kHd * 2;     // one K or V tile
   static constexpr int kStages = 3;
-  static constexpr int kBytes = kQBytes + 2 * kStages * kTileBytes;
-  static constexpr int kAlloc = kBytes + 1024;        // room to align the base to 1024 bytes
+  static constexpr int kBarriers = kQBytes + 2 * kStages * kTileBytes;  // full K, full V, empty per stage
+  static constexpr int kBytes = kBarriers + 3 * kStages * 8;
+  static constexpr int kAlloc = kBytes + 1024;  // room to align the base to 1024 bytes
 };
 
 // Byte offset of element chunk c (8 bf16, 0..15) of row r in a (rows, 128) tile stored as two
@@ -113,22 +147,24 @@ __device__ __forceinline__ uint32_t swizzled(int r, int c, int rows) {
   return static_cast<uint32_t>((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
 }
 
-// grid (n_tiles, n_heads), block 256: warpgroup w takes queries [64 w, 64 w + 64) of the tile.
-// Every thread copies K/V tiles with cp.async into three stages. Each warpgroup computes S = Q K^T
-// with wgmma from shared memory, the online softmax in registers, and O += P V with P from registers
-// and V read through a transposing (MN-major) descriptor. The matrix work is asynchronous: S of the
-// next tile and P V of this one are issued together, and the softmax of the next tile runs while
-// P V is still on the tensor cores.
-template <int BC>
-__global__ void __launch_bounds__(kThreads, 1) attention_kernel(AttentionParams p) {
+// grid (n_tiles, n_heads): warpgroup w takes queries [64 w, 64 w + 64) of the tile. K/V tiles of BC
+// keys go through three shared-memory stages. Each warpgroup computes S = Q K^T with wgmma from shared
+// memory, the online softmax in registers, and O += P V with P from registers and V read through a
+// transposing (MN-major) descriptor. S of a tile and P V of the previous one are issued together, and
+// the softmax runs while P V is still on the tensor cores.
+template <int BC, bool kTma>
+__global__ void __launch_bounds__(Layout<BC, kTma>::kThreads, 1)
+    attention_kernel(const __grid_constant__ CUtensorMap k_map, const __grid_constant__ CUtensorMap v_map,
+                     AttentionParams p) {
 #ifdef ABRIDGE_SM90A_DEVICE
-  using L = Layout<BC>;
+  using L = Layout<BC, kTma>;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023u) & ~1023u;
   const uint32_t q_s = base;
   const uint32_t k_s = q_s + L::kQBytes;
   const uint32_t v_s = k_s + L::kStages * L::kTileBytes;
+  const uint32_t full_k = base + L::kBarriers, full_v = full_k + 8 * L::kStages, empty = full_v + 8 * L::kStages;
 
   const int tile = blockIdx.x, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
   const int t0 = p.tiles[4 * tile], count = p.tiles[4 * tile + 1], table_offset = p.tiles[4 * tile + 3];
@@ -137,16 +173,8 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(AttentionParams 
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp = (tid >> 5) & 3;
   const uint32_t bs = static_cast<uint32_t>(p.block_size);
 
-  // Q: rows past `count` are zeros. Row r of the tile lands in warpgroup r / 64's (64, 128) tile.
-  for (int e = tid; e < kQueries * 16; e += kThreads) {
-    const int r = e >> 4, c = e & 15;
-    const bool valid = r < count;
-    const bf16* src = p.q + (static_cast<int64_t>(t0 + (valid ? r : 0)) * p.n_heads + h) * kHd + c * 8;
-    cp_async16(q_s + (r >> 6) * (kRows * kHd * 2) + swizzled(r & 63, c, kRows), src, valid);
-  }
-  cp_async_commit();
-
-  // Key ranges: the sinks [0, sink_hi), then the main range [lo, last]. Positions fit in int32.
+  // Key ranges: the sinks [0, sink_hi), then the main range [lo, last], its tiles starting at a
+  // multiple of BC (keys below lo are masked). Positions fit in int32.
   const int last = p0 + count - 1;
   const int64_t w64 = p.window > 0 ? p.window : p.layer_window;
   const int w = w64 > 0 && w64 < (int64_t{1} << 30) ? static_cast<int>(w64) : 0;
@@ -155,13 +183,72 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(AttentionParams 
     lo = p0 - w + 1 > 0 ? p0 - w + 1 : 0;
     if (p.window > 0) sink_hi = p.sinks < lo ? static_cast<int>(p.sinks) : lo;
   }
+  const int lo_tile = lo - lo % BC;
   const int n_sink_tiles = (sink_hi + BC - 1) / BC;
-  const int n_key_tiles = n_sink_tiles + (last + 1 - lo + BC - 1) / BC;
-  auto tile_start = [&](int t) { return t < n_sink_tiles ? t * BC : lo + (t - n_sink_tiles) * BC; };
+  const int n_key_tiles = n_sink_tiles + (last + 1 - lo_tile + BC - 1) / BC;
+  auto tile_start = [&](int t) { return t < n_sink_tiles ? t * BC : lo_tile + (t - n_sink_tiles) * BC; };
   auto tile_end = [&](int t) { return t < n_sink_tiles ? sink_hi : last + 1; };
 
-  // Copies key tile t into stage t % 3 (one commit group). Thread tid moves chunk tid % 16 of keys
-  // tid / 16 + 16 i; keys outside the range or in dropped blocks read as zeros.
+  if constexpr (kTma) {
+    if (tid == 0) {
+      for (int s = 0; s < L::kStages; ++s) {
+        mbar_init(full_k + 8 * s, 1);
+        mbar_init(full_v + 8 * s, 1);
+        mbar_init(empty + 8 * s, kConsumers);
+      }
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (tid >= kConsumers) {  // the copy warpgroup: one thread issues every box
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+      if (tid == kConsumers) {
+        const int oob = static_cast<int>(p.cache_rows);  // a row past the cache: the box reads as zeros
+        for (int t = 0; t < n_key_tiles; ++t) {
+          const int s = t % L::kStages, use = t / L::kStages;
+          if (use > 0) mbar_wait(empty + 8 * s, (use - 1) & 1);
+          const int k0 = tile_start(t), k_end = tile_end(t);
+          const uint32_t stage = static_cast<uint32_t>(s) * L::kTileBytes;
+          mbar_expect_tx(full_k + 8 * s, L::kTileBytes);
+          mbar_expect_tx(full_v + 8 * s, L::kTileBytes);
+          for (int b = 0; b < BC / p.block_size; ++b) {
+            const int kp = k0 + b * p.block_size;
+            int row = oob;
+            if (kp < k_end) {
+              const int32_t block = table[static_cast<uint32_t>(kp) / bs];
+              if (block >= 0) row = block * p.block_size;
+            }
+            const uint32_t off = stage + static_cast<uint32_t>(b * p.block_size * 128);
+            tma_load_3d(k_s + off, &k_map, 0, kvh, row, full_k + 8 * s);
+            tma_load_3d(k_s + off + BC * 128, &k_map, 64, kvh, row, full_k + 8 * s);
+            tma_load_3d(v_s + off, &v_map, 0, kvh, row, full_v + 8 * s);
+            tma_load_3d(v_s + off + BC * 128, &v_map, 64, kvh, row, full_v + 8 * s);
+          }
+        }
+      }
+      return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+  }
+
+  // Q: rows past `count` are zeros. Row r of the tile lands in warpgroup r / 64's (64, 128) tile.
+  {
+    const int my = kTma ? (tid & 127) : tid, step = kTma ? 128 : kConsumers;
+    for (int e = my; e < (kTma ? kRows : kQueries) * 16; e += step) {
+      const int r = (kTma ? wg * kRows : 0) + (e >> 4), c = e & 15;
+      const bool valid = r < count;
+      const bf16* src = p.q + (static_cast<int64_t>(t0 + (valid ? r : 0)) * p.n_heads + h) * kHd + c * 8;
+      cp_async16(q_s + (r >> 6) * (kRows * kHd * 2) + swizzled(r & 63, c, kRows), src, valid);
+    }
+    cp_async_commit();
+    if constexpr (kTma) {  // each warpgroup waits for its own rows only
+      cp_async_wait_group<0>();
+      fence_proxy_async();
+      asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+    }
+  }
+
+  // cp.async copies: key tile t into stage t % 3 (one commit group). Thread tid moves chunk tid % 16
+  // of keys tid / 16 + 16 i; keys outside the range or in dropped blocks read as zeros.
   const int my_chunk = tid & 15, my_key = tid >> 4;
   const bf16* k_head = p.k_cache + kvh * kHd + my_chunk * 8;
   const bf16* v_head = p.v_cache + kvh * kHd + my_chunk * 8;
@@ -289,20 +376,42 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(AttentionParams 
     for (int i = 0; i < kHd / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
     fence_operands(o);
   };
-  // Tile t has landed everywhere and every warpgroup is done with stage (t + 1) % 3 (tile t - 2):
-  // start the copy of tile t + 1 into it.
-  auto advance = [&](int t) {
-    cp_async_wait_group<0>();
-    fence_proxy_async();  // the tensor cores read what cp.async wrote
-    __syncthreads();
-    if (t + 1 < n_key_tiles) issue(t + 1);
+  // cp.async copies: tile t has landed everywhere and every warpgroup is done with stage (t + 1) % 3
+  // (tile t - 2): start the copy of tile t + 1 into it. TMA copies: wait for K of tile t.
+  auto wait_k = [&](int t) {
+    if constexpr (kTma) {
+      mbar_wait(full_k + 8 * (t % L::kStages), (t / L::kStages) & 1);
+    } else {
+      cp_async_wait_group<0>();
+      fence_proxy_async();  // the tensor cores read what cp.async wrote
+      __syncthreads();
+      if (t + 1 < n_key_tiles) issue(t + 1);
+    }
+  };
+  auto wait_v = [&](int t) {
+    if constexpr (kTma) mbar_wait(full_v + 8 * (t % L::kStages), (t / L::kStages) & 1);
+  };
+  auto release = [&](int t) {
+    if constexpr (kTma) mbar_arrive(empty + 8 * (t % L::kStages));
   };
 
-  if (n_key_tiles > 0) {
+  // With TMA copies the two warpgroups take turns at issuing matrix work (barriers 3 and 4), so one
+  // computes its softmax while the other's products run.
+  auto my_turn = [&] {
+    if constexpr (kTma) asm volatile("bar.sync %0, 256;\n" ::"r"(3 + wg) : "memory");
+  };
+  auto their_turn = [&] {
+    if constexpr (kTma) asm volatile("bar.arrive %0, 256;\n" ::"r"(4 - wg) : "memory");
+  };
+  if (wg == 1) their_turn();  // warpgroup 0 goes first
+
+  {
     float sc[BC / 2], alpha[2];
-    issue(0);
-    advance(0);
+    if constexpr (!kTma) issue(0);
+    wait_k(0);
+    my_turn();
     issue_s(sc, 0);
+    their_turn();
     wgmma_wait<0>();
     fence_operands(sc);
     softmax(sc, 0, alpha);
@@ -310,19 +419,26 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(AttentionParams 
     // Tile t: S_t = Q K_t^T and P_{t-1} V_{t-1} go to the tensor cores together; the softmax of
     // S_t runs while P_{t-1} V_{t-1} is still being computed.
     for (int t = 1; t < n_key_tiles; ++t) {
-      advance(t);
+      wait_k(t);
+      wait_v(t - 1);
+      my_turn();
       issue_s(sc, t);
       rescale(alpha);
       issue_pv(pa, t - 1);
+      their_turn();
       wgmma_wait<1>();
       fence_operands(sc);
       softmax(sc, t, alpha);
       wgmma_wait<0>();
       fence_operands(o);
+      release(t - 1);
       pack(sc);
     }
     rescale(alpha);
+    wait_v(n_key_tiles - 1);
+    my_turn();
     issue_pv(pa, n_key_tiles - 1);
+    if (wg == 0) their_turn();  // warpgroup 1's last turn is the last of all
     wgmma_wait<0>();
     fence_operands(o);
   }
@@ -344,24 +460,56 @@ __global__ void __launch_bounds__(kThreads, 1) attention_kernel(AttentionParams 
 #endif  // ABRIDGE_SM90A_DEVICE
 }
 
-template <int BC>
-void launch(const AttentionParams& p, cudaStream_t s) {
+constexpr int kKeys = 128;  // keys per tile
+
+// A 3-D view (head_dim, kv_heads, cache rows) of a bf16 cache whose boxes are one block of one head's
+// 64-element column panel, swizzled in 128-byte rows. False when the driver cannot make it.
+bool make_cache_map(CUtensorMap* map, const bf16* cache, int n_kv_heads, int64_t rows, int block_size) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &status) !=
+            cudaSuccess ||
+        status != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(kHd), static_cast<cuuint64_t>(n_kv_heads),
+                              static_cast<cuuint64_t>(rows)};
+  const cuuint64_t strides[2] = {kHd * 2, static_cast<cuuint64_t>(n_kv_heads) * kHd * 2};
+  const cuuint32_t box[3] = {64, 1, static_cast<cuuint32_t>(block_size)};
+  const cuuint32_t steps[3] = {1, 1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(cache), dims, strides, box, steps,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <bool kTma>
+void launch(const CUtensorMap& k_map, const CUtensorMap& v_map, const AttentionParams& p, cudaStream_t s) {
+  using L = Layout<kKeys, kTma>;
   // The shared-memory limit is a per-device attribute: raised at every launch.
-  cudaFuncSetAttribute(attention_kernel<BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, Layout<BC>::kAlloc);
-  attention_kernel<BC><<<dim3(p.n_tiles, p.n_heads), kThreads, Layout<BC>::kAlloc, s>>>(p);
+  cudaFuncSetAttribute(attention_kernel<kKeys, kTma>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kAlloc);
+  attention_kernel<kKeys, kTma><<<dim3(p.n_tiles, p.n_heads), L::kThreads, L::kAlloc, s>>>(k_map, v_map, p);
 }
 
 }  // namespace
 
 void attention_tiles(const AttentionParams& p, cudaStream_t s) {
-  static const bool keys64 = [] {
+  static const bool cp_async_only = [] {
     const char* k = std::getenv("ABRIDGE_PREFILL_ATTENTION");
-    return k != nullptr && std::string(k) == "wgmma64";
+    return k != nullptr && std::string(k) == "wgmma-cp-async";
   }();
-  if (keys64)
-    launch<64>(p, s);
+  CUtensorMap k_map{}, v_map{};
+  // TMA boxes are whole cache blocks: 8 to 128 rows that tile a 128-key tile, rows addressable as int.
+  const bool tma = !cp_async_only && p.block_size >= 8 && p.block_size <= kKeys && kKeys % p.block_size == 0 &&
+                   p.cache_rows > 0 && p.cache_rows < (int64_t{1} << 31) &&
+                   make_cache_map(&k_map, p.k_cache, p.n_kv_heads, p.cache_rows, p.block_size) &&
+                   make_cache_map(&v_map, p.v_cache, p.n_kv_heads, p.cache_rows, p.block_size);
+  if (tma)
+    launch<true>(k_map, v_map, p, s);
   else
-    launch<128>(p, s);
+    launch<false>(k_map, v_map, p, s);
 }
 
 }  // namespace abridge::kernels::sm90
