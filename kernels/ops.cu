@@ -2,6 +2,7 @@
 
 #include <cfloat>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "kernels/ops.h"
@@ -474,6 +475,196 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
 }
 
 
+// ---- tensor-core decode attention (flash-decoding with mma.sync, any GPU from sm_80)
+
+constexpr int kDecodeKeys = 64;  // keys per shared-memory tile: 16 per warp, 4 warps
+
+// grid (n_singles, n_kv_heads, splits), block 128. One single token, one KV head, the virtual keys
+// [split * chunk, ...) of its span: the group's query heads are the rows of one 16-row mma tile (rows
+// past the group are zeros), so K and V are read once for the whole group and the products run on
+// the tensor cores. Each warp keeps its own online softmax over its 16 keys of every tile; the four
+// are merged at the end into the split's partial (m, l, acc), the split kernel's format.
+template <int HD>
+__global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p, int chunk, int splits) {
+  constexpr int kStride = HD + 8;
+  constexpr int kChunks = HD / 8;
+  extern __shared__ __align__(16) unsigned char decode_smem[];
+  bf16* q_s = reinterpret_cast<bf16*>(decode_smem);       // (16, kStride)
+  bf16* k_buf = q_s + 16 * kStride;                       // 2 x (kDecodeKeys, kStride)
+  bf16* v_buf = k_buf + 2 * kDecodeKeys * kStride;        // 2 x (kDecodeKeys, kStride)
+
+  const int c = blockIdx.x, i = p.singles[c], kvh = blockIdx.y, split = blockIdx.z;
+  const int group = p.n_heads / p.n_kv_heads;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t pos = p.positions[i];
+  const KeySpan span = key_span(p, pos);
+  const int64_t v_begin = static_cast<int64_t>(split) * chunk;
+  const int64_t v_end = span.count < v_begin + chunk ? span.count : v_begin + chunk;
+  const int32_t* table = p.block_tables + p.table_offsets[i];
+  const uint32_t bs = static_cast<uint32_t>(p.block_size);
+
+  for (int e = threadIdx.x; e < 16 * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, ch = e % kChunks;
+    const bool valid = r < group;
+    const bf16* src = p.q + (static_cast<int64_t>(i) * p.n_heads + kvh * group + (valid ? r : 0)) * HD + ch * 8;
+    cp_async16(q_s + r * kStride + ch * 8, src, valid);
+  }
+  cp_async_commit();
+
+  const int64_t n_tiles = v_end > v_begin ? (v_end - v_begin + kDecodeKeys - 1) / kDecodeKeys : 0;
+  auto issue = [&](int64_t t, int buf) {
+    const int64_t t0 = v_begin + t * kDecodeKeys;
+    bf16* k_s = k_buf + buf * kDecodeKeys * kStride;
+    bf16* v_s = v_buf + buf * kDecodeKeys * kStride;
+    for (int e = threadIdx.x; e < kDecodeKeys * kChunks; e += blockDim.x) {
+      const int r = e / kChunks, ch = e % kChunks;
+      const int64_t v = t0 + r;
+      int64_t row = -1;
+      if (v < v_end) {
+        const uint32_t kp = static_cast<uint32_t>(v < span.sink_end ? v : span.begin + (v - span.sink_end));
+        const uint32_t blk = kp / bs;
+        row = static_cast<int64_t>(table[blk]) * bs + (kp - blk * bs);
+      }
+      const int64_t off = ((row >= 0 ? row : 0) * p.n_kv_heads + kvh) * HD + ch * 8;
+      cp_async16(k_s + r * kStride + ch * 8, p.k_cache + off, row >= 0);
+      cp_async16(v_s + r * kStride + ch * 8, p.v_cache + off, row >= 0);
+    }
+    cp_async_commit();
+  };
+  if (n_tiles > 0) issue(0, 0);
+
+  float o[HD / 8][4];
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
+  const float scale_log2 = p.scale * 1.4426950408889634f;
+  uint32_t qf[HD / 16][4];
+
+  for (int64_t t = 0; t < n_tiles; ++t) {
+    const int buf = static_cast<int>(t & 1);
+    if (t + 1 < n_tiles) {
+      issue(t + 1, buf ^ 1);
+      cp_async_wait_group<1>();
+    } else {
+      cp_async_wait_group<0>();
+    }
+    __syncthreads();
+    if (t == 0) {
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ++ks)
+        ldmatrix_x4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3],
+                    smem_u32(q_s + (lane & 15) * kStride + ks * 16 + (lane >> 4) * 8));
+    }
+    const bf16* k_s = k_buf + buf * kDecodeKeys * kStride + warp * 16 * kStride;
+    const bf16* v_s = v_buf + buf * kDecodeKeys * kStride + warp * 16 * kStride;
+    // S (16 rows, this warp's 16 keys) in two 8-key n-tiles.
+    float sc[2][4];
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
+#pragma unroll
+      for (int ks = 0; ks < HD / 16; ks += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4(b0, b1, b2, b3, smem_u32(k_s + (nt * 8 + (lane & 7)) * kStride + ks * 16 + (lane >> 3) * 8));
+        mma_bf16(sc[nt], qf[ks], b0, b1);
+        mma_bf16(sc[nt], qf[ks + 1], b2, b3);
+      }
+    }
+    const int64_t key0 = v_begin + t * kDecodeKeys + warp * 16;
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t v = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+        sc[nt][e] = v < v_end ? sc[nt][e] * scale_log2 : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], sc[nt][e]);
+      }
+    float alpha[2], use[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], 1));
+      mx[j] = fmaxf(mx[j], __shfl_xor_sync(0xffffffffu, mx[j], 2));
+      use[j] = mx[j] == -INFINITY ? 0.0f : mx[j];
+      alpha[j] = exp2f(m[j] - use[j]);  // m = -inf: 0
+      m[j] = mx[j];
+    }
+    float sum[2] = {0, 0};
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        sc[nt][e] = exp2f(sc[nt][e] - use[e >> 1]);
+        sum[e >> 1] += sc[nt][e];
+      }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 1);
+      sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 2);
+      l[j] = l[j] * alpha[j] + sum[j];
+    }
+    uint32_t a[4];
+    a[0] = pack_bf16(sc[0][0], sc[0][1]);
+    a[1] = pack_bf16(sc[0][2], sc[0][3]);
+    a[2] = pack_bf16(sc[1][0], sc[1][1]);
+    a[3] = pack_bf16(sc[1][2], sc[1][3]);
+#pragma unroll
+    for (int dt = 0; dt < HD / 8; dt += 2) {
+      o[dt][0] *= alpha[0], o[dt][1] *= alpha[0], o[dt][2] *= alpha[1], o[dt][3] *= alpha[1];
+      o[dt + 1][0] *= alpha[0], o[dt + 1][1] *= alpha[0], o[dt + 1][2] *= alpha[1], o[dt + 1][3] *= alpha[1];
+      uint32_t b0, b1, b2, b3;
+      ldmatrix_x4_trans(b0, b1, b2, b3, smem_u32(v_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * kStride + dt * 8 + (lane >> 4) * 8));
+      mma_bf16(o[dt], a, b0, b1);
+      mma_bf16(o[dt + 1], a, b2, b3);
+    }
+    __syncthreads();  // buffer `buf` may now be refilled
+  }
+
+  // Merge the four warps' partials through shared memory (the K/V buffers are free now). Rows are
+  // query heads; only rows < group exist. m is kept in log2 units until here.
+  float* red_o = reinterpret_cast<float*>(k_buf);       // (4, 16, HD)
+  float* red_ml = red_o + 4 * 16 * HD;                  // (4, 16, 2)
+  const int g = lane >> 2;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int r = g + 8 * j;
+    if ((lane & 3) == 0) {
+      red_ml[(warp * 16 + r) * 2] = m[j];
+      red_ml[(warp * 16 + r) * 2 + 1] = l[j];
+    }
+#pragma unroll
+    for (int d = 0; d < HD / 8; ++d) {
+      const int col = d * 8 + (lane & 3) * 2;
+      red_o[(warp * 16 + r) * HD + col] = o[d][2 * j];
+      red_o[(warp * 16 + r) * HD + col + 1] = o[d][2 * j + 1];
+    }
+  }
+  __syncthreads();
+  const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
+  float* ws_m = p.workspace;
+  float* ws_l = ws_m + n_part;
+  float* ws_acc = ws_l + n_part;
+  for (int e = threadIdx.x; e < group * HD; e += blockDim.x) {
+    const int r = e / HD, d = e % HD;
+    float mm = -INFINITY;
+    for (int w = 0; w < 4; ++w) mm = fmaxf(mm, red_ml[(w * 16 + r) * 2]);
+    const float base = mm == -INFINITY ? 0.0f : mm;
+    float ll = 0, acc = 0;
+    for (int w = 0; w < 4; ++w) {
+      const float f = exp2f(red_ml[(w * 16 + r) * 2] - base);
+      ll += f * red_ml[(w * 16 + r) * 2 + 1];
+      acc += f * red_o[(w * 16 + r) * HD + d];
+    }
+    const int64_t idx = (static_cast<int64_t>(c) * p.n_heads + kvh * group + r) * splits + split;
+    if (d == 0) {
+      ws_m[idx] = mm == -INFINITY ? -FLT_MAX : mm * 0.6931471805599453f;  // natural-log units
+      ws_l[idx] = ll;
+    }
+    ws_acc[idx * HD + d] = acc;
+  }
+}
+
+
 // ---- sampling
 
 __host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
@@ -648,6 +839,20 @@ __global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
   out[static_cast<int64_t>(i) * ffn + j] = __float2bfloat16(x / (1.0f + __expf(-x)) * g[ffn + j]);
 }
 
+// Multiprocessors of the current device, looked up once per device.
+int multiprocessors() {
+  static std::atomic<int> counts[64] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 132;
+  int c = counts[device].load(std::memory_order_relaxed);
+  if (c == 0) {
+    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
+    if (c <= 0) c = 132;
+    counts[device].store(c, std::memory_order_relaxed);
+  }
+  return c;
+}
+
 int split_chunk(int max_position, int max_splits) {
   // At least 64 keys (two tiles) per split, and no more splits than the workspace holds: a decode
   // step at batch 1 then spreads a 4K context over 64 splits x KV heads blocks.
@@ -739,9 +944,32 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
     }
   }
   if (p.n_singles == 0) return;
+  const int group = p.n_heads / p.n_kv_heads;
+  if (group <= 16 && (p.head_dim == 64 || p.head_dim == 128)) {
+    // Tensor-core decode: splits of whole 64-key tiles, only as many as it takes to give the GPU
+    // about four blocks per multiprocessor (a large batch needs none; batch 1 needs many). Fewer
+    // splits mean longer streams per block and less to combine.
+    const int blocks = p.n_singles * p.n_kv_heads;
+    const int wanted = std::min(max_splits, std::max(1, (4 * multiprocessors() + blocks - 1) / blocks));
+    int chunk = (p.max_position + 1 + wanted - 1) / wanted;
+    chunk = (chunk + kDecodeKeys - 1) / kDecodeKeys * kDecodeKeys;
+    const int splits = (p.max_position + 1 + chunk - 1) / chunk;
+    const size_t tiles = sizeof(bf16) * (16 + 4 * kDecodeKeys) * (p.head_dim + 8);
+    const size_t reduce = sizeof(float) * 4 * 16 * (p.head_dim + 2) + sizeof(bf16) * 16 * (p.head_dim + 8);
+    const size_t smem = std::max(tiles, reduce);
+    const dim3 grid(p.n_singles, p.n_kv_heads, splits);
+    if (p.head_dim == 128) {
+      cudaFuncSetAttribute(attention_decode_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      attention_decode_kernel<128><<<grid, 128, smem, s>>>(p, chunk, splits);
+    } else {
+      cudaFuncSetAttribute(attention_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      attention_decode_kernel<64><<<grid, 128, smem, s>>>(p, chunk, splits);
+    }
+    attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, splits);
+    return;
+  }
   const int chunk = split_chunk(p.max_position, max_splits);
   const int splits = (p.max_position + 1 + chunk - 1) / chunk;
-  const int group = p.n_heads / p.n_kv_heads;
   const size_t smem = sizeof(uint32_t) * kTileKeys * (p.head_dim / 2 + 1) + sizeof(bf16) * kTileKeys * p.head_dim +
                       sizeof(float) * group * p.head_dim + sizeof(int64_t) * kTileKeys;
   attention_split_kernel<<<dim3(p.n_singles, p.n_kv_heads, splits), 32 * group, smem, s>>>(p, chunk, splits);
