@@ -25,7 +25,9 @@ struct CudaOptions {
   double gpu_memory_fraction = 0.90;  // of the card's total memory, weights and buffers included
   int64_t max_batch_tokens = 2048;    // tokens per forward step (prefill chunk + decodes)
   int64_t max_logit_rows = 256;       // rows of logits per step
-  int64_t block_size = 16;            // tokens per KV block
+  // Tokens per KV block. 64: the Hopper prefill kernel copies whole blocks with TMA, and fewer, larger
+  // boxes ran 128K prefill 1.4x faster than blocks of 16 (H200); decode is indifferent.
+  int64_t block_size = 64;
   int64_t max_kv_blocks = 0;          // 0: as many as the memory fraction allows
   bool cuda_graphs = true;            // replay decode steps as CUDA graphs
   AttentionOptions attention;
