@@ -92,15 +92,6 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint3
          (static_cast<uint64_t>(sbo >> 4) << 32) | (1ull << 62);
 }
 
-// D (64, 64) f32 {+}= A (64, 16) . B (64, 16)^T, both bf16 in shared memory (K-major descriptors).
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
-
 // D (64, 128) f32 {+}= A (64, 16) . B (128, 16)^T, both bf16 in shared memory (K-major descriptors).
 __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b, int accumulate) {
   asm volatile(
@@ -132,6 +123,7 @@ constexpr int kConsumers = 256;      // two warpgroups
 // synchronizes once per tile.
 template <int BC, bool kTma>
 struct Layout {
+  static_assert(BC == 128, "S tiles are m64n128 wgmma products");
   static constexpr int kThreads = kConsumers + (kTma ? 128 : 0);
   static constexpr int kQBytes = kQueries * kHd * 2;  // two warpgroups' tiles of (64, 128)
   static constexpr int kTileBytes = BC * kHd * 2;     // one K or V tile
@@ -301,10 +293,7 @@ __global__ void __launch_bounds__(Layout<BC, kTma>::kThreads, 1)
       const uint32_t panel = ks >> 2, within = (ks & 3) * 32;
       const uint64_t da = smem_desc(q_wg + panel * (kRows * 128) + within, 16, 1024);
       const uint64_t db = smem_desc(kt + panel * (BC * 128) + within, 16, 1024);
-      if constexpr (BC == 128)
-        wgmma_m64n128k16_ss(sc, da, db, ks > 0);
-      else
-        wgmma_m64n64k16_ss(sc, da, db, ks > 0);
+      wgmma_m64n128k16_ss(sc, da, db, ks > 0);
     }
     wgmma_commit();
   };
