@@ -792,7 +792,9 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
 // ---- GEMV for decode steps
 
 // grid ceil(m / 8), block 256: warp w computes output row 8 * blockIdx.x + w for every token. Each
-// lane streams 16-byte pieces of the weight row; the activations (n x k bf16, a few KB) stay in L1/L2.
+// lane streams 16-byte pieces of the weight row, four loads in flight before the first is used (a
+// layer's smaller matrices give each multiprocessor only a few warps, and one load at a time leaves
+// memory idle); the activations (n x k bf16, a few KB) stay in L1/L2.
 template <int N>
 __global__ void __launch_bounds__(256) gemv_kernel(const bf16* x, const bf16* w, float* y, int k, int m, float beta) {
   const int lane = threadIdx.x & 31;
@@ -802,9 +804,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(const bf16* x, const bf16* w,
   float acc[N];
 #pragma unroll
   for (int t = 0; t < N; ++t) acc[t] = 0;
-  const int chunks = k / 8;
-  for (int c = lane; c < chunks; c += 32) {
-    const uint4 wv = __ldg(wr + c);
+  auto consume = [&](const uint4& wv, int c) {
     const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
     float2 wf[4];
 #pragma unroll
@@ -819,7 +819,18 @@ __global__ void __launch_bounds__(256) gemv_kernel(const bf16* x, const bf16* w,
         acc[t] += wf[e].x * xf.x + wf[e].y * xf.y;
       }
     }
+  };
+  constexpr int kDepth = 4;
+  const int chunks = k / 8;
+  int c = lane;
+  for (; c + 32 * (kDepth - 1) < chunks; c += 32 * kDepth) {
+    uint4 wv[kDepth];
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) wv[u] = __ldg(wr + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) consume(wv[u], c + 32 * u);
   }
+  for (; c < chunks; c += 32) consume(__ldg(wr + c), c);
 #pragma unroll
   for (int t = 0; t < N; ++t) {
     const float v = warp_sum(acc[t]);
