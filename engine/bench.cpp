@@ -5,6 +5,7 @@
 #include <ostream>
 
 #include "engine/error.h"
+#include "engine/kv_blocks.h"
 
 namespace abridge::engine {
 namespace {
@@ -14,19 +15,6 @@ using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Contiguous blocks for `n_seqs` sequences of up to `tokens` tokens each, from block 0 on.
-std::vector<std::vector<int32_t>> tables_for(const Backend& b, int64_t n_seqs, int64_t tokens) {
-  const int64_t bs = b.kv_block_size();
-  std::vector<std::vector<int32_t>> t(static_cast<size_t>(n_seqs));
-  if (bs == 0) return t;
-  const int64_t per = (tokens + bs - 1) / bs;
-  if (per * n_seqs > b.kv_blocks())
-    throw Error("benchmark needs " + std::to_string(per * n_seqs) + " KV blocks, the pool has " +
-                std::to_string(b.kv_blocks()));
-  for (int64_t s = 0; s < n_seqs; ++s)
-    for (int64_t i = 0; i < per; ++i) t[s].push_back(static_cast<int32_t>(s * per + i));
-  return t;
-}
-
 // Prefills sequences 0..n_seqs-1 to `tokens` tokens each (chunked); returns the seconds taken.
 double prefill(Backend& b, const std::vector<std::vector<int32_t>>& tables, int64_t tokens, std::vector<float>& logits) {
   const int64_t chunk = std::min<int64_t>(b.max_batch_tokens(), 8192);
@@ -70,7 +58,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
 
   // Warm-up: kernels loaded, cuBLAS heuristics chosen.
   {
-    const auto t = tables_for(b, 1, 1024);
+    const auto t = contiguous_block_tables(b, 1, 1024);
     prefill(b, t, 1024, logits);
     b.release(0);
   }
@@ -93,7 +81,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
       r.note = "skipped: predicted to exceed the time limit";
     } else {
       try {
-        const auto t = tables_for(b, 1, n);
+        const auto t = contiguous_block_tables(b, 1, n);
         r.seconds = prefill(b, t, n, logits);
         r.tokens_per_s = static_cast<double>(n) / r.seconds;
         last_seconds = r.seconds;
@@ -115,7 +103,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
       r.ceiling_tokens_per_s =
           static_cast<double>(d.batch) / (decode_step_bytes(c, d.batch, d.context) / (o.copy_tbps * 1e12));
     try {
-      const auto tables = tables_for(b, d.batch, d.context + o.decode_steps + 2);
+      const auto tables = contiguous_block_tables(b, d.batch, d.context + o.decode_steps + 2);
       prefill(b, tables, d.context, logits);
       if (logits.size() < static_cast<size_t>(d.batch * c.vocab_size)) logits.resize(static_cast<size_t>(d.batch * c.vocab_size));
       Clock::time_point t0;

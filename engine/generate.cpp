@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "engine/error.h"
+#include "engine/kv_blocks.h"
 
 namespace abridge::engine {
 namespace {
@@ -21,15 +22,9 @@ struct SlotGuard {
 
 // One sequence alone on a paged backend: blocks 0, 1, 2, ... in order, enough for `tokens` tokens.
 void add_single_sequence_table(Backend& backend, BatchPlan& plan, int32_t slot, int64_t tokens) {
-  const int64_t bs = backend.kv_block_size();
-  if (bs == 0) return;
-  const int64_t blocks = (tokens + bs - 1) / bs;
-  if (blocks > backend.kv_blocks())
-    throw Error(std::to_string(tokens) + " tokens do not fit the KV cache (" +
-                std::to_string(backend.kv_blocks() * bs) + " tokens)");
-  std::vector<int32_t>& table = plan.block_tables[slot];
-  table.resize(static_cast<size_t>(blocks));
-  for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
+  if (backend.kv_block_size() == 0) return;
+  auto tables = contiguous_block_tables(backend, 1, tokens);
+  plan.block_tables[slot] = std::move(tables[0]);
 }
 
 }  // namespace

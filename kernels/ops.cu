@@ -263,6 +263,24 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// S (16 rows, 8 NT keys) f32 = Q K^T for one warp: Q as mma A fragments (16 rows, HD), K rows in
+// shared memory `stride` elements apart, read as B fragments with ldmatrix.
+template <int HD, int NT>
+__device__ __forceinline__ void qk_product(float (&sc)[NT][4], const uint32_t (&qf)[HD / 16][4], const bf16* k_s,
+                                           int stride, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
+#pragma unroll
+    for (int ks = 0; ks < HD / 16; ks += 2) {
+      uint32_t b0, b1, b2, b3;
+      ldmatrix_x4(b0, b1, b2, b3, smem_u32(k_s + (nt * 8 + (lane & 7)) * stride + ks * 16 + (lane >> 3) * 8));
+      mma_bf16(sc[nt], qf[ks], b0, b1);
+      mma_bf16(sc[nt], qf[ks + 1], b2, b3);
+    }
+  }
+}
+
 constexpr int kFlashQ = kAttentionTileQueries;  // queries per block: 16 per warp, 4 warps
 constexpr int kFlashK = 64;                     // keys per tile
 
@@ -377,17 +395,7 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
 
     // S = Q K^T for this warp's 16 rows and the tile's 64 keys: 8 n-tiles of 8 keys.
     float sc[kFlashK / 8][4];
-#pragma unroll
-    for (int nt = 0; nt < kFlashK / 8; ++nt) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
-#pragma unroll
-      for (int ks = 0; ks < HD / 16; ks += 2) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4(b0, b1, b2, b3, smem_u32(k_s + (nt * 8 + (lane & 7)) * kStride + ks * 16 + (lane >> 3) * 8));
-        mma_bf16(sc[nt], qf[ks], b0, b1);
-        mma_bf16(sc[nt], qf[ks + 1], b2, b3);
-      }
-    }
+    qk_product<HD>(sc, qf, k_s, kStride, lane);
     // Mask, then the online softmax per row (the 4 lanes of a row share it through shuffles).
     float tile_max[2] = {-FLT_MAX, -FLT_MAX};
     const int64_t k_last = k0 + kFlashK - 1;
@@ -559,17 +567,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
     const bf16* v_s = v_buf + buf * kDecodeKeys * kStride + warp * 16 * kStride;
     // S (16 rows, this warp's 16 keys) in two 8-key n-tiles.
     float sc[2][4];
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0;
-#pragma unroll
-      for (int ks = 0; ks < HD / 16; ks += 2) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4(b0, b1, b2, b3, smem_u32(k_s + (nt * 8 + (lane & 7)) * kStride + ks * 16 + (lane >> 3) * 8));
-        mma_bf16(sc[nt], qf[ks], b0, b1);
-        mma_bf16(sc[nt], qf[ks + 1], b2, b3);
-      }
-    }
+    qk_product<HD>(sc, qf, k_s, kStride, lane);
     const int64_t key0 = v_begin + t * kDecodeKeys + warp * 16;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
