@@ -260,11 +260,12 @@ EngineCounters ServingEngine::counters() const {
   return counters_;
 }
 
-SchedulerOptions scheduler_options_for(const Backend& backend, int32_t max_running, const AttentionOptions& attention) {
+SchedulerOptions scheduler_options_for(const Backend& backend, int32_t max_running, const AttentionOptions& attention,
+                                       int64_t step_tokens) {
   SchedulerOptions o;
   o.attention = attention;
   o.max_running = static_cast<int32_t>(std::min<int64_t>(max_running, backend.max_logit_rows()));
-  o.max_batch_tokens = std::min<int64_t>(backend.max_batch_tokens(), 2048);
+  o.max_batch_tokens = std::min<int64_t>(backend.max_batch_tokens(), step_tokens > 0 ? step_tokens : kDefaultStepTokens);
   o.max_batch_tokens = std::max<int64_t>(o.max_batch_tokens, o.max_running);
   if (backend.kv_block_size() > 0) {
     o.block_size = static_cast<int32_t>(backend.kv_block_size());

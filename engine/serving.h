@@ -33,10 +33,14 @@ struct Request {
   int64_t vocab_limit = 0;        // sample only ids below this (the tokenizer's size); 0: all
 };
 
+// Tokens per engine step unless the user sets --prefill-chunk.
+inline constexpr int64_t kDefaultStepTokens = 2048;
+
 // Scheduler options that fit a backend: its KV pool and block size where it is paged (a CPU-sized
-// virtual pool otherwise), its step limits, and its attention window.
+// virtual pool otherwise), its step limits, and its attention window. step_tokens: tokens per step,
+// prefill chunks and decodes together (0: kDefaultStepTokens), at most the backend's limit.
 SchedulerOptions scheduler_options_for(const Backend& backend, int32_t max_running = 64,
-                                       const AttentionOptions& attention = {});
+                                       const AttentionOptions& attention = {}, int64_t step_tokens = 0);
 
 enum class FinishReason { kStopToken, kLength, kCancelled, kError };
 const char* to_string(FinishReason reason);

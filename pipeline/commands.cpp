@@ -92,6 +92,11 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
   }
 }
 
+void check_prefill_chunk(int64_t tokens) {
+  if (tokens != 0 && (tokens < 64 || tokens > 65536))
+    throw Error("--prefill-chunk must be in 64..65536 tokens, not " + std::to_string(tokens));
+}
+
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
     if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
@@ -100,6 +105,8 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
+    check_prefill_chunk(opt.prefill_chunk);
+    if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
     if (opt.temperature < 0) throw Error("--temperature must be >= 0");
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
@@ -121,7 +128,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     // The serving engine, as the pipeline uses it: one request here, streamed as it is produced.
     engine::StreamDecoder decoder(model.tokenizer);
     engine::ServingEngine serving(
-        *backend, engine::scheduler_options_for(*backend, 1, backend_options.attention),
+        *backend, engine::scheduler_options_for(*backend, 1, backend_options.attention, opt.prefill_chunk),
         [&](int64_t, int32_t token) { out << decoder.push(token) << std::flush; });
     serving.submit(std::move(request));
     const auto results = serving.run_until_idle();

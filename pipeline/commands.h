@@ -50,10 +50,14 @@ struct GenerateOptions {
   int threads = 0;             // CPU backend threads; 0: all cores
   bool stats = false;          // timings on stderr
   double gpu_memory_fraction = 0.90;
+  int64_t prefill_chunk = 0;     // tokens per engine step (0: the engine's default)
   int64_t attention_window = 0;  // StreamingLLM window (0: full attention)
   int64_t sink_tokens = 4;       // with a window: the first tokens every token still sees
 };
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err);
+
+// --prefill-chunk: 0 (the engine's default) or 64..65536 tokens; throws abridge::Error otherwise.
+void check_prefill_chunk(int64_t tokens);
 
 struct MakeRandomOptions {
   std::string out_dir;

@@ -31,6 +31,7 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/serving.h"
+#include "pipeline/commands.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
 #include "pipeline/extractive.h"
@@ -305,6 +306,7 @@ struct Summarizer::Impl {
       if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") throw Error("--device must be auto, cpu or cuda");
       if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
       if (o.summary_tokens < 16 || o.summary_tokens > 16384) throw Error("--summary-tokens must be in 16..16384");
+      check_prefill_chunk(o.prefill_chunk);
       if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
     }
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
@@ -326,6 +328,7 @@ struct Summarizer::Impl {
         bo.threads = o.threads;
         bo.gpu = o.gpu;
         bo.gpu_memory_fraction = o.gpu_memory_fraction;
+        if (o.prefill_chunk > 0) bo.max_batch_tokens = o.prefill_chunk;
         if (o.device == "cpu") {
           bo.device = engine::Device::kCpu;
         } else {
@@ -598,7 +601,8 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
       if (d.pending == 0) advance(tag.doc);
     };
 
-    engine::ServingEngine serving(*backend, engine::scheduler_options_for(*backend, 64), {}, on_finish);
+    engine::ServingEngine serving(*backend, engine::scheduler_options_for(*backend, 64, {}, o.prefill_chunk), {},
+                                  on_finish);
     serving_ptr = &serving;
     advance = [&](size_t di) {
       Doc& d = docs[di];

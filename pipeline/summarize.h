@@ -35,6 +35,7 @@ struct SummarizeOptions {
   double pdf_timeout = 60;
   int64_t pdf_max_memory_mb = 2048;
   double gpu_memory_fraction = 0.90;
+  int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)
   int threads = 0;
   bool wait_lock = false;           // wait for another run on OUT_DIR instead of exiting with code 3
   std::string report;               // write a JSON run report here

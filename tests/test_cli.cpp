@@ -87,6 +87,20 @@ TEST(Cli, GenerateStreamsARepeatableReply) {
   EXPECT_TRUE(contains(c.err, "prompt tokens")) << c.err;
 }
 
+// A prompt of some 200 tokens prefilled in steps of 64 gives the same greedy reply as in one step.
+TEST(Cli, GeneratePrefillChunkKeepsTheReply) {
+  std::string prompt = "Summarize:";
+  for (int i = 0; i < 20; ++i) prompt += " The sky is blue and the grass is green, said report " + std::to_string(i) + ".";
+  const std::string cmd = "generate --model " + quote(random_model_dir()) + " --prompt " + quote(prompt) +
+                          " --max-new-tokens 6 --stats";
+  const auto whole = run_abridge(cmd), chunked = run_abridge(cmd + " --prefill-chunk 64");
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  ASSERT_EQ(chunked.exit_code, 0) << chunked.err;
+  EXPECT_TRUE(contains(whole.err, "prompt tokens")) << whole.err;
+  EXPECT_EQ(chunked.out, whole.out);
+  EXPECT_EQ(run_abridge(cmd + " --prefill-chunk 63").exit_code, 2);
+}
+
 TEST(Cli, GenerateOnCudaSaysWhatIsMissing) {
   const auto r = run_abridge("generate --model " + quote(random_model_dir()) + " --prompt hi --device cuda");
   EXPECT_EQ(r.exit_code, 2);

@@ -801,6 +801,26 @@ TEST_F(TinyServing, Batch64MixedLengthsGivesTheTokensOfEachSequenceAlone) {
   expect_all_released(o.max_running);
 }
 
+// --prefill-chunk: the scheduler's step budget. One request with its prompt in steps of at most 64
+// tokens takes ceil(n / 64) prefill steps (the last samples the first token), then one step per
+// further token, and gives the tokens of the request alone.
+TEST_F(TinyServing, PrefillChunkSetsTheStepBudget) {
+  EXPECT_EQ(scheduler_options_for(*backend_, 64).max_batch_tokens, kDefaultStepTokens);
+  const SchedulerOptions small = scheduler_options_for(*backend_, 4, {}, 64);
+  EXPECT_EQ(small.max_batch_tokens, 64);
+  const auto it = std::find_if(cases_->begin(), cases_->end(),
+                               [](const Case& c) { return c.request.stop_ids.empty() && c.request.prompt.size() > 200; });
+  ASSERT_NE(it, cases_->end());
+  ServingEngine engine(*backend_, small);
+  engine.submit(it->request);
+  const auto results = engine.run_until_idle();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].tokens, it->alone);
+  const int64_t n = static_cast<int64_t>(it->request.prompt.size());
+  EXPECT_EQ(engine.counters().steps, (n + 63) / 64 + static_cast<int64_t>(results[0].tokens.size()) - 1);
+  expect_all_released(small.max_running);
+}
+
 TEST_F(TinyServing, ForcedPreemptionChangesNoToken) {
   SchedulerOptions o;
   o.max_batch_tokens = 512;

@@ -176,6 +176,9 @@ TEST(Summarize, UsageErrorsExitTwo) {
   EXPECT_EQ(run_abridge("summarize -o " + quote(out.path())).exit_code, 2);          // no input
   EXPECT_EQ(run_abridge("summarize x -o " + quote(out.path()) + " --format pdf").exit_code, 2);
   EXPECT_EQ(run_abridge("summarize x -o " + quote(out.path()) + " --engine llm").exit_code, 2);
+  const auto chunk = run_abridge("summarize x -o " + quote(out.path()) + " --prefill-chunk 10");
+  EXPECT_EQ(chunk.exit_code, 2);
+  EXPECT_TRUE(contains(chunk.err, "--prefill-chunk must be in 64..65536")) << chunk.err;
   const auto r = run_abridge("summarize x -o " + quote(out.path()) + " --model /nonexistent");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_TRUE(contains(r.err, "no such model directory")) << r.err;
