@@ -17,7 +17,7 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 // Contiguous blocks for `n_seqs` sequences of up to `tokens` tokens each, from block 0 on.
 // Prefills sequences 0..n_seqs-1 to `tokens` tokens each (chunked); returns the seconds taken.
 double prefill(Backend& b, const std::vector<std::vector<int32_t>>& tables, int64_t tokens, std::vector<float>& logits) {
-  const int64_t chunk = std::min<int64_t>(b.max_batch_tokens(), 8192);
+  const int64_t chunk = b.max_batch_tokens();
   const auto t0 = Clock::now();
   for (size_t s = 0; s < tables.size(); ++s) {
     for (int64_t begin = 0; begin < tokens; begin += chunk) {

@@ -58,6 +58,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     engine::BackendOptions backend_options;
     backend_options.device = engine::parse_device(opt.device);
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
+    check_prefill_chunk(opt.max_batch_tokens);
     backend_options.max_batch_tokens = opt.max_batch_tokens;
     int64_t max_batch = 1;
     for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
