@@ -9,6 +9,7 @@
 #include "engine/weights.h"
 #ifdef ABRIDGE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
+#include "kernels/device.h"
 #endif
 
 namespace abridge::engine {
@@ -36,6 +37,14 @@ Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::kCpu;
   if (name == "cuda") return Device::kCuda;
   throw Error("--device must be cpu or cuda, not \"" + name + "\"");
+}
+
+int gpu_count() {
+#ifdef ABRIDGE_HAVE_CUDA
+  return static_cast<int>(kernels::list_devices().size());
+#else
+  return 0;
+#endif
 }
 
 std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options) {

@@ -38,6 +38,9 @@ struct BackendOptions {
 // Parses "cpu" / "cuda"; throws abridge::Error otherwise.
 Device parse_device(const std::string& name);
 
+// CUDA devices visible to this process; 0 without CUDA (in the build or the machine).
+int gpu_count();
+
 // Builds the backend; kCuda throws abridge::Error when this build or machine has no CUDA.
 std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options);
 

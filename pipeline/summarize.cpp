@@ -810,13 +810,47 @@ BatchReport run_on_engines(std::vector<std::unique_ptr<Summarizer>>& engines, co
   return total;
 }
 
+std::vector<std::unique_ptr<Summarizer>> open_summarizers(const std::vector<SummarizeOptions>& options,
+                                                          std::vector<std::ostream*> logs, bool keep_going,
+                                                          std::ostream& err) {
+  ABRIDGE_CHECK(logs.size() == options.size());
+  std::vector<std::unique_ptr<Summarizer>> opened(options.size());
+  std::vector<std::string> errors(options.size());
+  std::vector<std::thread> loaders;
+  for (size_t i = 0; i < options.size(); ++i) {
+    loaders.emplace_back([&, i] {
+      try {
+        opened[i] = std::make_unique<Summarizer>(options[i], *logs[i]);
+      } catch (const std::exception& e) {
+        errors[i] = e.what();
+        if (errors[i].empty()) errors[i] = "cannot open the engine";
+      }
+    });
+  }
+  for (auto& t : loaders) t.join();
+  std::vector<std::unique_ptr<Summarizer>> out;
+  std::string first_error;
+  for (size_t i = 0; i < options.size(); ++i) {
+    if (opened[i]) {
+      out.push_back(std::move(opened[i]));
+      continue;
+    }
+    if (!keep_going) throw Error(errors[i]);
+    if (first_error.empty()) first_error = errors[i];
+    err << "abridge: GPU " << options[i].gpu << " not used: " << errors[i] << '\n';
+  }
+  if (out.empty()) throw Error(first_error);
+  return out;
+}
+
 namespace {
 
-// "0,1,3" or "all" (every visible GPU, counted by trying to open them) -> device indices.
+// "0,1,3" or "all" (every visible GPU) -> device indices.
 std::vector<int> parse_devices(const std::string& spec) {
   std::vector<int> out;
   if (spec == "all") {
-    for (int i = 0; i < 64; ++i) out.push_back(i);  // trimmed to the GPUs that open, below
+    for (int i = 0; i < engine::gpu_count(); ++i) out.push_back(i);
+    if (out.empty()) throw Error("--devices all: no CUDA device is visible");
     return out;
   }
   std::stringstream ss(spec);
@@ -865,20 +899,20 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
       engines.push_back(std::make_unique<Summarizer>(o, err));  // options and model checked first
     } else {
       if (o.model.empty() || o.device == "cpu") throw Error("--devices needs --model and the GPU");
-      const bool all = o.devices == "all";
+      std::vector<SummarizeOptions> per_gpu;
+      std::vector<std::ostream*> logs;
       for (int gpu : parse_devices(o.devices)) {
         SummarizeOptions one = o;
         one.device = "cuda";
         one.gpu = gpu;
         one.progress_bar = false;
-        try {
-          streams.push_back(std::make_unique<SyncedStream>(err, err_mu));
-          engines.push_back(std::make_unique<Summarizer>(one, *streams.back()));
-        } catch (const Error& e) {
-          if (!all || engines.empty()) throw;  // "all": stop at the first GPU that does not open
-          break;
-        }
+        per_gpu.push_back(std::move(one));
+        streams.push_back(std::make_unique<SyncedStream>(err, err_mu));
+        logs.push_back(streams.back().get());
       }
+      // "all": every GPU that opens; a list: each must.
+      SyncedStream notes(err, err_mu);
+      engines = open_summarizers(per_gpu, logs, o.devices == "all", notes);
     }
     DiscoveredInputs found = discover_inputs(o, in);
     check_output_collisions(found);

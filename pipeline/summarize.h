@@ -107,6 +107,14 @@ class Summarizer {
 // several threads: give each engine its own SyncedStream. Errors in one document never stop the others.
 BatchReport run_on_engines(std::vector<std::unique_ptr<Summarizer>>& engines, const std::vector<SummaryInput>& inputs);
 
+// Opens one Summarizer per entry of `options` at once, each on its own thread (loading a model onto
+// several GPUs takes the time of one), each logging to its own entry of `logs`. With keep_going, the
+// ones that fail are left out and said on `err` (an Error only if none opens); otherwise the first
+// failure, in the order of `options`, is thrown.
+std::vector<std::unique_ptr<Summarizer>> open_summarizers(const std::vector<SummarizeOptions>& options,
+                                                          std::vector<std::ostream*> logs, bool keep_going,
+                                                          std::ostream& err);
+
 // An ostream for one writer thread that forwards whole lines to `out` under `mu`, so the lines of
 // several such streams (one per engine thread) never interleave.
 class SyncedStream : public std::ostream {

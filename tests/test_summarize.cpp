@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/error.h"
 #include "pipeline/summarize.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
@@ -378,11 +379,14 @@ TEST(Summarize, SeveralEnginesShareOneQueue) {
   std::mutex mu;
   std::ostringstream log2;
   std::vector<std::unique_ptr<abridge::pipeline::SyncedStream>> streams;
-  std::vector<std::unique_ptr<abridge::pipeline::Summarizer>> engines;
+  std::vector<std::ostream*> logs;
   for (int e = 0; e < 2; ++e) {
     streams.push_back(std::make_unique<abridge::pipeline::SyncedStream>(log2, mu));
-    engines.push_back(std::make_unique<abridge::pipeline::Summarizer>(o, *streams.back()));
+    logs.push_back(streams.back().get());
   }
+  std::ostringstream notes;
+  auto engines = abridge::pipeline::open_summarizers({o, o}, logs, false, notes);  // opened side by side
+  ASSERT_EQ(engines.size(), 2u);
   const auto found2 = abridge::pipeline::discover_inputs(o, no_stdin);
   const auto r2 = abridge::pipeline::run_on_engines(engines, found2.inputs);
   EXPECT_EQ(r2.summarized, 9) << log2.str();
@@ -395,6 +399,33 @@ TEST(Summarize, SeveralEnginesShareOneQueue) {
     const std::string name = "d" + std::to_string(i) + ".txt.summary.json";
     EXPECT_EQ(json::parse(read_file(single / name))["summary"], json::parse(read_file(multi / name))["summary"]) << name;
   }
+}
+
+// Engines open side by side; one that cannot open is left out (keep going) or stops the run.
+TEST(Summarize, EnginesThatFailToOpenAreLeftOutOrStopTheRun) {
+  TempDir out;
+  abridge::pipeline::SummarizeOptions good;
+  good.inputs = {source_path("samples").string()};
+  good.model = random_model_dir().string();
+  good.device = "cpu";
+  good.out_dir = out.path().string();
+  good.quiet = true;
+  good.threads = 1;
+  abridge::pipeline::SummarizeOptions bad = good;
+  bad.model = (out / "no-model").string();
+  bad.gpu = 1;
+  std::ostringstream log_a, log_b, notes;
+  auto engines = abridge::pipeline::open_summarizers({good, bad}, {&log_a, &log_b}, true, notes);
+  EXPECT_EQ(engines.size(), 1u);
+  EXPECT_TRUE(contains(notes.str(), "GPU 1 not used")) << notes.str();
+  EXPECT_TRUE(contains(notes.str(), "no-model")) << notes.str();
+  try {
+    abridge::pipeline::open_summarizers({good, bad}, {&log_a, &log_b}, false, notes);
+    ADD_FAILURE() << "a list of engines with one that cannot open must throw";
+  } catch (const abridge::Error& e) {
+    EXPECT_TRUE(contains(e.what(), "no-model")) << e.what();
+  }
+  EXPECT_THROW(abridge::pipeline::open_summarizers({bad}, {&log_b}, true, notes), abridge::Error);
 }
 
 TEST(Summarize, DevicesNeedTheGpu) {
