@@ -128,8 +128,8 @@ struct Layout {
   static constexpr int kQBytes = kQueries * kHd * 2;  // two warpgroups' tiles of (64, 128)
   static constexpr int kTileBytes = BC * kHd * 2;     // one K or V tile
   static constexpr int kStages = 3;
-  static constexpr int kBarriers = kQBytes + 2 * kStages * kTileBytes;  // full K, full V, empty per stage
-  static constexpr int kBytes = kBarriers + 3 * kStages * 8;
+  static constexpr int kBarrierOffset = kQBytes + 2 * kStages * kTileBytes;  // then full K, full V, empty per stage
+  static constexpr int kBytes = kBarrierOffset + 3 * kStages * 8;
   static constexpr int kAlloc = kBytes + 1024;  // room to align the base to 1024 bytes
 };
 
@@ -156,7 +156,7 @@ __global__ void __launch_bounds__(Layout<BC, kTma>::kThreads, 1)
   const uint32_t q_s = base;
   const uint32_t k_s = q_s + L::kQBytes;
   const uint32_t v_s = k_s + L::kStages * L::kTileBytes;
-  const uint32_t full_k = base + L::kBarriers, full_v = full_k + 8 * L::kStages, empty = full_v + 8 * L::kStages;
+  const uint32_t full_k = base + L::kBarrierOffset, full_v = full_k + 8 * L::kStages, empty = full_v + 8 * L::kStages;
 
   const int tile = blockIdx.x, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
   const int t0 = p.tiles[4 * tile], count = p.tiles[4 * tile + 1], table_offset = p.tiles[4 * tile + 3];
