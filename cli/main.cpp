@@ -166,7 +166,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       ("prefill", po::value(&o.prefill)->default_value(o.prefill), "prompt lengths, comma-separated")
       ("decode", po::value(&o.decode)->default_value(o.decode), "decode runs as BATCHxCONTEXT, comma-separated")
       ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run")
-      ("prefill-chunk", po::value(&o.max_batch_tokens)->default_value(8192), "prompt tokens per forward step; run several values to compare")
+      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(8192), "prompt tokens per forward step; run several values to compare")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "share of GPU memory the engine may take")
       ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: measured figure for H100/H200)")
       ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s")

@@ -16,8 +16,9 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 // Contiguous blocks for `n_seqs` sequences of up to `tokens` tokens each, from block 0 on.
 // Prefills sequences 0..n_seqs-1 to `tokens` tokens each (chunked); returns the seconds taken.
-double prefill(Backend& b, const std::vector<std::vector<int32_t>>& tables, int64_t tokens, std::vector<float>& logits) {
-  const int64_t chunk = b.max_batch_tokens();
+double prefill(Backend& b, const std::vector<std::vector<int32_t>>& tables, int64_t tokens, int64_t chunk,
+               std::vector<float>& logits) {
+  chunk = std::min(chunk, b.max_batch_tokens());
   const auto t0 = Clock::now();
   for (size_t s = 0; s < tables.size(); ++s) {
     for (int64_t begin = 0; begin < tokens; begin += chunk) {
@@ -59,7 +60,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
   // Warm-up: kernels loaded, cuBLAS heuristics chosen.
   {
     const auto t = contiguous_block_tables(b, 1, 1024);
-    prefill(b, t, 1024, logits);
+    prefill(b, t, 1024, o.prefill_chunk, logits);
     b.release(0);
   }
   const double lm_head = 2.0 * static_cast<double>(c.vocab_size * c.hidden_size);
@@ -82,7 +83,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
     } else {
       try {
         const auto t = contiguous_block_tables(b, 1, n);
-        r.seconds = prefill(b, t, n, logits);
+        r.seconds = prefill(b, t, n, o.prefill_chunk, logits);
         r.tokens_per_s = static_cast<double>(n) / r.seconds;
         last_seconds = r.seconds;
         last_n = n;
@@ -104,7 +105,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
           static_cast<double>(d.batch) / (decode_step_bytes(c, d.batch, d.context) / (o.copy_tbps * 1e12));
     try {
       const auto tables = contiguous_block_tables(b, d.batch, d.context + o.decode_steps + 2);
-      prefill(b, tables, d.context, logits);
+      prefill(b, tables, d.context, o.prefill_chunk, logits);
       if (logits.size() < static_cast<size_t>(d.batch * c.vocab_size)) logits.resize(static_cast<size_t>(d.batch * c.vocab_size));
       Clock::time_point t0;
       for (int64_t step = -2; step < o.decode_steps; ++step) {  // two untimed steps first

@@ -52,14 +52,15 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
       bo.decodes.push_back({parse_count(parts[0], "--decode"), parse_count(parts[1], "--decode")});
     }
     bo.decode_steps = opt.decode_steps;
+    check_prefill_chunk(opt.prefill_chunk);
+    bo.prefill_chunk = opt.prefill_chunk;
     bo.time_limit_s = opt.time_limit;
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
     engine::BackendOptions backend_options;
     backend_options.device = engine::parse_device(opt.device);
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
-    check_prefill_chunk(opt.max_batch_tokens);
-    backend_options.max_batch_tokens = opt.max_batch_tokens;
+    backend_options.max_batch_tokens = opt.prefill_chunk;
     int64_t max_batch = 1;
     for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
     backend_options.max_logit_rows = max_batch;

@@ -85,7 +85,7 @@ struct BenchEngineOptions {
   double gemm_tflops = 0;  // 0: the measured figure for a known GPU (H100, H200)
   double copy_tbps = 0;
   double gpu_memory_fraction = 0.90;
-  int64_t max_batch_tokens = 8192;
+  int64_t prefill_chunk = 8192;  // prompt tokens per forward step
   double time_limit = 400;  // seconds for the prefill part
 };
 int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err);

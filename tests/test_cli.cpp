@@ -194,4 +194,9 @@ TEST(Cli, BenchEngineOnTheCpuPrintsATable) {
   const auto bad = run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) + " --decode 2by32");
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_TRUE(contains(bad.err, "BATCHxCONTEXT")) << bad.err;
+  const auto chunked = run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) +
+                                   " --prefill 200 --decode 1x32 --steps 2 --prefill-chunk 64");
+  ASSERT_EQ(chunked.exit_code, 0) << chunked.err;
+  EXPECT_TRUE(contains(chunked.out, "| prefill 200 | TTFT ")) << chunked.out;
+  EXPECT_EQ(run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) + " --prefill-chunk 1").exit_code, 2);
 }
