@@ -14,11 +14,11 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Contiguous blocks for `n_seqs` sequences of up to `tokens` tokens each, from block 0 on.
 // Prefills sequences 0..n_seqs-1 to `tokens` tokens each (chunked); returns the seconds taken.
 double prefill(Backend& b, const std::vector<std::vector<int32_t>>& tables, int64_t tokens, int64_t chunk,
                std::vector<float>& logits) {
   chunk = std::min(chunk, b.max_batch_tokens());
+  ABRIDGE_CHECK(chunk > 0, "prefill chunk must be positive");
   const auto t0 = Clock::now();
   for (size_t s = 0; s < tables.size(); ++s) {
     for (int64_t begin = 0; begin < tokens; begin += chunk) {

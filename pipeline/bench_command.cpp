@@ -53,14 +53,14 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     }
     bo.decode_steps = opt.decode_steps;
     check_prefill_chunk(opt.prefill_chunk);
-    bo.prefill_chunk = opt.prefill_chunk;
+    if (opt.prefill_chunk > 0) bo.prefill_chunk = opt.prefill_chunk;  // 0: the default, as elsewhere
     bo.time_limit_s = opt.time_limit;
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
     engine::BackendOptions backend_options;
     backend_options.device = engine::parse_device(opt.device);
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
-    backend_options.max_batch_tokens = opt.prefill_chunk;
+    backend_options.max_batch_tokens = bo.prefill_chunk;
     int64_t max_batch = 1;
     for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
     backend_options.max_logit_rows = max_batch;

@@ -849,7 +849,8 @@ namespace {
 std::vector<int> parse_devices(const std::string& spec) {
   std::vector<int> out;
   if (spec == "all") {
-    for (int i = 0; i < engine::gpu_count(); ++i) out.push_back(i);
+    const int count = engine::gpu_count();
+    for (int i = 0; i < count; ++i) out.push_back(i);
     if (out.empty()) throw Error("--devices all: no CUDA device is visible");
     return out;
   }

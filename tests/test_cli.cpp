@@ -199,4 +199,8 @@ TEST(Cli, BenchEngineOnTheCpuPrintsATable) {
   ASSERT_EQ(chunked.exit_code, 0) << chunked.err;
   EXPECT_TRUE(contains(chunked.out, "| prefill 200 | TTFT ")) << chunked.out;
   EXPECT_EQ(run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) + " --prefill-chunk 1").exit_code, 2);
+  const auto zero = run_abridge("bench engine --device cpu --model " + quote(random_model_dir()) +
+                                " --prefill 64 --decode 1x32 --steps 2 --prefill-chunk 0");  // 0: the default
+  ASSERT_EQ(zero.exit_code, 0) << zero.err;
+  EXPECT_TRUE(contains(zero.out, "| prefill 64 | TTFT ")) << zero.out;
 }
