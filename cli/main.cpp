@@ -101,7 +101,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("device", po::value(&o.device)->default_value("cpu"), "cpu or cuda")
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take (weights, buffers, KV cache)")
-      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "2048"), kPrefillChunkHelp)
+      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only (plus the sink tokens), so memory stays bounded; 0: full attention")
       ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to")
       ("stats", po::bool_switch(&o.stats), "print token counts and timings to standard error");

@@ -31,7 +31,7 @@ struct BackendOptions {
   AttentionOptions attention;
   int gpu = 0;                        // CUDA: device index
   double gpu_memory_fraction = 0.90;  // CUDA: of the card's memory, KV pool included
-  int64_t max_batch_tokens = 2048;    // CUDA: tokens per forward step (kDefaultStepTokens)
+  int64_t max_batch_tokens = 8192;    // CUDA: tokens per forward step (kDefaultStepTokens)
   int64_t max_logit_rows = 256;       // CUDA: logits rows per step
 };
 

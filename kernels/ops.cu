@@ -36,6 +36,17 @@ __device__ float block_sum(float v, float* scratch) {
   return warp_sum(v);
 }
 
+// Maximum over the block; every thread gets the result. `scratch` holds 32 floats.
+__device__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < n_warps ? scratch[lane] : -FLT_MAX;
+  return warp_max(v);
+}
+
 __global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x, int d) {
   const int i = blockIdx.x;
   const bf16* row = table + static_cast<int64_t>(tokens[i]) * d;
@@ -207,8 +218,13 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
     if (e < dims_per_lane) ws_acc[idx * hd + lane * dims_per_lane + e] = acc[e];
 }
 
-// grid (n_singles, n_heads), block head_dim.
+// grid (n_singles, n_heads), block head_dim; splits <= kMaxSplits. The splits' maxima and weights are
+// read side by side into shared memory, then each thread sums its dimension over the splits with
+// several loads in flight (a serial pass over 64 splits costs more than the attention itself).
+constexpr int kMaxSplits = 256;
 __global__ void attention_combine_kernel(AttentionParams p, int splits) {
+  __shared__ float weight[kMaxSplits];
+  __shared__ float scratch[32];
   const int c = blockIdx.x, i = p.singles[c], h = blockIdx.y, d = threadIdx.x, hd = p.head_dim;
   const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
   const float* ws_m = p.workspace;
@@ -216,16 +232,24 @@ __global__ void attention_combine_kernel(AttentionParams p, int splits) {
   const float* ws_acc = ws_l + n_part;
   const int64_t base = (static_cast<int64_t>(c) * p.n_heads + h) * splits;
   float mx = -FLT_MAX;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ws_m[base + s]);
-  float num = 0, den = 0;
-  for (int s = 0; s < splits; ++s) {
+  for (int s = d; s < splits; s += blockDim.x) mx = fmaxf(mx, ws_m[base + s]);
+  mx = block_max(mx, scratch);
+  float den = 0;
+  for (int s = d; s < splits; s += blockDim.x) {
     const float l = ws_l[base + s];
-    if (l == 0.0f) continue;  // an empty split
-    const float w = __expf(ws_m[base + s] - mx);
-    num += w * ws_acc[(base + s) * hd + d];
+    const float w = l == 0.0f ? 0.0f : __expf(ws_m[base + s] - mx);  // l = 0: an empty split
+    weight[s] = w;
     den += w * l;
   }
-  p.out[(static_cast<int64_t>(i) * p.n_heads + h) * hd + d] = __float2bfloat16(num / den);
+  den = block_sum(den, scratch);  // its barriers also publish weight[]
+  const float* acc = ws_acc + base * hd + d;
+  float num[4] = {0, 0, 0, 0};
+  int s = 0;
+  for (; s + 4 <= splits; s += 4)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) num[u] += weight[s + u] * acc[static_cast<int64_t>(s + u) * hd];
+  for (; s < splits; ++s) num[0] += weight[s] * acc[static_cast<int64_t>(s) * hd];
+  p.out[(static_cast<int64_t>(i) * p.n_heads + h) * hd + d] = __float2bfloat16((num[0] + num[1] + num[2] + num[3]) / den);
 }
 
 
@@ -487,13 +511,14 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
 
 constexpr int kDecodeKeys = 64;  // keys per shared-memory tile: 16 per warp, 4 warps
 
-// grid (n_singles, n_kv_heads, splits), block 128. One single token, one KV head, the virtual keys
-// [split * chunk, ...) of its span: the group's query heads are the rows of one 16-row mma tile (rows
+// grid (n_singles, n_kv_heads, splits), block 128. One single token, one KV head, one of `splits`
+// equal runs of whole 64-key tiles of the token's own span (so a batch of short and long contexts,
+// or a graph captured for a longer context, leaves no split empty that could have had work): the group's query heads are the rows of one 16-row mma tile (rows
 // past the group are zeros), so K and V are read once for the whole group and the products run on
 // the tensor cores. Each warp keeps its own online softmax over its 16 keys of every tile; the four
 // are merged at the end into the split's partial (m, l, acc), the split kernel's format.
 template <int HD>
-__global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p, int chunk, int splits) {
+__global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p, int splits) {
   constexpr int kStride = HD + 8;
   constexpr int kChunks = HD / 8;
   extern __shared__ __align__(16) unsigned char decode_smem[];
@@ -506,6 +531,8 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t pos = p.positions[i];
   const KeySpan span = key_span(p, pos);
+  const int64_t tiles_per_split = ((span.count + kDecodeKeys - 1) / kDecodeKeys + splits - 1) / splits;
+  const int64_t chunk = tiles_per_split * kDecodeKeys;
   const int64_t v_begin = static_cast<int64_t>(split) * chunk;
   const int64_t v_end = span.count < v_begin + chunk ? span.count : v_begin + chunk;
   const int32_t* table = p.block_tables + p.table_offsets[i];
@@ -677,17 +704,6 @@ __host__ __device__ __forceinline__ double uniform_of(uint64_t seed, uint64_t co
 
 constexpr int kSampleThreads = 1024;
 
-// Block-wide reductions over kSampleThreads threads; `scratch` holds 32 values.
-__device__ float block_max(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < (kSampleThreads >> 5) ? scratch[lane] : -FLT_MAX;
-  return warp_max(v);
-}
-
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int vocab, const SampleRow* rows,
                                                                 int32_t* out) {
   __shared__ float scratch[32];
@@ -789,52 +805,131 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
 
 // ---- GEMV for decode steps
 
-// grid ceil(m / 8), block 256: warp w computes output row 8 * blockIdx.x + w for every token. Each
-// lane streams 16-byte pieces of the weight row, four loads in flight before the first is used (a
-// layer's smaller matrices give each multiprocessor only a few warps, and one load at a time leaves
-// memory idle); the activations (n x k bf16, a few KB) stay in L1/L2.
-template <int N>
-__global__ void __launch_bounds__(256) gemv_kernel(const bf16* x, const bf16* w, float* y, int k, int m, float beta) {
-  const int lane = threadIdx.x & 31;
-  const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
-  if (row >= m) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * k);
-  float acc[N];
+constexpr int kGemvWarps = 8;  // block of 256 threads
+constexpr int kGemvDepth = 4;  // 16-byte weight loads in flight per lane
+
+// grid ceil(m / (8 / SPLIT)), block 256. SPLIT warps share an output row, each streaming its share of
+// the row's 16-byte pieces with four loads in flight per lane (a layer's smaller matrices give each
+// multiprocessor few rows: splitting them keeps more loads in flight and spreads the rows evenly over
+// the multiprocessors). NORM: the block first RMS-normalizes the N input rows into shared memory,
+// with its first weight loads already issued. GLU: each warp reads a gate row and the matching up row
+// and writes silu(gate) * up.
+template <int N, int SPLIT, bool NORM, bool GLU>
+__global__ void __launch_bounds__(256) gemv_kernel(GemvParams p) {
+  extern __shared__ __align__(16) unsigned char gemv_smem[];  // NORM: the normalized rows, (N, k) bf16
+  __shared__ float partial[kGemvWarps][GLU ? 2 : 1][N];
+  __shared__ float scratch[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int row = blockIdx.x * (kGemvWarps / SPLIT) + warp / SPLIT, part = warp % SPLIT;
+  const bool active = row < p.m;
+  const int k = p.k, chunks = k / 8;
+  const int begin = part * chunks / SPLIT, end = (part + 1) * chunks / SPLIT;
+  const uint4* w0 = reinterpret_cast<const uint4*>(p.w) + static_cast<int64_t>(active ? row : 0) * chunks;
+  const uint4* w1 = w0 + static_cast<int64_t>(p.m) * chunks;  // GLU: the up row
+  const bf16* xs = NORM ? reinterpret_cast<const bf16*>(gemv_smem) : p.x;
+
+  float acc0[N], acc1[N];
 #pragma unroll
-  for (int t = 0; t < N; ++t) acc[t] = 0;
-  auto consume = [&](const uint4& wv, int c) {
-    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
-    float2 wf[4];
+  for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = 0;
+  uint4 wv0[kGemvDepth], wv1[kGemvDepth];
+  auto load = [&](int c0) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) wf[e] = __bfloat1622float2(wp[e]);
-#pragma unroll
-    for (int t = 0; t < N; ++t) {
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(t) * k) + c);
-      const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 xf = __bfloat1622float2(xp[e]);
-        acc[t] += wf[e].x * xf.x + wf[e].y * xf.y;
+    for (int u = 0; u < kGemvDepth; ++u) {
+      const int c = c0 + 32 * u;
+      if (active && c < end) {
+        wv0[u] = __ldg(w0 + c);
+        if constexpr (GLU) wv1[u] = __ldg(w1 + c);
       }
     }
   };
-  constexpr int kDepth = 4;
-  const int chunks = k / 8;
-  int c = lane;
-  for (; c + 32 * (kDepth - 1) < chunks; c += 32 * kDepth) {
-    uint4 wv[kDepth];
+  auto dot = [](const uint4& wv, const uint4& xv, float& acc) {
+    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
+    const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
 #pragma unroll
-    for (int u = 0; u < kDepth; ++u) wv[u] = __ldg(wr + c + 32 * u);
+    for (int e = 0; e < 4; ++e) {
+      const float2 wf = __bfloat1622float2(wp[e]), xf = __bfloat1622float2(xp[e]);
+      acc += wf.x * xf.x + wf.y * xf.y;
+    }
+  };
+  auto consume = [&](int c0) {
 #pragma unroll
-    for (int u = 0; u < kDepth; ++u) consume(wv[u], c + 32 * u);
+    for (int u = 0; u < kGemvDepth; ++u) {
+      const int c = c0 + 32 * u;
+      if (!active || c >= end) continue;
+#pragma unroll
+      for (int t = 0; t < N; ++t) {
+        const uint4* xr = reinterpret_cast<const uint4*>(xs + static_cast<int64_t>(t) * k) + c;
+        const uint4 xv = NORM ? *xr : __ldg(xr);
+        dot(wv0[u], xv, acc0[t]);
+        if constexpr (GLU) dot(wv1[u], xv, acc1[t]);
+      }
+    }
+  };
+
+  int c0 = begin + lane;
+  load(c0);
+  if constexpr (NORM) {
+    bf16* out = reinterpret_cast<bf16*>(gemv_smem);
+    const float4* norm_w = reinterpret_cast<const float4*>(p.norm_w);
+    for (int t = 0; t < N; ++t) {
+      const float4* xr = reinterpret_cast<const float4*>(p.x_f32 + static_cast<int64_t>(t) * k);
+      float ss = 0;
+      for (int j = threadIdx.x; j < k / 4; j += blockDim.x) {
+        const float4 v = xr[j];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+      const float scale = rsqrtf(block_sum(ss, scratch) / static_cast<float>(k) + p.eps);
+      for (int j = threadIdx.x; j < k / 4; j += blockDim.x) {
+        const float4 v = xr[j], g = norm_w[j];
+        __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(t) * k + 4 * j);
+        o[0] = __floats2bfloat162_rn(g.x * (v.x * scale), g.y * (v.y * scale));
+        o[1] = __floats2bfloat162_rn(g.z * (v.z * scale), g.w * (v.w * scale));
+      }
+    }
+    __syncthreads();
   }
-  for (; c < chunks; c += 32) consume(__ldg(wr + c), c);
+  for (;;) {
+    consume(c0);
+    c0 += 32 * kGemvDepth;
+    if (c0 - lane >= end) break;
+    load(c0);
+  }
+
 #pragma unroll
   for (int t = 0; t < N; ++t) {
-    const float v = warp_sum(acc[t]);
+    acc0[t] = warp_sum(acc0[t]);
+    if constexpr (GLU) acc1[t] = warp_sum(acc1[t]);
+  }
+  if constexpr (SPLIT > 1) {
     if (lane == 0) {
-      float* out = y + static_cast<int64_t>(t) * m + row;
-      *out = beta == 0.0f ? v : beta * *out + v;
+#pragma unroll
+      for (int t = 0; t < N; ++t) {
+        partial[warp][0][t] = acc0[t];
+        if constexpr (GLU) partial[warp][GLU ? 1 : 0][t] = acc1[t];
+      }
+    }
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+      acc0[t] = acc1[t] = 0;
+#pragma unroll
+      for (int q = 0; q < SPLIT; ++q) {
+        acc0[t] += partial[warp + q][0][t];
+        if constexpr (GLU) acc1[t] += partial[warp + q][GLU ? 1 : 0][t];
+      }
+    }
+  }
+  if (!active) return;
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+    if (lane != t) continue;
+    const int64_t o = static_cast<int64_t>(t) * p.m + row;
+    if constexpr (GLU) {
+      const float g = acc0[t];
+      p.act[o] = __float2bfloat16(g / (1.0f + __expf(-g)) * acc1[t]);
+    } else {
+      p.y[o] = p.beta == 0.0f ? acc0[t] : p.beta * p.y[o] + acc0[t];
     }
   }
 }
@@ -862,6 +957,38 @@ int multiprocessors() {
   return c;
 }
 
+// Blocks of the decode attention kernel the current device holds at once (all multiprocessors).
+int decode_slots(void (*kernel)(AttentionParams, int), int head_dim, size_t smem) {
+  static std::atomic<int> cached[64][2] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) device = 0;
+  std::atomic<int>& slot = cached[device][head_dim == 128 ? 1 : 0];
+  int n = slot.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem) != cudaSuccess || per_sm <= 0) per_sm = 1;
+    n = per_sm * multiprocessors();
+    slot.store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+// Key splits for `blocks` (token, KV head) pairs of up to `keys` keys. A few pairs (batch 1) are split
+// until they fill about two thirds of the GPU's block slots: more splits only add partials to merge.
+// Where they take more than one round of slots (large batches), the splits make the last round
+// mostly full, since the step waits for its slowest multiprocessor. (H100, 4B shapes: batch 1
+// ctx 4K runs 33 splits of two tiles, batch 16 three splits, batch 64 at 2K two.)
+int decode_splits(int blocks, int keys, int max_splits, int slots) {
+  const int most = std::max(1, std::min(max_splits, (keys + kDecodeKeys - 1) / kDecodeKeys));
+  int splits = std::clamp((2 * slots / 3 + blocks - 1) / blocks, 1, most);
+  while (splits < most && static_cast<int64_t>(blocks) * splits > slots) {
+    const double rounds = static_cast<double>(blocks) * splits / slots;
+    if (rounds / std::ceil(rounds) >= 0.85) break;
+    ++splits;
+  }
+  return splits;
+}
+
 int split_chunk(int max_position, int max_splits) {
   // At least 64 keys (two tiles) per split, and no more splits than the workspace holds: a decode
   // step at batch 1 then spreads a 4K context over 64 splits x KV heads blocks.
@@ -869,6 +996,46 @@ int split_chunk(int max_position, int max_splits) {
   int chunk = (keys + max_splits - 1) / max_splits;
   if (chunk < 64) chunk = 64;
   return (chunk + kTileKeys - 1) / kTileKeys * kTileKeys;
+}
+
+
+// Largest shared-memory stage of normalized input rows that gemv() takes on (above 48 KB the kernel is
+// opted in to more).
+constexpr size_t kGemvNormSmemMax = 96 * 1024;
+
+template <int N, int SPLIT, bool NORM, bool GLU>
+void launch_gemv_as(const GemvParams& p, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
+  if (smem > 48 * 1024)
+    cudaFuncSetAttribute(gemv_kernel<N, SPLIT, NORM, GLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  gemv_kernel<N, SPLIT, NORM, GLU><<<grid, block, smem, s>>>(p);
+}
+template <int N, int SPLIT>
+void launch_gemv_split(const GemvParams& p, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
+  if (p.norm_w)
+    p.act ? launch_gemv_as<N, SPLIT, true, true>(p, smem, grid, block, s) : launch_gemv_as<N, SPLIT, true, false>(p, smem, grid, block, s);
+  else
+    p.act ? launch_gemv_as<N, SPLIT, false, true>(p, smem, grid, block, s) : launch_gemv_as<N, SPLIT, false, false>(p, smem, grid, block, s);
+}
+template <int N>
+void launch_gemv_rows(const GemvParams& p, int split, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
+  switch (split) {
+    case 1: launch_gemv_split<N, 1>(p, smem, grid, block, s); break;
+    case 2: launch_gemv_split<N, 2>(p, smem, grid, block, s); break;
+    default: launch_gemv_split<N, 4>(p, smem, grid, block, s); break;
+  }
+}
+void launch_gemv(const GemvParams& p, int split, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
+  switch (p.n) {
+    case 1: launch_gemv_rows<1>(p, split, smem, grid, block, s); break;
+    case 2: launch_gemv_rows<2>(p, split, smem, grid, block, s); break;
+    case 3: launch_gemv_rows<3>(p, split, smem, grid, block, s); break;
+    case 4: launch_gemv_rows<4>(p, split, smem, grid, block, s); break;
+    case 5: launch_gemv_rows<5>(p, split, smem, grid, block, s); break;
+    case 6: launch_gemv_rows<6>(p, split, smem, grid, block, s); break;
+    case 7: launch_gemv_rows<7>(p, split, smem, grid, block, s); break;
+    case 8: launch_gemv_rows<8>(p, split, smem, grid, block, s); break;
+    default: break;  // callers use it for 1..kGemvMaxRows rows only
+  }
 }
 
 }  // namespace
@@ -934,6 +1101,7 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
 
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n == 0) return;
+  max_splits = std::clamp(max_splits, 1, kMaxSplits);
 #ifdef ABRIDGE_HAVE_SM90A
   if (p.n_tiles > 0 && p.tile_queries == kAttentionTileQueriesSm90 && p.head_dim == 128) {
     sm90::attention_tiles(p, s);
@@ -955,25 +1123,17 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n_singles == 0) return;
   const int group = p.n_heads / p.n_kv_heads;
   if (group <= 16 && (p.head_dim == 64 || p.head_dim == 128)) {
-    // Tensor-core decode: splits of whole 64-key tiles, only as many as it takes to give the GPU
-    // about four blocks per multiprocessor (a large batch needs none; batch 1 needs many). Fewer
-    // splits mean longer streams per block and less to combine.
-    const int blocks = p.n_singles * p.n_kv_heads;
-    const int wanted = std::min(max_splits, std::max(1, (4 * multiprocessors() + blocks - 1) / blocks));
-    int chunk = (p.max_position + 1 + wanted - 1) / wanted;
-    chunk = (chunk + kDecodeKeys - 1) / kDecodeKeys * kDecodeKeys;
-    const int splits = (p.max_position + 1 + chunk - 1) / chunk;
+    // Tensor-core decode, each token's keys in `splits` runs of whole 64-key tiles (decode_splits).
     const size_t tiles = sizeof(bf16) * (16 + 4 * kDecodeKeys) * (p.head_dim + 8);
     const size_t reduce = sizeof(float) * 4 * 16 * (p.head_dim + 2) + sizeof(bf16) * 16 * (p.head_dim + 8);
     const size_t smem = std::max(tiles, reduce);
-    const dim3 grid(p.n_singles, p.n_kv_heads, splits);
-    if (p.head_dim == 128) {
-      cudaFuncSetAttribute(attention_decode_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-      attention_decode_kernel<128><<<grid, 128, smem, s>>>(p, chunk, splits);
-    } else {
-      cudaFuncSetAttribute(attention_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-      attention_decode_kernel<64><<<grid, 128, smem, s>>>(p, chunk, splits);
-    }
+    auto kernel = p.head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
+    // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
+    // so engines on several GPUs in one process all get it.
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    const int splits = decode_splits(p.n_singles * p.n_kv_heads, p.max_position + 1, max_splits,
+                                     decode_slots(kernel, static_cast<int>(p.head_dim), smem));
+    kernel<<<dim3(p.n_singles, p.n_kv_heads, splits), 128, smem, s>>>(p, splits);
     attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, splits);
     return;
   }
@@ -991,19 +1151,26 @@ void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, i
 
 double sample_uniform(uint64_t seed, uint64_t counter) { return uniform_of(seed, counter); }
 
+bool gemv_can_normalize(int n, int k) {
+  return n >= 1 && n <= kGemvMaxRows && k % 8 == 0 && static_cast<size_t>(n) * k * sizeof(bf16) <= kGemvNormSmemMax;
+}
+
+void gemv(const GemvParams& p, cudaStream_t s) {
+  if (p.n <= 0 || p.m <= 0) return;
+  // Rows split between warps until the grid gives every multiprocessor about four blocks.
+  int split = 1;
+  const int64_t target = 4 * static_cast<int64_t>(multiprocessors());
+  while (split < 4 && (static_cast<int64_t>(p.m) * split + kGemvWarps - 1) / kGemvWarps < target) split *= 2;
+  const int rows_per_block = kGemvWarps / split;
+  const dim3 grid((p.m + rows_per_block - 1) / rows_per_block), block(32 * kGemvWarps);
+  const size_t smem = p.norm_w ? static_cast<size_t>(p.n) * p.k * sizeof(bf16) : 0;
+  launch_gemv(p, split, smem, grid, block, s);
+}
+
 void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, cudaStream_t s) {
-  const dim3 grid((m + 7) / 8), block(256);
-  switch (n) {
-    case 1: gemv_kernel<1><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 2: gemv_kernel<2><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 3: gemv_kernel<3><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 4: gemv_kernel<4><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 5: gemv_kernel<5><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 6: gemv_kernel<6><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 7: gemv_kernel<7><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    case 8: gemv_kernel<8><<<grid, block, 0, s>>>(x, w, y, k, m, beta); break;
-    default: break;  // callers use it for 1..kGemvMaxRows rows only
-  }
+  GemvParams p;
+  p.x = x, p.w = w, p.y = y, p.beta = beta, p.n = n, p.k = k, p.m = m;
+  gemv(p, s);
 }
 
 void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s) {

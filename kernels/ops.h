@@ -102,9 +102,29 @@ void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, i
 // The uniform number in [0, 1) that sample() draws for (seed, counter); the CPU twin uses it too.
 double sample_uniform(uint64_t seed, uint64_t counter);
 
-// y (n, m) f32 = x (n, k) bf16 . w (m, k)^T bf16 + beta * y, for the few rows of a decode step
-// (n <= kGemvMaxRows, k a multiple of 8): a bandwidth-bound pass over w, one warp per output row.
+// The matrix products of a decode step (n <= kGemvMaxRows rows, k a multiple of 8): one bandwidth-bound
+// pass over w. The input is either x (n, k) bf16, or, with norm_w set, the RMS norm of the float rows
+// x_f32 (n, k) computed in the kernel (rounded to bf16 as rms_norm() does) so that no separate norm
+// kernel runs. The output is either y (n, m) f32 = input . w (m, k)^T + beta * y, or, with act set,
+// act (n, m) bf16 = silu(input . gate^T) * (input . up^T), where w holds the m gate rows and then the m
+// up rows (SwiGLU without a separate kernel or a float intermediate).
 inline constexpr int kGemvMaxRows = 8;
+struct GemvParams {
+  const bf16* x = nullptr;
+  const float* x_f32 = nullptr;
+  const float* norm_w = nullptr;
+  float eps = 0.0f;
+  const bf16* w = nullptr;
+  float* y = nullptr;
+  float beta = 0.0f;
+  bf16* act = nullptr;
+  int n = 0, k = 0, m = 0;
+};
+void gemv(const GemvParams& p, cudaStream_t s);
+// Whether gemv() can normalize n rows of width k itself (the rows are staged in shared memory);
+// callers check it before setting norm_w.
+bool gemv_can_normalize(int n, int k);
+// Plain form: y = x . w^T + beta * y.
 void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, cudaStream_t s);
 
 // out (n, ffn) bf16 = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn) f32.

@@ -347,8 +347,10 @@ TEST(CudaOps, PagedAttention) {
 TEST(CudaOps, DecodeGemv) {
   REQUIRE_GPU();
   std::mt19937 rng(5);
+  // Shapes give one warp per row (6144 rows), rows split between 2 and 4 warps (2560, 37, 13 rows)
+  // and uneven splits of a row (k = 1000: 125 pieces of 8).
   for (int n = 1; n <= kernels::kGemvMaxRows; ++n) {
-    for (auto [k, m] : {std::pair{2560, 6144}, std::pair{1024, 13}, std::pair{9728, 2560}}) {
+    for (auto [k, m] : {std::pair{2560, 6144}, std::pair{1024, 13}, std::pair{9728, 2560}, std::pair{1000, 37}}) {
       SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " m=" + std::to_string(m));
       const auto x = random_bf16_values(static_cast<size_t>(n) * k, rng);
       const auto w = random_bf16_values(static_cast<size_t>(m) * k, rng, 0.05f);
@@ -367,6 +369,62 @@ TEST(CudaOps, DecodeGemv) {
           }
         EXPECT_LT(rel_l2(y_d.download(), ref), 1e-5) << "beta=" << beta;  // float32 accumulation
       }
+    }
+  }
+}
+
+// The decode GEMV that RMS-normalizes its float input rows itself, and the one that also applies
+// SwiGLU to a gate/up pair of rows, against double-precision references. The normalized inputs are
+// rounded to bf16 in both (as rms_norm() does); where the float and double normalizers straddle a
+// rounding edge one input differs by one bf16 step, hence 1e-3 instead of 1e-5 for the products.
+TEST(CudaOps, DecodeGemvNormAndSwiGlu) {
+  REQUIRE_GPU();
+  std::mt19937 rng(6);
+  const float eps = 1e-6f;
+  for (int n = 1; n <= kernels::kGemvMaxRows; ++n) {
+    for (auto [k, m] : {std::pair{2560, 6144}, std::pair{2560, 2560}, std::pair{1000, 13}}) {
+      SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " m=" + std::to_string(m));
+      ASSERT_TRUE(kernels::gemv_can_normalize(n, k));
+      const auto x = random_bf16_values(static_cast<size_t>(n) * k, rng, 3.0f);
+      const auto g = random_bf16_values(k, rng);
+      const auto w = random_bf16_values(static_cast<size_t>(2 * m) * k, rng, 0.05f);  // gate rows, then up rows
+      std::vector<float> h(static_cast<size_t>(n) * k);
+      for (int t = 0; t < n; ++t) {
+        double ss = 0;
+        for (int e = 0; e < k; ++e) ss += double(x[t * k + e]) * x[t * k + e];
+        const double sc = 1.0 / std::sqrt(ss / k + eps);
+        for (int e = 0; e < k; ++e) h[t * k + e] = __bfloat162float(__float2bfloat16(float(g[e] * (x[t * k + e] * sc))));
+      }
+      auto dot = [&](int t, int row) {
+        double acc = 0;
+        for (int e = 0; e < k; ++e) acc += double(h[static_cast<size_t>(t) * k + e]) * w[static_cast<size_t>(row) * k + e];
+        return acc;
+      };
+      Dev<float> x_d(x), g_d(g);
+      Dev<bf16> w_d(to_bf16(w));
+      kernels::GemvParams p;
+      p.x_f32 = x_d.p, p.norm_w = g_d.p, p.eps = eps, p.w = w_d.p, p.n = n, p.k = k, p.m = m;
+
+      Dev<float> y_d(static_cast<size_t>(n) * m);
+      p.y = y_d.p;
+      kernels::gemv(p, nullptr);
+      sync_ok();
+      std::vector<double> ref(static_cast<size_t>(n) * m);
+      for (int t = 0; t < n; ++t)
+        for (int j = 0; j < m; ++j) ref[static_cast<size_t>(t) * m + j] = dot(t, j);
+      EXPECT_LT(rel_l2(y_d.download(), ref), 1e-3) << "normalized input";
+
+      Dev<bf16> act_d(static_cast<size_t>(n) * m);
+      ASSERT_EQ(cudaMemset(act_d.p, 0xFF, act_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
+      p.y = nullptr, p.act = act_d.p;
+      kernels::gemv(p, nullptr);
+      sync_ok();
+      for (int t = 0; t < n; ++t)
+        for (int j = 0; j < m; ++j) {
+          const double gate = dot(t, j), up = dot(t, m + j);
+          ref[static_cast<size_t>(t) * m + j] = gate / (1 + std::exp(-gate)) * up;
+        }
+      EXPECT_LT(rel_l2(to_f32(act_d.download()), ref), kBf16OutTolerance) << "SwiGLU";
     }
   }
 }

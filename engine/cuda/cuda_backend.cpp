@@ -410,12 +410,25 @@ void CudaBackend::run(const BatchPlan& plan) {
     attn_max_position = 255;
     while (attn_max_position < max_position) attn_max_position = attn_max_position * 2 + 1;
   }
+  // A step of a few tokens runs its products as GEMVs that normalize their own input and, for gate/up,
+  // apply SwiGLU on the way out: no norm or SwiGLU kernels between them.
+  const bool fused = n <= kernels::kGemvMaxRows && kernels::gemv_can_normalize(static_cast<int>(n), static_cast<int>(d));
+  auto normed_gemv = [&](const float* norm_w, const bf16* w, int64_t rows, float* y, bf16* act) {
+    kernels::GemvParams gp;
+    gp.x_f32 = m.x, gp.norm_w = norm_w, gp.eps = eps, gp.w = w, gp.y = y, gp.act = act;
+    gp.n = static_cast<int>(n), gp.k = static_cast<int>(d), gp.m = static_cast<int>(rows);
+    kernels::gemv(gp, m.stream);
+  };
   auto enqueue = [&] {
     kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
-      kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
-      m.gemm(m.h, L.wqkv, m.qkv, n, d, qd + 2 * kvd, 0.0f);
+      if (fused) {
+        normed_gemv(L.input_norm, L.wqkv, qd + 2 * kvd, m.qkv, nullptr);
+      } else {
+        kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+        m.gemm(m.h, L.wqkv, m.qkv, n, d, qd + 2 * kvd, 0.0f);
+      }
       kernels::QkvParams qp{m.qkv, L.q_norm, L.k_norm, m.inv_freq, positions_d, kv_rows_d, m.q, m.k_cache(l), m.v_cache(l),
                             static_cast<int>(n), static_cast<int>(c.num_attention_heads),
                             static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim), eps};
@@ -447,9 +460,13 @@ void CudaBackend::run(const BatchPlan& plan) {
       ap.n_singles = n_singles;
       kernels::attention(ap, max_splits, m.stream);
       m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
-      kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
-      m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
-      kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
+      if (fused) {
+        normed_gemv(L.post_norm, L.wgu, ffn, nullptr, m.act);
+      } else {
+        kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+        m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
+        kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
+      }
       m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
     }
     if (nl > 0) {
