@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "kernels/ops.h"
 #ifdef ABRIDGE_HAVE_SM90A
@@ -305,6 +307,24 @@ __device__ __forceinline__ void qk_product(float (&sc)[NT][4], const uint32_t (&
   }
 }
 
+// O (16 rows, HD) f32 += P V for one warp and 16 keys: P from two 8-key accumulator tiles of S (whose
+// layout is the A-operand layout once packed to bf16), V rows in shared memory `stride` elements
+// apart, read transposed as B fragments with ldmatrix.
+template <int HD>
+__device__ __forceinline__ void pv_product(float (&o)[HD / 8][4], const float (&p0)[4], const float (&p1)[4],
+                                           const bf16* v_s, int stride, int lane) {
+  const uint32_t a[4] = {pack_bf16(p0[0], p0[1]), pack_bf16(p0[2], p0[3]), pack_bf16(p1[0], p1[1]),
+                         pack_bf16(p1[2], p1[3])};
+#pragma unroll
+  for (int dt = 0; dt < HD / 8; dt += 2) {
+    uint32_t b0, b1, b2, b3;
+    ldmatrix_x4_trans(b0, b1, b2, b3,
+                      smem_u32(v_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * stride + dt * 8 + (lane >> 4) * 8));
+    mma_bf16(o[dt], a, b0, b1);
+    mma_bf16(o[dt + 1], a, b2, b3);
+  }
+}
+
 constexpr int kFlashQ = kAttentionTileQueries;  // queries per block: 16 per warp, 4 warps
 constexpr int kFlashK = 64;                     // keys per tile
 
@@ -472,23 +492,9 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
       o[d][0] *= alpha[0], o[d][1] *= alpha[0];
       o[d][2] *= alpha[1], o[d][3] *= alpha[1];
     }
-    // O += P V: P's accumulator layout is the A-operand layout, 16 keys per k-step.
+    // O += P V, 16 keys per k-step.
 #pragma unroll
-    for (int ks = 0; ks < kFlashK / 16; ++ks) {
-      uint32_t a[4];
-      a[0] = pack_bf16(sc[2 * ks][0], sc[2 * ks][1]);
-      a[1] = pack_bf16(sc[2 * ks][2], sc[2 * ks][3]);
-      a[2] = pack_bf16(sc[2 * ks + 1][0], sc[2 * ks + 1][1]);
-      a[3] = pack_bf16(sc[2 * ks + 1][2], sc[2 * ks + 1][3]);
-#pragma unroll
-      for (int dt = 0; dt < HD / 8; dt += 2) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(b0, b1, b2, b3,
-                          smem_u32(v_s + (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride + dt * 8 + (lane >> 4) * 8));
-        mma_bf16(o[dt], a, b0, b1);
-        mma_bf16(o[dt + 1], a, b2, b3);
-      }
-    }
+    for (int ks = 0; ks < kFlashK / 16; ++ks) pv_product<HD>(o, sc[2 * ks], sc[2 * ks + 1], v_s + ks * 16 * kStride, kStride, lane);
     __syncthreads();  // buffer `buf` may now be refilled by the issue of tile t + 2
   }
   // Normalize and write this thread's rows.
@@ -628,20 +634,9 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
       sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 2);
       l[j] = l[j] * alpha[j] + sum[j];
     }
-    uint32_t a[4];
-    a[0] = pack_bf16(sc[0][0], sc[0][1]);
-    a[1] = pack_bf16(sc[0][2], sc[0][3]);
-    a[2] = pack_bf16(sc[1][0], sc[1][1]);
-    a[3] = pack_bf16(sc[1][2], sc[1][3]);
 #pragma unroll
-    for (int dt = 0; dt < HD / 8; dt += 2) {
-      o[dt][0] *= alpha[0], o[dt][1] *= alpha[0], o[dt][2] *= alpha[1], o[dt][3] *= alpha[1];
-      o[dt + 1][0] *= alpha[0], o[dt + 1][1] *= alpha[0], o[dt + 1][2] *= alpha[1], o[dt + 1][3] *= alpha[1];
-      uint32_t b0, b1, b2, b3;
-      ldmatrix_x4_trans(b0, b1, b2, b3, smem_u32(v_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * kStride + dt * 8 + (lane >> 4) * 8));
-      mma_bf16(o[dt], a, b0, b1);
-      mma_bf16(o[dt + 1], a, b2, b3);
-    }
+    for (int d = 0; d < HD / 8; ++d) o[d][0] *= alpha[0], o[d][1] *= alpha[0], o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+    pv_product<HD>(o, sc[0], sc[1], v_s, kStride, lane);
     __syncthreads();  // buffer `buf` may now be refilled
   }
 
@@ -1061,10 +1056,18 @@ size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_spli
   return static_cast<size_t>(n) * n_heads * max_splits * (head_dim + 2);
 }
 
+const std::string& prefill_attention_override() {
+  static const std::string value = [] {
+    const char* v = std::getenv("ABRIDGE_PREFILL_ATTENTION");
+    return std::string(v ? v : "");
+  }();
+  return value;
+}
+
 int attention_tile_queries(int head_dim) {
 #ifdef ABRIDGE_HAVE_SM90A
   int device = 0, major = 0, minor = 0;
-  if (head_dim == 128 && cudaGetDevice(&device) == cudaSuccess &&
+  if (head_dim == 128 && prefill_attention_override() != "mma" && cudaGetDevice(&device) == cudaSuccess &&
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
       minor == 0)

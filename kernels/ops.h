@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <string>
 
 namespace abridge::kernels {
 
@@ -75,6 +76,10 @@ struct AttentionParams {
 
 // The tile size attention() runs fastest with on the current device for this head size.
 int attention_tile_queries(int head_dim);
+// ABRIDGE_PREFILL_ATTENTION, a diagnostic for comparing kernels: "mma" makes attention_tile_queries()
+// choose the mma.sync prefill kernel on Hopper too, "wgmma-cp-async" runs the Hopper kernel without
+// TMA; read once per process, empty when unset.
+const std::string& prefill_attention_override();
 
 // Splits a batch's tokens (host arrays) into tensor-core tiles of up to tile_queries queries and
 // single tokens. `tiles` receives 4 ints per tile, `singles` token indices; both must hold n entries

@@ -170,9 +170,6 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   CUDA_OK(cudaGetDeviceProperties(&prop, options.device));
   m.device_name = prop.name;
   m.tile_queries = kernels::attention_tile_queries(static_cast<int>(c.head_dim));
-  // A diagnostic for comparing kernels: ABRIDGE_PREFILL_ATTENTION=mma keeps the mma.sync kernel.
-  if (const char* k = std::getenv("ABRIDGE_PREFILL_ATTENTION"); k != nullptr && std::string(k) == "mma")
-    m.tile_queries = kernels::kAttentionTileQueries;
   CUDA_OK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   BLAS_OK(cublasCreate(&m.blas));
   BLAS_OK(cublasSetStream(m.blas, m.stream));
@@ -261,10 +258,11 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
     throw Error("CUDA: not enough GPU memory for the KV cache on " + m.device_name + " (" +
                 std::to_string(m.num_blocks) + " blocks of " + std::to_string(options.block_size) +
                 " tokens fit); raise --gpu-memory-fraction or lower the batch size");
-  m.kv_pool = m.alloc<bf16>(static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd));
+  const size_t pool_elements = static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd);
+  m.kv_pool = m.alloc<bf16>(pool_elements);
   // Zeros, not whatever the allocation held: attention may read a block's rows past a sequence's end
   // (then masked), and masked garbage could still be NaN.
-  CUDA_OK(cudaMemset(m.kv_pool, 0, static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd) * 2));
+  CUDA_OK(cudaMemset(m.kv_pool, 0, pool_elements * sizeof(bf16)));
 
   // Block tables of a step: every slot's table, at most all positions of the context per sequence in
   // the step (bounded by T sequences, but in practice the pool bounds live entries).

@@ -8,8 +8,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "kernels/ops.h"
 #include "kernels/sm90/attention_sm90.h"
@@ -485,10 +483,7 @@ void launch(const CUtensorMap& k_map, const CUtensorMap& v_map, const AttentionP
 }  // namespace
 
 void attention_tiles(const AttentionParams& p, cudaStream_t s) {
-  static const bool cp_async_only = [] {
-    const char* k = std::getenv("ABRIDGE_PREFILL_ATTENTION");
-    return k != nullptr && std::string(k) == "wgmma-cp-async";
-  }();
+  static const bool cp_async_only = prefill_attention_override() == "wgmma-cp-async";
   CUtensorMap k_map{}, v_map{};
   // TMA boxes are whole cache blocks: 8 to 128 rows that tile a 128-key tile, rows addressable as int.
   const bool tma = !cp_async_only && p.block_size >= 8 && p.block_size <= kKeys && kKeys % p.block_size == 0 &&
