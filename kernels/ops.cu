@@ -67,6 +67,28 @@ __global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float
     y[static_cast<int64_t>(i) * d + j] = __float2bfloat16(w[j] * (xr[j] * scale));
 }
 
+// Many rows of width d % 4 == 0: one warp per row, 16-byte loads, the row re-read from L1 for the
+// output. grid ceil(n / 8), block 256.
+__global__ void __launch_bounds__(256) rms_norm_rows_kernel(const float* x, const int32_t* rows, const float* w, bf16* y,
+                                                            int n, int d, float eps) {
+  const int lane = threadIdx.x & 31, i = blockIdx.x * 8 + (threadIdx.x >> 5);
+  if (i >= n) return;
+  const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(rows ? rows[i] : i) * d);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float ss = 0;
+  for (int j = lane; j < d / 4; j += 32) {
+    const float4 v = xr[j];
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  const float scale = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
+  __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(y + static_cast<int64_t>(i) * d);
+  for (int j = lane; j < d / 4; j += 32) {
+    const float4 v = xr[j], g = w4[j];
+    out[2 * j] = __floats2bfloat162_rn(g.x * (v.x * scale), g.y * (v.y * scale));
+    out[2 * j + 1] = __floats2bfloat162_rn(g.z * (v.z * scale), g.w * (v.w * scale));
+  }
+}
+
 // grid (n, n_heads + 2 n_kv_heads), block head_dim / 2: thread j owns the pair (j, j + head_dim/2).
 __global__ void qkv_post_kernel(QkvParams p) {
   __shared__ float scratch[32];
@@ -99,6 +121,51 @@ __global__ void qkv_post_kernel(QkvParams p) {
                    : p.k_cache + (row * p.n_kv_heads + (h - p.n_heads)) * p.head_dim;
   dst[j] = __float2bfloat16(ra);
   dst[j + half] = __float2bfloat16(rb);
+}
+
+// The same for head_dim / 2 a multiple of 32 (PAIRS = head_dim / 64): grid (n, ceil(heads / 8)),
+// block 256, one warp per head, lane l owning the pairs (l + 32 u, l + 32 u + head_dim/2), so the
+// norm is a warp sum and a block does eight heads.
+template <int PAIRS>
+__global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
+  const int i = blockIdx.x, lane = threadIdx.x & 31, h = blockIdx.y * 8 + (threadIdx.x >> 5);
+  if (h >= p.n_heads + 2 * p.n_kv_heads) return;
+  const int hd = p.head_dim, half = hd / 2;
+  const float* src = p.qkv + static_cast<int64_t>(i) * (p.n_heads + 2 * p.n_kv_heads) * hd + h * hd;
+  const int64_t row = p.kv_rows[i];
+  float a[PAIRS], b[PAIRS];
+#pragma unroll
+  for (int u = 0; u < PAIRS; ++u) a[u] = src[lane + 32 * u], b[u] = src[lane + 32 * u + half];
+  bf16* dst;
+  if (h >= p.n_heads + p.n_kv_heads) {  // v: copied as is
+    dst = p.v_cache + (row * p.n_kv_heads + (h - p.n_heads - p.n_kv_heads)) * hd;
+  } else {
+    const bool is_q = h < p.n_heads;
+    const float* w = is_q ? p.q_norm : p.k_norm;
+    float ss = 0;
+#pragma unroll
+    for (int u = 0; u < PAIRS; ++u) ss += a[u] * a[u] + b[u] * b[u];
+    const float scale = rsqrtf(warp_sum(ss) / static_cast<float>(hd) + p.eps);
+#pragma unroll
+    for (int u = 0; u < PAIRS; ++u) {
+      const int j = lane + 32 * u;
+      // As in qkv_post_kernel: the angle rounded to float32, sin/cos in double.
+      const float angle = static_cast<float>(p.positions[i]) * p.inv_freq[j];
+      double sn, cs;
+      sincos(static_cast<double>(angle), &sn, &cs);
+      const float c = static_cast<float>(cs), s = static_cast<float>(sn);
+      const float na = w[j] * (a[u] * scale), nb = w[j + half] * (b[u] * scale);
+      a[u] = na * c - nb * s;
+      b[u] = nb * c + na * s;
+    }
+    dst = is_q ? p.q_out + (static_cast<int64_t>(i) * p.n_heads + h) * hd
+               : p.k_cache + (row * p.n_kv_heads + (h - p.n_heads)) * hd;
+  }
+#pragma unroll
+  for (int u = 0; u < PAIRS; ++u) {
+    dst[lane + 32 * u] = __float2bfloat16(a[u]);
+    dst[lane + 32 * u + half] = __float2bfloat16(b[u]);
+  }
 }
 
 constexpr int kTileKeys = 32;   // keys per shared-memory tile: one per lane when scoring
@@ -929,9 +996,22 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvParams p) {
   }
 }
 
-// grid (ceil(ffn / 256), n): one element per thread, so a single decode row still fills the GPU.
+// ffn % 4 == 0: four elements per thread, 16-byte loads. grid (n, ceil(ffn / 1024)), block 256 (rows
+// in x: a step may have more than 65,535).
+__global__ void silu_mul4_kernel(const float* gu, bf16* out, int ffn) {
+  const int i = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= ffn / 4) return;
+  const float4* g4 = reinterpret_cast<const float4*>(gu + static_cast<int64_t>(i) * 2 * ffn);
+  const float4 g = g4[j], u = g4[ffn / 4 + j];
+  auto silu = [](float x) { return x / (1.0f + __expf(-x)); };
+  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(i) * ffn) + 2 * j;
+  o[0] = __floats2bfloat162_rn(silu(g.x) * u.x, silu(g.y) * u.y);
+  o[1] = __floats2bfloat162_rn(silu(g.z) * u.z, silu(g.w) * u.w);
+}
+
+// grid (n, ceil(ffn / 256)): one element per thread, so a single decode row still fills the GPU.
 __global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
-  const int i = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+  const int i = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
   if (j >= ffn) return;
   const float* g = gu + static_cast<int64_t>(i) * 2 * ffn;
   const float x = g[j];
@@ -1043,13 +1123,24 @@ void embed(const int32_t* tokens, const bf16* table, float* x, int n, int d, cud
 }
 
 void rms_norm(const float* x, const int32_t* rows, const float* w, bf16* y, int n, int d, float eps, cudaStream_t s) {
-  if (n > 0) rms_norm_kernel<<<n, d >= 1024 ? 1024 : 256, 0, s>>>(x, rows, w, y, d, eps);
+  if (n <= 0) return;
+  // A warp per row needs many rows to fill the GPU (a prefill chunk); a few rows (decode steps) each
+  // get a block, whose threads share the row's loads.
+  if (d % 4 == 0 && n >= 16 * multiprocessors())
+    rms_norm_rows_kernel<<<(n + 7) / 8, 256, 0, s>>>(x, rows, w, y, n, d, eps);
+  else
+    rms_norm_kernel<<<n, d >= 1024 ? 1024 : 256, 0, s>>>(x, rows, w, y, d, eps);
 }
 
 void qkv_post(const QkvParams& p, cudaStream_t s) {
   if (p.n == 0) return;
-  dim3 grid(p.n, p.n_heads + 2 * p.n_kv_heads);
-  qkv_post_kernel<<<grid, p.head_dim / 2, 0, s>>>(p);
+  const dim3 warps_grid(p.n, (p.n_heads + 2 * p.n_kv_heads + 7) / 8);
+  switch (p.head_dim) {
+    case 64: qkv_post_warps_kernel<1><<<warps_grid, 256, 0, s>>>(p); break;
+    case 128: qkv_post_warps_kernel<2><<<warps_grid, 256, 0, s>>>(p); break;
+    case 256: qkv_post_warps_kernel<4><<<warps_grid, 256, 0, s>>>(p); break;
+    default: qkv_post_kernel<<<dim3(p.n, p.n_heads + 2 * p.n_kv_heads), p.head_dim / 2, 0, s>>>(p); break;
+  }
 }
 
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits) {
@@ -1177,7 +1268,11 @@ void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, floa
 }
 
 void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s) {
-  if (n > 0) silu_mul_kernel<<<dim3((ffn + 255) / 256, n), 256, 0, s>>>(gu, out, ffn);
+  if (n <= 0) return;
+  if (ffn % 4 == 0)
+    silu_mul4_kernel<<<dim3(n, (ffn / 4 + 255) / 256), 256, 0, s>>>(gu, out, ffn);
+  else
+    silu_mul_kernel<<<dim3(n, (ffn + 255) / 256), 256, 0, s>>>(gu, out, ffn);
 }
 
 }  // namespace abridge::kernels

@@ -105,8 +105,8 @@ constexpr double kBf16OutTolerance = 1e-2;
 TEST(CudaOps, EmbedRmsNormSiluMul) {
   REQUIRE_GPU();
   std::mt19937 rng(1);
-  for (int d : {64, 256, 1000, 2560}) {
-    for (int n : {1, 7, 33}) {
+  for (int d : {64, 256, 1000, 1002, 2560}) {  // 1002: the kernels for widths not a multiple of 4
+    for (int n : {1, 7, 33, 4099}) {  // 4099 rows: the warp-per-row RMSNorm of prefill chunks
       SCOPED_TRACE("d=" + std::to_string(d) + " n=" + std::to_string(n));
       // embed: exact.
       const int vocab = 97;
@@ -162,8 +162,8 @@ TEST(CudaOps, QkvNormRopeAndPagedWrite) {
   REQUIRE_GPU();
   std::mt19937 rng(2);
   struct Case { int n, heads, kv_heads, hd; };
-  for (const Case& cs : {Case{1, 4, 2, 64}, Case{19, 32, 8, 128}, Case{5, 16, 16, 128}}) {
-    SCOPED_TRACE("n=" + std::to_string(cs.n) + " heads=" + std::to_string(cs.heads));
+  for (const Case& cs : {Case{1, 4, 2, 64}, Case{19, 32, 8, 128}, Case{5, 16, 16, 128}, Case{3, 4, 2, 32}}) {
+    SCOPED_TRACE("n=" + std::to_string(cs.n) + " heads=" + std::to_string(cs.heads) + " hd=" + std::to_string(cs.hd));
     const int width = (cs.heads + 2 * cs.kv_heads) * cs.hd, half = cs.hd / 2, cache_rows = 3 * cs.n + 5;
     const auto qkv = random_bf16_values(static_cast<size_t>(cs.n) * width, rng, 2.0f);
     const auto qn = random_bf16_values(cs.hd, rng), kn = random_bf16_values(cs.hd, rng);
