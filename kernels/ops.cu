@@ -49,6 +49,16 @@ __device__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ float sum_squares(const float4& v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+
+// Four elements of an RMS-normalized row as bf16: w * (x * scale), as rms_norm_kernel writes each.
+__device__ __forceinline__ void store_normalized(__nv_bfloat162* out, const float4& x, const float4& w, float scale) {
+  out[0] = __floats2bfloat162_rn(w.x * (x.x * scale), w.y * (x.y * scale));
+  out[1] = __floats2bfloat162_rn(w.z * (x.z * scale), w.w * (x.w * scale));
+}
+
 __global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x, int d) {
   const int i = blockIdx.x;
   const bf16* row = table + static_cast<int64_t>(tokens[i]) * d;
@@ -76,17 +86,10 @@ __global__ void __launch_bounds__(256) rms_norm_rows_kernel(const float* x, cons
   const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(rows ? rows[i] : i) * d);
   const float4* w4 = reinterpret_cast<const float4*>(w);
   float ss = 0;
-  for (int j = lane; j < d / 4; j += 32) {
-    const float4 v = xr[j];
-    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-  }
+  for (int j = lane; j < d / 4; j += 32) ss += sum_squares(xr[j]);
   const float scale = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
   __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(y + static_cast<int64_t>(i) * d);
-  for (int j = lane; j < d / 4; j += 32) {
-    const float4 v = xr[j], g = w4[j];
-    out[2 * j] = __floats2bfloat162_rn(g.x * (v.x * scale), g.y * (v.y * scale));
-    out[2 * j + 1] = __floats2bfloat162_rn(g.z * (v.z * scale), g.w * (v.w * scale));
-  }
+  for (int j = lane; j < d / 4; j += 32) store_normalized(out + 2 * j, xr[j], w4[j], scale);
 }
 
 // grid (n, n_heads + 2 n_kv_heads), block head_dim / 2: thread j owns the pair (j, j + head_dim/2).
@@ -287,12 +290,11 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
     if (e < dims_per_lane) ws_acc[idx * hd + lane * dims_per_lane + e] = acc[e];
 }
 
-// grid (n_singles, n_heads), block head_dim; splits <= kMaxSplits. The splits' maxima and weights are
-// read side by side into shared memory, then each thread sums its dimension over the splits with
+// grid (n_singles, n_heads), block head_dim; splits <= kMaxAttentionSplits. The splits' maxima and
+// weights are read side by side into shared memory, then each thread sums its dimension over the splits with
 // several loads in flight (a serial pass over 64 splits costs more than the attention itself).
-constexpr int kMaxSplits = 256;
 __global__ void attention_combine_kernel(AttentionParams p, int splits) {
-  __shared__ float weight[kMaxSplits];
+  __shared__ float weight[kMaxAttentionSplits];
   __shared__ float scratch[32];
   const int c = blockIdx.x, i = p.singles[c], h = blockIdx.y, d = threadIdx.x, hd = p.head_dim;
   const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
@@ -372,6 +374,23 @@ __device__ __forceinline__ void qk_product(float (&sc)[NT][4], const uint32_t (&
       mma_bf16(sc[nt], qf[ks + 1], b2, b3);
     }
   }
+}
+
+// The online softmax's bookkeeping for one warp's two rows (g and g + 8 of its 16): the row sums of
+// this tile's probabilities, spread over the four lanes of a row, are summed and added to the running
+// sums l rescaled by alpha; rescale_rows() applies the same alpha to the output rows.
+__device__ __forceinline__ void add_row_sums(float (&sum)[2], float (&l)[2], const float (&alpha)[2]) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 1);
+    sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 2);
+    l[j] = l[j] * alpha[j] + sum[j];
+  }
+}
+template <int HD>
+__device__ __forceinline__ void rescale_rows(float (&o)[HD / 8][4], const float (&alpha)[2]) {
+#pragma unroll
+  for (int d = 0; d < HD / 8; ++d) o[d][0] *= alpha[0], o[d][1] *= alpha[0], o[d][2] *= alpha[1], o[d][3] *= alpha[1];
 }
 
 // O (16 rows, HD) f32 += P V for one warp and 16 keys: P from two 8-key accumulator tiles of S (whose
@@ -548,17 +567,8 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
         row_sum[j] += pv;
       }
     }
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      row_sum[j] += __shfl_xor_sync(0xffffffffu, row_sum[j], 1);
-      row_sum[j] += __shfl_xor_sync(0xffffffffu, row_sum[j], 2);
-      l[j] = l[j] * alpha[j] + row_sum[j];
-    }
-#pragma unroll
-    for (int d = 0; d < HD / 8; ++d) {
-      o[d][0] *= alpha[0], o[d][1] *= alpha[0];
-      o[d][2] *= alpha[1], o[d][3] *= alpha[1];
-    }
+    add_row_sums(row_sum, l, alpha);
+    rescale_rows<HD>(o, alpha);
     // O += P V, 16 keys per k-step.
 #pragma unroll
     for (int ks = 0; ks < kFlashK / 16; ++ks) pv_product<HD>(o, sc[2 * ks], sc[2 * ks + 1], v_s + ks * 16 * kStride, kStride, lane);
@@ -695,14 +705,8 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
         sc[nt][e] = exp2f(sc[nt][e] - use[e >> 1]);
         sum[e >> 1] += sc[nt][e];
       }
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 1);
-      sum[j] += __shfl_xor_sync(0xffffffffu, sum[j], 2);
-      l[j] = l[j] * alpha[j] + sum[j];
-    }
-#pragma unroll
-    for (int d = 0; d < HD / 8; ++d) o[d][0] *= alpha[0], o[d][1] *= alpha[0], o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+    add_row_sums(sum, l, alpha);
+    rescale_rows<HD>(o, alpha);
     pv_product<HD>(o, sc[0], sc[1], v_s, kStride, lane);
     __syncthreads();  // buffer `buf` may now be refilled
   }
@@ -936,17 +940,10 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvParams p) {
     for (int t = 0; t < N; ++t) {
       const float4* xr = reinterpret_cast<const float4*>(p.x_f32 + static_cast<int64_t>(t) * k);
       float ss = 0;
-      for (int j = threadIdx.x; j < k / 4; j += blockDim.x) {
-        const float4 v = xr[j];
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-      }
+      for (int j = threadIdx.x; j < k / 4; j += blockDim.x) ss += sum_squares(xr[j]);
       const float scale = rsqrtf(block_sum(ss, scratch) / static_cast<float>(k) + p.eps);
-      for (int j = threadIdx.x; j < k / 4; j += blockDim.x) {
-        const float4 v = xr[j], g = norm_w[j];
-        __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(t) * k + 4 * j);
-        o[0] = __floats2bfloat162_rn(g.x * (v.x * scale), g.y * (v.y * scale));
-        o[1] = __floats2bfloat162_rn(g.z * (v.z * scale), g.w * (v.w * scale));
-      }
+      for (int j = threadIdx.x; j < k / 4; j += blockDim.x)
+        store_normalized(reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(t) * k + 4 * j), xr[j], norm_w[j], scale);
     }
     __syncthreads();
   }
@@ -988,8 +985,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvParams p) {
     if (lane != t) continue;
     const int64_t o = static_cast<int64_t>(t) * p.m + row;
     if constexpr (GLU) {
-      const float g = acc0[t];
-      p.act[o] = __float2bfloat16(g / (1.0f + __expf(-g)) * acc1[t]);
+      p.act[o] = __float2bfloat16(silu(acc0[t]) * acc1[t]);
     } else {
       p.y[o] = p.beta == 0.0f ? acc0[t] : p.beta * p.y[o] + acc0[t];
     }
@@ -1003,7 +999,6 @@ __global__ void silu_mul4_kernel(const float* gu, bf16* out, int ffn) {
   if (j >= ffn / 4) return;
   const float4* g4 = reinterpret_cast<const float4*>(gu + static_cast<int64_t>(i) * 2 * ffn);
   const float4 g = g4[j], u = g4[ffn / 4 + j];
-  auto silu = [](float x) { return x / (1.0f + __expf(-x)); };
   __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(i) * ffn) + 2 * j;
   o[0] = __floats2bfloat162_rn(silu(g.x) * u.x, silu(g.y) * u.y);
   o[1] = __floats2bfloat162_rn(silu(g.z) * u.z, silu(g.w) * u.w);
@@ -1014,8 +1009,7 @@ __global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
   const int i = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
   if (j >= ffn) return;
   const float* g = gu + static_cast<int64_t>(i) * 2 * ffn;
-  const float x = g[j];
-  out[static_cast<int64_t>(i) * ffn + j] = __float2bfloat16(x / (1.0f + __expf(-x)) * g[ffn + j]);
+  out[static_cast<int64_t>(i) * ffn + j] = __float2bfloat16(silu(g[j]) * g[ffn + j]);
 }
 
 // Multiprocessors of the current device, looked up once per device.
@@ -1195,7 +1189,7 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
 
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n == 0) return;
-  max_splits = std::clamp(max_splits, 1, kMaxSplits);
+  max_splits = std::clamp(max_splits, 1, kMaxAttentionSplits);
 #ifdef ABRIDGE_HAVE_SM90A
   if (p.n_tiles > 0 && p.tile_queries == kAttentionTileQueriesSm90 && p.head_dim == 128) {
     sm90::attention_tiles(p, s);

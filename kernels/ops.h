@@ -86,6 +86,8 @@ const std::string& prefill_attention_override();
 // (tiles: 4 n). Head sizes other than 64 and 128 send every token to the split kernel.
 void partition_attention(const int32_t* positions, const int32_t* table_offsets, int n, int head_dim, int tile_queries,
                          int32_t* tiles, int* n_tiles, int32_t* singles, int* n_singles);
+// Key splits of a decode token at most (attention() clamps max_splits to it).
+inline constexpr int kMaxAttentionSplits = 256;
 // Floats of workspace attention() needs for n single tokens (at most `max_splits` key splits each).
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits);
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s);

@@ -397,8 +397,9 @@ void CudaBackend::run(const BatchPlan& plan) {
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   const int max_splits = static_cast<int>(std::min<size_t>(
-      256, m.attn_ws_floats / kernels::attention_workspace_floats(std::max(n_singles, 1), static_cast<int>(c.num_attention_heads),
-                                                                    static_cast<int>(c.head_dim), 1)));
+      kernels::kMaxAttentionSplits,
+      m.attn_ws_floats / kernels::attention_workspace_floats(std::max(n_singles, 1), static_cast<int>(c.num_attention_heads),
+                                                             static_cast<int>(c.head_dim), 1)));
   // Decode-only steps repeat the same launches with new data: they are captured once per shape
   // (tokens, logits rows, key-split bucket) as a CUDA graph and replayed. The split count comes from
   // max_position rounded up to a power of two, so one graph serves a range of contexts.
