@@ -422,7 +422,10 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
       const fs::path done_file = state_dir / "done" / (sha256_hex(i.output.generic_string()) + ".json");
       if (!o.force && fs::exists(i.output) && fs::exists(done_file)) {
         try {
-          if (json::parse(read_bytes(done_file)).value("key", "") == d.job_key) {
+          // Up to date: the record names this job and the output holds exactly the bytes it was
+          // written with (the record is written first, so a run killed between the two redoes it).
+          const json record = json::parse(read_bytes(done_file));
+          if (record.value("key", "") == d.job_key && record.value("output_sha256", "") == sha256_hex(read_bytes(i.output))) {
             ++skipped;
             reports.push_back({i.path, i.output.string(), "up to date", "", 0, 0, 0});
             if (!o.quiet && !tty) err << "abridge: " << i.path << ": up to date\n";
@@ -471,7 +474,7 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
         << std::flush;
   };
 
-  // Writes a finished document's output atomically, then records it as done.
+  // Records a finished document as done, then writes its output atomically.
   auto write_output = [&](Doc& d) {
     d.seconds = std::chrono::duration<double>(Clock::now() - d.started).count();
     std::string body;
@@ -499,9 +502,11 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
     }
     std::error_code dec;
     fs::create_directories(d.input.output.parent_path(), dec);
-    write_file_atomic(d.input.output.string(), body);
+    // The done record first, naming the output's bytes: whichever of the two writes a kill
+    // interrupts, the next run finds the record and the output disagree and summarizes again.
     write_file_atomic((state_dir / "done" / (sha256_hex(d.input.output.generic_string()) + ".json")).string(),
-                      json({{"key", d.job_key}, {"source", d.input.path}}).dump() + "\n");
+                      json({{"key", d.job_key}, {"source", d.input.path}, {"output_sha256", sha256_hex(body)}}).dump() + "\n");
+    write_file_atomic(d.input.output.string(), body);
     d.done = true;
     ++docs_finished;
     if (!o.quiet && !tty)
