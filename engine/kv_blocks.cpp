@@ -85,8 +85,11 @@ int64_t KvBlockManager::blocks_to_cover(const BlockTable& table, int64_t end) co
   return std::max<int64_t>(0, ceil_div(end, block_size()) - static_cast<int64_t>(table.blocks.size()));
 }
 
-int64_t KvBlockManager::tokens_that_fit(const BlockTable& table, int64_t begin, int64_t want) const {
-  const int64_t max_end = table.covered(block_size()) + static_cast<int64_t>(pool_.num_free()) * block_size();
+int64_t KvBlockManager::tokens_that_fit(const BlockTable& table, int64_t begin, int64_t want,
+                                        int64_t max_new_blocks) const {
+  int64_t blocks = pool_.num_free();
+  if (max_new_blocks >= 0) blocks = std::min(blocks, max_new_blocks);
+  const int64_t max_end = table.covered(block_size()) + blocks * block_size();
   return std::clamp<int64_t>(max_end - begin, 0, want);
 }
 

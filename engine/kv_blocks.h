@@ -66,8 +66,9 @@ class KvBlockManager {
   void drop_unreachable(BlockTable& table, int64_t next_position);
   // Physical blocks to allocate so that the table covers positions [0, end).
   int64_t blocks_to_cover(const BlockTable& table, int64_t end) const;
-  // How many of `want` tokens starting at position `begin` the free blocks can hold (0..want).
-  int64_t tokens_that_fit(const BlockTable& table, int64_t begin, int64_t want) const;
+  // How many of `want` tokens starting at position `begin` the free blocks can hold (0..want), taking at
+  // most `max_new_blocks` of them (-1: no limit).
+  int64_t tokens_that_fit(const BlockTable& table, int64_t begin, int64_t want, int64_t max_new_blocks = -1) const;
   // Allocates blocks so that the table covers [0, end); false, with nothing changed, when the pool
   // has too few free blocks.
   bool cover(BlockTable& table, int64_t end);

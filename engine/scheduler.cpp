@@ -49,7 +49,19 @@ void Scheduler::check_fits(int64_t prompt_len, int64_t max_new_tokens) const {
                 " (give the KV cache more memory, ask for fewer tokens or set an attention window)");
 }
 
-void Scheduler::add(int64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens) {
+int64_t Scheduler::reservation_for(int64_t prompt_len, int64_t max_new_tokens) const {
+  // The last generated token is never fed back: the cache peaks at prompt + max_new - 1 positions.
+  const int64_t n = prompt_len + max_new_tokens - 1;
+  const int64_t whole = (n + options_.block_size - 1) / options_.block_size;
+  const int64_t windowed = kv_.max_blocks_per_sequence(chunk_limit(options_.max_batch_tokens));
+  if (windowed < 0) return whole;
+  // With a window: room for full chunks where the pool allows it, else the least it can run in (one
+  // token a step), which check_fits() has seen to fit.
+  const int64_t r = std::min(whole, windowed);
+  return r <= options_.num_blocks ? r : kv_.min_blocks_to_run(n);
+}
+
+void Scheduler::add(int64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens, int32_t priority) {
   check_fits(static_cast<int64_t>(prompt.size()), max_new_tokens);
   ABRIDGE_CHECK(!contains(id), "sequence id " + std::to_string(id) + " is already live");
   auto s = std::make_unique<Sequence>();
@@ -57,7 +69,11 @@ void Scheduler::add(int64_t id, std::vector<int32_t> prompt, int64_t max_new_tok
   s->prompt_len = static_cast<int64_t>(prompt.size());
   s->tokens = std::move(prompt);
   s->max_new_tokens = max_new_tokens;
-  waiting_.push_back(s.get());
+  s->priority = priority;
+  s->reservation = options_.admission == Admission::kReserve ? reservation_for(s->prompt_len, max_new_tokens) : 0;
+  // Behind every waiting sequence of the same or a higher priority (preempted ones at the front stay there).
+  auto at = std::find_if(waiting_.begin(), waiting_.end(), [&](const Sequence* w) { return w->priority < priority; });
+  waiting_.insert(at, s.get());
   seqs_.emplace(id, std::move(s));
 }
 
@@ -75,6 +91,7 @@ void Scheduler::remove_running(Sequence& s) {
   auto it = std::find(running_.begin(), running_.end(), &s);
   ABRIDGE_CHECK(it != running_.end(), "sequence " + std::to_string(s.id) + " is not running");
   running_.erase(it);
+  reserved_blocks_ -= s.reservation;
   kv_.release(s.blocks);
   free_slots_.insert(s.slot);
   s.slot = -1;
@@ -92,6 +109,7 @@ void Scheduler::preempt(Sequence& s, std::vector<Entry>& entries, int64_t& budge
   step.released_slots.push_back(s.slot);
   remove_running(s);
   // Recompute: the tokens generated so far stay in `tokens` and are prefilled again with the prompt.
+  recomputed_tokens_ += s.computed;
   s.computed = 0;
   s.state = SeqState::kWaiting;
   ++s.preemptions;
@@ -103,6 +121,16 @@ void Scheduler::preempt(Sequence& s, std::vector<Entry>& entries, int64_t& budge
 int64_t Scheduler::reserve(Sequence& s, int64_t want, bool partial, std::vector<Entry>& entries,
                            int64_t& budget, ScheduledStep& step) {
   kv_.drop_unreachable(s.blocks, s.computed);
+  if (options_.admission == Admission::kReserve) {
+    // Within its own reservation, which the pool always has free: at least one token fits (the
+    // reservation covers the sequence's peak when it advances a token at a time).
+    const int64_t fit = kv_.tokens_that_fit(s.blocks, s.computed, want, s.reservation - s.blocks.live);
+    ABRIDGE_CHECK(fit >= 1 && (fit == want || partial),
+                  "sequence " + std::to_string(s.id) + " outgrew its reservation of " + std::to_string(s.reservation) +
+                      " blocks at position " + std::to_string(s.computed));
+    ABRIDGE_CHECK(kv_.cover(s.blocks, s.computed + fit));
+    return fit;
+  }
   for (;;) {
     const int64_t fit = kv_.tokens_that_fit(s.blocks, s.computed, want);
     if (fit == want || (partial && fit > 0)) {
@@ -158,13 +186,17 @@ ScheduledStep Scheduler::schedule() {
     entries.push_back({&s, s.computed, got});
     budget -= got;
   }
-  // 3. Admission, strictly in queue order. A new sequence needs room for its whole first chunk, unless
-  // nothing runs (then no blocks will come back, and a shorter chunk is the only way forward).
+  // 3. Admission, strictly in queue order. kReserve: the pool must hold the sequence's reservation beside
+  // those of the running ones. kOptimistic: room for its whole first chunk, unless nothing runs (then
+  // no blocks will come back, and a shorter chunk is the only way forward).
+  const bool reserve = options_.admission == Admission::kReserve;
   while (!waiting_.empty() && !free_slots_.empty() && budget > 0) {
     Sequence& s = *waiting_.front();
+    if (reserve && reserved_blocks_ + s.reservation > options_.num_blocks) break;
     const int64_t want = std::min(s.remaining(), chunk_limit(budget));
-    const int64_t fit = kv_.tokens_that_fit(s.blocks, s.computed, want);
-    if (fit == 0 || (fit < want && !running_.empty())) break;
+    const int64_t fit = kv_.tokens_that_fit(s.blocks, s.computed, want, reserve ? s.reservation : -1);
+    if (fit == 0 || (fit < want && !running_.empty() && !reserve)) break;
+    reserved_blocks_ += s.reservation;
     waiting_.pop_front();
     s.state = SeqState::kRunning;
     s.slot = *free_slots_.begin();
@@ -189,6 +221,7 @@ ScheduledStep Scheduler::schedule() {
     s.computed += e.count;
   }
   ABRIDGE_CHECK(static_cast<int64_t>(step.plan.size()) <= options_.max_batch_tokens);
+  peak_blocks_ = std::max<int64_t>(peak_blocks_, kv_.pool().num_used());
   return step;
 }
 
@@ -239,6 +272,13 @@ void Scheduler::check_invariants() const {
     ABRIDGE_CHECK(live == s->blocks.live);
     held += live;
   }
+  int64_t reserved = 0;
+  for (const Sequence* s : running_) {
+    reserved += s->reservation;
+    ABRIDGE_CHECK(options_.admission != Admission::kReserve || s->blocks.live <= s->reservation,
+                  "sequence " + std::to_string(s->id) + " holds more than its reservation");
+  }
+  ABRIDGE_CHECK(reserved == reserved_blocks_ && reserved_blocks_ <= options_.num_blocks);
   ABRIDGE_CHECK(held == kv_.pool().num_used(),
                 "running sequences hold " + std::to_string(held) + " blocks, the pool has " +
                     std::to_string(kv_.pool().num_used()) + " in use");

@@ -9,14 +9,24 @@
 // One step, under a budget of max_batch_tokens tokens:
 //   1. one token for every running sequence that is decoding, oldest first;
 //   2. a chunk of every running sequence still prefilling, oldest first;
-//   3. admission from the waiting queue in order (FIFO) while there is budget, a free slot and KV blocks.
-// Blocks for a step's tokens are allocated before it runs. When the pool is short, a prefill chunk is
-// shortened to what fits; when not even one token fits, the most recently admitted running sequence is
-// preempted (vLLM's "recompute" preemption: its blocks and slot are freed and it goes back to the
-// front of the queue with the tokens generated so far, to be prefilled again). The oldest running
-// sequence is never the victim of another, so the batch always makes progress. A sequence that cannot
-// run even alone in the pool is refused by add() (abridge::Error) or, failing that, reported in
-// ScheduledStep::failed.
+//   3. admission from the waiting queue in order while there is budget, a free slot and KV blocks.
+// The waiting queue is ordered by priority (higher first), then by arrival; preempted sequences go back
+// to its front.
+//
+// Admission (SchedulerOptions::admission):
+//  - kReserve (the default): a sequence is admitted only when the pool can hold everything it will ever
+//    need (its reservation: the blocks at its peak, prompt + max_new_tokens - 1 positions, or the
+//    window's bound) beside the reservations of every running sequence; each sequence then takes blocks
+//    only within its own reservation. The pool can never run short, so nothing is preempted and no
+//    token is computed twice. A sequence that finishes early (a stop token) returns its reservation.
+//  - kOptimistic: a sequence is admitted as soon as its first chunk fits (vLLM's policy: more sequences
+//    at once when most stop early). When the pool is short, a prefill chunk is shortened to what fits;
+//    when not even one token fits, the most recently admitted running sequence is preempted (vLLM's
+//    "recompute" preemption: its blocks and slot are freed and it goes back to the front of the queue
+//    with the tokens generated so far, to be prefilled again). The oldest running sequence is never the
+//    victim of another, so the batch always makes progress.
+// Blocks for a step's tokens are allocated before it runs. A sequence that cannot run even alone in the
+// pool is refused by add() (abridge::Error) or, failing that, reported in ScheduledStep::failed.
 //
 // The caller runs every scheduled step: schedule() counts its tokens as computed.
 #pragma once
@@ -34,6 +44,8 @@
 
 namespace abridge::engine {
 
+enum class Admission { kReserve, kOptimistic };
+
 struct SchedulerOptions {
   int64_t max_batch_tokens = 2048;  // tokens per step, decodes and prefill chunks together
   int32_t max_running = 64;         // sequences holding a slot at once; slot ids are [0, max_running)
@@ -41,6 +53,7 @@ struct SchedulerOptions {
   int32_t block_size = 16;          // tokens per KV block
   int32_t num_blocks = 4096;        // blocks in the KV pool
   AttentionOptions attention;       // window > 0: blocks outside the sinks and the window are freed
+  Admission admission = Admission::kReserve;
 
   // Throws abridge::Error naming the bad field.
   void validate() const;
@@ -54,6 +67,8 @@ struct Sequence {
   int64_t prompt_len = 0;       // of the original prompt
   int64_t max_new_tokens = 0;
   int64_t computed = 0;         // tokens [0, computed) are in the slot's cache (their positions)
+  int32_t priority = 0;         // higher is admitted first; arrival order within a priority
+  int64_t reservation = 0;      // kReserve: KV blocks set aside for it while running
   int32_t slot = -1;            // backend slot while running
   BlockTable blocks;            // covers [0, computed) and the step's tokens while running; empty when waiting
   SeqState state = SeqState::kWaiting;
@@ -87,8 +102,9 @@ class Scheduler {
   // Throws abridge::Error when a sequence of `prompt_len` + `max_new_tokens` tokens could never run,
   // even alone, in this pool (or when either count is < 1). Thread-safe (reads options only).
   void check_fits(int64_t prompt_len, int64_t max_new_tokens) const;
-  // Queues a sequence (ids must be unique among live sequences); throws as check_fits().
-  void add(int64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens);
+  // Queues a sequence (ids must be unique among live sequences) behind every waiting sequence of the
+  // same or a higher priority; throws as check_fits().
+  void add(int64_t id, std::vector<int32_t> prompt, int64_t max_new_tokens, int32_t priority = 0);
   // Plans the next step; empty when there is nothing to run.
   ScheduledStep schedule();
   // The token sampled from a sequence's logits row: it becomes the sequence's next token to compute.
@@ -105,6 +121,14 @@ class Scheduler {
   const KvBlockManager& kv() const { return kv_; }
   const SchedulerOptions& options() const { return options_; }
   int64_t total_preemptions() const { return total_preemptions_; }
+  // Tokens that had been computed for sequences when they were preempted: computed again later.
+  int64_t recomputed_tokens() const { return recomputed_tokens_; }
+  // The most KV blocks in use after any step so far.
+  int64_t peak_blocks() const { return peak_blocks_; }
+  // kReserve: the blocks set aside for the running sequences (at most num_blocks).
+  int64_t reserved_blocks() const { return reserved_blocks_; }
+  // kReserve: the blocks a sequence of prompt_len + max_new_tokens tokens sets aside while it runs.
+  int64_t reservation_for(int64_t prompt_len, int64_t max_new_tokens) const;
   // Aborts unless blocks held by running sequences == blocks in use, waiting sequences hold no
   // block or slot, slots are distinct, and the pool's own invariants hold.
   void check_invariants() const;
@@ -131,6 +155,9 @@ class Scheduler {
   std::deque<Sequence*> waiting_;   // arrival order; preempted sequences go back to the front
   std::set<int32_t> free_slots_;    // lowest id first
   int64_t total_preemptions_ = 0;
+  int64_t recomputed_tokens_ = 0;
+  int64_t peak_blocks_ = 0;
+  int64_t reserved_blocks_ = 0;
 };
 
 }  // namespace abridge::engine

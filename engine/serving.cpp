@@ -26,7 +26,10 @@ const char* to_string(FinishReason reason) {
 
 ServingEngine::ServingEngine(Backend& backend, const SchedulerOptions& options, TokenCallback on_token,
                              FinishCallback on_finish)
-    : backend_(backend), scheduler_(options), on_token_(std::move(on_token)), on_finish_(std::move(on_finish)) {}
+    : backend_(backend), scheduler_(options), on_token_(std::move(on_token)), on_finish_(std::move(on_finish)) {
+  counters_.kv_blocks = options.num_blocks;
+  counters_.kv_block_tokens = options.block_size;
+}
 
 ServingEngine::~ServingEngine() { stop(StopMode::kCancel); }
 
@@ -69,7 +72,7 @@ void ServingEngine::take_inbox() {
     cancels.swap(cancels_);
   }
   for (auto& [id, live] : inbox) {
-    scheduler_.add(id, live.request.prompt, live.request.max_new_tokens);
+    scheduler_.add(id, live.request.prompt, live.request.max_new_tokens, live.request.priority);
     live_.emplace(id, std::move(live));
   }
   for (int64_t id : cancels)
@@ -189,7 +192,10 @@ bool ServingEngine::step_once() {
   counters_.prefill_tokens += st.prefill_tokens;
   counters_.decode_tokens += st.decode_tokens;
   counters_.generated_tokens += generated;
+  counters_.decode_only_steps += st.decode_tokens > 0 && st.prefill_tokens == 0;
   counters_.preemptions += static_cast<int64_t>(st.preempted.size());
+  counters_.recomputed_tokens = scheduler_.recomputed_tokens();
+  counters_.peak_kv_blocks = scheduler_.peak_blocks();
   counters_.waiting = static_cast<int64_t>(scheduler_.waiting().size());
   counters_.running = static_cast<int64_t>(scheduler_.running().size());
   return true;

@@ -31,6 +31,7 @@ struct Request {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;  // EOS, <|im_end|>: ends the reply, not part of it
   int64_t vocab_limit = 0;        // sample only ids below this (the tokenizer's size); 0: all
+  int32_t priority = 0;           // higher is admitted first; arrival order within a priority
 };
 
 // Tokens per engine step unless the user sets --prefill-chunk. Chosen by `abridge bench engine
@@ -66,8 +67,13 @@ struct EngineCounters {
   int64_t steps = 0;
   int64_t prefill_tokens = 0;    // prompt tokens computed, recomputes after preemption included
   int64_t decode_tokens = 0;     // decode-step tokens computed
+  int64_t decode_only_steps = 0; // steps with decode tokens and no prefill chunk (the weights read for them alone)
   int64_t generated_tokens = 0;  // tokens streamed out
-  int64_t preemptions = 0;
+  int64_t preemptions = 0;       // sequences sent back to the queue (each time)
+  int64_t recomputed_tokens = 0; // tokens computed again after preemption
+  int64_t peak_kv_blocks = 0;    // the most KV blocks in use after a step
+  int64_t kv_blocks = 0;         // blocks in the pool (of kv_block_tokens tokens each)
+  int64_t kv_block_tokens = 0;
   int64_t waiting = 0;           // now, as of the last step
   int64_t running = 0;           // now, as of the last step
 };

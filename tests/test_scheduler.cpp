@@ -488,6 +488,7 @@ TEST(Scheduler, PreemptsTheYoungestWhenThePoolIsShortAndTheVictimsComplete) {
   o.max_running = 8;
   o.block_size = 4;
   o.num_blocks = 24;  // 96 tokens; each sequence grows to 30..60
+  o.admission = Admission::kOptimistic;
   Driver d(o);
   std::mt19937 rng(4);
   for (int64_t id = 0; id < 12; ++id) d.add(id, random_tokens(rng, 20 + rng() % 20, kMockVocab), 10 + id % 11);
@@ -496,6 +497,148 @@ TEST(Scheduler, PreemptsTheYoungestWhenThePoolIsShortAndTheVictimsComplete) {
   EXPECT_EQ(d.preemptions, d.sched.total_preemptions());
   EXPECT_LE(d.max_used, o.num_blocks);
   d.expect_reference_outputs();  // the recomputed sequences continue exactly
+}
+
+// Admission by reservation (the default): the same workload that preempts above runs with no
+// preemption and no recomputed token, every step keeping the reservations within the pool.
+TEST(Scheduler, ReservationAdmissionNeverPreemptsMixedLengths) {
+  SchedulerOptions o;
+  o.max_batch_tokens = 128;
+  o.max_running = 8;
+  o.block_size = 4;
+  o.num_blocks = 24;  // 96 tokens; each sequence grows to 30..60
+  ASSERT_EQ(o.admission, Admission::kReserve);
+  Driver d(o);
+  std::mt19937 rng(4);
+  for (int64_t id = 0; id < 12; ++id) d.add(id, random_tokens(rng, 20 + rng() % 20, kMockVocab), 10 + id % 11);
+  int64_t most_running = 0;
+  d.on_step = [&](const ScheduledStep& st) {
+    EXPECT_TRUE(st.preempted.empty());
+    EXPECT_LE(d.sched.reserved_blocks(), o.num_blocks);
+    for (const Sequence* s : d.sched.running()) EXPECT_LE(s->blocks.live, s->reservation);
+    most_running = std::max<int64_t>(most_running, static_cast<int64_t>(d.sched.running().size()));
+  };
+  d.run();
+  d.expect_reference_outputs();
+  EXPECT_EQ(d.preemptions, 0);
+  EXPECT_EQ(d.sched.total_preemptions(), 0);
+  EXPECT_EQ(d.sched.recomputed_tokens(), 0);
+  EXPECT_GE(most_running, 2);  // still a batch: two or more sequences share the pool
+  EXPECT_LE(d.sched.peak_blocks(), o.num_blocks);
+}
+
+// Random workloads: lengths from 1 token to the whole pool, random budgets, windows or not. Reservation
+// admission never preempts and every output is the sequence's output alone.
+TEST(Scheduler, ReservationAdmissionRandomWorkloads) {
+  std::mt19937 rng(77);
+  for (int trial = 0; trial < 40; ++trial) {
+    SchedulerOptions o;
+    o.block_size = 1 + static_cast<int32_t>(rng() % 8);
+    o.num_blocks = 8 + static_cast<int32_t>(rng() % 64);
+    o.max_running = 1 + static_cast<int32_t>(rng() % 8);
+    o.max_batch_tokens = o.max_running + static_cast<int64_t>(rng() % 64);
+    if (trial % 3 == 0) o.attention = AttentionOptions{4 + static_cast<int64_t>(rng() % 16), static_cast<int64_t>(rng() % 4)};
+    Driver d(o);
+    const int64_t capacity = static_cast<int64_t>(o.num_blocks) * o.block_size;
+    for (int64_t id = 0; id < 16; ++id) {
+      const int64_t prompt = 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(capacity / 2));
+      const int64_t max_new = 1 + static_cast<int64_t>(rng() % static_cast<uint32_t>(capacity / 2));
+      try {
+        d.sched.check_fits(prompt, max_new);
+      } catch (const Error&) {
+        continue;  // cannot run even alone: refused up front (tested below)
+      }
+      d.add(id, random_tokens(rng, prompt, kMockVocab), max_new);
+    }
+    d.run();
+    ASSERT_FALSE(::testing::Test::HasFatalFailure()) << "trial " << trial;
+    d.expect_reference_outputs();
+    EXPECT_EQ(d.preemptions, 0) << "trial " << trial;
+    EXPECT_EQ(d.sched.recomputed_tokens(), 0) << "trial " << trial;
+  }
+}
+
+// A pool just big enough for the longest sequence: it runs alone, the others before and after it
+// share the pool, nothing is preempted.
+TEST(Scheduler, APoolJustBigEnoughForTheLongestRunsItAlone) {
+  SchedulerOptions o;
+  o.max_batch_tokens = 32;
+  o.max_running = 4;
+  o.block_size = 4;
+  o.num_blocks = 25;  // 100 tokens: the long sequence peaks at 90 + 10 - 1 = 99 positions
+  Driver d(o);
+  std::mt19937 rng(8);
+  d.add(0, random_tokens(rng, 10, kMockVocab), 5);
+  d.add(1, random_tokens(rng, 90, kMockVocab), 10);
+  d.add(2, random_tokens(rng, 12, kMockVocab), 6);
+  d.add(3, random_tokens(rng, 8, kMockVocab), 4);
+  EXPECT_EQ(d.sched.reservation_for(90, 10), 25);
+  bool long_ran_alone = false;
+  d.on_step = [&](const ScheduledStep& st) {
+    EXPECT_TRUE(st.preempted.empty());
+    for (int64_t id : st.seq_ids)
+      if (id == 1) long_ran_alone = long_ran_alone || st.seq_ids.size() == 1;
+    const auto& running = d.sched.running();
+    const bool long_running = std::any_of(running.begin(), running.end(), [](const Sequence* s) { return s->id == 1; });
+    if (long_running) {
+      EXPECT_EQ(running.size(), 1u);
+    }
+  };
+  d.run();
+  d.expect_reference_outputs();
+  EXPECT_TRUE(long_ran_alone);
+  EXPECT_EQ(d.preemptions, 0);
+  EXPECT_EQ(d.admission_order, (std::vector<int64_t>{0, 1, 2, 3}));  // in queue order, no overtaking
+}
+
+// A sequence that stops early (its stop token) gives back its whole reservation at once: the next
+// waiting sequence is admitted in the very next step.
+TEST(Scheduler, AnEarlyFinishReturnsItsReservation) {
+  SchedulerOptions o;
+  o.max_batch_tokens = 64;
+  o.max_running = 4;
+  o.block_size = 4;
+  o.num_blocks = 20;  // one sequence of 20 + 60 tokens at a time
+  Scheduler s(o);
+  s.add(0, std::vector<int32_t>(20, 1), 60);
+  s.add(1, std::vector<int32_t>(20, 2), 60);
+  ScheduledStep st = s.schedule();
+  ASSERT_EQ(st.seq_ids, (std::vector<int64_t>{0}));
+  EXPECT_EQ(s.reserved_blocks(), 20);
+  s.append(0, 5);
+  st = s.schedule();  // 0 decodes; 1 waits for the pool
+  EXPECT_EQ(st.seq_ids, (std::vector<int64_t>{0}));
+  s.finish(0);  // a stop token after two tokens of sixty
+  EXPECT_EQ(s.reserved_blocks(), 0);
+  st = s.schedule();
+  EXPECT_EQ(st.seq_ids, (std::vector<int64_t>{1}));
+  s.check_invariants();
+}
+
+// A request that arrives while a batch runs (a watched folder's new file) joins the running engine;
+// with a higher priority it goes ahead of the batch's waiting sequences, never ahead of running ones.
+TEST(Scheduler, ALaterRequestOfHigherPriorityJoinsAheadOfTheWaitingOnes) {
+  SchedulerOptions o;
+  o.max_batch_tokens = 16;
+  o.max_running = 2;
+  o.block_size = 4;
+  o.num_blocks = 64;
+  Driver d(o);
+  std::mt19937 rng(9);
+  for (int64_t id = 0; id < 6; ++id) d.add(id, random_tokens(rng, 30, kMockVocab), 3);
+  d.step();
+  d.step();
+  const std::vector<int64_t> running_before = {d.sched.running()[0]->id, d.sched.running()[1]->id};
+  d.prompts[100] = random_tokens(rng, 10, kMockVocab);
+  d.max_new_tokens[100] = 3;
+  d.sched.add(100, d.prompts[100], 3, /*priority=*/1);
+  EXPECT_EQ(d.sched.waiting().front()->id, 100);
+  d.run();
+  d.expect_reference_outputs();
+  // Admitted right after the two that were running, before the rest of the batch.
+  ASSERT_GE(d.admission_order.size(), 3u);
+  EXPECT_EQ(std::vector<int64_t>(d.admission_order.begin(), d.admission_order.begin() + 2), running_before);
+  EXPECT_EQ(d.admission_order[2], 100);
 }
 
 TEST(Scheduler, RefusesASequenceThatCanNeverFitAlone) {
@@ -563,6 +706,7 @@ TEST(Scheduler, PreemptionWithWindowAndTinyPoolStillCompletes) {
   o.block_size = 4;
   o.attention = AttentionOptions{12, 2};
   o.num_blocks = 16;
+  o.admission = Admission::kOptimistic;
   Driver d(o);
   std::mt19937 rng(6);
   for (int64_t id = 0; id < 10; ++id) d.add(id, random_tokens(rng, 5 + rng() % 60, kMockVocab), 5 + rng() % 40);
@@ -633,6 +777,7 @@ TEST(ServingEngine, ConcurrentSubmitsFromThreadsAllFinishCorrectly) {
   o.max_running = 8;
   o.block_size = 4;
   o.num_blocks = 64;  // small: preemption happens while threads keep submitting
+  o.admission = Admission::kOptimistic;
   PagedMock mock(o.num_blocks, o.block_size, o.attention);
   std::mutex mu;
   std::map<int64_t, RequestResult> results;
@@ -827,6 +972,7 @@ TEST_F(TinyServing, ForcedPreemptionChangesNoToken) {
   o.max_running = 16;
   o.block_size = 16;
   o.num_blocks = 40;  // 640 tokens: two or three sequences at a time, the longest need 20 blocks
+  o.admission = Admission::kOptimistic;
   ServingEngine engine(*backend_, o);
   for (const Case& c : *cases_) engine.submit(c.request);
   const auto results = engine.run_until_idle();
