@@ -59,6 +59,7 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF")
       ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take")
+      ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows); a request's prompt + summary is at most this")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")

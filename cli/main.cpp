@@ -29,7 +29,8 @@ Commands:
   generate    generate a reply to a prompt with a Qwen3 model directory
   model       model utilities: 'model make-random' writes a random-weight checkpoint,
               'model info' describes a model directory
-  bench       'bench engine' measures prefill and decode speed against the GPU's ceilings
+  bench       'bench engine' measures prefill and decode speed against the GPU's ceilings;
+              'bench summarize' runs summarize on a corpus and compares it with its floor
 
 Options:
   -h [ --help ]   show this help; 'abridge <command> --help' shows a command's options
@@ -150,10 +151,37 @@ int cmd_model(const std::vector<std::string>& args) {
   throw Usage("unknown model command '" + sub + "' (make-random or info)");
 }
 
+int cmd_bench_summarize(const std::vector<std::string>& args) {
+  BenchSummarizeOptions b;
+  SummarizeOptions& o = b.summarize;
+  std::string config;
+  po::options_description desc(
+      "Runs `abridge summarize` on INPUT... exactly as that command would (same options, same outputs in\n"
+      "OUT_DIR) and prints one table beside the run's floor: the engine's own time to prefill each prompt the\n"
+      "run sent alone (TTFT, a fit a*n + b*n^2 of prompts timed after the run, or --ttft) plus the decode bytes\n"
+      "over the copy ceiling; model loading apart; the first summary's time; preempted sequences, recomputed\n"
+      "tokens and the peak KV blocks. Use a fresh OUT_DIR (or --force) so that nothing is up to date.\n\nOptions");
+  add_summarize_options(desc, o, config);
+  desc.add_options()
+      ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)")
+      ("ttft", po::value(&b.ttft), "A,B: TTFT(n) = A*n + B*n^2 seconds (from `bench engine`) instead of timing prompts after the run")
+      ("ttft-lengths", po::value(&b.ttft_lengths), "prompt lengths to time for the fit, comma-separated (default: the run's longest prompt, 1/4 and 1/16 of it)")
+      ("copy-tbps", po::value(&b.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200; on the CPU, measured)");
+  po::positional_options_description pos;
+  pos.add("input", -1);
+  po::variables_map vm;
+  if (!parse("bench summarize", "INPUT... -o OUT_DIR --model DIR [options]", desc, pos, args, vm)) return kExitOk;
+  apply_config_file(config, desc, vm);
+  return run_bench_summarize(b, std::cin, std::cout, std::cerr);
+}
+
 int cmd_bench(const std::vector<std::string>& args) {
   const std::string sub = args.empty() ? "" : args[0];
-  if (sub != "engine") throw Usage(sub.empty() ? "bench needs a target: 'abridge bench engine'" : "unknown bench '" + sub + "' (engine)");
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  const std::vector<std::string> rest(args.begin() + std::min<size_t>(1, args.size()), args.end());
+  if (sub == "summarize") return cmd_bench_summarize(rest);
+  if (sub != "engine")
+    throw Usage(sub.empty() ? "bench needs a target: 'abridge bench engine' or 'abridge bench summarize'"
+                            : "unknown bench '" + sub + "' (engine or summarize)");
   BenchEngineOptions o;
   po::options_description desc(
       "Measures the engine on a checkpoint (a random-weight one of the real shapes is fine: values do not\n"

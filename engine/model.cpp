@@ -59,6 +59,7 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
       cuda.gpu_memory_fraction = options.gpu_memory_fraction;
       cuda.max_batch_tokens = options.max_batch_tokens;
       cuda.max_logit_rows = options.max_logit_rows;
+      if (options.kv_cache_tokens > 0) cuda.max_kv_blocks = (options.kv_cache_tokens + cuda.block_size - 1) / cuda.block_size;
       return std::make_unique<CudaBackend>(model.config, *model.checkpoint, cuda);
 #else
       throw Error("this build of abridge has no CUDA support (built without nvcc); use --device cpu");

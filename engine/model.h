@@ -33,6 +33,7 @@ struct BackendOptions {
   double gpu_memory_fraction = 0.90;  // CUDA: of the card's memory, KV pool included
   int64_t max_batch_tokens = 8192;    // CUDA: tokens per forward step (kDefaultStepTokens)
   int64_t max_logit_rows = 256;       // CUDA: logits rows per step
+  int64_t kv_cache_tokens = 0;        // CUDA: caps the KV pool at this many tokens; 0: as memory allows
 };
 
 // Parses "cpu" / "cuda"; throws abridge::Error otherwise.

@@ -261,6 +261,19 @@ void ServingEngine::stop(StopMode mode) {
   stop_requested_ = false;
 }
 
+int64_t ServingEngine::queued() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int64_t>(inbox_.size() + scheduler_.waiting().size());
+}
+
+int64_t ServingEngine::queued_tokens() const {
+  std::lock_guard lock(mu_);
+  int64_t n = 0;
+  for (const auto& [id, live] : inbox_) n += static_cast<int64_t>(live.request.prompt.size());
+  for (const Sequence* s : scheduler_.waiting()) n += s->remaining();
+  return n;
+}
+
 EngineCounters ServingEngine::counters() const {
   std::lock_guard lock(mu_);
   return counters_;

@@ -111,6 +111,11 @@ class ServingEngine {
   void stop(StopMode mode = StopMode::kDrain);
 
   EngineCounters counters() const;
+  // Requests submitted and not yet admitted to a step (the inbox and the scheduler's waiting queue).
+  // Call from the loop's thread only (the one calling step()).
+  int64_t queued() const;
+  // The prompt tokens of those requests (what they still have to prefill). Loop thread only.
+  int64_t queued_tokens() const;
   const Scheduler& scheduler() const { return scheduler_; }  // loop thread only
 
  private:

@@ -53,20 +53,4 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
 }
 
-size_t remove_stale_temp_files(const std::string& dir) {
-  size_t removed = 0;
-  std::error_code ec;
-  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
-       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (!it->is_regular_file(ec)) continue;
-    const std::string name = it->path().filename().string();
-    const size_t tmp = name.rfind(".tmp.");
-    if (tmp == std::string::npos || tmp + 5 >= name.size()) continue;
-    if (name.find_first_not_of("0123456789", tmp + 5) != std::string::npos) continue;  // .tmp.<pid> only
-    std::error_code rm;
-    if (std::filesystem::remove(it->path(), rm)) ++removed;
-  }
-  return removed;
-}
-
 }  // namespace abridge::pipeline

@@ -1,19 +1,33 @@
-// `abridge summarize`: files in, summaries on disk. Discovery, extraction, the summarization strategy
-// (one pass where the document fits the context, map-reduce over semantic chunks where it does not,
-// or the built-in extractive engine), atomic outputs, a resumable cache, progress and exit codes.
+// `abridge summarize`: files in, summaries on disk.
+//
+// The route of a run (docs/ARCHITECTURE.md draws it):
+//   discovery (discovery.h) -> OUT_DIR and its lock (output_dir.h) -> a Session over one or more
+//   Summarizers: worker threads prepare documents (read, hash, up-to-date check, extract, count, plan:
+//   prepare.h, doc_plan.h) smallest first, while one driver thread per engine moves each plan's requests
+//   into the serving engine and the summaries back (driver.h), writes the outputs and reports them
+//   (run_report.h). The extractive engine needs no driver: the workers summarize and write.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
-#include <filesystem>
 #include <iosfwd>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <ostream>
-#include <utility>
 #include <string>
 #include <vector>
 
+#include "pipeline/discovery.h"
+#include "pipeline/run_report.h"
+
+namespace abridge::engine {
+class Engine;
+}
+
 namespace abridge::pipeline {
+
+class OutputDir;
 
 struct SummarizeOptions {
   std::vector<std::string> inputs;  // files, directories, or "-" for a list of paths on stdin
@@ -25,7 +39,7 @@ struct SummarizeOptions {
   int64_t summary_tokens = 400;     // length of a summary (each chunk summary and the final one)
   std::string lang = "auto";        // auto | en | zh: the summary's language
   std::string prompt_file;          // replaces the built-in instruction
-  int64_t context_tokens = 0;       // 0: the model's context
+  int64_t context_tokens = 0;       // 0: the model's context, capped by the KV pool
   int64_t chunk_tokens = 0;         // 0: chosen from the context
   bool recursive = false;
   std::vector<std::string> include;  // globs on the path relative to its input root
@@ -35,6 +49,7 @@ struct SummarizeOptions {
   double pdf_timeout = 60;
   int64_t pdf_max_memory_mb = 2048;
   double gpu_memory_fraction = 0.90;
+  int64_t kv_cache_tokens = 0;      // caps the KV pool (0: as memory allows)
   int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)
   int threads = 0;
   bool wait_lock = false;           // wait for another run on OUT_DIR instead of exiting with code 3
@@ -47,65 +62,62 @@ struct SummarizeOptions {
 
 inline constexpr int kExitLocked = 3;  // another run holds OUT_DIR
 
-// Parses "K/N" (0 <= K < N); throws abridge::Error otherwise.
-std::pair<int64_t, int64_t> parse_shard(const std::string& spec);
-// The shard (of n) a document belongs to: a hash of its path relative to its input root, the same on
-// every machine, so N independent runs over a shared file system cover every input exactly once.
-int64_t shard_of(const std::string& rel, int64_t n);
-
-// One input and where its summary goes.
-struct SummaryInput {
-  std::string path;                  // as the user named it (or as found under a directory)
-  std::string rel;                   // relative to its input root: names the output
-  std::filesystem::path output;      // OUT_DIR/<rel>.summary.<format>
-};
-struct DiscoveredInputs {
-  std::vector<SummaryInput> inputs;                      // sorted within each directory
-  std::vector<std::pair<std::string, std::string>> bad;  // (path, reason): missing, unsupported type
-};
-// Files, directories (--recursive, --include/--exclude) and "-" (paths on `in`, one a line).
-DiscoveredInputs discover_inputs(const SummarizeOptions& options, std::istream& in);
-// Throws abridge::Error naming both inputs when two map to one output.
-void check_output_collisions(const DiscoveredInputs& found);
-
-struct DocumentReport {
-  std::string path, output;
-  std::string status;  // "summarized", "up to date", "failed"
-  std::string error;   // one line, for "failed"
-  int64_t input_tokens = 0, generated_tokens = 0;
-  double seconds = 0;
-};
-struct BatchReport {
-  std::vector<DocumentReport> documents;
-  int summarized = 0, skipped = 0, failed = 0;
-  int64_t input_tokens = 0;
-  double seconds = 0;
-  std::string device;
-};
-// "abridge: 42 summarized, 1 failed, 3.1M tokens in 9m12s"
-std::string final_line(const BatchReport& report);
-
-// Loads the engine once (the model and its backend, or the extractive engine) and summarizes batches
-// of inputs with it: `abridge summarize` runs one batch, `abridge watch` one per change.
+// A summarizer loaded once: the model and its backend, or the built-in extractive engine. It checks
+// the options; a Session runs documents through it.
 class Summarizer {
  public:
-  // Checks the options and loads the model; throws abridge::Error (a usage or fatal error).
+  // Checks the options and loads the model; throws abridge::Error (a usage or fatal error). Notes (a
+  // fall-back to the CPU) go to `err`.
   Summarizer(const SummarizeOptions& options, std::ostream& err);
   ~Summarizer();
   Summarizer(const Summarizer&) = delete;
   Summarizer& operator=(const Summarizer&) = delete;
-  // Summarizes `inputs`; errors in one document are reported on `err` and in the report, never thrown.
-  BatchReport run(const std::vector<SummaryInput>& inputs);
+
+  const SummarizeOptions& options() const;
+  bool llm() const;
+  engine::Engine* engine();          // null for the extractive engine
+  std::string device() const;        // "NVIDIA H200", "cpu (extractive)"
+  double load_seconds() const;       // opening the model
+  std::ostream& log() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  friend class Session;
+};
+
+// Documents through one or more Summarizers (one per GPU) into one output directory: one `summarize`
+// run, or a `watch` for its whole life, documents added as they appear. Errors in one document are
+// reported on the engines' logs and in the report, never thrown.
+class Session {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // `start`: when the run began (the report's times count from it). Starts the worker and driver threads.
+  Session(std::vector<Summarizer*> engines, const OutputDir& out, Clock::time_point start = Clock::now());
+  ~Session();  // stop()
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Queues documents (thread-safe). Each call's documents start smallest first.
+  void add(std::vector<SummaryInput> inputs);
+  // Waits until every added document is finished; returns the report of the documents finished since
+  // the last wait() or take_report() (the engine counters and timings cover the whole session).
+  BatchReport wait();
+  // The documents finished since the last call, without waiting.
+  BatchReport take_report();
+  // Nothing queued, being prepared or in an engine.
+  bool idle() const;
+  // Stops: documents not yet in an engine are dropped (returns how many), the others are finished.
+  size_t stop();
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-// Several engines (one per GPU) over one list of inputs: each takes the next few documents from a
-// shared queue until none are left; their reports are merged. `err` must be safe to write from
-// several threads: give each engine its own SyncedStream. Errors in one document never stop the others.
-BatchReport run_on_engines(std::vector<std::unique_ptr<Summarizer>>& engines, const std::vector<SummaryInput>& inputs);
+// One batch through a session over `engines` (the summarize command; tests).
+BatchReport summarize_inputs(std::vector<Summarizer*> engines, const OutputDir& out, const std::vector<SummaryInput>& inputs,
+                             Session::Clock::time_point start = Session::Clock::now());
 
 // Opens one Summarizer per entry of `options` at once, each on its own thread (loading a model onto
 // several GPUs takes the time of one), each logging to its own entry of `logs`. With keep_going, the
@@ -116,7 +128,7 @@ std::vector<std::unique_ptr<Summarizer>> open_summarizers(const std::vector<Summ
                                                           std::ostream& err);
 
 // An ostream for one writer thread that forwards whole lines to `out` under `mu`, so the lines of
-// several such streams (one per engine thread) never interleave.
+// several such streams (one per thread) never interleave.
 class SyncedStream : public std::ostream {
  public:
   SyncedStream(std::ostream& out, std::mutex& mu);
@@ -127,9 +139,40 @@ class SyncedStream : public std::ostream {
   std::unique_ptr<Buf> buf_;
 };
 
+// The start shared by `summarize` and `bench summarize`: the options checked, OUT_DIR made and locked,
+// the engines opened (one, or one per GPU of --devices), the inputs found.
+class SummarizeRun {
+ public:
+  SummarizeRun();
+  ~SummarizeRun();
+  // Returns an exit code when the run must not go on (kExitLocked); throws abridge::Error for usage and
+  // fatal errors. Bad inputs are said on `err` and counted by run().
+  std::optional<int> open(const SummarizeOptions& options, std::istream& in, std::ostream& err);
+  // Summarizes the inputs found; the report counts the bad ones too, and its times start at `start`.
+  BatchReport run(Session::Clock::time_point start);
+  std::vector<Summarizer*> engines() const;
+  const DiscoveredInputs& found() const { return found_; }
+
+ private:
+  std::unique_ptr<OutputDir> out_;
+  std::mutex err_mu_;
+  std::vector<std::unique_ptr<SyncedStream>> streams_;  // one per engine
+  std::vector<std::unique_ptr<Summarizer>> engines_;
+  DiscoveredInputs found_;
+};
+
 // Returns 0 when every input was summarized (or up to date), 1 when some failed, 2 for usage or
 // fatal errors (bad options, output name collisions, an unusable model), 3 when another run holds
-// OUT_DIR (an exclusive flock on OUT_DIR/.abridge/lock; --wait-lock waits instead).
+// OUT_DIR (an exclusive flock on OUT_DIR/.abridge; --wait-lock waits instead).
 int run_summarize(const SummarizeOptions& options, std::istream& in, std::ostream& out, std::ostream& err);
+
+// `abridge bench summarize`: runs summarize's pipeline and prints its table beside the run's floor.
+struct BenchSummarizeOptions {
+  SummarizeOptions summarize;
+  std::string ttft;            // "A,B": TTFT(n) = A*n + B*n^2 seconds, from `bench engine`; empty: measured here
+  std::string ttft_lengths;    // prompt lengths to measure TTFT at (empty: chosen from the run's prompts)
+  double copy_tbps = 0;        // copy ceiling in TB/s (0: the figure for a known GPU; measured on the CPU)
+};
+int run_bench_summarize(const BenchSummarizeOptions& options, std::istream& in, std::ostream& out, std::ostream& err);
 
 }  // namespace abridge::pipeline

@@ -12,8 +12,8 @@ namespace abridge::pipeline {
 namespace {
 
 // UTF-16 (after the BOM) to UTF-8; unpaired surrogates are an error.
-std::string utf16_to_utf8(const std::string& path, std::string_view bytes, bool big_endian) {
-  if (bytes.size() % 2 != 0) throw Error(path + ": UTF-16 text with an odd number of bytes");
+std::string utf16_to_utf8(std::string_view bytes, bool big_endian) {
+  if (bytes.size() % 2 != 0) throw Error("UTF-16 text with an odd number of bytes");
   std::string out;
   out.reserve(bytes.size());
   auto unit = [&](size_t i) -> uint32_t {
@@ -24,14 +24,14 @@ std::string utf16_to_utf8(const std::string& path, std::string_view bytes, bool 
     uint32_t u = unit(i);
     if (u >= 0xD800 && u < 0xDC00) {
       if (i + 3 >= bytes.size())
-        throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
+        throw Error("invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
       const uint32_t lo = unit(i + 2);
       if (lo < 0xDC00 || lo >= 0xE000)
-        throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
+        throw Error("invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
       u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
       i += 2;
     } else if (u >= 0xDC00 && u < 0xE000) {
-      throw Error(path + ": invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
+      throw Error("invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
     }
     engine::append_utf8(out, u);
   }
@@ -39,6 +39,26 @@ std::string utf16_to_utf8(const std::string& path, std::string_view bytes, bool 
 }
 
 }  // namespace
+
+std::string decode_text(std::string bytes) {
+  std::string text;
+  size_t bom = 0;
+  auto starts = [&](std::string_view p) { return bytes.size() >= p.size() && bytes.compare(0, p.size(), p) == 0; };
+  if (starts("\xEF\xBB\xBF")) {
+    text = bytes.substr(3);
+    bom = 3;
+  } else if (starts("\xFF\xFE")) {
+    text = utf16_to_utf8(std::string_view(bytes).substr(2), false);
+  } else if (starts("\xFE\xFF")) {
+    text = utf16_to_utf8(std::string_view(bytes).substr(2), true);
+  } else {
+    text = std::move(bytes);
+  }
+  const size_t bad = engine::find_invalid_utf8(text);
+  if (bad != std::string::npos)
+    throw Error("invalid UTF-8 at byte " + std::to_string(bad + bom) + " (only UTF-8 and UTF-16 with a BOM are accepted)");
+  return text;
+}
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
   std::error_code ec;
@@ -55,25 +75,11 @@ std::string read_text_file(const std::string& path, size_t max_bytes) {
   if (!ec) bytes.reserve(size);
   bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(path + ": read error");
-
-  std::string text;
-  size_t bom = 0;
-  auto starts = [&](std::string_view p) { return bytes.compare(0, p.size(), p) == 0 && bytes.size() >= p.size(); };
-  if (starts("\xEF\xBB\xBF")) {
-    text = bytes.substr(3);
-    bom = 3;
-  } else if (starts("\xFF\xFE")) {
-    text = utf16_to_utf8(path, std::string_view(bytes).substr(2), false);
-  } else if (starts("\xFE\xFF")) {
-    text = utf16_to_utf8(path, std::string_view(bytes).substr(2), true);
-  } else {
-    text = std::move(bytes);
+  try {
+    return decode_text(std::move(bytes));
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
   }
-  const size_t bad = engine::find_invalid_utf8(text);
-  if (bad != std::string::npos)
-    throw Error(path + ": invalid UTF-8 at byte " + std::to_string(bad + bom) +
-                " (only UTF-8 and UTF-16 with a BOM are accepted)");
-  return text;
 }
 
 }  // namespace abridge::pipeline

@@ -27,9 +27,8 @@
 #include <thread>
 
 #include "engine/error.h"
-#include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
-#include "pipeline/run_lock.h"
+#include "pipeline/output_dir.h"
 
 namespace abridge::pipeline {
 
@@ -91,7 +90,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kMaxBatch = 64;           // documents per Summarizer::run: a stop waits for one batch at most
 constexpr size_t kMaxWatchedDirs = 64;     // each Poco watcher is one inotify instance (128 per user by default)
 constexpr size_t kMaxQueuedEvents = 65536; // beyond this, events are dropped and a rescan is asked for
 constexpr double kScanGap = 0.25;          // seconds between scans that events ask for (a burst makes few)
@@ -273,8 +271,8 @@ struct Root {
 
 class Watch {
  public:
-  Watch(const WatchOptions& o, std::vector<Root> roots, Summarizer& summarizer, std::ostream& log)
-      : o_(o), roots_(std::move(roots)), summarizer_(summarizer), log_(log), tracker_(o.settle) {
+  Watch(const WatchOptions& o, std::vector<Root> roots, Session& session, std::ostream& log)
+      : o_(o), roots_(std::move(roots)), session_(session), log_(log), tracker_(o.settle) {
     if (!o.summarize.shard.empty()) shard_ = parse_shard(o.summarize.shard);
   }
   ~Watch() {
@@ -296,14 +294,17 @@ class Watch {
   void handle_events(double now);
   void look_at(const std::string& path, double now, bool moved_in);
   void gone(const std::string& path);
-  // Summarizes `paths` in batches; returns false when a stop came first.
-  bool summarize(const std::vector<std::string>& paths, BatchReport* total);
+  // Hands `paths` to the session, which starts them while earlier ones are still in the engine.
+  void summarize(const std::vector<std::string>& paths);
+  // Once the session has finished everything it was given: one line for what it did.
+  void report_when_idle();
   bool quiet() const { return o_.summarize.quiet; }
 
   const WatchOptions& o_;
   std::vector<Root> roots_;
-  Summarizer& summarizer_;
+  Session& session_;
   std::ostream& log_;
+  bool unreported_ = false;  // documents were handed to the session since its last report line
   Clock::time_point t0_ = Clock::now();
   std::optional<std::pair<int64_t, int64_t>> shard_;
 
@@ -485,40 +486,29 @@ void Watch::handle_events(double now) {
   }
 }
 
-bool Watch::summarize(const std::vector<std::string>& paths, BatchReport* total) {
-  for (size_t b = 0; b < paths.size(); b += kMaxBatch) {
-    if (StopSignals::requested()) {
-      log_ << "abridge watch: " << paths.size() - b << " documents left for the next run\n";
-      return false;
-    }
-    std::vector<SummaryInput> batch;
-    for (size_t k = b; k < std::min(paths.size(), b + kMaxBatch); ++k) {
-      const auto it = inputs_.find(paths[k]);
-      if (it != inputs_.end()) batch.push_back(it->second);
-    }
-    const BatchReport r = summarizer_.run(batch);
-    if (total) {
-      total->summarized += r.summarized;
-      total->skipped += r.skipped;
-      total->failed += r.failed;
-      total->input_tokens += r.input_tokens;
-      total->device = r.device;
-    } else if (!quiet() || r.failed > 0) {
-      log_ << final_line(r) << '\n';
-    }
+void Watch::summarize(const std::vector<std::string>& paths) {
+  std::vector<SummaryInput> batch;
+  for (const std::string& p : paths) {
+    const auto it = inputs_.find(p);
+    if (it != inputs_.end()) batch.push_back(it->second);
   }
-  return true;
+  if (batch.empty()) return;
+  session_.add(std::move(batch));
+  unreported_ = true;
+}
+
+void Watch::report_when_idle() {
+  if (!unreported_ || !session_.idle()) return;
+  unreported_ = false;
+  const BatchReport r = session_.take_report();
+  if (!quiet() || r.failed > 0) log_ << final_line(r) << '\n';
 }
 
 int Watch::once() {
   const auto t_start = Clock::now();
-  std::vector<std::string> paths;
-  for (SummaryInput& i : discover_all(true)) {
-    paths.push_back(i.path);
-    inputs_.insert_or_assign(i.path, std::move(i));
-  }
-  BatchReport total;
-  summarize(paths, &total);
+  std::vector<SummaryInput> all = discover_all(true);
+  session_.add(std::move(all));
+  BatchReport total = session_.wait();
   total.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   log_ << final_line(total) << '\n';
   return total.failed > 0 ? kExitInputsFailed : kExitOk;
@@ -559,16 +549,18 @@ int Watch::forever() {
     }
     for (const std::string& p : tracker_.due(t)) look_at(p, t, false);
     const std::vector<std::string> ready = tracker_.take_ready();
-    if (!ready.empty()) {
-      summarize(ready, nullptr);
-      continue;  // look at the clock, the events and the signal again before waiting
-    }
+    if (!ready.empty()) summarize(ready);
+    report_when_idle();
     double wait = 0.1;  // the longest a stop signal waits to be seen
     wait = std::min(wait, tracker_.next_due() - t);
     if (need_scan_) wait = std::min(wait, last_scan_ + kScanGap - t);
     events_.wait(wait);
   }
-  log_ << "abridge watch: " << StopSignals::name() << ": stopped; " << tracker_.pending()
+  // Documents already in the engine are finished; those not started yet wait for the next start (their
+  // outputs are not up to date, so the next scan takes them again).
+  const size_t left = session_.stop();
+  report_when_idle();
+  log_ << "abridge watch: " << StopSignals::name() << ": stopped; " << tracker_.pending() + left
        << " changed documents wait for the next start\n";
   return kExitOk;
 }
@@ -606,25 +598,26 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
       if (rel == ".") throw Error(r.path + ": OUT_DIR cannot be a watched directory (its summaries would be inputs)");
       if (!rel.empty() && *rel.begin() != "..") r.out_rel = rel.generic_string();
     }
-    const fs::path state_dir = fs::path(so.out_dir) / ".abridge";
-    fs::create_directories(state_dir, ec);
-    if (ec) throw Error(so.out_dir + ": cannot create the output directory: " + ec.message());
-    RunLock lock(state_dir, so.wait_lock, log, [] { return StopSignals::requested(); });
-    if (!lock.held_by_other().empty()) {
+    OutputDir out(so.out_dir, so.wait_lock, log, [] { return StopSignals::requested(); });
+    if (!out.held_by_other().empty()) {
       if (StopSignals::requested()) return kExitOk;  // stopped while waiting for the lock
-      log << "abridge watch: " << so.out_dir << " is in use by " << lock.held_by_other()
+      log << "abridge watch: " << so.out_dir << " is in use by " << out.held_by_other()
           << "; not starting (use --wait-lock to wait for it)\n";
       return kExitLocked;
     }
-    remove_stale_temp_files(so.out_dir);  // left by a run killed mid-write; ours now that we hold the lock
+    out.remove_stale_temp_files();  // left by a run killed mid-write; ours now that we hold the lock
     SummarizeOptions engine_options = so;
     engine_options.recursive = true;
-    Summarizer summarizer(engine_options, log);  // loaded once, for every batch
+    // The session's threads and this loop both write log lines: whole lines, one at a time.
+    std::mutex log_mu;
+    SyncedStream engine_log(log, log_mu), watch_log(log, log_mu);
+    Summarizer summarizer(engine_options, engine_log);  // loaded once, for the life of the watch
     if (StopSignals::requested()) {
-      log << "abridge watch: " << StopSignals::name() << ": stopped before the first scan\n";
+      watch_log << "abridge watch: " << StopSignals::name() << ": stopped before the first scan\n";
       return kExitOk;
     }
-    Watch watch(options, std::move(roots), summarizer, log);
+    Session session({&summarizer}, out);
+    Watch watch(options, std::move(roots), session, watch_log);
     return options.once ? watch.once() : watch.forever();
   } catch (const Error& e) {
     log << "abridge watch: " << e.what() << '\n';

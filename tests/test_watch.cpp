@@ -50,7 +50,7 @@ size_t count_files(const fs::path& dir, const std::string& suffix) {
 
 size_t count_tmp_files(const fs::path& dir) {
   size_t n = 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) n += contains(e.path().filename().string(), ".tmp.");
+  for (const auto& e : fs::recursive_directory_iterator(dir)) n += contains(e.path().filename().string(), ".abridge-tmp-");
   return n;
 }
 
@@ -267,6 +267,28 @@ TEST(Watch, SigtermFinishesTheBatchWithTheModelAndLeavesNothingPartial) {
   EXPECT_EQ(count_files(out / ".abridge" / "done", ".json"), 3u);
   EXPECT_EQ(count_tmp_files(out.path()), 0u);
   EXPECT_TRUE(contains(w.log(), "SIGTERM: stopped")) << w.log();
+}
+
+// A document that arrives while others are in the engine joins the running engine: it does not wait
+// for them to end (here its summary is written while a long document's chunks are still running; steps
+// of 64 tokens make the long one take hundreds of steps).
+TEST(Watch, ADocumentArrivingDuringABatchJoinsTheRunningEngine) {
+  TempDir in, out, logs;
+  const std::string text = read_file(source_path("tests/data/texts/R-intro.txt"));
+  write_file(in / "long.txt", text.substr(0, 60000));  // ~17K tokens: dozens of chunks, then merges
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --model " + quote(random_model_dir()) +
+                     " --device cpu --threads 2 --summary-tokens 16 --context-tokens 1024 --chunk-tokens 256"
+                     " --prefill-chunk 64 --settle 0.2",
+                 logs / "log");
+  ASSERT_TRUE(wait_until([&] { return count_files(out.path(), ".zst") >= 1; }, 120s)) << w.log();
+  ASSERT_FALSE(fs::exists(out / "long.txt.summary.md")) << "the long document finished too soon; the test proves less";
+  write_file(in / "short.txt", doc(11));
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "short.txt.summary.md"); }, 120s)) << w.log();
+  EXPECT_FALSE(fs::exists(out / "long.txt.summary.md")) << w.log();  // written before the long one
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "long.txt.summary.md"); }, 300s)) << w.log();
+  EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
+  const std::string log = w.log();
+  EXPECT_LT(log.find("short.txt -> "), log.find("long.txt -> ")) << log;
 }
 
 TEST(Watch, AfterKill9ARestartDoesWhatIsNewAndNothingTwice) {

@@ -1,0 +1,71 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <ostream>
+
+#include "engine/error.h"
+
+namespace abridge::engine {
+
+void EngineOptions::validate() const {
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
+  if (gpu < 0) throw Error("the GPU index must be >= 0, got " + std::to_string(gpu));
+  if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), got " + std::to_string(threads));
+  if (!std::isfinite(gpu_memory_fraction) || gpu_memory_fraction <= 0 || gpu_memory_fraction > 1)
+    throw Error("--gpu-memory-fraction must be in (0, 1], got " + std::to_string(gpu_memory_fraction));
+  if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
+    throw Error("--kv-cache-tokens must be 0 (as memory allows) or a positive number of tokens up to " +
+                std::to_string(kMaxKvCacheTokens) + ", got " + std::to_string(kv_cache_tokens));
+  if (step_tokens != 0 && (step_tokens < kMinStepTokens || step_tokens > kMaxStepTokens))
+    throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
+                " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(step_tokens));
+  if (max_running < 1) throw Error("max_running must be >= 1");
+  if (attention.window < 0 || attention.sinks < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
+}
+
+std::unique_ptr<Engine> Engine::open(const EngineOptions& options, std::ostream& notes) {
+  options.validate();
+  ModelDir model = open_model_dir(options.model);
+  BackendOptions bo;
+  bo.threads = options.threads;
+  bo.gpu = options.gpu;
+  bo.gpu_memory_fraction = options.gpu_memory_fraction;
+  bo.attention = options.attention;
+  bo.max_batch_tokens = options.step_tokens > 0 ? options.step_tokens : kDefaultStepTokens;
+  bo.max_logit_rows = options.max_running;
+  bo.kv_cache_tokens = options.kv_cache_tokens;
+  bo.device = options.device == "cpu" ? Device::kCpu : Device::kCuda;
+  std::unique_ptr<Backend> backend;
+  try {
+    backend = make_backend(model, bo);
+  } catch (const Error& e) {
+    if (options.device != "auto") throw;
+    notes << "abridge: no GPU engine (" << e.what() << "); running on the CPU\n";
+    bo.device = Device::kCpu;
+    backend = make_backend(model, bo);
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(backend), options));
+}
+
+Engine::Engine(ModelDir model, std::unique_ptr<Backend> backend, const EngineOptions& options)
+    : model_(std::move(model)), backend_(std::move(backend)), options_(options) {
+  scheduler_ = scheduler_options_for(*backend_, options.max_running, options.attention, options.step_tokens);
+  scheduler_.admission = options.admission;
+  if (options.kv_cache_tokens > 0 && backend_->kv_block_size() == 0) {
+    // A backend with its own per-slot caches: the scheduler's pool is what paces admission, so the cap
+    // applies there (the same pool behaviour as on a GPU of that size).
+    const int64_t blocks = (options.kv_cache_tokens + scheduler_.block_size - 1) / scheduler_.block_size;
+    scheduler_.num_blocks = static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
+  }
+  scheduler_.validate();
+}
+
+int64_t Engine::max_context() const {
+  const int64_t model_context = model_.config.max_position_embeddings;
+  if (options_.attention.window > 0) return model_context;
+  return std::min(model_context, kv_pool_tokens());
+}
+
+}  // namespace abridge::engine

@@ -1,0 +1,73 @@
+// The engine's front door for commands: one set of user knobs (EngineOptions) with one set of defaults,
+// and Engine, which opens a model directory, builds its backend and answers what it can hold.
+//
+// What the pipeline needs from the engine comes through here and through serving.h (requests and
+// results), chat.h (prompts) and tokenizer.h (text <-> ids); it computes no engine capacity itself.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "engine/serving.h"
+#include "engine/tokenizer.h"
+
+namespace abridge::engine {
+
+struct EngineOptions {
+  std::string model;                  // model directory (config.json, *.safetensors, tokenizer.json)
+  std::string device = "auto";        // auto (CUDA when this build and machine have it, else the CPU) | cpu | cuda
+  int gpu = 0;                        // CUDA device index
+  int threads = 0;                    // CPU backend threads; 0: one per core
+  double gpu_memory_fraction = 0.90;  // of the card's memory, weights and KV pool included; (0, 1]
+  int64_t kv_cache_tokens = 0;        // caps the KV pool at this many tokens; 0: as many as memory allows
+  int64_t step_tokens = 0;            // tokens per engine step (--prefill-chunk); 0: kDefaultStepTokens
+  int32_t max_running = 64;           // sequences in one batch at once
+  Admission admission = Admission::kReserve;
+  AttentionOptions attention;         // window/sinks (StreamingLLM); 0: full attention
+
+  // Throws abridge::Error naming the option and its range.
+  void validate() const;
+};
+
+// Limits of the user knobs, for validation and --help.
+inline constexpr int64_t kMinStepTokens = 64;
+inline constexpr int64_t kMaxStepTokens = 65536;
+inline constexpr int64_t kMaxKvCacheTokens = int64_t{1} << 31;
+
+class Engine {
+ public:
+  // Opens and checks the model directory, then builds the backend for options.device ("auto" falls
+  // back to the CPU, saying why on `notes`). Throws abridge::Error with one line.
+  static std::unique_ptr<Engine> open(const EngineOptions& options, std::ostream& notes);
+
+  const ModelDir& model() const { return model_; }
+  const ModelConfig& config() const { return model_.config; }
+  const Tokenizer& tokenizer() const { return model_.tokenizer; }
+  Backend& backend() { return *backend_; }
+  const Backend& backend() const { return *backend_; }
+  std::string device_description() const { return backend_->device_description(); }
+  bool on_gpu() const { return backend_->name() != "cpu"; }
+
+  // The scheduler options every ServingEngine on this backend uses (pool, step budget, admission).
+  const SchedulerOptions& scheduler_options() const { return scheduler_; }
+  // The most tokens (prompt + new tokens) one sequence can have: the model's context, capped by the KV
+  // pool when there is no attention window (a sequence runs alone if it must).
+  int64_t max_context() const;
+  // Tokens the KV pool holds (every sequence together).
+  int64_t kv_pool_tokens() const { return int64_t{scheduler_.num_blocks} * scheduler_.block_size; }
+
+ private:
+  Engine(ModelDir model, std::unique_ptr<Backend> backend, const EngineOptions& options);
+  ModelDir model_;
+  std::unique_ptr<Backend> backend_;
+  EngineOptions options_;
+  SchedulerOptions scheduler_;
+};
+
+}  // namespace abridge::engine

@@ -1,0 +1,66 @@
+// OUT_DIR: the one place abridge writes. Summaries, the run lock, the summary cache and the done
+// records (under OUT_DIR/.abridge/) all go through this class, shared by `summarize` and `watch`.
+//
+// Every file is created relative to a directory descriptor opened without following links
+// (O_NOFOLLOW on each path component), written to an unpredictable temporary name (O_CREAT | O_EXCL,
+// ".abridge-tmp-" and 12 random hex digits, a pattern no user file has), fsync'd and renamed into
+// place, then the directory is fsync'd: a crash never leaves a half-written file, and a link planted
+// anywhere inside OUT_DIR is never written through (a link at the final name is replaced, not followed).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace abridge::pipeline {
+
+class OutputDir {
+ public:
+  // Opens OUT_DIR (creating it and .abridge/{cache,done}) and takes the run lock: an exclusive flock on
+  // the OUT_DIR/.abridge directory itself, which a cleaner cannot unlink from under a run while it
+  // holds files. With `wait`, waits for another run to finish (saying so on `err`) until give_up()
+  // turns true. Throws abridge::Error when OUT_DIR cannot be made or is a link.
+  OutputDir(const std::string& path, bool wait, std::ostream& err, const std::function<bool()>& give_up = {});
+  ~OutputDir();
+  OutputDir(const OutputDir&) = delete;
+  OutputDir& operator=(const OutputDir&) = delete;
+
+  // Empty when this process holds the lock; otherwise "another abridge run (pid N)": nothing else may
+  // be called then.
+  const std::string& held_by_other() const { return held_by_other_; }
+  const std::string& path() const { return path_; }
+
+  // Removes the temporary files of runs killed mid-write (only the ".abridge-tmp-XXXXXXXXXXXX" pattern,
+  // anywhere under OUT_DIR, never through a link). Call with the lock held. Returns how many.
+  size_t remove_stale_temp_files() const;
+
+  // The summary cache: zstd frames with a content checksum under .abridge/cache/KEY.zst.
+  struct CacheEntry {
+    std::optional<std::string> value;  // the cached text
+    bool damaged = false;              // an entry was there but failed its checksum or did not decode
+  };
+  CacheEntry cache_get(const std::string& key) const;
+  void cache_put(const std::string& key, std::string_view value) const;  // throws abridge::Error
+
+  // True when the done record of output `rel` (relative to OUT_DIR) names `job_key` and the output holds
+  // exactly the bytes it was written with. Never throws: anything odd means "not up to date".
+  bool up_to_date(const std::string& rel, const std::string& job_key) const;
+  // Records `rel` as done for `job_key` (with the sha256 of `body`), then writes the output. The record
+  // comes first: a run killed between the two finds them disagreeing and summarizes again. Parent
+  // folders are created; a link or non-folder on the way is an error. Throws abridge::Error.
+  void write_output(const std::string& rel, std::string_view body, const std::string& job_key,
+                    const std::string& source) const;
+
+ private:
+  std::string path_;
+  int dir_fd_ = -1, state_fd_ = -1, cache_fd_ = -1, done_fd_ = -1;
+  std::string held_by_other_;
+};
+
+// sha256 of bytes, lowercase hex.
+std::string sha256_hex(std::string_view bytes);
+
+}  // namespace abridge::pipeline

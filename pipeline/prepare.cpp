@@ -1,0 +1,195 @@
+#include "pipeline/prepare.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "chunker/chunker.h"
+#include "engine/chat.h"
+#include "engine/error.h"
+#include "engine/tokenizer.h"
+#include "pipeline/output_dir.h"
+#include "pipeline/pdf_extract.h"
+#include "pipeline/run_report.h"
+#include "pipeline/summarize.h"
+#include "pipeline/text_input.h"
+#include "pipeline/token_counter.h"
+
+namespace abridge::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxDocumentBytes = size_t{512} << 20;
+
+bool is_pdf(const std::string& path) {
+  std::string e = fs::path(path).extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return e == ".pdf";
+}
+
+// The document's bytes, read once through one descriptor: a regular file (not a FIFO or a device, not
+// waited on), at most kMaxDocumentBytes, read to its end as it is now.
+std::string read_document_bytes(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot read: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
+  if (st.st_size == 0) throw Error("empty file");
+  if (static_cast<uint64_t>(st.st_size) > kMaxDocumentBytes)
+    throw Error("file is too large (" + std::to_string(st.st_size >> 20) + " MiB; the limit is " +
+                std::to_string(kMaxDocumentBytes >> 20) + " MiB)");
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
+    if (n == 0) break;  // it shrank while read: what is there
+    got += static_cast<size_t>(n);
+  }
+  bytes.resize(got);
+  if (bytes.empty()) throw Error("empty file");
+  return bytes;
+}
+
+std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
+  const SummarizeOptions& o = *rules.options;
+  const TokenizerCounter counter(*rules.tokenizer);
+  MergeRule merge;
+  merge.instruction = rules.prompts.merge(d.lang);
+  merge.room = rules.context - o.summary_tokens - 256 - rules.count(merge.instruction);
+  merge.count = [&rules](std::string_view s) { return rules.count(s) + 8; };  // + its "Part N: " label
+  merge.join = [lang = d.lang](const std::vector<std::string>& parts) { return Prompts::join(parts, lang); };
+
+  const std::string single = rules.prompts.single(d.lang);
+  const int64_t overhead = rules.count(single) + 64;
+  if (d.input_tokens + overhead + o.summary_tokens <= rules.context) {
+    // One pass: the whole document in one prompt (the engine prefills it in chunks).
+    PlanRequest r{0, 0, single, chunker::clean_text(d.text), {}};
+    r.prompt_ids = rules.encode_request(d.lang, r.instruction, r.text);
+    if (static_cast<int64_t>(r.prompt_ids.size()) + o.summary_tokens <= rules.context) {
+      d.plan.emplace(std::move(r), std::move(merge));
+      return {};
+    }
+  }
+  chunker::Options co;
+  co.max_tokens = static_cast<size_t>(std::max<int64_t>(
+      chunker::kMinBudget, std::min<int64_t>(rules.chunk_tokens, rules.context - overhead - o.summary_tokens - 64)));
+  const auto chunks = chunker::chunk_text(d.text, counter, co);
+  if (chunks.empty()) return "no text to summarize";
+  std::vector<PlanPiece> pieces;
+  std::vector<PlanRequest> map;
+  for (size_t k = 0; k < chunks.size(); ++k) {
+    pieces.push_back({chunks[k].start, chunks[k].end, chunks[k].section, static_cast<int64_t>(chunks[k].tokens), ""});
+    PlanRequest r{0, k, rules.prompts.chunk(d.lang, chunks[k].section), chunks[k].text, {}};
+    r.prompt_ids = rules.encode_request(d.lang, r.instruction, r.text);
+    if (static_cast<int64_t>(r.prompt_ids.size()) + o.summary_tokens > rules.context)
+      return "a prompt of " + std::to_string(r.prompt_ids.size()) + " tokens does not fit the context of " +
+             std::to_string(rules.context) + " tokens";
+    map.push_back(std::move(r));
+  }
+  d.plan.emplace(std::move(pieces), std::move(map), std::move(merge));
+  return {};
+}
+
+}  // namespace
+
+std::vector<int32_t> SummaryRules::encode_request(Language lang, const std::string& instruction,
+                                                  const std::string& text) const {
+  const std::vector<engine::ChatMessage> messages = {{"system", prompts.system(lang)}, {"user", instruction + "\n\n" + text}};
+  return engine::encode_chat(*tokenizer, messages);
+}
+
+std::string SummaryRules::cache_key(const PlanRequest& r) const {
+  // "2": entries carry a zstd checksum; older ones (without) are simply not found.
+  return sha256_hex("2\n" + param_key + "\n" + std::to_string(r.level) + "\n" + r.instruction + "\n" + r.text);
+}
+
+int64_t SummaryRules::count(std::string_view text) const {
+  return text.empty() ? 0 : static_cast<int64_t>(tokenizer->encode(text, engine::AddedTokens::kPlain).size());
+}
+
+PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rules, const OutputDir& out) {
+  const SummarizeOptions& o = *rules.options;
+  PreparedDoc d;
+  d.input = input;
+  d.started = std::chrono::steady_clock::now();
+  try {
+    std::string bytes = read_document_bytes(input.path);
+    d.sha = sha256_hex(bytes);
+    d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
+    if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
+      d.state = PreparedDoc::State::kUpToDate;
+      return d;
+    }
+    if (is_pdf(input.path)) {
+      bytes.clear();
+      bytes.shrink_to_fit();
+      const PdfLimits limits{o.pdf_timeout, static_cast<size_t>(o.pdf_max_memory_mb) << 20};
+      PdfText pdf = extract_pdf_text(input.path, limits);
+      if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
+      d.text = std::move(pdf.text);
+    } else {
+      d.text = decode_text(std::move(bytes));
+    }
+    if (d.text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) throw Error("no text in the document");
+    d.lang = o.lang == "zh" ? Language::kChinese : o.lang == "en" ? Language::kEnglish : detect_language(d.text);
+    d.input_tokens = rules.count(d.text);
+    if (!rules.llm) {
+      const TokenizerCounter counter(*rules.tokenizer);
+      ExtractiveOptions eo;
+      eo.max_tokens = o.summary_tokens;
+      const ExtractiveSummary s = summarize_extractive(d.text, counter, eo);
+      if (s.text.empty()) throw Error("no sentences to summarize");
+      d.summary = s.text;
+      for (const auto& [b, e] : s.spans) d.pieces.push_back({b, e, "", 0, d.text.substr(b, e - b)});
+      d.state = PreparedDoc::State::kSummarized;
+      return d;
+    }
+    const std::string why = plan_document(d, rules);
+    if (!why.empty()) throw Error(why);
+    d.state = PreparedDoc::State::kPlanned;
+  } catch (const std::exception& e) {
+    // Anything one document does (a filesystem_error, a bad_alloc on a hostile file) fails that document.
+    d.state = PreparedDoc::State::kFailed;
+    d.error = e.what();
+    if (d.error.empty()) d.error = "cannot be read";
+  }
+  return d;
+}
+
+std::string render_output(const PreparedDoc& d, const SummaryRules& rules, double seconds) {
+  const SummarizeOptions& o = *rules.options;
+  if (o.format == "txt") return d.summary + "\n";
+  if (o.format == "md") return "# " + shown_path(fs::path(d.input.path).filename().string()) + "\n\n" + d.summary + "\n";
+  using nlohmann::json;
+  json chunks = json::array();
+  for (const PlanPiece& p : d.pieces)
+    chunks.push_back({{"start", p.start}, {"end", p.end}, {"section", p.section}, {"tokens", p.tokens}, {"summary", p.summary}});
+  const json j = {{"summary", d.summary},
+                  {"chunks", chunks},
+                  {"source", shown_path(d.input.path)},
+                  {"sha256", d.sha},
+                  {"model", rules.model_label},
+                  {"prompt", rules.prompts.custom() ? shown_path(o.prompt_file)
+                                                    : "built-in (" + std::string(language_code(d.lang)) + ")"},
+                  {"parameters", json::parse(rules.parameters)},
+                  {"language", language_code(d.lang)},
+                  {"tokens", {{"input", d.input_tokens}, {"generated", d.generated_tokens}}},
+                  {"timings", {{"seconds", seconds}}}};
+  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace abridge::pipeline

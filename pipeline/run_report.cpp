@@ -1,0 +1,143 @@
+#include "pipeline/run_report.h"
+
+#include <cmath>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace abridge::pipeline {
+
+void merge_into(BatchReport& total, BatchReport part) {
+  for (auto& d : part.documents) total.documents.push_back(std::move(d));
+  total.summarized += part.summarized;
+  total.skipped += part.skipped;
+  total.failed += part.failed;
+  total.input_tokens += part.input_tokens;
+  total.generated_tokens += part.generated_tokens;
+  total.llm = total.llm || part.llm;
+  if (!part.device.empty() && total.device.find(part.device) == std::string::npos)
+    total.device += (total.device.empty() ? "" : " + ") + part.device;
+  auto earliest = [](double a, double b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); };
+  total.first_step_seconds = earliest(total.first_step_seconds, part.first_step_seconds);
+  total.first_summary_seconds = earliest(total.first_summary_seconds, part.first_summary_seconds);
+  EngineReport& e = total.engine;
+  const EngineReport& p = part.engine;
+  e.steps += p.steps;
+  e.prefill_tokens += p.prefill_tokens;
+  e.decode_tokens += p.decode_tokens;
+  e.decode_only_steps += p.decode_only_steps;
+  e.preempted_sequences += p.preempted_sequences;
+  e.recomputed_tokens += p.recomputed_tokens;
+  e.peak_kv_blocks = std::max(e.peak_kv_blocks, p.peak_kv_blocks);
+  if (e.kv_blocks == 0) e.kv_blocks = p.kv_blocks, e.kv_block_tokens = p.kv_block_tokens;
+  total.requests.insert(total.requests.end(), part.requests.begin(), part.requests.end());
+}
+
+std::string format_duration(double s) {
+  const int64_t total = static_cast<int64_t>(std::llround(s));
+  std::ostringstream o;
+  if (total >= 3600) o << total / 3600 << "h" << std::setw(2) << std::setfill('0') << (total % 3600) / 60 << "m";
+  else if (total >= 60) o << total / 60 << "m" << std::setw(2) << std::setfill('0') << total % 60 << "s";
+  else o << std::fixed << std::setprecision(1) << s << "s";
+  return o.str();
+}
+
+std::string format_count(double n) {
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(1);
+  if (n >= 1e6) o << n / 1e6 << "M";
+  else if (n >= 1e3) o << n / 1e3 << "K";
+  else o << std::setprecision(0) << n;
+  return o.str();
+}
+
+std::string final_line(const BatchReport& r) {
+  std::ostringstream s;
+  s << "abridge: " << r.summarized << " summarized"
+    << (r.skipped ? ", " + std::to_string(r.skipped) + " up to date" : "") << ", " << r.failed << " failed, "
+    << format_count(static_cast<double>(r.input_tokens)) << " tokens in " << format_duration(r.seconds)
+    << (r.device.empty() || r.device.rfind("cpu", 0) == 0 ? "" : " (" + r.device + ")");
+  return s.str();
+}
+
+std::string shown_path(std::string_view b) {
+  std::string out;
+  out.reserve(b.size());
+  auto escape = [&](unsigned char c) {
+    static const char* hex = "0123456789ABCDEF";
+    out += "\\x";
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  };
+  for (size_t i = 0; i < b.size();) {
+    const auto c = static_cast<unsigned char>(b[i]);
+    if (c == '\\') {
+      out += "\\\\";
+      ++i;
+      continue;
+    }
+    if (c < 0x20 || c == 0x7F) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // The length of a well-formed UTF-8 sequence starting here (RFC 3629: no overlongs, no
+    // surrogates, nothing above U+10FFFF), or 0.
+    size_t n = 0;
+    uint32_t min = 0, cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) n = 2, min = 0x80, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) n = 3, min = 0x800, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4) n = 4, min = 0x10000, cp = c & 0x07;
+    bool ok = n > 0 && i + n <= b.size();
+    for (size_t k = 1; ok && k < n; ++k) {
+      const auto cc = static_cast<unsigned char>(b[i + k]);
+      ok = (cc & 0xC0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
+    if (!ok) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    out.append(b.substr(i, n));
+    i += n;
+  }
+  return out;
+}
+
+std::string report_json(const BatchReport& r) {
+  using nlohmann::json;
+  json docs = json::array();
+  for (const auto& d : r.documents)
+    docs.push_back({{"path", shown_path(d.path)}, {"output", shown_path(d.output)}, {"status", d.status},
+                    {"error", shown_path(d.error)}, {"input_tokens", d.input_tokens},
+                    {"generated_tokens", d.generated_tokens}, {"seconds", d.seconds}});
+  json j = {{"summarized", r.summarized}, {"up_to_date", r.skipped}, {"failed", r.failed},
+            {"input_tokens", r.input_tokens}, {"generated_tokens", r.generated_tokens}, {"seconds", r.seconds},
+            {"device", r.device}, {"documents", docs}};
+  if (r.llm) {
+    const EngineReport& e = r.engine;
+    j["engine"] = {{"steps", e.steps},
+                   {"prefill_tokens", e.prefill_tokens},
+                   {"decode_tokens", e.decode_tokens},
+                   {"decode_only_steps", e.decode_only_steps},
+                   {"preempted_sequences", e.preempted_sequences},
+                   {"recomputed_tokens", e.recomputed_tokens},
+                   {"peak_kv_blocks", e.peak_kv_blocks},
+                   {"kv_blocks", e.kv_blocks},
+                   {"kv_block_tokens", e.kv_block_tokens},
+                   {"requests", static_cast<int64_t>(r.requests.size())},
+                   {"model_load_seconds", r.load_seconds},
+                   {"first_step_seconds", r.first_step_seconds},
+                   {"first_summary_seconds", r.first_summary_seconds}};
+  }
+  return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace abridge::pipeline
