@@ -3,8 +3,9 @@
 # of bench/make_corpus.sh (4.1M tokens, 8K-215K tokens a document), 256 tokens per summary.
 #   bench/summarize_rows.sh ABRIDGE MODEL_DIR WORK_DIR [ROW...]
 # Rows: all64 (one pass each), first32 (the 32 shortest), mapreduce (--context-tokens 32768),
-# small (a KV cache of 81,920 tokens, what a 24 GB card holds beside bf16 weights). The first row run
-# times its own TTFT probes; the later rows reuse that fit (--ttft), so every row has the same floor rule.
+# small (a KV cache of 81,920 tokens, what a 24 GB card holds beside bf16 weights). The first row times
+# TTFT probes at $TTFT_LENGTHS (default 8K, 32K, 128K and 210K tokens); the later rows reuse that fit
+# (--ttft), so every row's floor uses the same TTFT(n).
 set -euo pipefail
 abridge=$1 model=$2 work=$3
 shift 3
@@ -12,7 +13,8 @@ rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(all64 first32 mapreduce small)
 here=$(cd "$(dirname "$0")" && pwd)
 [ -d "$work/corpus" ] || bash "$here/make_corpus.sh" "$work/corpus" >/dev/null
-ttft=()
+ttft=(--ttft-lengths "${TTFT_LENGTHS:-8192,32768,131072,215040}")
+fitted=no
 for row in "${rows[@]}"; do
   out="$work/out-$row"
   rm -rf "$out"
@@ -25,13 +27,17 @@ for row in "${rows[@]}"; do
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   echo "## $row"
+  code=0
   if [ "$row" = first32 ]; then
-    ls "$work"/corpus/doc*.txt | sort | head -n 32 | "$abridge" bench summarize "${inputs[@]}" "${args[@]}" "${ttft[@]}" | tee "$work/$row.md"
+    ls "$work"/corpus/doc*.txt | sort | head -n 32 |
+      "$abridge" bench summarize "${inputs[@]}" "${args[@]}" "${ttft[@]}" >"$work/$row.md" || code=$?
   else
-    "$abridge" bench summarize "${inputs[@]}" "${args[@]}" "${ttft[@]}" | tee "$work/$row.md"
+    "$abridge" bench summarize "${inputs[@]}" "${args[@]}" "${ttft[@]}" >"$work/$row.md" || code=$?
   fi
-  if [ ${#ttft[@]} -eq 0 ]; then
+  cat "$work/$row.md"
+  [ $code -le 1 ] || { echo "bench summarize exited with $code" >&2; continue; }  # 1: some documents failed
+  if [ $fitted = no ]; then
     fit=$(sed -n 's/^TTFT(n) = \([^*]*\)\*n + \([^*]*\)\*n^2 s.*/\1,\2/p' "$work/$row.md")
-    [ -n "$fit" ] && ttft=(--ttft "$fit")
+    [ -n "$fit" ] && ttft=(--ttft "$fit") && fitted=yes
   fi
 done

@@ -373,9 +373,19 @@ struct Session::Impl {
           ++in_engines;
           cv.notify_all();  // a worker may prepare the next one
         }
-        driver.start(std::move(*doc));
+        try {
+          driver.start(std::move(*doc));
+        } catch (const std::exception& e) {
+          driver.fail_all(std::string("engine: ") + e.what());  // the environment (memory): no document is lost silently
+        }
       }
-      const bool ran = driver.step();
+      bool ran = false;
+      try {
+        ran = driver.step();
+      } catch (const std::exception& e) {
+        driver.fail_all(std::string("engine: ") + e.what());
+        ran = true;
+      }
       {
         std::lock_guard lock(mu);
         if (ran && report.first_step_seconds < 0) report.first_step_seconds = since(t0);
