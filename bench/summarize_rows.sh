@@ -3,9 +3,9 @@
 # of bench/make_corpus.sh (4.1M tokens, 8K-215K tokens a document), 256 tokens per summary.
 #   bench/summarize_rows.sh ABRIDGE MODEL_DIR WORK_DIR [ROW...]
 # Rows: all64 (one pass each), first32 (the 32 shortest), mapreduce (--context-tokens 32768),
-# small (a KV cache of 81,920 tokens, what a 24 GB card holds beside bf16 weights). The first row times
-# TTFT probes at $TTFT_LENGTHS (default 8K, 32K, 128K and 210K tokens); the later rows reuse that fit
-# (--ttft), so every row's floor uses the same TTFT(n).
+# small (a KV cache of 81,920 tokens, what a 24 GB card holds beside bf16 weights). Every row's floor
+# uses the same TTFT points: `abridge bench engine` on this GPU at $TTFT_LENGTHS (default 8K, 32K, 128K
+# and 210K tokens), run first.
 set -euo pipefail
 abridge=$1 model=$2 work=$3
 shift 3
@@ -13,8 +13,11 @@ rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(all64 first32 mapreduce small)
 here=$(cd "$(dirname "$0")" && pwd)
 [ -d "$work/corpus" ] || bash "$here/make_corpus.sh" "$work/corpus" >/dev/null
-ttft=(--ttft-lengths "${TTFT_LENGTHS:-8192,32768,131072,215040}")
-fitted=no
+lengths=${TTFT_LENGTHS:-8192,32768,131072,215040}
+"$abridge" bench engine --model "$model" --prefill "$lengths" --decode 1x4096 --steps 16 | tee "$work/bench-engine.md"
+points=$(sed -n 's/^| prefill \([0-9]*\) | TTFT \([0-9.]*\) s .*/\1:\2/p' "$work/bench-engine.md" | paste -sd, -)
+[ -n "$points" ] || { echo "no TTFT rows in bench engine's table" >&2; exit 1; }
+ttft=(--ttft-points "$points")
 for row in "${rows[@]}"; do
   out="$work/out-$row"
   rm -rf "$out"
@@ -36,8 +39,4 @@ for row in "${rows[@]}"; do
   fi
   cat "$work/$row.md"
   [ $code -le 1 ] || { echo "bench summarize exited with $code" >&2; continue; }  # 1: some documents failed
-  if [ $fitted = no ]; then
-    fit=$(sed -n 's/^TTFT(n) = \([^*]*\)\*n + \([^*]*\)\*n^2 s.*/\1,\2/p' "$work/$row.md")
-    [ -n "$fit" ] && ttft=(--ttft "$fit") && fitted=yes
-  fi
 done

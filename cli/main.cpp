@@ -158,13 +158,13 @@ int cmd_bench_summarize(const std::vector<std::string>& args) {
   po::options_description desc(
       "Runs `abridge summarize` on INPUT... exactly as that command would (same options, same outputs in\n"
       "OUT_DIR) and prints one table beside the run's floor: the engine's own time to prefill each prompt the\n"
-      "run sent alone (TTFT, a fit a*n + b*n^2 of prompts timed after the run, or --ttft) plus the decode bytes\n"
+      "run sent alone (TTFT, interpolated between prompts timed after the run, or --ttft-points) plus the decode bytes\n"
       "over the copy ceiling; model loading apart; the first summary's time; preempted sequences, recomputed\n"
       "tokens and the peak KV blocks. Use a fresh OUT_DIR (or --force) so that nothing is up to date.\n\nOptions");
   add_summarize_options(desc, o, config);
   desc.add_options()
       ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)")
-      ("ttft", po::value(&b.ttft), "A,B: TTFT(n) = A*n + B*n^2 seconds (from `bench engine`) instead of timing prompts after the run")
+      ("ttft-points", po::value(&b.ttft_points), "N:S,...: the engine's time to first token S (seconds) for prompts of N tokens, e.g. from `bench engine` on this GPU, instead of timing prompts after the run")
       ("ttft-lengths", po::value(&b.ttft_lengths), "prompt lengths to time for the fit, comma-separated (default: the run's longest prompt, 1/4 and 1/16 of it)")
       ("copy-tbps", po::value(&b.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200; on the CPU, measured)");
   po::positional_options_description pos;

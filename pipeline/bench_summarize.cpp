@@ -5,8 +5,9 @@
 //   floor = sum_i TTFT(n_i) + decode bytes / copy rate,
 //   decode bytes = sum_i g_i * (n_i + g_i / 2) * KV bytes per token      (each token reads its cache)
 //                + (decode-only steps) * weight bytes                     (weights read for decodes alone),
-// where TTFT(n) is this engine's own time to prefill one prompt of n tokens alone on this device: a fit
-// a*n + b*n^2 of prompts timed here after the run (or given by --ttft from `bench engine`). The lower
+// where TTFT(n) is this engine's own time to prefill one prompt of n tokens alone on this device,
+// interpolated between prompts timed here after the run (or given by --ttft-points, e.g. from
+// `bench engine`). The lower
 // bound counts the weights once per token of the longest reply instead of once per decode-only step.
 // Model loading is reported apart and left out of the share.
 #include <algorithm>
@@ -79,17 +80,56 @@ double time_to_first_token(engine::Engine& eng, int64_t n) {
   return s;
 }
 
-// Least squares of t = a*n + b*n^2 (no constant: an empty prompt costs nothing).
-std::pair<double, double> fit_ttft(const std::vector<std::pair<int64_t, double>>& points) {
-  double s11 = 0, s12 = 0, s22 = 0, y1 = 0, y2 = 0;
-  for (const auto& [n, t] : points) {
-    const double x1 = static_cast<double>(n), x2 = x1 * x1;
-    s11 += x1 * x1, s12 += x1 * x2, s22 += x2 * x2, y1 += x1 * t, y2 += x2 * t;
+// TTFT(n) between measured points (n_k, t_k): the time per token, t/n, is linear in n for a prefill
+// whose attention grows with the context (t = a*n + b*n^2), so it is interpolated linearly in n between
+// neighbouring points and extended along the nearest segment outside them (never below half the
+// smallest measured time per token).
+class TtftCurve {
+ public:
+  explicit TtftCurve(std::vector<std::pair<int64_t, double>> points) : p_(std::move(points)) {
+    std::sort(p_.begin(), p_.end());
+    if (p_.empty()) throw Error("no TTFT points");
   }
-  const double det = s11 * s22 - s12 * s12;
-  const double b = points.size() < 2 || std::fabs(det) < 1e-300 ? 0 : (s11 * y2 - s12 * y1) / det;
-  if (b <= 0) return {s11 > 0 ? y1 / s11 : 0, 0};  // no quadratic term to see: the linear fit
-  return {(y1 * s22 - y2 * s12) / det, b};
+  double operator()(int64_t n) const {
+    if (n <= 0) return 0;
+    auto per = [&](size_t k) { return p_[k].second / static_cast<double>(p_[k].first); };
+    if (p_.size() == 1) return per(0) * static_cast<double>(n);
+    size_t k = 1;
+    while (k + 1 < p_.size() && p_[k].first < n) ++k;
+    const double x0 = static_cast<double>(p_[k - 1].first), x1 = static_cast<double>(p_[k].first);
+    double per_token = per(k - 1) + (per(k) - per(k - 1)) * (static_cast<double>(n) - x0) / (x1 - x0);
+    double least = per(0);
+    for (size_t i = 1; i < p_.size(); ++i) least = std::min(least, per(i));
+    per_token = std::max(per_token, least / 2);
+    return per_token * static_cast<double>(n);
+  }
+  const std::vector<std::pair<int64_t, double>>& points() const { return p_; }
+
+ private:
+  std::vector<std::pair<int64_t, double>> p_;
+};
+
+// "8192:0.140,32768:0.983" -> points.
+std::vector<std::pair<int64_t, double>> parse_points(const std::string& s) {
+  std::vector<std::pair<int64_t, double>> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t colon = item.find(':');
+    try {
+      if (colon == std::string::npos) throw std::invalid_argument(item);
+      size_t u1 = 0, u2 = 0;
+      const long long n = std::stoll(item.substr(0, colon), &u1);
+      const double t = std::stod(item.substr(colon + 1), &u2);
+      if (u1 != colon || u2 != item.size() - colon - 1 || n < 1 || !(t > 0) || !std::isfinite(t))
+        throw std::invalid_argument(item);
+      out.emplace_back(n, t);
+    } catch (const std::exception&) {
+      throw Error("--ttft-points: \"" + item + "\" is not TOKENS:SECONDS (e.g. 8192:0.140)");
+    }
+  }
+  if (out.empty()) throw Error("--ttft-points is empty");
+  return out;
 }
 
 // Host memory copy rate (read + write bytes per second): the CPU backend's ceiling.
@@ -114,11 +154,8 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
   try {
     const SummarizeOptions& o = opt.summarize;
     if (o.model.empty()) throw Error("bench summarize needs --model DIR (the floor is the engine's)");
-    std::vector<double> ab;
-    if (!opt.ttft.empty()) {
-      ab = parse_numbers(opt.ttft, "--ttft");
-      if (ab.size() != 2) throw Error("--ttft takes A,B (TTFT(n) = A*n + B*n^2 seconds)");
-    }
+    std::vector<std::pair<int64_t, double>> given;
+    if (!opt.ttft_points.empty()) given = parse_points(opt.ttft_points);
     std::vector<double> lengths;
     if (!opt.ttft_lengths.empty()) lengths = parse_numbers(opt.ttft_lengths, "--ttft-lengths");
     if (opt.copy_tbps < 0 || !std::isfinite(opt.copy_tbps)) throw Error("--copy-tbps must be >= 0");
@@ -129,11 +166,11 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     engine::Engine& eng = *run.engines().at(0)->engine();
     err << final_line(r) << '\n';
 
-    // TTFT(n) of this engine alone.
-    int64_t longest = 0;
-    for (const RequestRecord& q : r.requests) longest = std::max(longest, q.prompt_tokens);
-    std::vector<std::pair<int64_t, double>> probes;
-    if (ab.empty()) {
+    // TTFT(n) of this engine alone: measured after the run, unless given.
+    std::vector<std::pair<int64_t, double>> points = given;
+    if (points.empty()) {
+      int64_t longest = 0;
+      for (const RequestRecord& q : r.requests) longest = std::max(longest, q.prompt_tokens);
       if (lengths.empty() && longest > 0)
         for (int64_t n : {longest / 16, longest / 4, longest})
           if (n >= 64) lengths.push_back(static_cast<double>(n));
@@ -142,13 +179,10 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
       for (double n : lengths) {
         const int64_t len = std::min<int64_t>(static_cast<int64_t>(n), eng.max_context() - 1);
         err << "abridge bench summarize: TTFT of " << len << " tokens alone..." << std::endl;
-        probes.emplace_back(len, time_to_first_token(eng, len));
+        points.emplace_back(len, time_to_first_token(eng, len));
       }
-      const auto [a, b] = fit_ttft(probes);
-      ab = {a, b};
     }
-    const double a = ab[0], b = ab[1];
-    auto ttft = [&](int64_t n) { return a * static_cast<double>(n) + b * static_cast<double>(n) * static_cast<double>(n); };
+    const TtftCurve ttft(points);
 
     // Ceilings.
     const std::string device = eng.device_description();
@@ -184,15 +218,13 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
         << " backend)\nmodel: " << o.model << " (" << fmt(static_cast<double>(c.n_params()) / 1e9, 2) << " B params); KV pool "
         << thousands(eng.kv_pool_tokens()) << " tokens; " << thousands(eng.scheduler_options().max_batch_tokens)
         << " tokens per step; engine context " << thousands(eng.max_context()) << "\n";
-    out << "TTFT(n) = " << std::scientific << std::setprecision(4) << a << "*n + " << b << "*n^2 s" << std::defaultfloat;
-    if (!probes.empty()) {
-      out << " (fit of";
-      for (const auto& [n, t] : probes) out << " " << thousands(n) << ": " << fmt(t, 3) << " s;";
-      out << " measured after the run)";
-    } else {
-      out << " (--ttft)";
-    }
-    out << "; copy ceiling " << fmt(copy / 1e9, 1) << " GB/s" << (opt.copy_tbps == 0 && !eng.on_gpu() ? " (host memcpy, measured)" : "") << "\n\n";
+    out << "TTFT points: ";
+    for (size_t k = 0; k < ttft.points().size(); ++k)
+      out << (k ? "," : "") << ttft.points()[k].first << ":" << fmt(ttft.points()[k].second, 4);
+    out << (given.empty() ? " (one prompt alone through the serving engine, timed after the run)" : " (--ttft-points)")
+        << "; TTFT(n) between them: time per token linear in n\n";
+    out << "copy ceiling " << fmt(copy / 1e9, 1) << " GB/s" << (opt.copy_tbps == 0 && !eng.on_gpu() ? " (host memcpy, measured)" : "")
+        << "\n\n";
     out << "| measure | value |\n|---|---:|\n";
     auto row = [&](const std::string& k, const std::string& v) { out << "| " << k << " | " << v << " |\n"; };
     row("documents (summarized / up to date / failed)",

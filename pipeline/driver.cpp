@@ -42,10 +42,10 @@ void Driver::start(PreparedDoc doc) {
 }
 
 bool Driver::wants_more() const {
-  // A first wave is held only when its first document is short (one step's prompt): then its summary
-  // can be out within seconds. A long first document gains nothing from it.
-  const bool holding =
-      wave_finished_ == 0 && wave_first_ <= first_wave_tokens_ && wave_tokens_ >= first_wave_tokens_ && !docs_.empty();
+  // A first wave is held only when its first document is short (two steps' prompts at most): then its
+  // summary can be out within seconds. A long first document gains nothing from it.
+  const bool holding = wave_finished_ == 0 && wave_first_ <= 2 * first_wave_tokens_ &&
+                       wave_tokens_ >= first_wave_tokens_ && !docs_.empty();
   // Less than two steps' prompts wait in the engine: room to take a document without holding back
   // work that another engine could do.
   return !holding && serving_.queued_tokens() < 2 * first_wave_tokens_;

@@ -133,10 +133,13 @@ struct Session::Impl {
 
   mutable std::mutex mu;  // guards everything below
   std::condition_variable cv;
-  std::deque<SummaryInput> to_prepare;              // smallest first within each add()
-  std::map<uint64_t, PreparedDoc> ready;            // planned, waiting for a driver, by arrival
+  // Documents carry a sequence number from add() (smallest first within each call): prepared in that
+  // order, and started in that order unless the next one is slow to prepare (a big PDF).
+  std::deque<std::pair<uint64_t, SummaryInput>> to_prepare;
+  std::map<uint64_t, Clock::time_point> in_preparation;  // since when
+  std::map<uint64_t, PreparedDoc> ready;            // planned, waiting for a driver
   std::deque<std::function<void()>> writes;         // outputs and cache entries to write
-  uint64_t next_ready = 0;
+  uint64_t next_seq = 0;
   size_t preparing = 0, in_engines = 0, writing = 0;
   size_t lookahead = 0;                             // planned documents kept ready at most
   bool stopping = false;
@@ -301,9 +304,10 @@ struct Session::Impl {
         continue;
       }
       if (stopping) return;
-      SummaryInput input = std::move(to_prepare.front());
+      auto [seq, input] = std::move(to_prepare.front());
       to_prepare.pop_front();
       ++preparing;
+      in_preparation.emplace(seq, Clock::now());
       lock.unlock();
       PreparedDoc d = prepare_document(input, rules, out);
       switch (d.state) {
@@ -314,11 +318,12 @@ struct Session::Impl {
           std::lock_guard l2(mu);
           chunks_total += d.plan->level_size();
           tokens_started += d.input_tokens;
-          ready.emplace(next_ready++, std::move(d));
+          ready.emplace(seq, std::move(d));
           break;
         }
       }
       lock.lock();
+      in_preparation.erase(seq);
       --preparing;
       cv.notify_all();
     }
@@ -367,7 +372,7 @@ struct Session::Impl {
         std::optional<PreparedDoc> doc;
         {
           std::lock_guard lock(mu);
-          if (ready.empty()) break;
+          if (!next_in_order()) break;
           doc = std::move(ready.begin()->second);
           ready.erase(ready.begin());
           ++in_engines;
@@ -398,9 +403,20 @@ struct Session::Impl {
       }
       std::unique_lock lock(mu);
       if (stopping && driver.idle()) return;
-      cv.wait(lock, [&] { return stopping || !ready.empty(); });
+      // Idle: wait for the next document (or, when the one before it is slow to prepare, a moment).
+      const auto wake = [&] { return stopping || next_in_order(); };
+      if (in_preparation.empty()) cv.wait(lock, wake);
+      else cv.wait_for(lock, std::chrono::milliseconds(200), wake);
       if (stopping && driver.idle()) return;
     }
+  }
+
+  // A planned document is ready and no document before it is still being prepared (for long: a PDF
+  // that takes seconds does not hold the others back). Under mu.
+  bool next_in_order() const {
+    if (ready.empty()) return false;
+    if (in_preparation.empty() || ready.begin()->first < in_preparation.begin()->first) return true;
+    return Clock::now() - in_preparation.begin()->second > std::chrono::seconds(2);
   }
 
   bool idle_locked() const {
@@ -444,7 +460,7 @@ void Session::add(std::vector<SummaryInput> inputs) {
   std::lock_guard lock(impl_->mu);
   if (!impl_->batch_start) impl_->batch_start = Clock::now();
   impl_->docs_total += inputs.size();
-  for (SummaryInput& i : inputs) impl_->to_prepare.push_back(std::move(i));
+  for (SummaryInput& i : inputs) impl_->to_prepare.emplace_back(impl_->next_seq++, std::move(i));
   impl_->cv.notify_all();
 }
 

@@ -169,7 +169,7 @@ int run_summarize(const SummarizeOptions& options, std::istream& in, std::ostrea
 // `abridge bench summarize`: runs summarize's pipeline and prints its table beside the run's floor.
 struct BenchSummarizeOptions {
   SummarizeOptions summarize;
-  std::string ttft;            // "A,B": TTFT(n) = A*n + B*n^2 seconds, from `bench engine`; empty: measured here
+  std::string ttft_points;     // "N:S,...": TTFT of N-token prompts in seconds (`bench engine`); empty: measured here
   std::string ttft_lengths;    // prompt lengths to measure TTFT at (empty: chosen from the run's prompts)
   double copy_tbps = 0;        // copy ceiling in TB/s (0: the figure for a known GPU; measured on the CPU)
 };
