@@ -13,10 +13,13 @@ rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(all64 first32 mapreduce small)
 here=$(cd "$(dirname "$0")" && pwd)
 [ -d "$work/corpus" ] || bash "$here/make_corpus.sh" "$work/corpus" >/dev/null
-lengths=${TTFT_LENGTHS:-8192,32768,131072,215040}
-"$abridge" bench engine --model "$model" --prefill "$lengths" --decode 1x4096 --steps 16 | tee "$work/bench-engine.md"
-points=$(sed -n 's/^| prefill \([0-9]*\) | TTFT \([0-9.]*\) s .*/\1:\2/p' "$work/bench-engine.md" | paste -sd, -)
-[ -n "$points" ] || { echo "no TTFT rows in bench engine's table" >&2; exit 1; }
+points=${TTFT_POINTS:-}  # N:S,... from an earlier bench engine run on this GPU, or measured now
+if [ -z "$points" ]; then
+  lengths=${TTFT_LENGTHS:-8192,32768,131072,215040}
+  "$abridge" bench engine --model "$model" --prefill "$lengths" --decode 1x4096 --steps 16 | tee "$work/bench-engine.md"
+  points=$(sed -n 's/^| prefill \([0-9]*\) | TTFT \([0-9.]*\) s .*/\1:\2/p' "$work/bench-engine.md" | paste -sd, -)
+  [ -n "$points" ] || { echo "no TTFT rows in bench engine's table" >&2; exit 1; }
+fi
 ttft=(--ttft-points "$points")
 for row in "${rows[@]}"; do
   out="$work/out-$row"

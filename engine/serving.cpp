@@ -124,6 +124,7 @@ bool ServingEngine::step() {
 bool ServingEngine::step_once() {
   take_inbox();
   if (scheduler_.idle()) return false;
+  const auto step_start = Clock::now();
 
   ScheduledStep st = scheduler_.schedule();
   for (int32_t slot : st.released_slots) backend_.release(slot);
@@ -192,7 +193,9 @@ bool ServingEngine::step_once() {
   counters_.prefill_tokens += st.prefill_tokens;
   counters_.decode_tokens += st.decode_tokens;
   counters_.generated_tokens += generated;
-  counters_.decode_only_steps += st.decode_tokens > 0 && st.prefill_tokens == 0;
+  const bool decode_only = st.decode_tokens > 0 && st.prefill_tokens == 0;
+  counters_.decode_only_steps += decode_only;
+  (decode_only ? counters_.decode_only_seconds : counters_.prefill_step_seconds) += seconds(step_start, Clock::now());
   counters_.preemptions += static_cast<int64_t>(st.preempted.size());
   counters_.recomputed_tokens = scheduler_.recomputed_tokens();
   counters_.peak_kv_blocks = scheduler_.peak_blocks();

@@ -68,6 +68,8 @@ struct EngineCounters {
   int64_t prefill_tokens = 0;    // prompt tokens computed, recomputes after preemption included
   int64_t decode_tokens = 0;     // decode-step tokens computed
   int64_t decode_only_steps = 0; // steps with decode tokens and no prefill chunk (the weights read for them alone)
+  double decode_only_seconds = 0;  // wall time of those steps (plan, forward, sampling)
+  double prefill_step_seconds = 0; // wall time of the steps with a prefill chunk
   int64_t generated_tokens = 0;  // tokens streamed out
   int64_t preemptions = 0;       // sequences sent back to the queue (each time)
   int64_t recomputed_tokens = 0; // tokens computed again after preemption

@@ -241,6 +241,13 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     row("first summary written (after the first step)",
         r.first_summary_seconds >= 0 && r.first_step_seconds >= 0 ? fmt(r.first_summary_seconds - r.first_step_seconds, 2) + " s" : "-");
     row("engine steps (decode-only)", thousands(r.engine.steps) + " (" + thousands(r.engine.decode_only_steps) + ")");
+    const int64_t prefill_steps = r.engine.steps - r.engine.decode_only_steps;
+    auto per_step = [&](double s, int64_t n) { return n > 0 ? fmt(1e3 * s / static_cast<double>(n), 2) + " ms each" : std::string("-"); };
+    row("time in steps with a prefill chunk", fmt(r.engine.prefill_step_seconds, 2) + " s (" +
+                                                 per_step(r.engine.prefill_step_seconds, prefill_steps) + ")");
+    row("time in decode-only steps", fmt(r.engine.decode_only_seconds, 2) + " s (" +
+                                         per_step(r.engine.decode_only_seconds, r.engine.decode_only_steps) +
+                                         "; the weights alone take " + (copy > 0 ? fmt(1e3 * weight_bytes / copy, 2) : "-") + " ms)");
     row("prefill / decode tokens", thousands(r.engine.prefill_tokens) + " / " + thousands(r.engine.decode_tokens));
     row("preempted sequences", thousands(r.engine.preempted_sequences));
     row("recomputed tokens", thousands(r.engine.recomputed_tokens));

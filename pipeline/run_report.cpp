@@ -26,6 +26,8 @@ void merge_into(BatchReport& total, BatchReport part) {
   e.prefill_tokens += p.prefill_tokens;
   e.decode_tokens += p.decode_tokens;
   e.decode_only_steps += p.decode_only_steps;
+  e.decode_only_seconds += p.decode_only_seconds;
+  e.prefill_step_seconds += p.prefill_step_seconds;
   e.preempted_sequences += p.preempted_sequences;
   e.recomputed_tokens += p.recomputed_tokens;
   e.peak_kv_blocks = std::max(e.peak_kv_blocks, p.peak_kv_blocks);
@@ -127,6 +129,8 @@ std::string report_json(const BatchReport& r) {
                    {"prefill_tokens", e.prefill_tokens},
                    {"decode_tokens", e.decode_tokens},
                    {"decode_only_steps", e.decode_only_steps},
+                   {"decode_only_seconds", e.decode_only_seconds},
+                   {"prefill_step_seconds", e.prefill_step_seconds},
                    {"preempted_sequences", e.preempted_sequences},
                    {"recomputed_tokens", e.recomputed_tokens},
                    {"peak_kv_blocks", e.peak_kv_blocks},

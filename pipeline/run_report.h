@@ -21,6 +21,7 @@ struct DocumentReport {
 // The serving engine's counters over a run (EngineCounters, summed over engines).
 struct EngineReport {
   int64_t steps = 0, prefill_tokens = 0, decode_tokens = 0, decode_only_steps = 0;
+  double decode_only_seconds = 0, prefill_step_seconds = 0;  // wall time of the two kinds of step
   int64_t preempted_sequences = 0, recomputed_tokens = 0, peak_kv_blocks = 0;
   int64_t kv_blocks = 0, kv_block_tokens = 0;  // the pool (of the first engine)
 };

@@ -441,6 +441,8 @@ struct Session::Impl {
       e.prefill_tokens += c.prefill_tokens;
       e.decode_tokens += c.decode_tokens;
       e.decode_only_steps += c.decode_only_steps;
+      e.decode_only_seconds += c.decode_only_seconds;
+      e.prefill_step_seconds += c.prefill_step_seconds;
       e.preempted_sequences += c.preemptions;
       e.recomputed_tokens += c.recomputed_tokens;
       e.peak_kv_blocks = std::max(e.peak_kv_blocks, c.peak_kv_blocks);
