@@ -35,9 +35,6 @@ struct BackendOptions {
   int64_t max_logit_rows = 256;       // CUDA: logits rows per step
 };
 
-// Parses "cpu" / "cuda"; throws abridge::Error otherwise.
-Device parse_device(const std::string& name);
-
 // CUDA devices visible to this process; 0 without CUDA (in the build or the machine).
 int gpu_count();
 

@@ -37,6 +37,7 @@
 #include "pipeline/extractive.h"
 #include "pipeline/pdf_extract.h"
 #include "pipeline/run_lock.h"
+#include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 #include "pipeline/token_counter.h"
 
@@ -274,6 +275,24 @@ std::string trim(std::string s) {
   return s.substr(b, e - b + 1);
 }
 
+// The numeric options' ranges, as `summarize --help` states them; checked before anything loads.
+void check_summarize_ranges(const SummarizeOptions& o) {
+  check_range("--summary-tokens", o.summary_tokens, 16, 16384);
+  // A context must hold a chunk's summary, the summaries it is merged with and the instructions.
+  const int64_t min_context = 4 * o.summary_tokens + 512;
+  if (o.context_tokens != 0 && o.context_tokens < min_context)
+    throw Error("--context-tokens must be 0 (the model's context) or at least 4 x --summary-tokens + 512 = " +
+                std::to_string(min_context) + ", not " + std::to_string(o.context_tokens));
+  if (o.chunk_tokens != 0 && o.chunk_tokens < kMinChunkTokens)
+    throw Error("--chunk-tokens must be 0 (chosen from the context) or at least " + std::to_string(kMinChunkTokens) +
+                ", not " + std::to_string(o.chunk_tokens));
+  check_range("--pdf-timeout", o.pdf_timeout, 0.1, 86400.0);
+  check_range("--pdf-max-memory", o.pdf_max_memory_mb, 64, int64_t{1} << 20);
+  check_range("--gpu-memory-fraction", o.gpu_memory_fraction, 0.01, 1.0);
+  check_prefill_chunk(o.prefill_chunk);
+  check_range("--threads", int64_t{o.threads}, 0, 1024);
+}
+
 }  // namespace
 
 
@@ -303,10 +322,9 @@ struct Summarizer::Impl {
       if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
       if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
         throw Error("--engine must be auto, llm or extractive");
-      if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") throw Error("--device must be auto, cpu or cuda");
+      check_device(o.device);
       if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
-      if (o.summary_tokens < 16 || o.summary_tokens > 16384) throw Error("--summary-tokens must be in 16..16384");
-      check_prefill_chunk(o.prefill_chunk);
+      check_summarize_ranges(o);
       if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
     }
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
@@ -329,19 +347,7 @@ struct Summarizer::Impl {
         bo.gpu = o.gpu;
         bo.gpu_memory_fraction = o.gpu_memory_fraction;
         if (o.prefill_chunk > 0) bo.max_batch_tokens = o.prefill_chunk;
-        if (o.device == "cpu") {
-          bo.device = engine::Device::kCpu;
-        } else {
-          bo.device = engine::Device::kCuda;
-        }
-        try {
-          backend = engine::make_backend(*model, bo);
-        } catch (const Error& e) {
-          if (o.device == "cuda") throw;
-          if (!o.quiet) err << "abridge: no GPU engine (" << e.what() << "); running on the CPU\n";
-          bo.device = engine::Device::kCpu;
-          backend = engine::make_backend(*model, bo);
-        }
+        backend = open_backend(*model, bo, o.device, err, o.quiet);
         device_used = backend->device_description();
         model_id = "model:" + sha256_hex(read_bytes(fs::path(o.model) / "config.json")) + ":" +
                    std::to_string(model->checkpoint->total_bytes());
