@@ -16,8 +16,8 @@ namespace abridge::cli {
 namespace po = boost::program_options;
 
 inline constexpr const char* kPrefillChunkHelp =
-    "tokens per engine step, prompt chunks and the decodes of running requests together (64..65536): "
-    "larger keeps a GPU busier on long documents, smaller lets decodes go on between chunks";
+    "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "
+    "or 64..65536): larger keeps a GPU busier on long documents, smaller lets decodes go on between chunks";
 
 struct Usage : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -25,10 +25,15 @@ struct Usage : std::runtime_error {
 
 // Parses `args` (the words after the command) against `desc` with `pos` positional names.
 // Returns false when --help was asked for (help already printed).
+// `hidden` options are accepted but not shown.
 inline bool parse(const std::string& command, const std::string& synopsis, po::options_description& desc,
-           const po::positional_options_description& pos, const std::vector<std::string>& args, po::variables_map& vm) {
+           const po::positional_options_description& pos, const std::vector<std::string>& args, po::variables_map& vm,
+           const po::options_description* hidden = nullptr) {
   desc.add_options()("help,h", "show this help");
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  po::options_description all;
+  all.add(desc);
+  if (hidden) all.add(*hidden);
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
   if (vm.count("help")) {
     std::cout << "Usage: abridge " << command << " " << synopsis << "\n\n" << desc << '\n';
     return false;
@@ -46,22 +51,21 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("engine", po::value(&o.engine)->default_value("auto"), "auto | llm | extractive (auto: llm with --model)")
       ("format", po::value(&o.format)->default_value("md"), "md | json | txt")
-      ("summary-tokens", po::value(&o.summary_tokens)->default_value(400), "length of a summary in tokens")
+      ("summary-tokens", po::value(&o.summary_tokens)->default_value(400), "length of a summary in tokens (16..16384)")
       ("lang", po::value(&o.lang)->default_value("auto"), "auto | en | zh: the summary's language (auto: the document's)")
       ("prompt", po::value(&o.prompt_file), "file with an instruction that replaces the built-in prompts")
-      ("context-tokens", po::value(&o.context_tokens)->default_value(0), "largest prompt + summary (0: the model's context)")
-      ("chunk-tokens", po::value(&o.chunk_tokens)->default_value(0), "chunk size for map-reduce (0: from the context)")
-      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("context-tokens", po::value(&o.context_tokens)->default_value(0), "largest prompt + summary in tokens (0: the model's context, or at least 4 x summary-tokens + 512; cut to the model's)")
+      ("chunk-tokens", po::value(&o.chunk_tokens)->default_value(0), "chunk size for map-reduce in tokens (0: half the context, 512..32768; or at least 16)")
       ("include", po::value(&o.include)->composing(), "only paths matching this glob (repeatable)")
       ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (repeatable)")
       ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line")
-      ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF")
-      ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF")
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take")
-      ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows); a request's prompt + summary is at most this")
+      ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF (0.1..86400)")
+      ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF (64..1048576)")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
+      ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or 1..2147483648); a request's prompt + summary is at most this")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
-      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
+      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
       ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE")
       ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them")

@@ -71,8 +71,8 @@ int cmd_chunk(const std::vector<std::string>& args) {
       "FILE '-' reads standard input.\n\nOptions");
   desc.add_options()
       ("tokenizer", po::value(&o.tokenizer), "tokenizer.json or a model directory (default: the built-in Qwen3 tokenizer)")
-      ("max-tokens", po::value(&o.max_tokens)->required(), "most tokens in a chunk's text (at least 16)")
-      ("overlap", po::value(&o.overlap)->default_value(0), "tokens of the previous chunk repeated at the start (< max-tokens / 2)")
+      ("max-tokens", po::value(&o.max_tokens)->required(), "most tokens in a chunk's text (16 or more)")
+      ("overlap", po::value(&o.overlap)->default_value(0), "tokens of the previous chunk repeated at the start (0 or more, below max-tokens / 2)")
       ("format", po::value(&o.format)->default_value("jsonl"), "jsonl | text")
       ("replace-invalid", po::bool_switch(&o.replace_invalid), "replace invalid UTF-8 with U+FFFD instead of failing")
       ("keep-running-lines", po::bool_switch(&o.keep_running_lines), "keep running page headers/footers in the text")
@@ -95,16 +95,16 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("model,m", po::value(&o.model)->required(), "model directory (config.json, *.safetensors, tokenizer.json)")
       ("prompt,p", po::value(&o.prompt)->required(), "the user's message")
       ("system", po::value(&o.system), "system message")
-      ("max-new-tokens,n", po::value(&o.max_new_tokens)->default_value(512), "most tokens to generate")
-      ("temperature,t", po::value(&o.temperature)->default_value(0.0f, "0"), "sampling temperature; 0 is greedy")
-      ("top-p", po::value(&o.top_p)->default_value(1.0f, "1"), "nucleus sampling: keep the smallest set of tokens with this much probability")
-      ("seed", po::value(&o.seed)->default_value(0), "random seed for sampling")
-      ("device", po::value(&o.device)->default_value("cpu"), "cpu or cuda")
-      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core)")
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take (weights, buffers, KV cache)")
+      ("max-new-tokens,n", po::value(&o.max_new_tokens)->default_value(512), "most tokens to generate (1 or more; with the prompt, at most the model's context)")
+      ("temperature,t", po::value(&o.temperature)->default_value(0.0f, "0"), "sampling temperature (0 or more; 0 is greedy)")
+      ("top-p", po::value(&o.top_p)->default_value(1.0f, "1"), "nucleus sampling: keep the smallest set of tokens with this much probability (above 0, at most 1)")
+      ("seed", po::value(&o.seed)->default_value(0), "random seed for sampling (0..2^64-1)")
+      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
+      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take: weights, buffers, KV cache (0.01..1)")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
-      ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only (plus the sink tokens), so memory stays bounded; 0: full attention")
-      ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to")
+      ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only (plus the sink tokens), so memory stays bounded (0: full attention, or 1 or more)")
+      ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to (0 or more)")
       ("stats", po::bool_switch(&o.stats), "print token counts and timings to standard error");
   po::positional_options_description pos;
   po::variables_map vm;
@@ -123,7 +123,7 @@ int cmd_model(const std::vector<std::string>& args) {
         "benchmarks. The same preset, seed and dtype give the same bytes.\n\nOptions");
     desc.add_options()
         ("preset", po::value(&o.preset)->default_value("tiny"), "tiny | 0.6b | 1.7b | 4b (the real Qwen3 shapes; tiny is 2 layers)")
-        ("seed", po::value(&o.seed)->default_value(0), "random seed")
+        ("seed", po::value(&o.seed)->default_value(0), "random seed (0..2^64-1)")
         ("dtype", po::value(&o.dtype)->default_value("bf16"), "bf16 | f32")
         ("out", po::value(&o.out_dir)->required(), "output directory (positional)");
     po::positional_options_description pos;
@@ -190,15 +190,15 @@ int cmd_bench(const std::vector<std::string>& args) {
       "Prints a Markdown table on standard output, progress on standard error.\n\nOptions");
   desc.add_options()
       ("model,m", po::value(&o.model)->required(), "model directory")
-      ("device", po::value(&o.device)->default_value("cuda"), "cuda or cpu")
+      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("prefill", po::value(&o.prefill)->default_value(o.prefill), "prompt lengths, comma-separated")
       ("decode", po::value(&o.decode)->default_value(o.decode), "decode runs as BATCHxCONTEXT, comma-separated")
-      ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run")
-      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(8192), "prompt tokens per forward step; run several values to compare")
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "share of GPU memory the engine may take")
-      ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: measured figure for H100/H200)")
-      ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s")
-      ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped");
+      ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run (1..1048576)")
+      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(8192), "prompt tokens per forward step (0: the default, or 64..65536); run several values to compare")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "share of GPU memory the engine may take (0.01..1)")
+      ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: the measured figure for H100/H200, or more than 0)")
+      ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200, or more than 0)")
+      ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped (0..86400)");
   po::positional_options_description pos;
   po::variables_map vm;
   if (!parse("bench engine", "--model DIR [options]", desc, pos, rest, vm)) return kExitOk;
@@ -217,7 +217,9 @@ int cmd_summarize(const std::vector<std::string>& args) {
       "work is cached under OUT_DIR/.abridge/, so an interrupted run resumes, and up-to-date outputs are skipped.\n"
       "A bad input is reported and the rest go on (exit code 1).\n\nOptions");
   add_summarize_options(desc, o, config);
-  desc.add_options()("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)");
+  desc.add_options()
+      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)");
   po::positional_options_description pos;
   pos.add("input", -1);
   po::variables_map vm;

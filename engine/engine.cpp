@@ -12,12 +12,12 @@ void EngineOptions::validate() const {
   if (device != "auto" && device != "cpu" && device != "cuda")
     throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
   if (gpu < 0) throw Error("the GPU index must be >= 0, got " + std::to_string(gpu));
-  if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), got " + std::to_string(threads));
-  if (!std::isfinite(gpu_memory_fraction) || gpu_memory_fraction <= 0 || gpu_memory_fraction > 1)
-    throw Error("--gpu-memory-fraction must be in (0, 1], got " + std::to_string(gpu_memory_fraction));
+  if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), not " + std::to_string(threads));
+  if (!(gpu_memory_fraction >= 0.01 && gpu_memory_fraction <= 1))
+    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + std::to_string(gpu_memory_fraction));
   if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
-    throw Error("--kv-cache-tokens must be 0 (as memory allows) or a positive number of tokens up to " +
-                std::to_string(kMaxKvCacheTokens) + ", got " + std::to_string(kv_cache_tokens));
+    throw Error("--kv-cache-tokens must be 0 (as much as memory allows) or 1.." + std::to_string(kMaxKvCacheTokens) +
+                ", not " + std::to_string(kv_cache_tokens));
   if (step_tokens != 0 && (step_tokens < kMinStepTokens || step_tokens > kMaxStepTokens))
     throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
                 " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(step_tokens));
@@ -25,7 +25,30 @@ void EngineOptions::validate() const {
   if (attention.window < 0 || attention.sinks < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
 }
 
-std::unique_ptr<Engine> Engine::open(const EngineOptions& options, std::ostream& notes) {
+std::unique_ptr<Backend> open_backend(const ModelDir& model, BackendOptions options, const std::string& device,
+                                      std::ostream& notes, bool quiet) {
+  if (device == "cpu" || device == "cuda") {
+    options.device = device == "cpu" ? Device::kCpu : Device::kCuda;
+    return make_backend(model, options);
+  }
+  if (device != "auto") throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
+  // Without a visible GPU there is nothing to try (and a CPU-only build's "use --device cpu" hint would
+  // be beside the point); with one, whatever stops its engine is said before falling back.
+  if (gpu_count() == 0) {
+    if (!quiet) notes << "abridge: no CUDA GPU found; running on the CPU\n";
+  } else {
+    try {
+      options.device = Device::kCuda;
+      return make_backend(model, options);
+    } catch (const Error& e) {
+      if (!quiet) notes << "abridge: no GPU engine (" << e.what() << "); running on the CPU\n";
+    }
+  }
+  options.device = Device::kCpu;
+  return make_backend(model, options);
+}
+
+std::unique_ptr<Engine> Engine::open(const EngineOptions& options, std::ostream& notes, bool quiet) {
   options.validate();
   ModelDir model = open_model_dir(options.model);
   BackendOptions bo;
@@ -36,16 +59,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& options, std::ostream&
   bo.max_batch_tokens = options.step_tokens > 0 ? options.step_tokens : kDefaultStepTokens;
   bo.max_logit_rows = options.max_running;
   bo.kv_cache_tokens = options.kv_cache_tokens;
-  bo.device = options.device == "cpu" ? Device::kCpu : Device::kCuda;
-  std::unique_ptr<Backend> backend;
-  try {
-    backend = make_backend(model, bo);
-  } catch (const Error& e) {
-    if (options.device != "auto") throw;
-    notes << "abridge: no GPU engine (" << e.what() << "); running on the CPU\n";
-    bo.device = Device::kCpu;
-    backend = make_backend(model, bo);
-  }
+  std::unique_ptr<Backend> backend = open_backend(model, bo, options.device, notes, quiet);
   return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(backend), options));
 }
 

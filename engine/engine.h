@@ -40,11 +40,18 @@ inline constexpr int64_t kMinStepTokens = 64;
 inline constexpr int64_t kMaxStepTokens = 65536;
 inline constexpr int64_t kMaxKvCacheTokens = int64_t{1} << 31;
 
+// Builds the backend that `device` names (auto | cpu | cuda). cpu and cuda are taken as said (cuda
+// throws abridge::Error when no GPU engine opens: no CUDA in this build, no GPU, too little memory);
+// auto takes the GPU when its engine opens and otherwise the CPU, saying why on `notes` in one line
+// unless `quiet`. `options.device` is ignored.
+std::unique_ptr<Backend> open_backend(const ModelDir& model, BackendOptions options, const std::string& device,
+                                      std::ostream& notes, bool quiet = false);
+
 class Engine {
  public:
-  // Opens and checks the model directory, then builds the backend for options.device ("auto" falls
-  // back to the CPU, saying why on `notes`). Throws abridge::Error with one line.
-  static std::unique_ptr<Engine> open(const EngineOptions& options, std::ostream& notes);
+  // Opens and checks the model directory, then builds the backend for options.device (open_backend).
+  // Throws abridge::Error with one line.
+  static std::unique_ptr<Engine> open(const EngineOptions& options, std::ostream& notes, bool quiet = false);
 
   const ModelDir& model() const { return model_; }
   const ModelConfig& config() const { return model_.config; }

@@ -33,12 +33,6 @@ ModelDir open_model_dir(const std::string& dir) {
   return ModelDir{dir, std::move(config), std::move(ckpt), std::move(tok)};
 }
 
-Device parse_device(const std::string& name) {
-  if (name == "cpu") return Device::kCpu;
-  if (name == "cuda") return Device::kCuda;
-  throw Error("--device must be cpu or cuda, not \"" + name + "\"");
-}
-
 int gpu_count() {
 #ifdef ABRIDGE_HAVE_CUDA
   return static_cast<int>(kernels::list_devices().size());

@@ -36,9 +36,6 @@ struct BackendOptions {
   int64_t kv_cache_tokens = 0;        // CUDA: caps the KV pool at this many tokens; 0: as memory allows
 };
 
-// Parses "cpu" / "cuda"; throws abridge::Error otherwise.
-Device parse_device(const std::string& name);
-
 // CUDA devices visible to this process; 0 without CUDA (in the build or the machine).
 int gpu_count();
 

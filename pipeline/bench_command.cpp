@@ -5,9 +5,11 @@
 #include <sstream>
 
 #include "engine/bench.h"
+#include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/model.h"
 #include "pipeline/commands.h"
+#include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -51,20 +53,25 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
       if (parts.size() != 2) throw Error("--decode: \"" + d + "\" is not BATCHxCONTEXT");
       bo.decodes.push_back({parse_count(parts[0], "--decode"), parse_count(parts[1], "--decode")});
     }
+    check_range("--steps", opt.decode_steps, 1, 1 << 20);
     bo.decode_steps = opt.decode_steps;
     check_prefill_chunk(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) bo.prefill_chunk = opt.prefill_chunk;  // 0: the default, as elsewhere
+    check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;
+    check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
+    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0))
+      throw Error("--gemm-tflops and --copy-tbps must be 0 (auto) or more");
+    check_device(opt.device);
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
     engine::BackendOptions backend_options;
-    backend_options.device = engine::parse_device(opt.device);
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
     backend_options.max_batch_tokens = bo.prefill_chunk;
     int64_t max_batch = 1;
     for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
     backend_options.max_logit_rows = max_batch;
-    auto backend = engine::make_backend(model, backend_options);
+    auto backend = engine::open_backend(model, backend_options, opt.device, err);
 
     // Ceilings measured on this project's GPU machines (see docs/PERFORMANCE.md).
     const std::string device = backend->device_description();

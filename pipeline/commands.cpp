@@ -12,12 +12,14 @@
 
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
+#include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
 namespace abridge::pipeline {
@@ -100,8 +102,10 @@ void check_prefill_chunk(int64_t tokens) {
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
     if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
+    check_device(opt.device);
+    check_range("--threads", int64_t{opt.threads}, 0, 1024);
+    check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
     engine::BackendOptions backend_options;
-    backend_options.device = engine::parse_device(opt.device);
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
@@ -112,7 +116,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
-    auto backend = engine::make_backend(model, backend_options);
+    auto backend = engine::open_backend(model, backend_options, opt.device, err);
 
     std::vector<engine::ChatMessage> messages;
     if (!opt.system.empty()) messages.push_back({"system", opt.system});

@@ -46,7 +46,7 @@ struct GenerateOptions {
   float temperature = 0.0f;
   float top_p = 1.0f;
   uint64_t seed = 0;
-  std::string device = "cpu";  // cpu | cuda
+  std::string device = "auto";  // auto | cpu | cuda (auto: the GPU when its engine opens, else the CPU)
   int threads = 0;             // CPU backend threads; 0: all cores
   bool stats = false;          // timings on stderr
   double gpu_memory_fraction = 0.90;
@@ -78,7 +78,7 @@ namespace abridge::pipeline {
 
 struct BenchEngineOptions {
   std::string model;
-  std::string device = "cuda";
+  std::string device = "auto";  // auto | cpu | cuda
   std::string prefill = "8192,32768,131072,262144";  // prompt lengths
   std::string decode = "1x4096,1x32768,16x4096,64x2048";  // BATCHxCONTEXT
   int64_t decode_steps = 64;

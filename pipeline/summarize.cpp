@@ -22,6 +22,7 @@
 #include "pipeline/driver.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/prepare.h"
+#include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
 namespace abridge::pipeline {
@@ -34,17 +35,26 @@ double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
 }
 
+// Every option against its range (the range its --help line states), before anything loads.
 void check_options(const SummarizeOptions& o) {
   if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
   if (o.inputs.empty()) throw Error("no INPUT given (files, directories, or - to read paths from stdin)");
   if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
   if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
     throw Error("--engine must be auto, llm or extractive");
-  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") throw Error("--device must be auto, cpu or cuda");
+  check_device(o.device);
   if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
-  if (o.summary_tokens < 16 || o.summary_tokens > 16384) throw Error("--summary-tokens must be in 16..16384");
-  if (o.context_tokens < 0) throw Error("--context-tokens must be >= 0 (0: the model's context)");
-  if (o.chunk_tokens < 0) throw Error("--chunk-tokens must be >= 0 (0: chosen from the context)");
+  check_range("--summary-tokens", o.summary_tokens, 16, 16384);
+  // A context must hold a chunk's summary, the summaries it is merged with and the instructions.
+  const int64_t min_context = 4 * o.summary_tokens + 512;
+  if (o.context_tokens != 0 && o.context_tokens < min_context)
+    throw Error("--context-tokens must be 0 (the model's context) or at least 4 x --summary-tokens + 512 = " +
+                std::to_string(min_context) + ", not " + std::to_string(o.context_tokens));
+  if (o.chunk_tokens != 0 && o.chunk_tokens < kMinChunkTokens)
+    throw Error("--chunk-tokens must be 0 (chosen from the context) or at least " + std::to_string(kMinChunkTokens) +
+                ", not " + std::to_string(o.chunk_tokens));
+  check_range("--pdf-timeout", o.pdf_timeout, 0.1, 86400.0);
+  check_range("--pdf-max-memory", o.pdf_max_memory_mb, 64, int64_t{1} << 20);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
 }
 
@@ -88,7 +98,7 @@ struct Summarizer::Impl {
     }
     if (llm) {
       const auto t0 = Clock::now();
-      engine = engine::Engine::open(eo, log);
+      engine = engine::Engine::open(eo, log, o.quiet);
       load_seconds = since(t0);
       model_id = "model:" + sha256_hex(read_text_file(o.model + "/config.json", size_t{64} << 20)) + ":" +
                  std::to_string(engine->model().checkpoint->total_bytes());

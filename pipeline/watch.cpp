@@ -29,6 +29,7 @@
 #include "engine/error.h"
 #include "pipeline/commands.h"
 #include "pipeline/output_dir.h"
+#include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
 
@@ -576,8 +577,8 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
     if (so.out_dir.empty()) throw Error("-o OUT_DIR is required");
     if (so.inputs.empty()) throw Error("no DIR given: name one or more directories to watch");
     if (!so.report.empty()) throw Error("--report is not supported by watch (each batch's result is logged)");
-    if (!std::isfinite(options.settle) || options.settle < 0) throw Error("--settle must be a number of seconds >= 0");
-    if (!std::isfinite(options.rescan) || options.rescan < 0.1) throw Error("--rescan must be at least 0.1 seconds");
+    check_range("--settle", options.settle, 0.0, 86400.0);
+    check_range("--rescan", options.rescan, 0.1, 86400.0);
     if (!so.shard.empty()) parse_shard(so.shard);
     std::vector<Root> roots;
     for (const std::string& d : so.inputs) {

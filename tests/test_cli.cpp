@@ -2,8 +2,15 @@
 // generate, tokenize, and clear one-line errors for malformed inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <vector>
 
+#include "engine/model.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
 
@@ -77,7 +84,7 @@ TEST(Cli, ModelInfo) {
 }
 
 TEST(Cli, GenerateStreamsARepeatableReply) {
-  const std::string cmd = "generate --model " + quote(random_model_dir()) + " --prompt 'Summarize: the sky is blue.' --max-new-tokens 8";
+  const std::string cmd = "generate --device cpu --model " + quote(random_model_dir()) + " --prompt 'Summarize: the sky is blue.' --max-new-tokens 8";
   const auto a = run_abridge(cmd), b = run_abridge(cmd + " --threads 1");
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
@@ -91,7 +98,7 @@ TEST(Cli, GenerateStreamsARepeatableReply) {
 TEST(Cli, GeneratePrefillChunkKeepsTheReply) {
   std::string prompt = "Summarize:";
   for (int i = 0; i < 20; ++i) prompt += " The sky is blue and the grass is green, said report " + std::to_string(i) + ".";
-  const std::string cmd = "generate --model " + quote(random_model_dir()) + " --prompt " + quote(prompt) +
+  const std::string cmd = "generate --device cpu --model " + quote(random_model_dir()) + " --prompt " + quote(prompt) +
                           " --max-new-tokens 6 --stats";
   const auto whole = run_abridge(cmd), chunked = run_abridge(cmd + " --prefill-chunk 64");
   ASSERT_EQ(whole.exit_code, 0) << whole.err;
@@ -203,4 +210,166 @@ TEST(Cli, BenchEngineOnTheCpuPrintsATable) {
                                 " --prefill 64 --decode 1x32 --steps 2 --prefill-chunk 0");  // 0: the default
   ASSERT_EQ(zero.exit_code, 0) << zero.err;
   EXPECT_TRUE(contains(zero.out, "| prefill 64 | TTFT ")) << zero.out;
+}
+
+namespace {
+
+// The commands and the --help text of each.
+const std::vector<std::string> kCommands = {"summarize", "watch", "tokenize", "chunk", "generate",
+                                            "model make-random", "model info", "bench engine", "bench summarize"};
+
+// One option's entry in boost's --help layout ("  --name arg (=default)  description", continued on
+// indented lines), whitespace runs folded to one space; empty when the option is not listed.
+std::string option_entry(const std::string& help, const std::string& option) {
+  std::istringstream in(help);
+  std::string line, entry;
+  bool inside = false;
+  const std::regex start("^  (-[a-zA-Z] \\[ )?" + option + "( |$)");
+  while (std::getline(in, line)) {
+    const bool option_line = line.rfind("  -", 0) == 0;
+    if (inside && (option_line || line.find_first_not_of(' ') == std::string::npos)) break;
+    if (!inside && std::regex_search(line, start)) inside = true;
+    if (inside) entry += line + ' ';
+  }
+  return std::regex_replace(entry, std::regex("\\s+"), " ");
+}
+
+// A numeric option: the range and default its --help entry states, and values outside the range,
+// which the command must refuse (exit 2, naming the option) before it does any work.
+struct NumericOption {
+  std::string command, option, range, default_text;
+  std::vector<std::string> outside;
+  std::string extra = "";  // other arguments the command needs for this one
+};
+
+std::vector<NumericOption> numeric_options() {
+  std::vector<NumericOption> t;
+  for (const std::string c : {"summarize", "watch", "bench summarize"}) {
+    t.push_back({c, "--summary-tokens", "(16..16384)", "(=400)", {"15", "16385"}});
+    t.push_back({c, "--kv-cache-tokens", "(0: as much as memory allows, or 1..2147483648)", "(=0)", {"-1", "2147483649"}});
+    // 4 x 400 + 512 = 2112 with the default --summary-tokens.
+    t.push_back({c, "--context-tokens", "(0: the model's context, or at least 4 x summary-tokens + 512;", "(=0)", {"-1", "2111"}});
+    t.push_back({c, "--chunk-tokens", "or at least 16)", "(=0)", {"-1", "15"}});
+    t.push_back({c, "--pdf-timeout", "(0.1..86400)", "(=60)", {"0.05", "86401"}});
+    t.push_back({c, "--pdf-max-memory", "(64..1048576)", "(=2048)", {"63", "1048577"}});
+    t.push_back({c, "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
+    t.push_back({c, "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
+    t.push_back({c, "--threads", "(0: one per core, or 1..1024)", "(=0)", {"-1", "1025"}});
+  }
+  t.push_back({"watch", "--settle", "(0..86400)", "(=2)", {"-1", "86401"}});
+  t.push_back({"watch", "--rescan", "(0.1..86400)", "(=60)", {"0.05", "86401"}});
+  t.push_back({"chunk", "--max-tokens", "(16 or more)", "", {"15"}});
+  t.push_back({"chunk", "--overlap", "(0 or more, below max-tokens / 2)", "(=0)", {"-1", "32"}, "--max-tokens 64"});
+  t.push_back({"generate", "--max-new-tokens", "(1 or more;", "(=512)", {"0"}});
+  t.push_back({"generate", "--temperature", "(0 or more;", "(=0)", {"-0.5"}});
+  t.push_back({"generate", "--top-p", "(above 0, at most 1)", "(=1)", {"0", "1.01"}});
+  t.push_back({"generate", "--seed", "(0..2^64-1)", "(=0)", {}});
+  t.push_back({"generate", "--threads", "(0: one per core, or 1..1024)", "(=0)", {"-1", "1025"}});
+  t.push_back({"generate", "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
+  t.push_back({"generate", "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
+  t.push_back({"generate", "--attention-window", "(0: full attention, or 1 or more)", "(=0)", {"-1"}});
+  t.push_back({"generate", "--sink-tokens", "(0 or more)", "(=4)", {"-1"}});
+  t.push_back({"model make-random", "--seed", "(0..2^64-1)", "(=0)", {}});
+  t.push_back({"bench engine", "--steps", "(1..1048576)", "(=64)", {"0", "1048577"}});
+  t.push_back({"bench engine", "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
+  t.push_back({"bench engine", "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
+  t.push_back({"bench engine", "--gemm-tflops", "(auto: the measured figure for H100/H200, or more than 0)", "(=auto)", {"-1"}});
+  t.push_back({"bench engine", "--copy-tbps", "(auto: the measured figure for H100/H200, or more than 0)", "(=auto)", {"-1"}});
+  t.push_back({"bench engine", "--time-limit", "(0..86400)", "(=400)", {"-1", "86401"}});
+  return t;
+}
+
+}  // namespace
+
+// Every command's --help states each numeric option's range and default, and the command holds to
+// the range: a value just outside it is refused with exit code 2 and a message naming the option.
+TEST(Cli, HelpGivesEachNumericOptionsRangeAndDefault) {
+  const auto table = numeric_options();
+  // Complete: each option of any command whose default is a number is in the table.
+  for (const std::string& command : kCommands) {
+    const auto r = run_abridge(command + " --help");
+    ASSERT_EQ(r.exit_code, 0) << command;
+    const std::regex numeric_default("^  (?:-[a-zA-Z] \\[ )?(--[a-z-]+)(?: \\])? arg \\(=[0-9][0-9.]*\\)");
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (!std::regex_search(line, m, numeric_default)) continue;
+      const bool listed = std::any_of(table.begin(), table.end(), [&](const NumericOption& o) {
+        return o.command == command && o.option == m[1].str();
+      });
+      EXPECT_TRUE(listed) << command << " " << m[1] << ": a numeric option without a stated range";
+    }
+  }
+
+  TempDir dir;
+  fs::create_directories(dir / "in");
+  const std::string sample = quote(source_path("samples/a-scandal-in-bohemia.txt"));
+  const std::string model = quote(random_model_dir());
+  const std::map<std::string, std::string> base = {
+      {"summarize", "summarize " + sample + " -o " + quote(dir / "out")},
+      {"watch", "watch " + quote(dir / "in") + " -o " + quote(dir / "out") + " --once"},
+      {"chunk", "chunk " + sample},
+      {"generate", "generate --model " + model + " --prompt hi"},
+      {"bench engine", "bench engine --device cpu --model " + model + " --prefill 64 --decode 1x32"},
+      {"bench summarize", "bench summarize " + sample + " -o " + quote(dir / "bench-out") + " --device cpu --model " + model},
+  };
+  for (const NumericOption& o : table) {
+    const std::string entry = option_entry(run_abridge(o.command + " --help").out, o.option);
+    ASSERT_FALSE(entry.empty()) << o.command << " " << o.option << " is not in --help";
+    EXPECT_TRUE(contains(entry, o.range)) << o.command << " " << o.option << ": no range " << o.range << " in: " << entry;
+    EXPECT_TRUE(contains(entry, o.default_text)) << o.command << " " << o.option << ": no default " << o.default_text << " in: " << entry;
+    for (const std::string& v : o.outside) {
+      // --option=VALUE: a negative value is a value, not an option.
+      const auto r = run_abridge(base.at(o.command) + " " + o.extra + " " + o.option + "=" + v);
+      EXPECT_EQ(r.exit_code, 2) << o.command << " " << o.option << "=" << v << ": " << r.err;
+      EXPECT_TRUE(contains(r.err, o.option) && contains(r.err, " must ")) << o.command << " " << o.option << "=" << v << ": " << r.err;
+    }
+  }
+}
+
+// Every command that opens a model defaults to --device auto: the GPU when one opens, else the CPU.
+TEST(Cli, EveryCommandThatOpensAModelDefaultsToDeviceAuto) {
+  for (const std::string command : {"summarize", "watch", "generate", "bench engine"}) {
+    const std::string entry = option_entry(run_abridge(command + " --help").out, "--device");
+    EXPECT_TRUE(contains(entry, "--device arg (=auto) auto | cpu | cuda")) << command << ": " << entry;
+  }
+  const std::string cmd = "generate --model " + quote(random_model_dir()) + " --prompt 'The sky is' --max-new-tokens 4";
+  const auto with_default = run_abridge(cmd), on_cpu = run_abridge(cmd + " --device cpu");
+  ASSERT_EQ(with_default.exit_code, 0) << with_default.err;
+  ASSERT_EQ(on_cpu.exit_code, 0) << on_cpu.err;
+  EXPECT_FALSE(contains(on_cpu.err, "running on the CPU")) << on_cpu.err;  // asked for: no note
+  if (abridge::engine::gpu_count() == 0) {
+    EXPECT_EQ(with_default.err, "abridge: no CUDA GPU found; running on the CPU\n");
+    EXPECT_EQ(with_default.out, on_cpu.out);
+  } else {
+    EXPECT_FALSE(contains(with_default.err, "running on the CPU")) << with_default.err;
+  }
+  const auto bad = run_abridge(cmd + " --device tpu");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "--device must be auto, cpu or cuda, not \"tpu\"")) << bad.err;
+}
+
+// Watching is always recursive: watch --help says so and does not offer --recursive, which it still
+// accepts (one --config file serves summarize and watch); summarize lists it.
+TEST(Cli, WatchHelpDoesNotOfferRecursive) {
+  const auto watch = run_abridge("watch --help");
+  ASSERT_EQ(watch.exit_code, 0);
+  EXPECT_TRUE(contains(watch.out, "(always\nrecursive;")) << watch.out;
+  EXPECT_TRUE(option_entry(watch.out, "--recursive").empty()) << watch.out;
+  EXPECT_FALSE(contains(watch.out, "-r [")) << watch.out;
+  EXPECT_FALSE(option_entry(watch.out, "--no-inotify").empty()) << watch.out;
+  EXPECT_TRUE(contains(watch.out, "[--once] [--no-inotify]")) << watch.out;  // the synopsis
+  EXPECT_FALSE(option_entry(run_abridge("summarize --help").out, "--recursive").empty());
+
+  TempDir dir;
+  fs::create_directories(dir / "in" / "sub");
+  write_file(dir / "in" / "sub" / "a.txt", "The committee met on Tuesday. It approved the budget. The vote was close.");
+  write_file(dir / "watch.conf", "recursive = true\n");
+  int k = 0;
+  for (const std::string& how : std::vector<std::string>{" -r", " --recursive", " --config " + quote(dir / "watch.conf")}) {
+    const fs::path out = dir / ("out" + std::to_string(k++));
+    const auto r = run_abridge("watch " + quote(dir / "in") + " -o " + quote(out) + " --once" + how);
+    EXPECT_EQ(r.exit_code, 0) << how << ": " << r.err;
+    EXPECT_TRUE(fs::exists(out / "sub" / "a.txt.summary.md")) << how;
+  }
 }
