@@ -115,8 +115,8 @@ size_t find_invalid_utf8(std::string_view text);
 //  - Chinese: 第X章/篇/部/卷 (level 1), 第X节 (level 2); 一、 (level 1) and （一） (level 2); at most
 //    40 characters, not ending with sentence or clause punctuation.
 //  - Titles (level 1), a line that starts with a letter or a Han character and is either
-//    - a section name that papers, reports and patents use on a line of their own, in any case and
-//      with an optional final colon: Abstract, Summary, Executive Summary, Highlights, Key Findings,
+//    - a section name that papers, reports and patents use on a line of their own, capitalized or
+//      in capitals, with an optional final colon: Abstract, Summary, Executive Summary, Highlights, Key Findings,
 //      Introduction, Background, Conclusion(s), Concluding Remarks, Discussion, Results, Methods,
 //      Related Work, References, Bibliography, Acknowledg(e)ments, Appendix, Preface, Foreword,
 //      Contents; 摘要, 提要, 内容提要, 概要, 概述, 总结, 小结, 结论, 引言, 前言, 序言, 背景, 参考文献,

@@ -160,6 +160,8 @@ constexpr std::u32string_view kSectionNames[] = {
     U"preface", U"foreword", U"contents", U"摘要", U"提要", U"内容提要", U"概要", U"概述", U"总结", U"小结",
     U"结论", U"引言", U"前言", U"序言", U"背景", U"参考文献", U"致谢", U"附录", U"目录"};
 
+constexpr size_t kLongestSectionName = 24;  // bytes of the longest name above, with a colon and spaces
+
 std::optional<Heading> title_heading(std::u32string_view s) {
   if (s.size() > 80 || !(detail::is_letter(s[0]) || detail::is_han(s[0]))) return {};
   std::u32string_view name = s;
@@ -195,6 +197,20 @@ std::optional<Heading> title_heading(std::u32string_view s) {
 
 std::optional<Heading> parse_heading(std::string_view line) {
   if (line.empty() || line.size() > 400) return {};
+  // Most lines are prose: rule them out before decoding. No form starts in lower case, and a line
+  // longer than any section name that starts with a Latin letter must be in capitals.
+  const size_t first = line.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  const char c0 = line[first];
+  if (c0 >= 'a' && c0 <= 'z') return {};
+  if (c0 >= 'A' && c0 <= 'Z' && line.size() - first > kLongestSectionName) {
+    size_t lower = 0, upper = 0;
+    for (const char c : line) {
+      lower += c >= 'a' && c <= 'z' ? 1 : 0;
+      upper += c >= 'A' && c <= 'Z' ? 1 : 0;
+    }
+    if (lower * 10 > lower + upper) return {};
+  }
   const std::u32string full = to_u32(line);
   const std::u32string_view s = trim(full);
   if (s.empty()) return {};
