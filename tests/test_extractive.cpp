@@ -14,6 +14,7 @@
 #include "engine/embedded_data.h"
 #include "engine/tokenizer.h"
 #include "pipeline/extractive.h"
+#include "pipeline/pdf_extract.h"
 #include "tests/test_support.h"
 
 using namespace abridge;
@@ -614,6 +615,50 @@ TEST(Extractive, SentencesAndSectionsPointBackToTheDocument) {
   ASSERT_EQ(plain.sections.size(), 3u);
   for (const SectionSummary& sec : plain.sections) EXPECT_TRUE(sec.text.empty() && sec.sentences.empty());
   EXPECT_EQ(plain.text, s.text);
+}
+
+// A real PDF: the pages of the sentences and of the top-level sections are the PDF's pages (its
+// text has a form feed between pages), each sentence's start lies on its first page, and the outline
+// follows the chapters in page order.
+TEST(Extractive, PagesOfARealPdf) {
+  const PdfText pdf = extract_pdf_text(abridge::testing::source_path("tests/data/pdf/real/R-intro.pdf"));
+  ASSERT_EQ(pdf.status, PdfStatus::kOk) << pdf.message;
+  std::vector<size_t> page_start = {0};  // byte offset where each page begins
+  for (size_t i = 0; i < pdf.text.size(); ++i)
+    if (pdf.text[i] == '\f') page_start.push_back(i + 1);
+  ASSERT_EQ(page_start.size(), static_cast<size_t>(pdf.pages));
+  auto page_of = [&](size_t offset) {
+    return static_cast<uint32_t>(std::upper_bound(page_start.begin(), page_start.end(), offset) - page_start.begin());
+  };
+  ExtractiveOptions opt;
+  opt.outline = true;
+  const ExtractiveSummary s = summarize_extractive(pdf.text, counter(), opt);
+  check_summary(pdf.text, s, opt.max_tokens);
+  std::vector<ExtractedSentence> all = s.sentences;
+  for (const SectionSummary& sec : s.sections) all.insert(all.end(), sec.sentences.begin(), sec.sentences.end());
+  ASSERT_GE(all.size(), 20u);
+  for (const ExtractedSentence& e : all) {
+    EXPECT_EQ(e.first_page, page_of(e.begin)) << e.text;
+    EXPECT_EQ(e.last_page, page_of(e.end - 1)) << e.text;
+    EXPECT_LE(e.first_page, e.last_page);
+    // The sentence as shown begins on its first page, as poppler gave that page.
+    const size_t b = page_start[e.first_page - 1];
+    const size_t end = e.first_page < page_start.size() ? page_start[e.first_page] : pdf.text.size();
+    EXPECT_NE(squeeze(std::string_view(pdf.text).substr(b, end - b)).find(squeeze(e.text).substr(0, 16)), std::string::npos)
+        << e.text;
+  }
+  // Chapters "1 Introduction and preliminaries" to the appendices, in page order.
+  ASSERT_GE(s.sections.size(), 10u);
+  uint32_t last = 0;
+  for (const SectionSummary& sec : s.sections) {
+    EXPECT_EQ(sec.first_page, page_of(sec.begin)) << sec.title;
+    EXPECT_GE(sec.first_page, last) << sec.title;
+    EXPECT_LE(sec.last_page, static_cast<uint32_t>(pdf.pages));
+    last = sec.last_page;
+  }
+  EXPECT_NE(std::find_if(s.sections.begin(), s.sections.end(),
+                         [](const SectionSummary& sec) { return sec.title == "2 Simple manipulations; numbers and vectors"; }),
+            s.sections.end());
 }
 
 // The Project Gutenberg header and licence are not the book.
