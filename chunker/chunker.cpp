@@ -7,10 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <unordered_set>
 
 #include "chunker/document.h"
-#include "chunker/rules.h"
+#include "chunker/terms.h"
 #include "chunker/unicode.h"
 
 // A broken invariant in the chunker is a bug: abort with the place and the condition. (The chunker
@@ -57,7 +56,7 @@ size_t find_invalid_utf8(std::string_view text) {
 std::vector<std::pair<size_t, size_t>> find_running_lines(std::string_view text) {
   Options options;
   options.invalid_utf8 = InvalidUtf8::kReplace;
-  const detail::Document doc(text, options);
+  const Document doc(text, options);
   std::vector<std::pair<size_t, size_t>> out;
   for (const auto& line : doc.lines())
     if (line.dropped) out.emplace_back(line.begin, line.end);
@@ -65,7 +64,7 @@ std::vector<std::pair<size_t, size_t>> find_running_lines(std::string_view text)
 }
 
 std::string clean_text(std::string_view text, const Options& options) {
-  const detail::Document doc(text, options);
+  const Document doc(text, options);
   return doc.clean(0, text.size());
 }
 
@@ -110,46 +109,10 @@ uint32_t fnv1a(std::string_view s, uint32_t h = 2166136261u) {
   return h;
 }
 
-const std::unordered_set<std::string_view>& stopwords() {
-  static const std::unordered_set<std::string_view> words = {
-      "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was", "one", "our", "out",
-      "has", "him", "his", "how", "its", "may", "new", "now", "see", "two", "who", "did", "get", "she", "too", "use",
-      "that", "with", "have", "this", "will", "your", "from", "they", "been", "were", "what", "when", "which", "their",
-      "there", "them", "then", "than", "these", "those", "would", "could", "should", "into", "upon", "about", "such",
-      "some", "more", "most", "only", "other", "also", "very", "just", "over", "said", "each", "where", "while",
-      "here", "must", "shall", "being", "does", "done", "made", "make", "many", "much", "same", "both", "after",
-      "before", "between", "through", "under", "again", "once", "further", "because", "until", "against", "above",
-      "below", "off", "own", "why", "yet", "nor", "whom", "whose", "itself", "himself", "herself", "myself"};
-  return words;
-}
-
-// Content words of a unit's text: Latin words of 3+ letters that are not stop words (lower case, a
-// plural 's' dropped), and bigrams of Han/kana characters.
-void extract_terms(std::string_view text, std::vector<uint32_t>& out) {
-  std::string word;
-  char32_t prev_han = 0;
-  auto flush = [&] {
-    if (word.size() >= 3 && !stopwords().count(word)) {
-      if (word.size() >= 5 && word.back() == 's' && word[word.size() - 2] != 's') word.pop_back();
-      out.push_back(fnv1a(word));
-    }
-    word.clear();
-  };
-  for (size_t i = 0; i < text.size();) {
-    const Char c = decode(text, i);
-    i += c.len;
-    if (is_han(c.cp)) {
-      flush();
-      if (prev_han) out.push_back(fnv1a(std::string_view(reinterpret_cast<const char*>(&prev_han), 4),
-                                        static_cast<uint32_t>(c.cp) * 2654435761u));
-      prev_han = c.cp;
-      continue;
-    }
-    prev_han = 0;
-    if (is_letter(c.cp)) append_utf8(word, to_lower(c.cp));
-    else flush();
-  }
-  flush();
+// Content terms of a unit's text (terms.h), hashed.
+void extract_terms(TermScanner& scanner, std::string_view text, std::vector<uint32_t>& out) {
+  scanner.scan(text, 0, text.size());
+  for (const std::string_view t : scanner.terms()) out.push_back(fnv1a(t));
 }
 
 class Chunker {
@@ -175,9 +138,7 @@ class Chunker {
     const auto& blocks = doc_.blocks();
     const auto& keys = doc_.heading_keys();
     const std::pair<int, int> top = keys.empty() ? std::pair{-1, -1} : *std::min_element(keys.begin(), keys.end());
-    std::vector<std::pair<std::pair<int, int>, std::string>> stack;  // (key, title)
     sections_.push_back("");
-    std::vector<VisChar> chars;
     std::vector<size_t> starts;
     std::vector<std::pair<size_t, uint8_t>> bounds;  // (offset, rank)
 
@@ -191,36 +152,25 @@ class Chunker {
       if (b.kind == LineKind::kHeading) {
         first_rank = kRankHeading;
         const int h = lines[b.first_line].heading;
-        const auto key = keys[h];
-        forced = key == top;
-        while (!stack.empty() && stack.back().first >= key) stack.pop_back();
-        stack.emplace_back(key, doc_.headings()[h].title);
-        std::string path;
-        for (const auto& [k, title] : stack) path += (path.empty() ? "" : " > ") + title;
-        sections_.push_back(std::move(path));
+        forced = keys[h] == top;
+        sections_.push_back(doc_.section_path(h));  // one section per heading, in order
       } else if (b.kind == LineKind::kSeparator) {
         first_rank = kRankSentence;  // a separator line stays with what it closes
       }
       bounds.clear();
       bounds.emplace_back(units_.empty() ? 0 : b_start, first_rank);
       if (b.kind == LineKind::kProse || b.kind == LineKind::kListItem) {
-        chars.clear();
         starts.clear();
-        bool first_line = true;
         size_t prev_content = b.first_line;
-        for (size_t li = b.first_line; li <= b.last_line; ++li) {
+        for (size_t li = b.first_line + 1; li <= b.last_line; ++li) {
           if (!doc_.is_content(li)) continue;
-          if (!first_line) chars.push_back({'\n', lines[li].begin});
-          first_line = false;
-          append_chars(lines[li], chars);
           // A list item, or a line that the cleaned text keeps on its own (a short line, a line of
           // a table of contents), starts a unit.
-          if (li != b.first_line && !chars.empty() &&
-              (lines[li].kind == LineKind::kListItem || lines[prev_content].join == Join::kNewline))
+          if (lines[li].kind == LineKind::kListItem || lines[prev_content].join == Join::kNewline)
             bounds.emplace_back(lines[li].vis_begin, kRankSentence);
           prev_content = li;
         }
-        sentence_starts(chars, starts);
+        doc_.sentence_starts(b.first_line, b.last_line, starts);
         for (size_t s : starts) {
           uint8_t rank = kRankSentence;
           // A sentence that ends a short line ends a paragraph (PDF text has no blank lines).
@@ -278,19 +228,6 @@ class Chunker {
     return doc_.text().size();
   }
 
-  void append_chars(const Line& line, std::vector<VisChar>& chars) const {
-    const std::string_view text = doc_.text();
-    for (size_t i = line.begin; i < line.end;) {
-      if (const size_t esc = escape_length(text, i)) {
-        i += esc;
-        continue;
-      }
-      const Char c = decode(text, i);
-      if (!is_invisible(c.cp)) chars.push_back({c.cp, i});
-      i += c.len;
-    }
-  }
-
   // Adds the unit [begin, end); while it is over the budget it is split at `level` (clause, then
   // space), then by characters. The first piece keeps the unit's rank and flags.
   void add_unit(size_t begin, size_t end, uint8_t rank, bool after_heading, bool forced, size_t block,
@@ -325,7 +262,7 @@ class Chunker {
     u.section = static_cast<uint32_t>(sections_.size() - 1);
     u.block = static_cast<uint32_t>(block);
     u.terms_begin = terms_.size();
-    extract_terms(text, terms_);
+    extract_terms(scanner_, text, terms_);
     std::sort(terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_begin), terms_.end());
     u.terms_end = terms_.size();
     units_.push_back(u);
@@ -556,6 +493,7 @@ class Chunker {
   size_t budget_;  // for a chunk's own text: max_tokens - overlap_tokens
   std::vector<Unit> units_;
   std::vector<uint32_t> terms_;  // per unit, sorted: units_[k].terms_begin .. terms_end
+  TermScanner scanner_;
   std::vector<std::string> sections_;
   std::vector<uint32_t> left_, right_;  // scratch for cohesion_gap
 };

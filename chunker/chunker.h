@@ -114,8 +114,20 @@ size_t find_invalid_utf8(std::string_view text);
 //    demotes it when a neighbouring line carries the previous or next number.
 //  - Chinese: 第X章/篇/部/卷 (level 1), 第X节 (level 2); 一、 (level 1) and （一） (level 2); at most
 //    40 characters, not ending with sentence or clause punctuation.
+//  - Titles (level 1), a line that starts with a letter or a Han character and is either
+//    - a section name that papers, reports and patents use on a line of their own, capitalized or
+//      in capitals, with an optional final colon: Abstract, Summary, Executive Summary, Highlights, Key Findings,
+//      Introduction, Background, Conclusion(s), Concluding Remarks, Discussion, Results, Methods,
+//      Related Work, References, Bibliography, Acknowledg(e)ments, Appendix, Preface, Foreword,
+//      Contents; 摘要, 提要, 内容提要, 概要, 概述, 总结, 小结, 结论, 引言, 前言, 序言, 背景, 参考文献,
+//      致谢, 附录, 目录;
+//    - or a line in capitals (patents' "SUMMARY OF THE INVENTION", "ADVENTURE I. A SCANDAL IN
+//      BOHEMIA"): at most 10 words and 80 characters, only letters, digits, spaces and - ' & , . :,
+//      at least 90% of its letters upper case, not ending with sentence or clause punctuation, and
+//      at least two words of two letters or more (a lone "BATCH" or "DHCP" is more often a list or
+//      table entry than a heading).
 struct Heading {
-  enum Family : uint8_t { kMarkdown, kNumbered, kChineseChapter, kChineseEnum };
+  enum Family : uint8_t { kMarkdown, kNumbered, kChineseChapter, kChineseEnum, kTitle };
   Family family;
   int level;           // 1 = outermost within the family
   int number = -1;     // the single leading number of "N." (for list demotion), else -1

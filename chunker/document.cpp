@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "chunker/rules.h"
 #include "chunker/unicode.h"
 
-namespace abridge::chunker::detail {
+namespace abridge::chunker {
 namespace {
+
+using namespace detail;
 
 constexpr size_t kRunningZone = 3;       // non-blank lines at the top and bottom of a page
 constexpr size_t kRunningMinPages = 3;   // pages a running line must repeat on
@@ -109,15 +112,18 @@ Document::Document(std::string_view text, const Options& options) : text_(text) 
   }
   split_lines();
   if (options.drop_running_lines) drop_running_lines();
+  split_glued_headings();
   classify();
   compute_joins();
   build_blocks();
+  build_sections();
 }
 
 void Document::split_lines() {
   const size_t n = text_.size();
   size_t begin = 0;
   bool page_start = false;
+  uint32_t page = 1;
   while (begin < n) {
     size_t i = begin;
     while (i < n && text_[i] != '\n' && text_[i] != '\r' && text_[i] != '\f') ++i;
@@ -125,43 +131,50 @@ void Document::split_lines() {
     line.begin = begin;
     line.end = i;
     line.page_start = page_start;
+    page += page_start ? 1 : 0;
+    line.page = page;
     page_start = i < n && text_[i] == '\f';
     size_t next = i;
     if (i < n) next = (text_[i] == '\r' && i + 1 < n && text_[i + 1] == '\n') ? i + 2 : i + 1;
     line.next = next;
+    measure(line);
     lines_.push_back(line);
     begin = next;
   }
-  // Visible metrics.
-  for (Line& line : lines_) {
-    line.vis_begin = line.end;
-    bool leading = true;
-    for (size_t i = line.begin; i < line.end;) {
-      if (const size_t esc = escape_length(text_, i)) {
-        i += esc;
-        continue;
-      }
-      const Char c = decode(text_, i);
-      if (is_invisible(c.cp)) {
-        i += c.len;
-        continue;
-      }
-      ++line.width;
-      if (is_space(c.cp)) {
-        if (leading) ++line.indent;
-      } else {
-        if (leading) {
-          line.vis_begin = i;
-          line.first = c.cp;
-        }
-        leading = false;
-        line.before_last = line.last;
-        line.last = c.cp;
-      }
-      i += c.len;
+}
+
+// Visible metrics of [line.begin, line.end); the kind is kBlank or kProse.
+void Document::measure(Line& line) const {
+  line.vis_begin = line.end;
+  line.width = line.columns = line.indent = 0;
+  line.first = line.last = line.before_last = 0;
+  bool leading = true;
+  for (size_t i = line.begin; i < line.end;) {
+    if (const size_t esc = escape_length(text_, i)) {
+      i += esc;
+      continue;
     }
-    line.kind = leading ? LineKind::kBlank : LineKind::kProse;
+    const Char c = decode(text_, i);
+    if (is_invisible(c.cp)) {
+      i += c.len;
+      continue;
+    }
+    ++line.width;
+    if (is_space(c.cp)) {
+      if (leading) ++line.indent;
+    } else {
+      if (leading) {
+        line.vis_begin = i;
+        line.first = c.cp;
+      }
+      leading = false;
+      line.columns += is_cjk(c.cp) ? 2 : 1;
+      line.before_last = line.last;
+      line.last = c.cp;
+    }
+    i += c.len;
   }
+  line.kind = leading ? LineKind::kBlank : LineKind::kProse;
 }
 
 void Document::drop_running_lines() {
@@ -208,11 +221,60 @@ void Document::drop_running_lines() {
     if (seen.at(key).pages >= kRunningMinPages) lines_[line].dropped = true;
 }
 
+// PDF extraction sometimes glues a heading to the end of the paragraph before it: "... such as
+// CIFAR-10 vs. LSUN. 3 METHODOLOGY". A numbered heading whose title is in capitals, after a sentence
+// terminator and a space at the end of a prose line, becomes a line of its own (the capitals keep
+// "... in Section 3. 4 of them were" a sentence).
+void Document::split_glued_headings() {
+  constexpr size_t kMaxTail = 80;
+  std::vector<Line> out;
+  out.reserve(lines_.size());
+  for (Line& line : lines_) {
+    if (line.dropped || line.kind == LineKind::kBlank || line.end - line.begin < 16 || !is_letter(line.last)) {
+      out.push_back(line);
+      continue;
+    }
+    size_t cut = line.end;  // the heading's first byte, or line.end for none
+    const size_t lo = line.end - line.begin > kMaxTail ? line.end - kMaxTail : line.begin + 1;
+    for (size_t p = lo; p < line.end && cut == line.end; ++p) {
+      if (!is_ascii_digit(static_cast<uint8_t>(text_[p])) || text_[p - 1] != ' ') continue;
+      size_t q = p - 1;
+      while (q > line.begin && text_[q - 1] == ' ') --q;
+      if (q <= line.vis_begin || (text_[q - 1] != '.' && text_[q - 1] != '!' && text_[q - 1] != '?')) continue;
+      const auto h = parse_heading(text_.substr(p, line.end - p));
+      if (!h || h->family != Heading::kNumbered) continue;
+      size_t upper = 0, lower = 0;
+      for (size_t i = 0; i < h->title.size();) {
+        const Char c = decode(h->title, i);
+        upper += is_upper(c.cp) ? 1 : 0;
+        lower += is_lower(c.cp) ? 1 : 0;
+        i += c.len;
+      }
+      if (upper >= 4 && lower * 10 <= upper) cut = p;
+    }
+    if (cut == line.end) {
+      out.push_back(line);
+      continue;
+    }
+    Line head = line, tail = line;
+    head.next = cut;
+    head.end = cut;
+    while (head.end > head.begin && (text_[head.end - 1] == ' ' || text_[head.end - 1] == '\t')) --head.end;
+    tail.begin = cut;
+    tail.page_start = false;
+    measure(head);
+    measure(tail);
+    out.push_back(head);
+    out.push_back(tail);
+  }
+  lines_ = std::move(out);
+}
+
 void Document::classify() {
   bool in_fence = false;
   std::string vis;
   std::vector<int> enum_numbers(lines_.size(), -1);
-  std::vector<int> family_rank(4, -1);
+  std::vector<int> family_rank(Heading::kTitle + 1, -1);
   int families = 0;
   for (size_t i = 0; i < lines_.size(); ++i) {
     Line& line = lines_[i];
@@ -231,6 +293,7 @@ void Document::classify() {
       continue;
     }
     if (line.kind == LineKind::kBlank) continue;
+    shape(line, t);
     enum_numbers[i] = enum_number(t);
     if (t[0] == '|') {
       line.kind = LineKind::kTable;
@@ -272,6 +335,13 @@ void Document::classify() {
     kept.push_back(std::move(h));
   }
   headings_ = std::move(kept);
+  // Titles are siblings of the outermost other headings (see heading_keys()).
+  std::pair<int, int> outer{-1, -1};
+  for (size_t h = 0; h < headings_.size(); ++h)
+    if (headings_[h].family != Heading::kTitle && (outer.first < 0 || heading_keys_[h] < outer)) outer = heading_keys_[h];
+  if (outer.first >= 0)
+    for (size_t h = 0; h < headings_.size(); ++h)
+      if (headings_[h].family == Heading::kTitle) heading_keys_[h] = outer;
   // List continuation: a prose line right after a list line, unless the item ended a sentence and
   // the line is not indented.
   const Line* prev = nullptr;
@@ -286,6 +356,13 @@ void Document::classify() {
       line.kind = LineKind::kListCont;
     prev = &line;
   }
+  // Title lines: short open lines that start a paragraph, follow a finished sentence or another title.
+  for (size_t i = 0; i < lines_.size(); ++i) {
+    Line& line = lines_[i];
+    if (!is_content(i) || !is_prose_like(line.kind) || !line.short_open) continue;
+    const Line* p = i > 0 && is_content(i - 1) ? &lines_[i - 1] : nullptr;
+    line.title = !(p && is_prose_like(p->kind) && !p->leaders && !p->numeric && !p->code_like && !p->title && !ends_sentence(*p));
+  }
   // Typical line width: the 80th percentile of prose lines.
   std::vector<size_t> widths;
   for (const Line& line : lines_)
@@ -297,11 +374,55 @@ void Document::classify() {
   }
 }
 
+namespace {
+
+bool is_code_symbol(char32_t c) {
+  switch (c) {
+    case '{': case '}': case '[': case ']': case '<': case '>': case '=': case ';': case '$':
+    case '\\': case '|': case '_': case '#': case '@': case '~': case '^': case '`': case '+':
+    case '*': case '&': case '%':
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+// The shape flags of a content line from its visible text without leading spaces (see Line).
+void Document::shape(Line& line, std::string_view visible) const {
+  size_t nonspace = 0, letters = 0, symbols = 0, dots = 0;
+  bool comma = false;
+  char32_t first = 0, second = 0, last_non_closer = 0;
+  for (size_t i = 0; i < visible.size();) {
+    const Char c = decode(visible, i);
+    i += c.len;
+    if (is_space(c.cp)) {
+      if (second == 0 && first != 0) second = ' ';
+      continue;
+    }
+    ++nonspace;
+    if (!is_closer(c.cp)) last_non_closer = c.cp;
+    if (first == 0) first = c.cp;
+    else if (second == 0) second = c.cp;
+    if (is_letter(c.cp)) ++letters;
+    if (is_code_symbol(c.cp)) ++symbols;
+    comma = comma || c.cp == ',' || c.cp == 0xFF0C || c.cp == 0x3001 || c.cp == ';' || c.cp == 0xFF1B;
+    dots = c.cp == '.' ? dots + 1 : 0;  // spaces between the dots do not reset the count
+    line.leaders = line.leaders || dots >= 4;
+  }
+  line.numeric = letters * 10 < nonspace * 4;
+  line.code_like = symbols * 100 >= nonspace * 12 || ((first == '>' || first == '$' || first == '+') && second == ' ') ||
+                   line.last == '{' || line.last == '}' || first == '}';
+  line.short_open = line.columns <= kTitleColumns && !is_terminal(last_non_closer) && !comma &&
+                    !is_clause_punct(last_non_closer);
+}
+
 Join Document::inline_join(const Line& p, const Line& q) const {
   if (!is_prose_like(p.kind) || !is_prose_like(q.kind) || q.kind == LineKind::kListItem) return Join::kNewline;
   const std::string_view body = text_.substr(p.begin, p.end - p.begin);
-  if (body.find(". . .") != std::string_view::npos || body.find("....") != std::string_view::npos)
-    return Join::kNewline;  // a table-of-contents line with dot leaders
+  // A table-of-contents line (or a spaced ellipsis, which such lines often end with) keeps its break.
+  if (p.leaders || body.find(". . .") != std::string_view::npos) return Join::kNewline;
   if (p.last == '.' && is_lower(q.first)) {  // no sentence ends before a lower-case letter
     const size_t space = body.find_last_of(" \t");
     const std::string_view word = space == std::string_view::npos ? body : body.substr(space + 1);
@@ -366,6 +487,84 @@ void Document::build_blocks() {
     else blocks_.back().last_line = i;
     prev = i;
   }
+}
+
+void Document::build_sections() {
+  std::vector<int> open;  // sections enclosing the current line, outermost first
+  for (size_t i = 0; i < lines_.size(); ++i) {
+    const int h = lines_[i].heading;
+    if (h < 0 || lines_[i].kind != LineKind::kHeading) continue;
+    while (!open.empty() && heading_keys_[sections_[open.back()].heading] >= heading_keys_[h]) {
+      sections_[open.back()].end = lines_[i].begin;
+      open.pop_back();
+    }
+    Section s;
+    s.heading = h;
+    s.line = i;
+    s.begin = lines_[i].begin;
+    s.end = text_.size();
+    s.parent = open.empty() ? -1 : open.back();
+    s.depth = static_cast<int>(open.size());
+    open.push_back(static_cast<int>(sections_.size()));
+    sections_.push_back(s);
+  }
+}
+
+std::string Document::section_path(int s) const {
+  std::string path;
+  for (int k = s; k >= 0; k = sections_[k].parent)
+    path = headings_[sections_[k].heading].title + (path.empty() ? "" : " > ") + path;
+  return path;
+}
+
+uint32_t Document::page_of(size_t offset) const { return lines_.empty() ? 1 : lines_[line_of(offset)].page; }
+
+void Document::sentence_starts(size_t first_line, size_t last_line, std::vector<size_t>& starts) const {
+  std::vector<VisChar> chars;
+  bool first = true;
+  for (size_t li = first_line; li <= last_line && li < lines_.size(); ++li) {
+    if (!is_content(li)) continue;
+    if (!first) chars.push_back({'\n', lines_[li].begin});
+    first = false;
+    const Line& line = lines_[li];
+    for (size_t i = line.begin; i < line.end;) {
+      if (const size_t esc = escape_length(text_, i)) {
+        i += esc;
+        continue;
+      }
+      const Char c = decode(text_, i);
+      if (!is_invisible(c.cp)) chars.push_back({c.cp, i});
+      i += c.len;
+    }
+  }
+  detail::sentence_starts(chars, starts);
+}
+
+std::string Document::gap(size_t a, size_t b) const {
+  if (lines_.empty() || a >= b) return "";
+  const size_t la = line_of(a - 1), lb = line_of(std::min(b, text_.size() - 1));
+  if (la != lb) {
+    bool newline = false;
+    size_t prev = la;
+    for (size_t li = la + 1; li <= lb; ++li) {
+      if (!is_content(li)) continue;
+      const Line& line = lines_[li];
+      if (li < lb && (!is_prose_like(line.kind) || line.title || line.leaders || line.numeric || line.code_like))
+        return "\n\n";
+      if (is_content(prev)) {
+        if (lines_[prev].join == Join::kParagraph) return "\n\n";
+        newline = newline || lines_[prev].join == Join::kNewline;
+      }
+      prev = li;
+    }
+    if (newline) return "\n";
+  }
+  // The characters that end at `a` and start at `b` (excerpts begin and end with visible ones).
+  size_t i = a - 1;
+  while (i > 0 && a - i < 4 && (static_cast<uint8_t>(text_[i]) & 0xC0) == 0x80) --i;
+  const char32_t before = decode(text_, i).cp;
+  const char32_t after = b < text_.size() ? decode(text_, b).cp : 0;
+  return is_cjk(before) && is_cjk(after) ? "" : " ";
 }
 
 size_t Document::line_of(size_t offset) const {
@@ -438,4 +637,4 @@ std::string Document::clean(size_t s, size_t e) const {
   return out;
 }
 
-}  // namespace abridge::chunker::detail
+}  // namespace abridge::chunker

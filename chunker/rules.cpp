@@ -152,16 +152,72 @@ std::optional<Heading> chinese_heading(std::u32string_view s) {
   return {};
 }
 
+// Section names used on a line of their own (lower case; see chunker.h).
+constexpr std::u32string_view kSectionNames[] = {
+    U"abstract", U"summary", U"executive summary", U"highlights", U"key findings", U"introduction",
+    U"background", U"conclusion", U"conclusions", U"concluding remarks", U"discussion", U"results", U"methods",
+    U"related work", U"references", U"bibliography", U"acknowledgments", U"acknowledgements", U"appendix",
+    U"preface", U"foreword", U"contents", U"摘要", U"提要", U"内容提要", U"概要", U"概述", U"总结", U"小结",
+    U"结论", U"引言", U"前言", U"序言", U"背景", U"参考文献", U"致谢", U"附录", U"目录"};
+
+constexpr size_t kLongestSectionName = 24;  // bytes of the longest name above, with a colon and spaces
+
+std::optional<Heading> title_heading(std::u32string_view s) {
+  if (s.size() > 80 || !(detail::is_letter(s[0]) || detail::is_han(s[0]))) return {};
+  std::u32string_view name = s;
+  if (name.back() == ':' || name.back() == U'：') name = trim(name.substr(0, name.size() - 1));
+  std::u32string lower;
+  for (char32_t c : name) lower += detail::is_space(c) ? U' ' : detail::to_lower(c);
+  for (std::u32string_view known : kSectionNames)
+    if (lower == known) return Heading{Heading::kTitle, 1, -1, to_utf8(s)};
+  // A line in capitals.
+  if (ends_like_prose(s.back()) || count_words(s) > 10) return {};
+  size_t letters = 0, upper = 0, nonspace = 0, long_words = 0, word_letters = 0;
+  for (size_t i = 0; i <= s.size(); ++i) {
+    const char32_t c = i < s.size() ? s[i] : U' ';
+    if (detail::is_space(c)) {
+      long_words += word_letters >= 2 ? 1 : 0;
+      word_letters = 0;
+      continue;
+    }
+    ++nonspace;
+    if (detail::is_letter(c) && !detail::is_cjk(c)) {
+      ++letters;
+      ++word_letters;
+      upper += detail::is_upper(c) ? 1 : 0;
+    } else if (!detail::is_ascii_digit(c) && std::u32string_view(U"-'\u2019&,.:").find(c) == std::u32string_view::npos) {
+      return {};
+    }
+  }
+  if (letters < 6 || long_words < 2 || upper * 10 < letters * 9 || letters * 10 < nonspace * 7) return {};
+  return Heading{Heading::kTitle, 1, -1, to_utf8(s)};
+}
+
 }  // namespace
 
 std::optional<Heading> parse_heading(std::string_view line) {
   if (line.empty() || line.size() > 400) return {};
+  // Most lines are prose: rule them out before decoding. No form starts in lower case, and a line
+  // longer than any section name that starts with a Latin letter must be in capitals.
+  const size_t first = line.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  const char c0 = line[first];
+  if (c0 >= 'a' && c0 <= 'z') return {};
+  if (c0 >= 'A' && c0 <= 'Z' && line.size() - first > kLongestSectionName) {
+    size_t lower = 0, upper = 0;
+    for (const char c : line) {
+      lower += c >= 'a' && c <= 'z' ? 1 : 0;
+      upper += c >= 'A' && c <= 'Z' ? 1 : 0;
+    }
+    if (lower * 10 > lower + upper) return {};
+  }
   const std::u32string full = to_u32(line);
   const std::u32string_view s = trim(full);
   if (s.empty()) return {};
   if (s[0] == '#') return markdown_heading(s);
   if (detail::is_ascii_digit(s[0])) return numbered_heading(s);
-  return chinese_heading(s);
+  if (auto h = chinese_heading(s)) return h;
+  return title_heading(s);
 }
 
 namespace detail {

@@ -1,5 +1,6 @@
-// The extractive summarizer: lines -> sentences -> term vectors -> TextRank -> MMR under a token
-// budget. The steps and their rules are described in extractive.h; constants below say why.
+// The extractive summarizer: the chunker's document model -> sentences -> term vectors -> a sparse
+// similarity graph -> relevance (centrality and priors) -> selection under a token budget. The steps
+// and their rules are described in extractive.h; constants below say why.
 #include "pipeline/extractive.h"
 
 #include <algorithm>
@@ -7,14 +8,15 @@
 #include <numeric>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 
-#include "chunker/unicode.h"
+#include "chunker/document.h"
+#include "chunker/terms.h"
 
 namespace abridge::pipeline {
 namespace {
 
-namespace ud = chunker::detail;
+using chunker::Document;
+using chunker::LineKind;
 
 constexpr size_t kTopNeighbours = 32;   // edges kept per sentence: enough for centrality, bounded cost
 constexpr size_t kMinPostingCap = 32;   // a term in more sentences than max(this, n / kCapDivisor)
@@ -25,120 +27,121 @@ constexpr double kTolerance = 1e-9;     // L1 change of the scores that ends the
 constexpr double kNearDuplicate = 0.8;  // cosine at which a sentence repeats one already chosen
 constexpr int kMaxMisfits = 64;         // sentences tried in a row that do not fit before giving up
 constexpr int64_t kJoinTokens = 1;      // what a join may add to the sum of the sentences' counts
-// Candidate rules (see extractive.h, step 2).
+// Candidate rules (see extractive.h).
 constexpr uint32_t kMinWords = 5;           // English words (stopwords included)
 constexpr uint32_t kMinContentTerms = 2;    // English content terms
 constexpr uint32_t kMinHan = 6;             // Chinese: Han characters
 constexpr uint32_t kWordsPerCodeMark = 12;  // more code marks than one per this many words: code
 constexpr double kHanPerWord = 1.5;         // Han characters in a Chinese word, about
-constexpr double kShortWords = 12;          // the length prior: full weight from kShortWords words
-constexpr double kLongWords = 40;           // up to kLongWords, falling as 1/length on either side
-constexpr size_t kTitleColumns = 40;        // a title line is at most this wide (CJK characters: 2)
+constexpr double kTokensPerWord = 1.4;      // tokens of an English word (or 1.5 Han characters), about
 constexpr const char* kEllipsis = "\xE2\x80\xA6";  // U+2026, marks a sentence cut to fit
 
-// --- Characters ---
+// Relevance and selection, tuned on the two evaluation sets with bench/eval_summaries (see
+// docs/PERFORMANCE.md): ROUGE-1/2/L at 128, 256 and 400 tokens on both, not one number.
+constexpr double kCentralityFloor = 0.05;  // added to the [0, 1] centrality: an isolated sentence
+                                           // (a short abstract's) still ranks by its priors
+constexpr double kDirectedShare = 0.7;     // directed (PacSum) centrality against TextRank: 0.5-0.85
+                                           // score within 0.003 of each other, TextRank alone 0.015 less
+constexpr double kBackWeight = -0.5;       // PacSum's lambda1: an edge to an earlier sentence counts
+                                           // against (-1: -0.007; -0.25 and 0 within 0.003)
+constexpr double kShortWords = 12;         // the length prior: full weight from kShortWords words up
+constexpr double kLongWords = 120;         // to kLongWords, falling as 1/length on either side (40
+                                           // cost the patents, whose summaries are long sentences, up
+                                           // to 0.05 ROUGE-1)
+constexpr double kSummaryFactor = 4;       // a summary section's sentences: relevance times this,
+constexpr double kSummaryLift = 1;         // plus this many times the best other sentence's relevance
+                                           // (so that they come first, in their own order)
+constexpr double kConclusionFactor = 2;    // Conclusion(s), 总结, 结论 (1.5 the same, 3: -0.009)
+constexpr double kIntroductionFactor = 1.5;  // Introduction, 引言 (1: -0.007, 1.25: -0.004, 2: +0.001)
+constexpr double kCoverage = 0.5;          // the reward for a major section's first sentence
+constexpr double kMajorShare = 0.03;       // a top-level section with this share of the candidates is major
 
-bool is_line_break(char32_t c) { return c == '\n' || c == '\r' || c == '\f'; }
-bool is_code_symbol(char32_t c) {
-  switch (c) {
-    case '{': case '}': case '[': case ']': case '<': case '>': case '=': case ';': case '$':
-    case '\\': case '|': case '_': case '#': case '@': case '~': case '^': case '`': case '+':
-    case '*': case '&': case '%':
-      return true;
-    default:
-      return false;
+// --- Section titles ---
+
+enum class Prior : uint8_t { kBackMatter, kNone, kIntroduction, kConclusion, kSummary };
+
+// What a section's title says it is. ASCII letters are compared in lower case, as whole words.
+Prior title_prior(std::string_view title) {
+  std::string words = " ";
+  for (const char c : title) {
+    const char l = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+    words += (l >= 'a' && l <= 'z') || static_cast<uint8_t>(l) >= 0x80 ? l : ' ';
   }
+  words += ' ';
+  auto has = [&](std::string_view w) { return words.find(w) != std::string::npos; };
+  if (has(" abstract ") || has(" summary ") || has(" highlights ") || has(" key findings ") || has("摘要") ||
+      has("提要") || has("概要"))
+    return Prior::kSummary;
+  if (has(" conclusion ") || has(" conclusions ") || has(" concluding ") || has("总结") || has("结论") || has("小结"))
+    return Prior::kConclusion;
+  if (has(" introduction ") || has("引言") || has("前言")) return Prior::kIntroduction;
+  if (has(" acknowledgements ") || has(" acknowledgement ") || has(" acknowledgments ") || has(" acknowledgment ") ||
+      has(" references ") || has(" bibliography ") || has(" appendix ") || has(" appendices ") || has("致谢") ||
+      has("参考文献") || has("附录"))
+    return Prior::kBackMatter;
+  return Prior::kNone;
 }
 
-// Calls f(offset, Char) for each visible character of [b, e): escape sequences skipped, invalid bytes
-// as U+FFFD. Whitespace (line breaks included) is passed on; other invisible characters are not.
-template <typename F>
-void for_each_char(std::string_view text, size_t b, size_t e, F&& f) {
-  for (size_t i = b; i < e;) {
-    if (const size_t esc = ud::escape_length(text, i)) {
-      i += esc;
-      continue;
-    }
-    const ud::Char c = ud::decode(text, i);
-    if (!ud::is_invisible(c.cp) || is_line_break(c.cp)) f(i, c);
-    i += c.len;
-  }
-}
+// --- Sentences ---
 
-// --- Lines and paragraphs (step 1) ---
-
-struct Line {
-  size_t begin;  // content [begin, end); a terminator (\n, \r\n, \r or \f) or the text's end follows
+struct Sentence {
+  size_t begin;      // visible span in the input [begin, end)
   size_t end;
+  int section;       // innermost section of the document (Document::sections()), -1 before any
+  int top;           // index of its top-level section in the summary's list
+  bool candidate;
+  double words;      // English words; Chinese: Han characters / kHanPerWord
 };
 
-std::vector<Line> split_lines(std::string_view text, size_t b, size_t e) {
-  std::vector<Line> lines;
-  size_t start = b;
-  for (size_t i = b; i < e; ++i) {
-    const char ch = text[i];
-    if (ch != '\n' && ch != '\r' && ch != '\f') continue;
-    lines.push_back({start, i});
-    if (ch == '\r' && i + 1 < e && text[i + 1] == '\n') ++i;
-    start = i + 1;
-  }
-  if (start < e) lines.push_back({start, e});
-  return lines;
-}
-
-bool is_bullet(char32_t c) {
-  return c == 0x2022 || c == 0x25E6 || c == 0x25AA || c == 0x2023 || c == 0x2219 || c == 0x2217 || c == 0x00B7 ||
-         c == 0x2013 || c == 0x2014 || c == '*' || c == '-';
-}
-
-struct LineKind {
-  bool prose = false;       // can hold prose (false for blank lines)
-  bool short_open = false;  // short, and ends without sentence or clause punctuation: a title when it
-                            // starts a paragraph or follows a finished sentence
-  bool finished = false;    // ends with a sentence terminator (closers after it allowed)
-  bool bullet = false;      // starts with a bullet and a space: a list item starts a paragraph
+struct TransparentHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
-// What a line can be (step 1).
-LineKind classify_line(std::string_view text, const Line& line) {
-  LineKind kind;
-  size_t nonspace = 0, letters = 0, symbols = 0, dots = 0;
-  bool leaders = false, comma = false;
-  size_t columns = 0;  // CJK characters count two
-  char32_t first = 0, second = 0, last = 0, last_non_closer = 0;
-  std::string visible;
-  for_each_char(text, line.begin, line.end, [&](size_t i, const ud::Char& c) {
-    if (visible.size() < 200) visible.append(text.substr(i, c.len));
-    if (ud::is_space(c.cp)) {
-      if (second == 0 && first != 0) second = ' ';
-      return;
+// Sentences and their terms; term ids in order of first appearance.
+class SentenceReader {
+ public:
+  SentenceReader(std::string_view text, Language lang) : text_(text), lang_(lang) {}
+
+  // Reads the sentence [b, e); keeps it when it has a visible character.
+  void add(size_t b, size_t e) {
+    const chunker::TextProfile p = scanner_.scan(text_, b, e);
+    if (p.begin >= p.end) return;
+    term_begin_.push_back(terms_.size());
+    for (const std::string_view t : scanner_.terms()) {
+      auto it = ids_.find(t);
+      if (it == ids_.end()) it = ids_.emplace(std::string(t), static_cast<uint32_t>(ids_.size())).first;
+      terms_.push_back(it->second);
     }
-    ++nonspace;
-    columns += ud::is_cjk(c.cp) ? 2 : 1;
-    if (!ud::is_closer(c.cp)) last_non_closer = c.cp;
-    if (first == 0) first = c.cp;
-    else if (second == 0) second = c.cp;
-    last = c.cp;
-    if (ud::is_letter(c.cp)) ++letters;
-    if (is_code_symbol(c.cp)) ++symbols;
-    comma = comma || c.cp == ',' || c.cp == 0xFF0C || c.cp == 0x3001 || c.cp == ';' || c.cp == 0xFF1B;
-    // Table-of-contents leaders: four dots in a row, spaces between them or not (a prose ellipsis
-    // has three).
-    dots = c.cp == '.' ? dots + 1 : 0;
-    leaders = leaders || dots >= 4;
-  });
-  if (nonspace == 0 || leaders) return kind;
-  if (letters * 10 < nonspace * 4) return kind;                      // numbers, rules, tables
-  if (symbols * 100 >= nonspace * 12) return kind;                   // code
-  if ((first == '>' || first == '$' || first == '+') && second == ' ') return kind;  // prompts
-  if (last == '{' || last == '}' || first == '}') return kind;
-  if (visible.size() < 200 && chunker::parse_heading(visible)) return kind;
-  kind.prose = true;
-  kind.finished = ud::is_terminal(last_non_closer);
-  kind.short_open = columns <= kTitleColumns && !kind.finished && !comma && !ud::is_clause_punct(last_non_closer);
-  kind.bullet = is_bullet(first) && second == ' ';
-  return kind;
-}
+    // Candidates are whole sentences of prose: they end with a terminator (one ending with a colon
+    // introduces a list or code) and, in English, start like a sentence.
+    bool ok = p.ends_sentence && p.letters * 2 >= p.nonspace && !p.unopened_close;
+    if (lang_ == Language::kChinese) {
+      ok = ok && p.han >= kMinHan && p.code_marks * kWordsPerCodeMark <= p.han;
+    } else {
+      ok = ok && p.words >= kMinWords && p.terms >= kMinContentTerms && p.code_marks * kWordsPerCodeMark <= p.words;
+      ok = ok && p.starts_sentence;
+      if (p.letters >= 8 && p.upper * 10 > p.letters * 7) ok = false;  // an upper-case heading
+    }
+    const double length = lang_ == Language::kChinese ? p.han / kHanPerWord + p.words : p.words;
+    sentences_.push_back({p.begin, p.end, -1, -1, ok, length});
+  }
+
+  std::vector<Sentence>& sentences() { return sentences_; }
+  // Term ids of sentence i (with repeats), in [terms_begin(i), terms_begin(i + 1)).
+  const std::vector<uint32_t>& terms() const { return terms_; }
+  size_t terms_begin(size_t i) const { return i < term_begin_.size() ? term_begin_[i] : terms_.size(); }
+  size_t n_terms() const { return ids_.size(); }
+
+ private:
+  std::string_view text_;
+  Language lang_;
+  chunker::TermScanner scanner_;
+  std::vector<Sentence> sentences_;
+  std::vector<uint32_t> terms_;
+  std::vector<size_t> term_begin_;
+  std::unordered_map<std::string, uint32_t, TransparentHash, std::equal_to<>> ids_;
+};
 
 // The region a Project Gutenberg text keeps between its START and END markers, else the whole text.
 std::pair<size_t, size_t> body_region(std::string_view text) {
@@ -158,194 +161,15 @@ std::pair<size_t, size_t> body_region(std::string_view text) {
   return b < e ? std::pair{b, e} : std::pair{size_t{0}, text.size()};
 }
 
-// --- English terms (step 3) ---
-
-const std::unordered_set<std::string_view>& stopwords() {
-  static const std::unordered_set<std::string_view> kWords = {
-      "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are",
-      "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
-      "can", "could", "did", "do", "does", "doing", "done", "down", "during", "each", "either", "else",
-      "ever", "every", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her",
-      "here", "hers", "herself", "him", "himself", "his", "how", "however", "i", "if", "in", "into",
-      "is", "it", "its", "itself", "just", "let", "may", "me", "might", "more", "most", "much", "must",
-      "my", "myself", "neither", "no", "nor", "not", "now", "of", "off", "on", "once", "one", "only",
-      "or", "other", "ought", "our", "ours", "ourselves", "out", "over", "own", "same", "shall", "she",
-      "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves",
-      "then", "there", "these", "they", "this", "those", "though", "through", "thus", "to", "too",
-      "under", "until", "up", "upon", "us", "very", "was", "we", "were", "what", "when", "where",
-      "whether", "which", "while", "who", "whom", "whose", "why", "will", "with", "within", "without",
-      "would", "yet", "you", "your", "yours", "yourself", "yourselves", "said", "say", "says", "e.g",
-      "i.e", "etc", "don't", "can't", "won't", "isn't", "it's", "i'm", "i've", "i'll", "i'd", "you're",
-      "that's", "there's", "he's", "she's", "we're", "they're", "didn't", "wasn't", "doesn't"};
-  return kWords;
-}
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Light suffix stripping so that "vectors"/"vector", "computing"/"computed" meet. Not a full Porter
-// stemmer: similarity only needs inflections to agree, not readable stems.
-void stem(std::string& w) {
-  if (w.size() > 4 && ends_with(w, "ies")) {
-    w.resize(w.size() - 3);
-    w += 'y';
-  } else if (ends_with(w, "sses")) {
-    w.resize(w.size() - 2);
-  } else if (w.size() > 3 && w.back() == 's' && !ends_with(w, "ss") && !ends_with(w, "us") && !ends_with(w, "is")) {
-    w.pop_back();
-  }
-  if (w.size() > 5 && ends_with(w, "ing")) w.resize(w.size() - 3);
-  else if (w.size() > 4 && ends_with(w, "ed")) w.resize(w.size() - 2);
-  else if (w.size() > 4 && ends_with(w, "ly")) w.resize(w.size() - 2);
-}
-
-// --- Sentences (step 2) ---
-
-struct Sentence {
-  size_t begin;        // visible span in the input [begin, end)
-  size_t end;
-  uint32_t paragraph;  // index of its paragraph (joins: space within one, newline between)
-  bool candidate;
-  double words;        // English words; Chinese: Han characters / kHanPerWord
-};
-
-// Builds sentences and their terms. Term ids are given in order of first appearance.
-class SentenceReader {
- public:
-  SentenceReader(std::string_view text, Language lang) : text_(text), lang_(lang) {}
-
-  // Reads the sentence [b, e) of paragraph p; keeps it when it has a visible character.
-  void add(size_t b, size_t e, uint32_t p) {
-    size_t vb = e, ve = b;
-    uint32_t words = 0, content = 0, han = 0, letters = 0, nonspace = 0, upper = 0;
-    char32_t first = 0, last_non_closer = 0, prev_han = 0;
-    bool after_bullet = false;  // a leading bullet is no part of the sentence
-    char32_t prev = 0;
-    uint32_t code_marks = 0;  // "name(", "=", braces, "$", "<-": code or markup inside the sentence
-    int depth = 0;            // brackets open; a ')' or ']' with none open makes a fragment
-    bool fragment = false;
-    const size_t first_term = terms_.size();
-    word_.clear();
-    bool word_has_letter = false;
-    auto flush_word = [&] {
-      if (!word_.empty() && word_has_letter) {
-        ++words;
-        while (ends_with(word_, "'")) word_.pop_back();
-        if (ends_with(word_, "'s")) word_.resize(word_.size() - 2);
-        if (word_.size() >= 2 && !stopwords().contains(word_)) {
-          stem(word_);
-          terms_.push_back(term_id(word_));
-          ++content;
-        }
-      }
-      word_.clear();
-      word_has_letter = false;
-    };
-    for_each_char(text_, b, e, [&](size_t i, const ud::Char& c) {
-      const char32_t cp = c.cp;
-      if (ud::is_space(cp)) {
-        flush_word();
-        if (!is_line_break(cp)) prev_han = 0;  // a line break inside Chinese text joins its halves
-        return;
-      }
-      if (first == 0 && !after_bullet && is_bullet(cp) && i + c.len < e && ud::is_space(static_cast<uint8_t>(text_[i + c.len]))) {
-        after_bullet = true;
-        return;
-      }
-      if (first == 0) first = cp;
-      if (cp == '(' && (ud::is_letter(prev) || ud::is_ascii_digit(prev))) ++code_marks;
-      if (cp == '=' || cp == '{' || cp == '}' || cp == '$' || cp == '\\' || cp == '|' || (cp == '-' && prev == '<'))
-        ++code_marks;
-      if (cp == '(' || cp == '[' || cp == 0xFF08) ++depth;
-      if (cp == ')' || cp == ']' || cp == 0xFF09) fragment = fragment || --depth < 0;
-      prev = cp;
-      vb = std::min(vb, i);
-      ve = i + c.len;
-      ++nonspace;
-      if (!ud::is_closer(cp)) last_non_closer = cp;
-      if (ud::is_han(cp)) {
-        flush_word();
-        ++han;
-        ++letters;
-        if (prev_han != 0) {
-          bigram_.assign(text_.substr(prev_i_, prev_len_));
-          bigram_.append(text_.substr(i, c.len));
-          terms_.push_back(term_id(bigram_));
-          ++content;
-        }
-        prev_han = cp;
-        prev_i_ = i;
-        prev_len_ = c.len;
-        return;
-      }
-      prev_han = 0;
-      const bool letter = ud::is_letter(cp);
-      if (letter) {
-        ++letters;
-        if (ud::is_upper(cp)) ++upper;
-      }
-      const bool apostrophe = (cp == '\'' || cp == 0x2019) && !word_.empty();
-      if (letter || ud::is_ascii_digit(cp) || apostrophe) {
-        ud::append_utf8(word_, apostrophe ? U'\'' : ud::to_lower(cp));
-        word_has_letter = word_has_letter || letter;
-      } else if (!(cp == '.' && word_.size() == 1)) {  // "e.g": keep a dot after a single letter
-        flush_word();
-      }
-    });
-    flush_word();
-    if (vb >= ve) {
-      terms_.resize(first_term);
-      return;
-    }
-    // Candidates are whole sentences of prose: they end with a terminator (one ending with a colon
-    // introduces a list or code) and, in English, start like a sentence.
-    bool ok = ud::is_terminal(last_non_closer) && letters * 2 >= nonspace && !fragment;
-    if (lang_ == Language::kChinese) {
-      ok = ok && han >= kMinHan && code_marks * kWordsPerCodeMark <= han;
-    } else {
-      ok = ok && words >= kMinWords && content >= kMinContentTerms && code_marks * kWordsPerCodeMark <= words;
-      ok = ok && (ud::is_upper(first) || ud::is_ascii_digit(first) || ud::is_closer(first) || first == 0x201C ||
-                  first == 0x2018 || first == '(' || first == '[');
-      if (letters >= 8 && upper * 10 > letters * 7) ok = false;  // an upper-case heading
-    }
-    const double length = lang_ == Language::kChinese ? han / kHanPerWord + words : words;
-    sentences_.push_back({vb, ve, p, ok, length});
-    term_begin_.push_back(first_term);
-  }
-
-  std::vector<Sentence>& sentences() { return sentences_; }
-  // Term ids of sentence i (with repeats), in [terms_begin(i), terms_begin(i + 1)).
-  const std::vector<uint32_t>& terms() const { return terms_; }
-  size_t terms_begin(size_t i) const { return i < term_begin_.size() ? term_begin_[i] : terms_.size(); }
-  size_t n_terms() const { return ids_.size(); }
-
- private:
-  uint32_t term_id(const std::string& key) {
-    const auto [it, inserted] = ids_.try_emplace(key, static_cast<uint32_t>(ids_.size()));
-    return it->second;
-  }
-
-  std::string_view text_;
-  Language lang_;
-  std::vector<Sentence> sentences_;
-  std::vector<uint32_t> terms_;
-  std::vector<size_t> term_begin_;
-  std::unordered_map<std::string, uint32_t> ids_;
-  std::string word_, bigram_;
-  size_t prev_i_ = 0;
-  uint32_t prev_len_ = 0;
-};
-
-// --- Vectors and the graph (steps 3 and 4) ---
+// --- Vectors and the graph ---
 
 // Sparse, L2-normalized tf-idf vectors of the candidates, rows and an inverted index (by term).
 struct Vectors {
-  std::vector<size_t> row_begin;                    // (n + 1) offsets into row_term / row_weight
-  std::vector<uint32_t> row_term;                   // distinct terms of each row, ascending
-  std::vector<double> row_weight;                   // tf * idf / the row's L2 norm
-  std::vector<size_t> post_begin;                   // (n_terms + 1) offsets into post_row / post_weight
-  std::vector<uint32_t> post_row;                   // rows holding each term, ascending
+  std::vector<size_t> row_begin;    // (n + 1) offsets into row_term / row_weight
+  std::vector<uint32_t> row_term;   // distinct terms of each row, ascending
+  std::vector<double> row_weight;   // tf * idf / the row's L2 norm
+  std::vector<size_t> post_begin;   // (n_terms + 1) offsets into post_row / post_weight
+  std::vector<uint32_t> post_row;   // rows holding each term, ascending
   std::vector<double> post_weight;
 
   size_t rows() const { return row_begin.size() - 1; }
@@ -356,7 +180,6 @@ Vectors build_vectors(const SentenceReader& reader, const std::vector<size_t>& c
   const size_t n = cand.size(), n_terms = reader.n_terms();
   Vectors v;
   v.row_begin.assign(1, 0);
-  std::vector<std::pair<uint32_t, uint32_t>> tf;  // (term, count) of one row
   std::vector<uint32_t> scratch;
   for (size_t r = 0; r < n; ++r) {
     scratch.assign(reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r])),
@@ -413,14 +236,19 @@ void similarities(const Vectors& v, size_t r, size_t max_df, std::vector<double>
   }
 }
 
-// TextRank centrality of each row over the kTopNeighbours strongest edges (cosines) of each row.
-std::vector<double> textrank(const Vectors& v) {
-  const size_t n = v.rows();
-  const size_t max_df = std::max(kMinPostingCap, n / kCapDivisor);
-  std::vector<size_t> edge_begin(1, 0);
+// The kTopNeighbours strongest edges (cosines) of each row, by row, in ascending order of the other row.
+struct Graph {
+  std::vector<size_t> edge_begin;  // (n + 1) offsets into edge_to / edge_w
   std::vector<uint32_t> edge_to;
   std::vector<double> edge_w;
-  std::vector<double> acc(n, 0.0), out_sum(n, 0.0);
+};
+
+Graph build_graph(const Vectors& v) {
+  const size_t n = v.rows();
+  const size_t max_df = std::max(kMinPostingCap, n / kCapDivisor);
+  Graph g;
+  g.edge_begin.assign(1, 0);
+  std::vector<double> acc(n, 0.0);
   std::vector<uint32_t> touched;
   std::vector<std::pair<double, uint32_t>> row;
   for (size_t r = 0; r < n; ++r) {
@@ -437,12 +265,20 @@ std::vector<double> textrank(const Vectors& v) {
     }
     std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
     for (const auto& [w, j] : row) {
-      edge_to.push_back(j);
-      edge_w.push_back(w);
-      out_sum[r] += w;
+      g.edge_to.push_back(j);
+      g.edge_w.push_back(w);
     }
-    edge_begin.push_back(edge_to.size());
+    g.edge_begin.push_back(g.edge_to.size());
   }
+  return g;
+}
+
+// TextRank (PageRank over the cosine edges): each row's centrality, summing to 1.
+std::vector<double> textrank(const Graph& g) {
+  const size_t n = g.edge_begin.size() - 1;
+  std::vector<double> out_sum(n, 0.0);
+  for (size_t r = 0; r < n; ++r)
+    for (size_t k = g.edge_begin[r]; k < g.edge_begin[r + 1]; ++k) out_sum[r] += g.edge_w[k];
   std::vector<double> score(n, 1.0 / static_cast<double>(n)), next(n);
   for (int it = 0; it < kMaxIterations; ++it) {
     double dangling = 0;
@@ -452,7 +288,7 @@ std::vector<double> textrank(const Vectors& v) {
     for (size_t r = 0; r < n; ++r) {
       if (out_sum[r] == 0) continue;
       const double share = kDamping * score[r] / out_sum[r];
-      for (size_t k = edge_begin[r]; k < edge_begin[r + 1]; ++k) next[edge_to[k]] += share * edge_w[k];
+      for (size_t k = g.edge_begin[r]; k < g.edge_begin[r + 1]; ++k) next[g.edge_to[k]] += share * g.edge_w[k];
     }
     double change = 0;
     for (size_t r = 0; r < n; ++r) change += std::fabs(next[r] - score[r]);
@@ -462,60 +298,166 @@ std::vector<double> textrank(const Vectors& v) {
   return score;
 }
 
-// --- Output text ---
-
-// The sentence [b, e) as the summary shows it (see extractive.h). src_end, when given, receives for each
-// output byte the input offset just past the character it came from.
-std::string display(std::string_view text, size_t b, size_t e, std::vector<size_t>* src_end) {
-  std::string out;
-  bool pending = false, pending_break = false;
-  char32_t last = 0, before_last = 0;
-  size_t space_end = b;
-  auto put = [&](std::string_view bytes, size_t end) {
-    out.append(bytes);
-    if (src_end) src_end->insert(src_end->end(), bytes.size(), end);
-  };
-  for_each_char(text, b, e, [&](size_t i, const ud::Char& c) {
-    if (ud::is_space(c.cp)) {
-      pending = true;
-      pending_break = pending_break || is_line_break(c.cp);
-      space_end = i + c.len;
-      return;
+// Directed, position-aware centrality (PacSum, Zheng and Lapata 2019): a sentence is central when
+// the sentences after it elaborate on it; an edge to an earlier sentence counts `back` times (a
+// negative weight: a sentence that repeats what came before is less central). Edge weights are
+// taken above the weakest edge of the graph (PacSum's threshold min + beta (max - min) with
+// beta = 0; a higher beta was worse).
+std::vector<double> directed_centrality(const Graph& g, double back) {
+  const size_t n = g.edge_begin.size() - 1;
+  const double floor = g.edge_w.empty() ? 0.0 : *std::min_element(g.edge_w.begin(), g.edge_w.end());
+  std::vector<double> c(n, 0.0);
+  for (size_t r = 0; r < n; ++r)
+    for (size_t k = g.edge_begin[r]; k < g.edge_begin[r + 1]; ++k) {
+      const double w = g.edge_w[k] - floor;
+      c[r] += g.edge_to[k] > r ? w : back * w;
     }
-    if (pending && !out.empty()) {
-      if (pending_break && last == '-' && ud::is_letter(before_last) && ud::is_lower(c.cp)) {
-        out.pop_back();  // "docu-\nment": a word the line break hyphenated
-        if (src_end) src_end->pop_back();
-      } else if (!(pending_break && ud::is_cjk(last) && ud::is_cjk(c.cp))) {
-        put(" ", space_end);
-      }
-    }
-    pending = pending_break = false;
-    put(c.valid ? text.substr(i, c.len) : std::string_view("\xEF\xBF\xBD"), i + c.len);
-    before_last = last;
-    last = c.cp;
-  });
-  return out;
+  return c;
 }
 
-// The longest prefix of `d` that ends before a space (English) or at any character boundary, and that
-// with kEllipsis fits the budget; its length, or 0.
-size_t fitting_prefix(const std::string& d, bool words_only, int64_t budget, const chunker::TokenCounter& counter) {
-  std::vector<size_t> cuts;
-  for (size_t i = 1; i < d.size(); ++i) {
-    if ((static_cast<uint8_t>(d[i]) & 0xC0) == 0x80) continue;
-    if (!words_only || d[i] == ' ') cuts.push_back(i);
+// Scales xs to [0, 1] (all equal: all 1).
+void normalize(std::vector<double>& xs) {
+  if (xs.empty()) return;
+  const auto [lo, hi] = std::minmax_element(xs.begin(), xs.end());
+  const double a = *lo, span = *hi - *lo;
+  for (double& x : xs) x = span > 0 ? (x - a) / span : 1.0;
+}
+
+// --- Selection ---
+
+struct Selector {
+  const Document& doc;
+  const std::vector<Sentence>& sentences;
+  const std::vector<size_t>& cand;  // row -> sentence
+  const Vectors& vectors;
+  const std::vector<double>& rel;   // row -> relevance
+  const chunker::TokenCounter& counter;
+  double diversity;
+
+  std::unordered_map<size_t, std::string> shown;  // row -> the sentence as shown
+
+  const std::string& show(size_t row) {
+    auto it = shown.find(row);
+    if (it == shown.end()) {
+      const Sentence& s = sentences[cand[row]];
+      it = shown.emplace(row, doc.clean(s.begin, s.end)).first;
+    }
+    return it->second;
   }
+
+  // The joined text of rows (in document order).
+  std::string join(const std::vector<size_t>& rows) {
+    std::string out;
+    for (size_t k = 0; k < rows.size(); ++k) {
+      if (k > 0) out += doc.gap(sentences[cand[rows[k - 1]]].end, sentences[cand[rows[k]]].begin);
+      out += show(rows[k]);
+    }
+    return out;
+  }
+
+  // MMR (with a reward for sections not yet represented) over `rows` under `budget`: the chosen rows
+  // in document order and the joined text's token count, or nothing when no sentence fits.
+  std::vector<size_t> select(const std::vector<size_t>& rows, int64_t budget, const std::vector<double>& section_weight,
+                             std::string* text, int64_t* tokens) {
+    const size_t n = rows.size();
+    if (n == 0 || budget <= 0) return {};
+    double top = 0;
+    for (const size_t r : rows) top = std::max(top, rel[r]);
+    if (top <= 0) top = 1;
+    std::vector<size_t> local(vectors.rows(), n);  // row -> index in rows (n: not in rows)
+    for (size_t k = 0; k < n; ++k) local[rows[k]] = k;
+    std::vector<double> max_sim(n, 0.0), acc(vectors.rows(), 0.0);
+    std::vector<double> section_got(section_weight.size(), 0.0);
+    std::vector<uint32_t> touched;
+    std::vector<bool> done(n, false);
+    std::vector<size_t> chosen;  // rows, in order of choice
+    int64_t used = 0;
+    int misfits = 0;
+    for (;;) {
+      size_t best = n;
+      double best_score = 0;
+      for (size_t k = 0; k < n; ++k) {
+        if (done[k] || max_sim[k] >= kNearDuplicate) continue;
+        const size_t r = rows[k];
+        double score = (1 - diversity) * rel[r] / top - diversity * max_sim[k];
+        const int t = sentences[cand[r]].top;
+        if (t >= 0 && static_cast<size_t>(t) < section_weight.size() && section_weight[t] > 0)
+          score += kCoverage * section_weight[t] * (std::sqrt(section_got[t] + rel[r] / top) - std::sqrt(section_got[t]));
+        if (best == n || score > best_score) {
+          best = k;
+          best_score = score;
+        }
+      }
+      if (best == n) break;
+      done[best] = true;
+      const size_t r = rows[best];
+      const int64_t cost = static_cast<int64_t>(counter.count(show(r))) + (chosen.empty() ? 0 : kJoinTokens);
+      if (used + cost > budget) {
+        if (++misfits >= kMaxMisfits) break;
+        continue;
+      }
+      misfits = 0;
+      used += cost;
+      chosen.push_back(r);
+      const int t = sentences[cand[r]].top;
+      if (t >= 0 && static_cast<size_t>(t) < section_got.size()) section_got[t] += rel[r] / top;
+      similarities(vectors, r, vectors.rows(), acc, touched);
+      for (const uint32_t j : touched) {
+        if (const size_t k = local[j]; k < n) max_sim[k] = std::max(max_sim[k], acc[j]);
+        acc[j] = 0;
+      }
+      if (budget - used <= kJoinTokens) break;
+    }
+    // The joined text is counted once more; the last-chosen sentences go until it fits.
+    while (!chosen.empty()) {
+      std::vector<size_t> order = chosen;
+      std::sort(order.begin(), order.end());
+      std::string joined = join(order);
+      const auto count = static_cast<int64_t>(counter.count(joined));
+      if (count <= budget) {
+        *text = std::move(joined);
+        *tokens = count;
+        return order;
+      }
+      chosen.pop_back();
+    }
+    return {};
+  }
+};
+
+// The longest prefix [b, p) of the sentence [b, e) that ends before a space (words_only) or at any
+// character, whose shown text with kEllipsis fits the budget: the shown text and the prefix's end
+// (after the last character kept), or p == b when none fits.
+std::pair<std::string, size_t> fitting_prefix(const Document& doc, size_t b, size_t e, bool words_only, int64_t budget,
+                                              const chunker::TokenCounter& counter) {
+  const std::string_view text = doc.text();
+  std::vector<size_t> cuts;
+  for (size_t i = b + 1; i < e; ++i) {
+    if ((static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) continue;
+    if (!words_only || (text[i - 1] != ' ' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t'))) cuts.push_back(i);
+  }
+  // A cut leaves out the spaces and clause marks before it (ASCII, or full-width ， 、 ； ：).
   auto trimmed = [&](size_t p) {
-    while (p > 0 && (d[p - 1] == ' ' || d[p - 1] == ',' || d[p - 1] == ';' || d[p - 1] == ':')) --p;
-    // Full-width comma / enumeration comma / semicolon / colon before the ellipsis.
-    for (std::string_view tail : {"\xEF\xBC\x8C", "\xE3\x80\x81", "\xEF\xBC\x9B", "\xEF\xBC\x9A"})
-      if (p >= tail.size() && std::string_view(d).substr(p - tail.size(), tail.size()) == tail) p -= tail.size();
+    for (bool again = true; again && p > b;) {
+      again = false;
+      const char c = text[p - 1];
+      if (c == ' ' || c == ',' || c == ';' || c == ':' || c == '\n' || c == '\r' || c == '\t') {
+        --p;
+        again = true;
+        continue;
+      }
+      for (std::string_view tail : {"\xEF\xBC\x8C", "\xE3\x80\x81", "\xEF\xBC\x9B", "\xEF\xBC\x9A"})
+        if (p - b >= tail.size() && text.substr(p - tail.size(), tail.size()) == tail) {
+          p -= tail.size();
+          again = true;
+          break;
+        }
+    }
     return p;
   };
+  auto shown = [&](size_t p) { return doc.clean(b, trimmed(p)) + kEllipsis; };
   auto fits = [&](size_t p) {
-    p = trimmed(p);
-    return p > 0 && static_cast<int64_t>(counter.count(d.substr(0, p) + kEllipsis)) <= budget;
+    return trimmed(p) > b && static_cast<int64_t>(counter.count(shown(p))) <= budget;
   };
   // Counts grow with the prefix almost always; search, then step back until one really fits.
   size_t lo = 0, hi = cuts.size();  // cuts[0, lo) were found to fit (by the search)
@@ -525,8 +467,8 @@ size_t fitting_prefix(const std::string& d, bool words_only, int64_t budget, con
     else hi = mid;
   }
   for (size_t k = lo; k-- > 0;)
-    if (fits(cuts[k])) return trimmed(cuts[k]);
-  return 0;
+    if (fits(cuts[k])) return {shown(cuts[k]), trimmed(cuts[k])};
+  return {"", b};
 }
 
 }  // namespace
@@ -534,26 +476,10 @@ size_t fitting_prefix(const std::string& d, bool words_only, int64_t budget, con
 const char* language_code(Language l) { return l == Language::kChinese ? "zh" : "en"; }
 
 Language detect_language(std::string_view text) {
-  size_t han = 0, words = 0;
-  bool in_word = false;
-  for (size_t i = 0; i < text.size();) {
-    const auto b = static_cast<uint8_t>(text[i]);
-    bool letter = false;
-    if (b < 0x80) {
-      letter = (b | 0x20) >= 'a' && (b | 0x20) <= 'z';
-      ++i;
-    } else {
-      const ud::Char c = ud::decode(text, i);
-      if (ud::is_han(c.cp)) ++han;
-      else letter = ud::is_letter(c.cp);
-      i += c.len;
-    }
-    words += letter && !in_word ? 1 : 0;
-    in_word = letter;
-  }
-  const size_t units = han + words;
-  return units > 0 && static_cast<double>(han) >= kChineseShare * static_cast<double>(units) ? Language::kChinese
-                                                                                            : Language::kEnglish;
+  const chunker::ScriptCounts n = chunker::count_scripts(text);
+  const size_t units = n.han + n.words;
+  return units > 0 && static_cast<double>(n.han) >= kChineseShare * static_cast<double>(units) ? Language::kChinese
+                                                                                              : Language::kEnglish;
 }
 
 ExtractiveSummary summarize_extractive(std::string_view text, const chunker::TokenCounter& counter,
@@ -564,148 +490,216 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   const double diversity = std::clamp(options.diversity, 0.0, 1.0);
   if (budget <= 0) return summary;
 
-  // Steps 1 and 2: paragraphs of prose lines, sentences within them.
+  chunker::Options doc_options;
+  doc_options.invalid_utf8 = chunker::InvalidUtf8::kReplace;
+  const Document doc(text, doc_options);
+  const auto& lines = doc.lines();
+  const auto& sections = doc.sections();
   const auto [region_b, region_e] = body_region(text);
-  const std::vector<Line> lines = split_lines(text, region_b, region_e);
-  std::vector<LineKind> kinds(lines.size());
-  std::vector<bool> keep(lines.size());
-  for (size_t k = 0; k < lines.size(); ++k) kinds[k] = classify_line(text, lines[k]);
-  for (size_t k = 0; k < lines.size(); ++k)  // titles: short open lines that start a paragraph
-    keep[k] = kinds[k].prose && !(kinds[k].short_open && (k == 0 || !keep[k - 1] || kinds[k - 1].finished));
-  {
-    const auto running = chunker::find_running_lines(text);  // sorted by position
-    size_t r = 0;
-    for (size_t k = 0; k < lines.size(); ++k) {
-      while (r < running.size() && running[r].second < lines[k].begin) ++r;
-      if (r < running.size() && running[r].first <= lines[k].begin && lines[k].begin < running[r].second) keep[k] = false;
-      else if (r < running.size() && running[r].first >= lines[k].begin && running[r].first < lines[k].end) keep[k] = false;
-    }
-  }
+
+  // Sentences: runs of lines that hold prose, cut where the document breaks a paragraph, at a list
+  // item, and at a dropped running line (so that a sentence's span holds nothing left out).
+  auto prose = [&](size_t li) {
+    const chunker::Line& l = lines[li];
+    return doc.is_content(li) && chunker::is_prose_like(l.kind) && !l.leaders && !l.numeric && !l.code_like &&
+           !l.title && l.begin >= region_b && l.end <= region_e;
+  };
   SentenceReader reader(text, summary.language);
-  uint32_t paragraph = 0;
+  std::vector<size_t> starts;
+  auto read_run = [&](size_t first, size_t last) {
+    starts.clear();
+    doc.sentence_starts(first, last, starts);
+    size_t start = lines[first].vis_begin;
+    for (const size_t end : starts) {
+      reader.add(start, end);
+      start = end;
+    }
+    reader.add(start, lines[last].end);
+  };
   for (size_t k = 0; k < lines.size();) {
-    if (!keep[k]) {
+    if (!prose(k)) {
       ++k;
       continue;
     }
     size_t m = k;
-    while (m + 1 < lines.size() && keep[m + 1] && !kinds[m + 1].bullet) ++m;
-    const size_t pb = lines[k].begin, pe = lines[m].end;
-    size_t start = pb;
-    for (const size_t end : chunker::split_sentences(text.substr(pb, pe - pb))) {
-      reader.add(start, pb + end, paragraph);
-      start = pb + end;
-    }
-    reader.add(start, pe, paragraph);
-    ++paragraph;
+    while (m + 1 < lines.size() && prose(m + 1) && lines[m].join != chunker::Join::kParagraph &&
+           lines[m + 1].kind != LineKind::kListItem)
+      ++m;
+    read_run(k, m);
     k = m + 1;
   }
-  std::vector<Sentence>& sentences = reader.sentences();
-  if (sentences.empty()) {  // no prose line at all: read the whole text as one paragraph
-    size_t start = 0;
-    for (const size_t end : chunker::split_sentences(text)) {
-      reader.add(start, end, 0);
-      start = end;
-    }
-    reader.add(start, text.size(), 0);
+  std::vector<Sentence>& sent = reader.sentences();
+  if (sent.empty()) {  // no prose line at all: read every content line as one paragraph
+    size_t first = lines.size(), last = 0;
+    for (size_t li = 0; li < lines.size(); ++li)
+      if (doc.is_content(li)) first = std::min(first, li), last = li;
+    if (first < lines.size()) read_run(first, last);
   }
-  if (sentences.empty()) return summary;
+  if (sent.empty()) return summary;
+
+  // Sections: each sentence's innermost section, and the summary's list of top-level sections (those
+  // that overlap the body, clipped to it).
+  std::vector<int> top_of_section(sections.size(), -1);
+  {
+    size_t first_top = region_e;  // where the first listed top-level section begins
+    for (const auto& sec : sections)
+      if (sec.depth == 0 && sec.end > region_b && sec.begin < region_e) {
+        first_top = std::max(sec.begin, region_b);
+        break;
+      }
+    const bool preamble = std::any_of(sent.begin(), sent.end(), [&](const Sentence& x) { return x.begin < first_top; });
+    if (preamble) {
+      SectionSummary ss;
+      ss.begin = region_b;
+      ss.end = first_top;
+      summary.sections.push_back(std::move(ss));
+    }
+    for (size_t i = 0; i < sections.size(); ++i) {
+      if (sections[i].depth != 0 || sections[i].end <= region_b || sections[i].begin >= region_e) continue;
+      SectionSummary ss;
+      ss.title = doc.headings()[sections[i].heading].title;
+      ss.begin = std::max(sections[i].begin, region_b);
+      ss.end = std::min(sections[i].end, region_e);
+      top_of_section[i] = static_cast<int>(summary.sections.size());
+      summary.sections.push_back(std::move(ss));
+    }
+    for (size_t i = 0; i < sections.size(); ++i)
+      if (sections[i].parent >= 0) top_of_section[i] = top_of_section[sections[i].parent];
+    size_t next = 0;
+    int cur = -1;
+    for (Sentence& x : sent) {
+      while (next < sections.size() && sections[next].begin <= x.begin) cur = static_cast<int>(next++);
+      int in = cur;
+      while (in >= 0 && sections[in].end <= x.begin) in = sections[in].parent;
+      x.section = in;
+      x.top = in >= 0 ? top_of_section[in] : (preamble ? 0 : -1);
+    }
+    for (SectionSummary& ss : summary.sections) {
+      ss.first_page = doc.page_of(ss.begin);
+      ss.last_page = doc.page_of(ss.end > ss.begin ? ss.end - 1 : ss.begin);
+    }
+  }
+  std::vector<Prior> section_prior(sections.size(), Prior::kNone);
+  for (size_t i = 0; i < sections.size(); ++i) {
+    section_prior[i] = title_prior(doc.headings()[sections[i].heading].title);
+    if (sections[i].parent >= 0 && section_prior[i] == Prior::kNone) section_prior[i] = section_prior[sections[i].parent];
+  }
+
   std::vector<size_t> cand;  // candidate sentences, in document order
-  for (size_t i = 0; i < sentences.size(); ++i)
-    if (sentences[i].candidate) cand.push_back(i);
+  for (size_t i = 0; i < sent.size(); ++i)
+    if (sent[i].candidate) cand.push_back(i);
   if (cand.empty()) {  // nothing looks like a good sentence: any sentence may be taken
-    cand.resize(sentences.size());
+    cand.resize(sent.size());
     std::iota(cand.begin(), cand.end(), size_t{0});
   }
-
-  // Steps 3 and 4.
-  const Vectors vectors = build_vectors(reader, cand);
-  const std::vector<double> score = textrank(vectors);
   const size_t n = cand.size();
-  // Relevance: centrality times a length prior (a cosine graph would otherwise favour short sentences
-  // of common words; long ones crowd out the budget).
-  std::vector<double> rel(n);
-  for (size_t r = 0; r < n; ++r) {
-    const double w = std::max(sentences[cand[r]].words, 1.0);
-    rel[r] = score[r] * std::min(1.0, w / kShortWords) * std::min(1.0, kLongWords / w);
-  }
-  const double top = *std::max_element(rel.begin(), rel.end());
 
-  // Step 5: MMR under the budget.
-  std::vector<double> max_sim(n, 0.0), acc(n, 0.0);
-  std::vector<uint32_t> touched;
-  std::vector<bool> done(n, false);
-  std::vector<size_t> chosen;  // rows, in order of choice
-  std::unordered_map<size_t, std::string> shown;
-  int64_t used = 0;
-  int misfits = 0;
-  size_t best_row = n;  // the most central row: the one cut to fit when nothing else does
-  for (;;) {
-    size_t best = n;
-    double best_mmr = 0;
-    for (size_t r = 0; r < n; ++r) {
-      if (done[r] || max_sim[r] >= kNearDuplicate) continue;
-      const double mmr = (1 - diversity) * rel[r] / top - diversity * max_sim[r];
-      if (best == n || mmr > best_mmr) {
-        best = r;
-        best_mmr = mmr;
+  // Relevance: centrality times priors.
+  const Vectors vectors = build_vectors(reader, cand);
+  const Graph graph = build_graph(vectors);
+  std::vector<double> central = textrank(graph);
+  normalize(central);
+  std::vector<double> directed = directed_centrality(graph, kBackWeight);
+  normalize(directed);
+  for (size_t r = 0; r < n; ++r) central[r] = (1 - kDirectedShare) * central[r] + kDirectedShare * directed[r];
+  std::vector<double> rel(n);
+  auto in_summary = [&](size_t r) {
+    const int sec = sent[cand[r]].section;
+    return sec >= 0 && section_prior[sec] == Prior::kSummary;
+  };
+  for (size_t r = 0; r < n; ++r) {
+    const Sentence& s = sent[cand[r]];
+    const double w = std::max(s.words, 1.0);
+    double x = (kCentralityFloor + central[r]) * std::min(1.0, w / kShortWords) * std::min(1.0, kLongWords / w);
+    if (s.section >= 0) {
+      switch (section_prior[s.section]) {
+        case Prior::kSummary: x *= kSummaryFactor; break;
+        case Prior::kConclusion: x *= kConclusionFactor; break;
+        case Prior::kIntroduction: x *= kIntroductionFactor; break;
+        case Prior::kBackMatter: case Prior::kNone: break;
       }
     }
-    if (best == n) break;
-    if (best_row == n) best_row = best;
-    done[best] = true;
-    const Sentence& s = sentences[cand[best]];
-    std::string& d = shown[best] = display(text, s.begin, s.end, nullptr);
-    const int64_t cost = static_cast<int64_t>(counter.count(d)) + (chosen.empty() ? 0 : kJoinTokens);
-    if (used + cost > budget) {
-      if (++misfits >= kMaxMisfits) break;
-      continue;
+    rel[r] = x;
+  }
+  double top_other = 0;
+  for (size_t r = 0; r < n; ++r)
+    if (!in_summary(r)) top_other = std::max(top_other, rel[r]);
+  for (size_t r = 0; r < n; ++r)
+    if (in_summary(r)) rel[r] += kSummaryLift * top_other;
+  // Coverage: the major top-level sections (kMajorShare of the candidates or more, not back
+  // matter) are each worth covering once.
+  std::vector<double> section_weight(summary.sections.size(), 0.0);
+  // Back matter (acknowledgements, references, appendices) ends a document: what follows it is too.
+  std::vector<bool> back_matter(summary.sections.size(), false);
+  for (size_t i = 0; i < sections.size(); ++i)
+    if (top_of_section[i] >= 0 && sections[i].depth == 0 && section_prior[i] == Prior::kBackMatter)
+      std::fill(back_matter.begin() + top_of_section[i], back_matter.end(), true);
+  for (size_t r = 0; r < n; ++r)
+    if (const int t = sent[cand[r]].top; t >= 0) section_weight[t] += 1.0;
+  // A document that has a summary of its own (Abstract, Summary, Highlights) is covered by it.
+  const bool has_summary = std::any_of(section_prior.begin(), section_prior.end(), [](Prior p) { return p == Prior::kSummary; });
+  size_t majors = 0;
+  for (size_t t = 0; t < section_weight.size() && !has_summary; ++t) {
+    section_weight[t] = !back_matter[t] && section_weight[t] >= kMajorShare * static_cast<double>(n) ? 1.0 : 0.0;
+    majors += section_weight[t] > 0 ? 1 : 0;
+  }
+  // The reward needs room: none for a budget of one sentence a major section or less, in full from
+  // three.
+  double mean_words = 0;
+  for (size_t r = 0; r < n; ++r) mean_words += sent[cand[r]].words;
+  mean_words = std::max(1.0, mean_words / static_cast<double>(n));
+  const double fits = static_cast<double>(budget) / (kTokensPerWord * mean_words);
+  const double room = majors > 0 ? std::clamp((fits / static_cast<double>(majors) - 1.0) / 2.0, 0.0, 1.0) : 0.0;
+  for (double& w : section_weight) w *= room;
+
+  Selector sel{doc, sent, cand, vectors, rel, counter, diversity, {}};
+  auto sentences_of = [&](const std::vector<size_t>& rows) {
+    std::vector<ExtractedSentence> out;
+    for (const size_t r : rows) {
+      const Sentence& s = sent[cand[r]];
+      out.push_back({s.begin, s.end, doc.page_of(s.begin), doc.page_of(s.end - 1), s.top, sel.show(r)});
     }
-    misfits = 0;
-    used += cost;
-    chosen.push_back(best);
-    similarities(vectors, best, n, acc, touched);
-    for (const uint32_t j : touched) {
-      max_sim[j] = std::max(max_sim[j], acc[j]);
-      acc[j] = 0;
-    }
-    if (budget - used <= kJoinTokens) break;
+    return out;
+  };
+  // Not one sentence fits: the most relevant one, cut.
+  auto cut_best = [&](const std::vector<size_t>& rows, int64_t limit, std::string* out_text, int64_t* out_tokens) {
+    std::vector<ExtractedSentence> out;
+    if (rows.empty()) return out;
+    const size_t best = *std::max_element(rows.begin(), rows.end(), [&](size_t a, size_t b) { return rel[a] < rel[b]; });
+    const Sentence& s = sent[cand[best]];
+    auto [shown, end] = summary.language == Language::kEnglish ? fitting_prefix(doc, s.begin, s.end, true, limit, counter)
+                                                               : std::pair<std::string, size_t>{"", s.begin};
+    if (end == s.begin) std::tie(shown, end) = fitting_prefix(doc, s.begin, s.end, false, limit, counter);
+    if (end == s.begin) return out;
+    *out_tokens = static_cast<int64_t>(counter.count(shown));
+    *out_text = shown;
+    out.push_back({s.begin, end, doc.page_of(s.begin), doc.page_of(end - 1), s.top, std::move(shown)});
+    return out;
+  };
+
+  std::vector<size_t> all(n);
+  std::iota(all.begin(), all.end(), size_t{0});
+  const std::vector<size_t> chosen = sel.select(all, budget, section_weight, &summary.text, &summary.tokens);
+  summary.sentences = chosen.empty() ? cut_best(all, budget, &summary.text, &summary.tokens) : sentences_of(chosen);
+  for (const ExtractedSentence& e : summary.sentences) summary.spans.emplace_back(e.begin, e.end);
+  if (summary.sentences.empty()) {
+    summary.text.clear();
+    summary.tokens = 0;
+    summary.sections.clear();
+    return summary;
   }
 
-  // The joined text is counted once more; the last-chosen sentences go until it fits.
-  while (!chosen.empty()) {
-    std::vector<size_t> order = chosen;
-    std::sort(order.begin(), order.end());
-    std::string joined;
-    summary.spans.clear();
-    for (size_t k = 0; k < order.size(); ++k) {
-      const Sentence& s = sentences[cand[order[k]]];
-      if (k > 0 && summary.language == Language::kEnglish)
-        joined += sentences[cand[order[k - 1]]].paragraph == s.paragraph ? " " : "\n";
-      joined += shown[order[k]];
-      summary.spans.emplace_back(s.begin, s.end);
+  if (options.outline) {
+    const int64_t section_budget = options.section_tokens > 0 ? options.section_tokens : std::max<int64_t>(48, budget / 4);
+    std::vector<std::vector<size_t>> rows_of(summary.sections.size());
+    for (size_t r = 0; r < n; ++r)
+      if (const int t = sent[cand[r]].top; t >= 0) rows_of[t].push_back(r);
+    for (size_t t = 0; t < summary.sections.size(); ++t) {
+      SectionSummary& ss = summary.sections[t];
+      const std::vector<size_t> picked = sel.select(rows_of[t], section_budget, {}, &ss.text, &ss.tokens);
+      ss.sentences = picked.empty() ? cut_best(rows_of[t], section_budget, &ss.text, &ss.tokens) : sentences_of(picked);
     }
-    const auto tokens = static_cast<int64_t>(counter.count(joined));
-    if (tokens <= budget) {
-      summary.text = std::move(joined);
-      summary.tokens = tokens;
-      return summary;
-    }
-    chosen.pop_back();
   }
-  summary.spans.clear();
-
-  // Not one sentence fits: the most central one, cut.
-  if (best_row == n) return summary;
-  const Sentence& s = sentences[cand[best_row]];
-  std::vector<size_t> src_end;
-  const std::string d = display(text, s.begin, s.end, &src_end);
-  size_t p = summary.language == Language::kEnglish ? fitting_prefix(d, true, budget, counter) : 0;
-  if (p == 0) p = fitting_prefix(d, false, budget, counter);
-  if (p == 0) return summary;
-  summary.text = d.substr(0, p) + kEllipsis;
-  summary.tokens = static_cast<int64_t>(counter.count(summary.text));
-  summary.spans.emplace_back(s.begin, src_end[p - 1]);
   return summary;
 }
 

@@ -9,6 +9,8 @@
 #include <random>
 
 #include "chunker/chunker.h"
+#include "chunker/document.h"
+#include "chunker/terms.h"
 #include "engine/embedded_data.h"
 #include "engine/tokenizer.h"
 #include "tests/test_support.h"
@@ -158,7 +160,14 @@ TEST(ChunkerHeadings, RecognizesHeadingForms) {
                                                    {"第一章 总则", Heading::kChineseChapter, 2},
                                                    {"第三节 适用范围", Heading::kChineseChapter, 3},
                                                    {"一、总体要求", Heading::kChineseEnum, 1},
-                                                   {"（二）工作目标", Heading::kChineseEnum, 2}}) {
+                                                   {"（二）工作目标", Heading::kChineseEnum, 2},
+                                                   {"Abstract", Heading::kTitle, 1},
+                                                   {"Executive Summary:", Heading::kTitle, 1},
+                                                   {"CONCLUSIONS", Heading::kTitle, 1},
+                                                   {"摘要", Heading::kTitle, 1},
+                                                   {"结论：", Heading::kTitle, 1},
+                                                   {"SUMMARY OF THE INVENTION", Heading::kTitle, 1},
+                                                   {"ADVENTURE I. A SCANDAL IN BOHEMIA", Heading::kTitle, 1}}) {
     const auto h = parse_heading(c.line);
     if (c.level < 0) {
       EXPECT_FALSE(h) << c.line;
@@ -174,7 +183,12 @@ TEST(ChunkerHeadings, RecognizesHeadingForms) {
   for (const char* line : {"1. Create a separate sub-directory, say work, to hold data files on which you will use R for",
                            "3.14 is the value of pi", "1 2 3 4", "1.1 The R environment . . . . . . . 2",
                            "2. Start the R program with the command.", "一、要加强管理；", "#hashtag", "12345",
-                           "1 x <- c(1, 2)", "第一章节很好的书籍描述了这个问题。"})
+                           "1 x <- c(1, 2)", "第一章节很好的书籍描述了这个问题。",
+                           // Capitals that are table or list entries, or prose; a mixed-case line
+                           // that is no known section name.
+                           "BATCH", "DHCP", "DNS (BIND)", "THE END.", "NOTE: SEE BELOW.", "MAX_SIZE = 3",
+                           "Field of the Invention", "Summary statistics were computed for each site.",
+                           "摘要如下所述的内容很长"})
     EXPECT_FALSE(parse_heading(line)) << line;
 }
 
@@ -525,4 +539,146 @@ TEST(ChunkerRealTexts, PdfTextHeadingsHeadersAndOverlap) {
   const std::string zclean = clean_text(zh);
   EXPECT_EQ(zclean.find("25 / 92"), std::string::npos);
   EXPECT_NE(zclean.find("6.3.7 一些典型的注意事项"), std::string::npos);
+}
+
+// --- The document model (chunker/document.h) ---
+
+TEST(ChunkerDocument, GluedHeadingsAreSplitOff) {
+  // As PDF extraction gives a paper: numbered headings in capitals at the ends of paragraphs.
+  const std::string text =
+      "1 INTRODUCTION\n"
+      "Novelty detection separates unseen samples from the training distribution. We propose a detector.\n"
+      "It is evaluated on hard benchmarks and works well in them. 3 METHODOLOGY\n"
+      "In this section we motivate the use of blurred data. It helps. 3.1 GENERATING BLURRED DATA\n"
+      "Blurred images act as adversarial examples for the detector.\n"
+      "We looked at Section 3. 4 of the runs failed and were repeated.\n";
+  const Document doc(text, Options{});
+  std::vector<std::string> titles;
+  for (const Heading& h : doc.headings()) titles.push_back(h.title);
+  const std::vector<std::string> want = {"1 INTRODUCTION", "3 METHODOLOGY", "3.1 GENERATING BLURRED DATA"};
+  EXPECT_EQ(titles, want);
+  // The heading's line starts at its first byte; the paragraph's line ends before it.
+  const size_t h = text.find("3 METHODOLOGY");
+  const size_t li = doc.line_of(h);
+  EXPECT_EQ(doc.lines()[li].begin, h);
+  EXPECT_EQ(doc.lines()[li].kind, LineKind::kHeading);
+  EXPECT_EQ(text.substr(doc.lines()[li - 1].begin, doc.lines()[li - 1].end - doc.lines()[li - 1].begin),
+            "It is evaluated on hard benchmarks and works well in them.");
+  // The cleaned text gives the heading a line of its own; chunks cut there and are named by it.
+  EXPECT_NE(clean_text(text).find("in them.\n3 METHODOLOGY\nIn this section"), std::string::npos) << clean_text(text);
+  ToyCounter counter;
+  const auto chunks = chunk_text(text, counter, budget(1000));
+  expect_invariants(text, chunks, counter, budget(1000));
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks[1].start, h);
+  EXPECT_EQ(chunks[1].section, "3 METHODOLOGY");
+}
+
+TEST(ChunkerDocument, SectionsNestAndTile) {
+  const std::string text =
+      "Title page text here.\n\n"
+      "Abstract\n\nWe study things.\n\n"
+      "1 Introduction\n\nThings matter.\n\n"
+      "1.1 Scope\n\nSome of them.\n\n"
+      "2 Results\n\nThey work.\n\n"
+      "REFERENCES\n\n[1] A paper.\n";
+  const Document doc(text, Options{});
+  const auto& sections = doc.sections();
+  ASSERT_EQ(sections.size(), 5u);
+  std::vector<std::string> paths;
+  for (size_t s = 0; s < sections.size(); ++s) paths.push_back(doc.section_path(static_cast<int>(s)));
+  const std::vector<std::string> want = {"Abstract", "1 Introduction", "1 Introduction > 1.1 Scope", "2 Results",
+                                         "REFERENCES"};
+  EXPECT_EQ(paths, want);
+  // Titles are siblings of the numbered chapters; the top level tiles the text after the title page.
+  size_t at = text.find("Abstract");
+  for (const Section& s : sections) {
+    if (s.depth != 0) {
+      EXPECT_EQ(sections[s.parent].heading, 1);
+      EXPECT_LE(sections[s.parent].begin, s.begin);
+      EXPECT_LE(s.end, sections[s.parent].end);
+      continue;
+    }
+    EXPECT_EQ(s.begin, at);
+    at = s.end;
+  }
+  EXPECT_EQ(at, text.size());
+  EXPECT_EQ(sections[2].end, text.find("2 Results"));
+}
+
+TEST(ChunkerDocument, LineShapesTitlesPagesAndGaps) {
+  const std::string text =
+      "《春晓》\n作者：孟浩然\n春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。\n%\n"  // lines 0-4
+      "Contents . . . . . . . . 3\n"                                                  // 5
+      "> x <- c(1, 2, 3)\n"                                                           // 6
+      "12   14   16   18\n"                                                           // 7
+      "The first sentence ends here. The second one follows it\n"                     // 8
+      "on the next line.\fA new page starts here.\n";                                 // 9, 10
+  const Document doc(text, Options{});
+  const auto& lines = doc.lines();
+  ASSERT_EQ(lines.size(), 11u);
+  EXPECT_TRUE(lines[0].title);
+  EXPECT_TRUE(lines[1].title);
+  EXPECT_FALSE(lines[2].title);
+  EXPECT_FALSE(lines[3].title);
+  EXPECT_TRUE(lines[5].leaders);
+  EXPECT_TRUE(lines[6].code_like);
+  EXPECT_TRUE(lines[7].numeric);
+  for (size_t li : {2u, 3u, 8u, 9u, 10u})
+    EXPECT_FALSE(lines[li].leaders || lines[li].code_like || lines[li].numeric || lines[li].title) << li;
+  EXPECT_EQ(doc.page_of(text.find("on the next")), 1u);
+  EXPECT_EQ(doc.page_of(text.find("A new page")), 2u);
+  // What lies between two excerpts: verses of a poem keep their line break, a separator or a page
+  // break makes a paragraph break, sentences of one line a space, CJK sentences nothing.
+  const size_t verse1_end = text.find("鸟。") + std::string("鸟。").size();
+  EXPECT_EQ(doc.gap(verse1_end, text.find("夜来")), "\n");
+  EXPECT_EQ(doc.gap(text.find("多少。") + std::string("多少。").size(), text.find("The first")), "\n\n");
+  EXPECT_EQ(doc.gap(text.find("here.") + 5, text.find("The second")), " ");
+  EXPECT_EQ(doc.gap(text.find("line.") + 5, text.find("A new page")), "\n\n");
+  const Document zh("他来了。你好！\n", Options{});
+  EXPECT_EQ(zh.gap(std::string("他来了。").size(), std::string("他来了。").size()), "");
+  EXPECT_EQ(zh.gap(std::string("他").size(), std::string("他来了。").size()), "");
+  // Sentences of lines, a line break read as a space.
+  std::vector<size_t> starts;
+  doc.sentence_starts(8, 9, starts);
+  ASSERT_EQ(starts.size(), 1u);
+  EXPECT_EQ(starts[0], text.find("The second"));
+}
+
+TEST(ChunkerTerms, WordsStemsBigramsAndProfile) {
+  TermScanner scanner;
+  const std::string en = "\xE2\x80\xA2 The vectors' values were computed (see Fig. 2) and it's done.";
+  TextProfile p = scanner.scan(en, 0, en.size());
+  std::vector<std::string> terms(scanner.terms().begin(), scanner.terms().end());
+  const std::vector<std::string> want = {"vector", "value", "comput", "fig"};
+  EXPECT_EQ(terms, want);
+  EXPECT_EQ(p.begin, en.find("The"));  // the bullet is left out
+  EXPECT_EQ(p.end, en.size());
+  EXPECT_EQ(p.first, U'T');
+  EXPECT_TRUE(p.ends_sentence);
+  EXPECT_TRUE(p.starts_sentence);
+  EXPECT_FALSE(p.unopened_close);
+  EXPECT_EQ(p.words, 10u);  // "2" is no word
+  EXPECT_EQ(p.terms, 4u);
+  EXPECT_EQ(p.code_marks, 0u);
+  EXPECT_TRUE(is_stopword("the"));
+  EXPECT_FALSE(is_stopword("vector"));
+
+  // Han bigrams; a line break inside Chinese text joins its halves, punctuation separates.
+  const std::string zh = "白日依山\n尽，黄河";
+  p = scanner.scan(zh, 0, zh.size());
+  terms.assign(scanner.terms().begin(), scanner.terms().end());
+  const std::vector<std::string> want_zh = {"白日", "日依", "依山", "山尽", "黄河"};
+  EXPECT_EQ(terms, want_zh);
+  EXPECT_EQ(p.han, 7u);
+  EXPECT_FALSE(p.ends_sentence);
+
+  const std::string code = "x = f(y) + g(z) ) end";
+  p = scanner.scan(code, 0, code.size());
+  EXPECT_TRUE(p.unopened_close);
+  EXPECT_EQ(p.code_marks, 3u);
+  EXPECT_FALSE(p.starts_sentence);
+  const ScriptCounts n = count_scripts("We use 模型 here");
+  EXPECT_EQ(n.han, 2u);
+  EXPECT_EQ(n.words, 3u);
 }
