@@ -38,6 +38,7 @@ int cmd_watch(const std::vector<std::string>& args) {
   if (!parse("watch", "DIR... -o OUT_DIR [summarize options] [--settle S] [--rescan S] [--once]", desc, pos, args, vm))
     return pipeline::kExitOk;
   apply_config_file(config, desc, vm);
+  check_read_options(o.summarize);
   o.inotify = !no_inotify;
   return pipeline::run_watch(o, std::cerr);
 }

@@ -35,7 +35,7 @@
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
 #include "pipeline/extractive.h"
-#include "pipeline/pdf_extract.h"
+#include "pipeline/document_reader.h"
 #include "pipeline/run_lock.h"
 #include "pipeline/text_input.h"
 #include "pipeline/token_counter.h"
@@ -403,7 +403,8 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
   // Per document: read, hash, skip when up to date, extract.
   std::vector<Doc> docs;
   int skipped = 0;
-  const PdfLimits pdf_limits{o.pdf_timeout, static_cast<size_t>(o.pdf_max_memory_mb) << 20};
+  ReadOptions read_options = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
+  read_options.max_bytes = kMaxDocumentBytes;
   for (const Input& i : inputs) {
     Doc d;
     d.input = i;
@@ -432,13 +433,24 @@ BatchReport Summarizer::run(const std::vector<SummaryInput>& inputs) {
           // A damaged record: summarize again.
         }
       }
-      if (lower_ext(i.path) == ".pdf") {
-        PdfText pdf = extract_pdf_text(i.path, pdf_limits);
-        if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
-        d.text = std::move(pdf.text);
-      } else {
-        d.text = read_text_file(i.path, kMaxDocumentBytes);
+      // On a terminal, the page OCR is reading; in any case a line naming the pages it read.
+      bool ocr_line = false;
+      read_options.ocr.progress = [&](const OcrProgress& p) {
+        if (o.quiet || !tty) return;
+        err << "\r\033[Kabridge: " << i.path << ": OCR of page " << p.page << " (" << p.done + 1 << " of " << p.total
+            << ")" << std::flush;
+        ocr_line = true;
+      };
+      Document doc;
+      try {
+        doc = read_document(i.path, read_options);
+      } catch (const Error&) {
+        if (ocr_line) err << "\r\033[K";
+        throw;
       }
+      if (ocr_line) err << "\r\033[K";
+      if (!o.quiet && !doc.ocr_pages.empty()) err << "abridge: " << i.path << ": " << describe_ocr(doc) << " read by OCR\n";
+      d.text = std::move(doc.text);
       if (d.text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) throw Error("no text in the document");
       d.lang = o.lang == "zh" ? Language::kChinese : o.lang == "en" ? Language::kEnglish : detect_language(d.text);
     } catch (const Error& e) {
