@@ -51,13 +51,15 @@ TEST(Summarize, ExtractiveOnTheSamples) {
   TempDir out;
   const auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(contains(r.err, "4 summarized, 0 failed")) << r.err;  // two texts, README.md, a PDF
+  EXPECT_TRUE(contains(r.err, "5 summarized, 0 failed")) << r.err;  // two texts, README.md, a PDF, a scan
   const std::string en = read_file(out / "a-scandal-in-bohemia.txt.summary.md");
   const std::string zh = read_file(out / "tang-poems.zh.txt.summary.md");
   EXPECT_EQ(en.rfind("# a-scandal-in-bohemia.txt\n\n", 0), 0u) << en;
   EXPECT_GT(en.size(), 200u);
   EXPECT_TRUE(contains(zh, "。")) << zh;  // Chinese sentences from the Chinese document
   EXPECT_GT(read_file(out / "simh_faq.pdf.summary.md").size(), 200u);  // text from the PDF
+  EXPECT_TRUE(contains(r.err, "simh_faq-page4.scan.pdf: page 1 (eng) read by OCR")) << r.err;
+  EXPECT_TRUE(contains(read_file(out / "simh_faq-page4.scan.pdf.summary.md"), "SIMH"));  // text read by OCR
   EXPECT_EQ(count_files(out.path(), ".tmp"), 0u);
 }
 
@@ -82,13 +84,13 @@ TEST(Summarize, UpToDateOutputsAreSkippedUnlessForced) {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   auto r = run_abridge(cmd);
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_TRUE(contains(r.err, "0 summarized, 4 up to date, 0 failed")) << r.err;
+  EXPECT_TRUE(contains(r.err, "0 summarized, 5 up to date, 0 failed")) << r.err;
   EXPECT_EQ(fs::last_write_time(out / "a-scandal-in-bohemia.txt.summary.md"), t0);
   r = run_abridge(cmd + " --force");
-  EXPECT_TRUE(contains(r.err, "4 summarized")) << r.err;
+  EXPECT_TRUE(contains(r.err, "5 summarized")) << r.err;
   // A different parameter is a different job: summarized again.
   r = run_abridge(cmd + " --summary-tokens 100");
-  EXPECT_TRUE(contains(r.err, "4 summarized")) << r.err;
+  EXPECT_TRUE(contains(r.err, "5 summarized")) << r.err;
 }
 
 TEST(Summarize, BadInputsAreReportedAndTheRestGoOn) {
