@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/document_reader.h"
 #include "pipeline/summarize.h"
 
 namespace abridge::cli {
@@ -18,6 +19,15 @@ namespace po = boost::program_options;
 inline constexpr const char* kPrefillChunkHelp =
     "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "
     "or 64..65536): larger keeps a GPU busier on long documents, smaller lets decodes go on between chunks";
+
+inline constexpr const char* kEncodingHelp =
+    "read text files in this encoding (an iconv name: GB18030, BIG5, SHIFT_JIS, EUC-KR, WINDOWS-1252, ...) "
+    "instead of detecting it";
+inline constexpr const char* kOcrHelp =
+    "auto | never | always: read PDF pages by OCR (tesseract); auto: the pages without a text layer, when "
+    "tesseract's language data is installed";
+inline constexpr const char* kOcrLangHelp =
+    "tesseract languages for OCR, e.g. eng, chi_sim or eng+chi_sim (auto: the document's, English or Chinese)";
 
 struct Usage : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -60,8 +70,11 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (repeatable)")
       ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line")
-      ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF (0.1..86400)")
+      ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF's text, and again for each page read by OCR (0.1..86400)")
       ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF (64..1048576)")
+      ("encoding", po::value(&o.encoding), kEncodingHelp)
+      ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
+      ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or 1..2147483648); a request's prompt + summary is at most this")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
@@ -71,6 +84,15 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them")
       ("shard", po::value(&o.shard), "K/N: only the inputs whose stable path hash falls in shard K of N (0-based), for job arrays")
       ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");
+}
+
+// The reading options checked before any work starts (an unknown --encoding, a missing OCR language).
+inline void check_read_options(const pipeline::SummarizeOptions& o) {
+  try {
+    pipeline::make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
+  } catch (const std::exception& e) {
+    throw Usage(e.what());
+  }
 }
 
 // Reads --config FILE (key = value lines); values given on the command line stay.

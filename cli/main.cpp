@@ -61,13 +61,15 @@ int cmd_tokenize(const std::vector<std::string>& args) {
 int cmd_chunk(const std::vector<std::string>& args) {
   ChunkOptions o;
   po::options_description desc(
-      "Splits FILE's text (UTF-8, or UTF-16 with a BOM) into chunks of at most --max-tokens tokens of the\n"
-      "tokenizer, cut at headings, paragraphs and sentence ends where the topic changes. jsonl prints one\n"
-      "object per chunk: {\"index\", \"start\", \"end\", \"tokens\", \"section\", \"text\"}. start/end are byte\n"
-      "offsets into the file's UTF-8 text (after a byte-order mark) and tile it: the spans, concatenated,\n"
-      "give the text back. \"text\" is what the model is sent: lines broken inside a sentence joined,\n"
-      "running page headers/footers and form feeds removed; \"tokens\" is its exact count. With --overlap,\n"
-      "\"context_start\" (<= start) is where the repeated end of the previous chunk begins.\n"
+      "Splits FILE's text into chunks of at most --max-tokens tokens of the tokenizer, cut at headings,\n"
+      "paragraphs and sentence ends where the topic changes. FILE is read as summarize reads it: a PDF (with\n"
+      "OCR of scanned pages) or a text file in UTF-8, UTF-16 or a detected legacy encoding, then cleaned\n"
+      "(ligatures, soft hyphens, words broken at line ends; docs/INPUTS.md). jsonl prints one object per\n"
+      "chunk: {\"index\", \"start\", \"end\", \"tokens\", \"section\", \"text\"}. start/end are byte offsets into\n"
+      "that UTF-8 text and tile it: the spans, concatenated, give the text back. \"text\" is what the model\n"
+      "is sent: lines broken inside a sentence joined, running page headers/footers and form feeds removed;\n"
+      "\"tokens\" is its exact count. With --overlap, \"context_start\" (<= start) is where the repeated end\n"
+      "of the previous chunk begins.\n"
       "FILE '-' reads standard input.\n\nOptions");
   desc.add_options()
       ("tokenizer", po::value(&o.tokenizer), "tokenizer.json or a model directory (default: the built-in Qwen3 tokenizer)")
@@ -76,6 +78,9 @@ int cmd_chunk(const std::vector<std::string>& args) {
       ("format", po::value(&o.format)->default_value("jsonl"), "jsonl | text")
       ("replace-invalid", po::bool_switch(&o.replace_invalid), "replace invalid UTF-8 with U+FFFD instead of failing")
       ("keep-running-lines", po::bool_switch(&o.keep_running_lines), "keep running page headers/footers in the text")
+      ("encoding", po::value(&o.encoding), kEncodingHelp)
+      ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
+      ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
       ("file", po::value(&o.file)->required(), "input file (positional)");
   po::positional_options_description pos;
   pos.add("file", 1);
@@ -209,8 +214,9 @@ int cmd_summarize(const std::vector<std::string>& args) {
   SummarizeOptions o;
   std::string config;
   po::options_description desc(
-      "Summarizes documents (.txt and .md in UTF-8 or UTF-16 with a BOM, and .pdf) into OUT_DIR, one output\n"
-      "per input: OUT_DIR/<path relative to its input root>.summary.md (or .json / .txt). With --model, a Qwen3\n"
+      "Summarizes documents (.txt and .md in UTF-8, UTF-16 or a detected legacy encoding such as GB18030;\n"
+      ".pdf, scanned pages read by OCR; docs/INPUTS.md) into OUT_DIR, one output per input:\n"
+      "OUT_DIR/<path relative to its input root>.summary.md (or .json / .txt). With --model, a Qwen3\n"
       "model writes the summaries: one pass where a document fits the context, otherwise each semantic chunk\n"
       "is summarized and the summaries are merged in order. Without --model, a built-in extractive engine picks\n"
       "the document's central sentences (no GPU or weights needed). Outputs are written atomically; finished\n"
@@ -225,6 +231,7 @@ int cmd_summarize(const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse("summarize", "INPUT... -o OUT_DIR [options]", desc, pos, args, vm)) return kExitOk;
   apply_config_file(config, desc, vm);
+  check_read_options(o);
   return run_summarize(o, std::cin, std::cout, std::cerr);
 }
 

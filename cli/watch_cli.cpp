@@ -45,6 +45,7 @@ int cmd_watch(const std::vector<std::string>& args) {
   po::options_description file_options;
   file_options.add(desc).add(hidden);
   apply_config_file(config, file_options, vm);
+  check_read_options(o.summarize);
   o.inotify = !no_inotify;
   return pipeline::run_watch(o, std::cerr);
 }

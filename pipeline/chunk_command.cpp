@@ -1,5 +1,4 @@
 // `abridge chunk`: a document's chunks as the summarizer will send them, with their byte spans.
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -10,35 +9,28 @@
 #include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
+#include "pipeline/document_reader.h"
 #include "pipeline/token_counter.h"
-#include "pipeline/text_input.h"
 
 namespace abridge::pipeline {
 namespace {
 
 // The chunker's view of the real tokenizer: documents are encoded plain (no added tokens matched).
 
-bool starts_with(const std::string& s, std::string_view p) { return s.compare(0, p.size(), p) == 0; }
-
-// The document's UTF-8 text. Offsets printed later index this text (a UTF-8 BOM dropped, UTF-16
-// decoded). With --replace-invalid the bytes are read as they are, so invalid bytes keep their place.
-std::string read_document(const ChunkOptions& opt, const std::string& source) {
-  std::string text;
-  if (opt.file == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), {});
-  } else {
-    if (!opt.replace_invalid) return read_text_file(opt.file);
-    std::ifstream in(opt.file, std::ios::binary);
-    if (!in) return read_text_file(opt.file);  // throws the usual one-line error (no such file, ...)
-    text.assign(std::istreambuf_iterator<char>(in), {});
-    if (starts_with(text, "\xFF\xFE") || starts_with(text, "\xFE\xFF")) return read_text_file(opt.file);  // UTF-16
+// The document's text as summarize reads it (read_document()). With --replace-invalid a text file whose
+// encoding cannot be told is read as UTF-8 with its invalid bytes in place, so that they keep their
+// offsets and the chunker replaces them.
+std::string read_input(const ChunkOptions& opt, const std::string& source) {
+  const PdfLimits limits;
+  ReadOptions ro = make_read_options(opt.encoding, opt.ocr, opt.ocr_lang, limits.timeout_seconds,
+                                     static_cast<int64_t>(limits.max_memory_bytes >> 20));
+  ro.keep_invalid_utf8 = opt.replace_invalid;
+  try {
+    if (opt.file != "-") return read_document(opt.file, ro).text;
+    return read_text(std::string(std::istreambuf_iterator<char>(std::cin), {}), ro).text;
+  } catch (const Error& e) {
+    throw Error(source + ": " + e.what());
   }
-  if (starts_with(text, "\xEF\xBB\xBF")) text.erase(0, 3);
-  if (!opt.replace_invalid) {
-    const size_t bad = chunker::find_invalid_utf8(text);
-    if (bad != std::string::npos) throw Error(source + ": invalid UTF-8 at byte " + std::to_string(bad));
-  }
-  return text;
 }
 
 engine::Tokenizer load_chunk_tokenizer(const std::string& path) {
@@ -58,7 +50,7 @@ int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err) {
       throw Error("--format must be jsonl or text, not \"" + opt.format + "\"");
     const std::string source = opt.file == "-" ? "<stdin>" : opt.file;
     const engine::Tokenizer tok = load_chunk_tokenizer(opt.tokenizer);
-    const std::string text = read_document(opt, source);
+    const std::string text = read_input(opt, source);
 
     chunker::Options options;
     options.max_tokens = static_cast<size_t>(opt.max_tokens);

@@ -32,10 +32,14 @@ struct ChunkOptions {
   std::string format = "jsonl";   // jsonl | text
   bool replace_invalid = false;   // invalid UTF-8 becomes U+FFFD instead of an error
   bool keep_running_lines = false;  // keep running page headers/footers in the text
+  std::string encoding;           // "" detects; else the iconv name the file is read in
+  std::string ocr = "auto";       // PDFs: auto | never | always
+  std::string ocr_lang = "auto";  // PDFs: tesseract languages ("eng+chi_sim") or auto
 };
 inline constexpr int64_t kMinChunkTokens = 16;
 // Prints FILE's chunks: jsonl, one {"index","start","end","tokens","section","text"} object per line
-// (plus "context_start" with --overlap), or text.
+// (plus "context_start" with --overlap), or text. FILE is read as summarize reads it (read_document():
+// a PDF or a text file in any detected encoding, normalized); offsets index that text.
 int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err);
 
 struct GenerateOptions {

@@ -15,18 +15,14 @@
 #include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/output_dir.h"
-#include "pipeline/pdf_extract.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
-#include "pipeline/text_input.h"
 #include "pipeline/token_counter.h"
 
 namespace abridge::pipeline {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr size_t kMaxDocumentBytes = size_t{512} << 20;
 
 bool is_pdf(const std::string& path) {
   std::string e = fs::path(path).extension().string();
@@ -35,8 +31,8 @@ bool is_pdf(const std::string& path) {
 }
 
 // The document's bytes, read once through one descriptor: a regular file (not a FIFO or a device, not
-// waited on), at most kMaxDocumentBytes, read to its end as it is now.
-std::string read_document_bytes(const std::string& path) {
+// waited on), at most `max_bytes`, read to its end as it is now.
+std::string read_document_bytes(const std::string& path, size_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno));
   struct Closer {
@@ -47,9 +43,9 @@ std::string read_document_bytes(const std::string& path) {
   if (::fstat(fd, &st) != 0) throw Error(std::string("cannot read: ") + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
   if (st.st_size == 0) throw Error("empty file");
-  if (static_cast<uint64_t>(st.st_size) > kMaxDocumentBytes)
+  if (static_cast<uint64_t>(st.st_size) > max_bytes)
     throw Error("file is too large (" + std::to_string(st.st_size >> 20) + " MiB; the limit is " +
-                std::to_string(kMaxDocumentBytes >> 20) + " MiB)");
+                std::to_string(max_bytes >> 20) + " MiB)");
   std::string bytes(static_cast<size_t>(st.st_size), '\0');
   size_t got = 0;
   while (got < bytes.size()) {
@@ -127,22 +123,31 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_document_bytes(input.path);
+    std::string bytes = read_document_bytes(input.path, rules.read.max_bytes);
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
       d.state = PreparedDoc::State::kUpToDate;
       return d;
     }
+    Document doc;
     if (is_pdf(input.path)) {
       bytes.clear();
       bytes.shrink_to_fit();
-      const PdfLimits limits{o.pdf_timeout, static_cast<size_t>(o.pdf_max_memory_mb) << 20};
-      PdfText pdf = extract_pdf_text(input.path, limits);
-      if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
-      d.text = std::move(pdf.text);
+      doc = read_document(input.path, rules.read);  // in the bounded child; OCR where the page has no text
     } else {
-      d.text = decode_text(std::move(bytes));
+      doc = read_text(std::move(bytes), rules.read);  // the bytes hashed above, decoded and cleaned
+    }
+    d.text = std::move(doc.text);
+    d.encoding = std::move(doc.encoding);
+    d.page_starts = std::move(doc.page_starts);
+    d.ocr_pages = std::move(doc.ocr_pages);
+    d.ocr_languages = std::move(doc.ocr_languages);
+    if (!d.ocr_pages.empty()) {
+      Document shown;
+      shown.ocr_pages = d.ocr_pages;
+      shown.ocr_languages = d.ocr_languages;
+      d.notes.push_back(describe_ocr(shown) + " read by OCR");
     }
     if (d.text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) throw Error("no text in the document");
     d.lang = o.lang == "zh" ? Language::kChinese : o.lang == "en" ? Language::kEnglish : detect_language(d.text);
@@ -178,8 +183,11 @@ std::string render_output(const PreparedDoc& d, const SummaryRules& rules, doubl
   json chunks = json::array();
   for (const PlanPiece& p : d.pieces)
     chunks.push_back({{"start", p.start}, {"end", p.end}, {"section", p.section}, {"tokens", p.tokens}, {"summary", p.summary}});
+  json input = {{"encoding", d.encoding.empty() ? json(nullptr) : json(d.encoding)}, {"pages", d.page_starts.size()},
+                {"page_starts", d.page_starts}, {"ocr_pages", d.ocr_pages}, {"ocr_languages", d.ocr_languages}};
   const json j = {{"summary", d.summary},
                   {"chunks", chunks},
+                  {"input", input},
                   {"source", shown_path(d.input.path)},
                   {"sha256", d.sha},
                   {"model", rules.model_label},

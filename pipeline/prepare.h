@@ -12,6 +12,7 @@
 
 #include "pipeline/discovery.h"
 #include "pipeline/doc_plan.h"
+#include "pipeline/document_reader.h"
 #include "pipeline/extractive.h"
 #include "pipeline/prompts.h"
 
@@ -34,6 +35,7 @@ struct SummaryRules {
   int64_t context = 0;       // LLM: prompt + summary of one request, at most
   int64_t chunk_tokens = 0;  // LLM: the chunk budget of map-reduce
   Prompts prompts{"", 0};
+  ReadOptions read;          // --encoding, --ocr, --ocr-lang, the PDF limits, the size limit
   std::string model_label;   // the model directory, or "extractive"
   std::string parameters;    // JSON object: what the output depends on (written into JSON outputs)
   std::string param_key;     // sha256 of the model's identity and `parameters`: the cache and up-to-date key
@@ -53,7 +55,12 @@ struct PreparedDoc {
   State state = State::kFailed;
   std::string error;                  // kFailed: one line, without the path
   std::string sha, job_key;           // of the input's bytes; of bytes + rules + format
-  std::string text;                   // extracted (kept for outputs that point back into it)
+  std::string text;                   // as read (kept for outputs that point back into it)
+  std::string encoding;               // text files: what the bytes were read as
+  std::vector<size_t> page_starts;    // PDFs: byte offset in `text` where each page starts
+  std::vector<int> ocr_pages;         // PDFs: 1-based pages read by OCR
+  std::string ocr_languages;
+  std::vector<std::string> notes;     // lines to log about it ("page 1 (eng) read by OCR")
   Language lang = Language::kEnglish;
   int64_t input_tokens = 0;
   std::optional<DocPlan> plan;        // kPlanned: its level-0 requests carry their token ids

@@ -119,7 +119,8 @@ std::string report_json(const BatchReport& r) {
   for (const auto& d : r.documents)
     docs.push_back({{"path", shown_path(d.path)}, {"output", shown_path(d.output)}, {"status", d.status},
                     {"error", shown_path(d.error)}, {"input_tokens", d.input_tokens},
-                    {"generated_tokens", d.generated_tokens}, {"seconds", d.seconds}});
+                    {"generated_tokens", d.generated_tokens}, {"seconds", d.seconds},
+                    {"encoding", d.encoding}, {"ocr_pages", d.ocr_pages}, {"ocr_languages", d.ocr_languages}});
   json j = {{"summarized", r.summarized}, {"up_to_date", r.skipped}, {"failed", r.failed},
             {"input_tokens", r.input_tokens}, {"generated_tokens", r.generated_tokens}, {"seconds", r.seconds},
             {"device", r.device}, {"documents", docs}};

@@ -16,6 +16,9 @@ struct DocumentReport {
   std::string error;         // one line, for "failed"
   int64_t input_tokens = 0, generated_tokens = 0;
   double seconds = 0;        // from when its preparation started to its output written
+  std::string encoding;      // text files: what the bytes were read as
+  std::vector<int> ocr_pages;  // PDFs: 1-based pages read by OCR
+  std::string ocr_languages;
 };
 
 // The serving engine's counters over a run (EngineCounters, summed over engines).

@@ -19,6 +19,7 @@
 #include "engine/error.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
+#include "pipeline/document_reader.h"
 #include "pipeline/driver.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/prepare.h"
@@ -30,6 +31,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
+
+constexpr size_t kMaxDocumentBytes = size_t{512} << 20;  // a document larger than this is refused unread
 
 double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
@@ -81,11 +84,14 @@ struct Summarizer::Impl {
   std::unique_ptr<engine::Engine> engine;
   std::optional<engine::Tokenizer> own_tokenizer;  // the extractive engine counts with the built-in one
   std::string custom_prompt;
+  ReadOptions read;  // --encoding, --ocr, --ocr-lang, the PDF limits
   std::string model_id = "extractive";
   double load_seconds = 0;
 
   Impl(const SummarizeOptions& options, std::ostream& err) : o(options), log(err) {
     check_options(o);
+    read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
+    read.max_bytes = kMaxDocumentBytes;
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
     const engine::EngineOptions eo = engine_options(o);
     eo.validate();  // before the model is read
@@ -176,6 +182,7 @@ struct Session::Impl {
     rules.llm = first.llm;
     rules.tokenizer = &first.tokenizer();
     rules.prompts = Prompts(first.custom_prompt, o.summary_tokens);
+    rules.read = first.read;
     rules.model_label = first.llm ? o.model : "extractive";
     if (first.llm) {
       rules.stop_ids = engine::chat_stop_ids(*rules.tokenizer, first.engine->config().eos_token_ids);
@@ -196,7 +203,12 @@ struct Session::Impl {
                              {"context_tokens", rules.context},
                              {"chunk_tokens", first.llm ? rules.chunk_tokens : 0},
                              {"sampling", "greedy"},
-                             {"prompt_sha256", sha256_hex(first.custom_prompt)}};
+                             {"prompt_sha256", sha256_hex(first.custom_prompt)},
+                             // How the text is read: a different reading is a different summary.
+                             {"reader", 2},
+                             {"encoding", o.encoding},
+                             {"ocr", o.ocr},
+                             {"ocr_lang", o.ocr_lang}};
     rules.parameters = parameters.dump();
     rules.param_key = sha256_hex(first.model_id + "\n" + rules.parameters);
 
@@ -252,7 +264,10 @@ struct Session::Impl {
 
   // Records a document's end (under mu).
   void record(const PreparedDoc& d, const std::string& status, double seconds) {
-    DocumentReport r{d.input.path, d.input.output.string(), status, d.error, d.input_tokens, d.generated_tokens, seconds};
+    DocumentReport r{d.input.path, d.input.output.string(), status, d.error, d.input_tokens, d.generated_tokens, seconds, {}, {}, {}};
+    r.encoding = d.encoding;
+    r.ocr_pages = d.ocr_pages;
+    r.ocr_languages = d.ocr_languages;
     if (status == "summarized") {
       ++report.summarized;
       if (report.first_summary_seconds < 0) report.first_summary_seconds = since(t0);
@@ -275,6 +290,8 @@ struct Session::Impl {
       cv.notify_all();
     }
     const std::string path = shown_path(d.input.path);
+    if (!o.quiet)
+      for (const std::string& note : d.notes) say("abridge: " + path + ": " + note);
     if (status == "failed") say("abridge: " + path + ": " + shown_path(d.error));
     else if (status == "up to date" && !o.quiet && !tty) say("abridge: " + path + ": up to date");
     else if (status == "summarized" && !o.quiet && !tty)
@@ -667,7 +684,7 @@ std::vector<Summarizer*> SummarizeRun::engines() const {
 BatchReport SummarizeRun::run(Session::Clock::time_point start) {
   BatchReport report = summarize_inputs(engines(), *out_, found_.inputs, start);
   report.failed += static_cast<int>(found_.bad.size());
-  for (const auto& [path, reason] : found_.bad) report.documents.push_back({path, "", "failed", reason, 0, 0, 0});
+  for (const auto& [path, reason] : found_.bad) report.documents.push_back({path, "", "failed", reason, 0, 0, 0, {}, {}, {}});
   report.seconds = since(start);  // model loading included
   return report;
 }

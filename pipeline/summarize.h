@@ -46,8 +46,11 @@ struct SummarizeOptions {
   std::vector<std::string> exclude;
   bool force = false;
   bool quiet = false;
-  double pdf_timeout = 60;
+  double pdf_timeout = 60;          // seconds for a PDF's text layer, and again for each page read by OCR
   int64_t pdf_max_memory_mb = 2048;
+  std::string encoding;             // text files: "" detects; else an iconv name that is forced
+  std::string ocr = "auto";         // PDFs: auto | never | always (which pages are read by OCR)
+  std::string ocr_lang = "auto";    // PDFs: tesseract languages ("eng+chi_sim"), or auto
   double gpu_memory_fraction = 0.90;
   int64_t kv_cache_tokens = 0;      // caps the KV pool (0: as memory allows)
   int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)

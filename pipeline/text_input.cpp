@@ -40,7 +40,8 @@ std::string utf16_to_utf8(std::string_view bytes, bool big_endian) {
 
 }  // namespace
 
-std::string decode_text(std::string bytes) {
+// BOM handling, UTF-16, strict UTF-8; throws abridge::Error without the path.
+static std::string decode_strict(std::string bytes) {
   std::string text;
   size_t bom = 0;
   auto starts = [&](std::string_view p) { return bytes.size() >= p.size() && bytes.compare(0, p.size(), p) == 0; };
@@ -76,7 +77,7 @@ std::string read_text_file(const std::string& path, size_t max_bytes) {
   bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(path + ": read error");
   try {
-    return decode_text(std::move(bytes));
+    return decode_strict(std::move(bytes));
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());
   }

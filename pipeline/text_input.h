@@ -10,8 +10,4 @@ namespace abridge::pipeline {
 // UTF-8 at byte N"). Files larger than `max_bytes` are rejected before they are read.
 std::string read_text_file(const std::string& path, size_t max_bytes = size_t{1} << 31);
 
-// The same decoding for bytes already read: BOM handling, UTF-16, strict UTF-8. Throws abridge::Error
-// with one line that does not name the file ("invalid UTF-8 at byte N ...").
-std::string decode_text(std::string bytes);
-
 }  // namespace abridge::pipeline

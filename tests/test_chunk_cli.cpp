@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "pipeline/document_reader.h"
 #include "tests/test_support.h"
 
 using namespace abridge::testing;
@@ -127,12 +128,29 @@ TEST(ChunkCli, InvalidUtf8EmptyInputAndBom) {
 }
 
 TEST(ChunkCli, RealDocumentWithTheBuiltInTokenizer) {
-  const auto r = run_abridge("chunk " + quote(source_path("tests/data/texts/debian-edu-bookworm-manual.zh-cn.txt")) +
-                             " --max-tokens 512");
+  const fs::path manual = source_path("tests/data/texts/debian-edu-bookworm-manual.zh-cn.txt");
+  const auto r = run_abridge("chunk " + quote(manual) + " --max-tokens 512");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto rows = parse_jsonl(r.out);
   ASSERT_GT(rows.size(), 20u);
-  EXPECT_EQ(rows.back()["end"].get<size_t>(),
-            read_file(source_path("tests/data/texts/debian-edu-bookworm-manual.zh-cn.txt")).size());
-  for (const auto& row : rows) EXPECT_LE(row["tokens"].get<size_t>(), 512u);
+  // The spans tile the text as summarize reads it: the file's 8 "ﬀ" ligatures (3 bytes each) are "ff" (2).
+  const std::string text = abridge::pipeline::read_document(manual.string(), {}).text;
+  EXPECT_EQ(read_file(manual).size() - text.size(), 8u);
+  EXPECT_EQ(rows.back()["end"].get<size_t>(), text.size());
+  std::string all;
+  for (const auto& row : rows) {
+    EXPECT_LE(row["tokens"].get<size_t>(), 512u);
+    all += row["text"].get<std::string>();
+  }
+  EXPECT_TRUE(contains(all, "LibreOffice")) << "the ligature is folded in what the model is sent";
+}
+
+TEST(ChunkCli, PdfsAreReadAsSummarizeReadsThem) {
+  TempDir dir;
+  write_file(dir / "lig.pdf", make_text_layer_pdf({{"The o\uFB03ce \uFB01led its \uFB01nal report on the flood."}}));
+  const auto r = run_abridge("chunk " + quote(dir / "lig.pdf") + " --max-tokens 64");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rows = parse_jsonl(r.out);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["text"], "The office filed its final report on the flood.");
 }

@@ -1,6 +1,7 @@
-// PDF text extraction: real documents (text, page order, UTF-8, CJK), every damaged file of qpdf's test
-// suite (no crash, no hang, a status and a reason), encryption, documents without text, the time and
-// memory limits, files that are not PDFs, and several threads at once.
+// PDF text extraction: real documents (text, page order, UTF-8, CJK), the line-end hyphens poppler drops,
+// every damaged file of qpdf's test suite (no crash, no hang, a status and a reason), encryption,
+// documents without text, the time and memory limits (OCR pages included), files that are not PDFs, and
+// several threads at once. Reading scanned pages by OCR is tested in test_reading.cpp.
 #include "pipeline/pdf_extract.h"
 
 #include <gtest/gtest.h>
@@ -56,31 +57,6 @@ void expect_well_formed(const PdfText& r, const std::string& what) {
   }
 }
 
-// A small valid PDF from its objects (numbered 1.. in order; 1 must be the catalog), with a correct
-// cross-reference table.
-std::string make_pdf(const std::vector<std::string>& objects) {
-  std::string out = "%PDF-1.4\n";
-  std::vector<size_t> offsets;
-  for (size_t i = 0; i < objects.size(); ++i) {
-    offsets.push_back(out.size());
-    out += std::to_string(i + 1) + " 0 obj\n" + objects[i] + "\nendobj\n";
-  }
-  const size_t xref = out.size();
-  out += "xref\n0 " + std::to_string(objects.size() + 1) + "\n0000000000 65535 f \n";
-  for (const size_t off : offsets) {
-    char line[32];
-    std::snprintf(line, sizeof line, "%010zu 00000 n \n", off);
-    out += line;
-  }
-  out += "trailer\n<< /Size " + std::to_string(objects.size() + 1) + " /Root 1 0 R >>\nstartxref\n" +
-         std::to_string(xref) + "\n%%EOF\n";
-  return out;
-}
-
-std::string stream(const std::string& data) {
-  return "<< /Length " + std::to_string(data.size()) + " >>\nstream\n" + data + "\nendstream";
-}
-
 // Pages drawn by `contents` (one content stream each) with /F1 = `font` (object 3).
 // Objects: 1 catalog, 2 pages, 3 font, 4.. extra, then a page and its contents per page.
 std::string make_pages_pdf(const std::vector<std::string>& contents, const std::string& font,
@@ -93,7 +69,7 @@ std::string make_pages_pdf(const std::vector<std::string>& contents, const std::
     kids += std::to_string(page) + " 0 R ";
     objs.push_back("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
                    "/Contents " + std::to_string(page + 1) + " 0 R >>");
-    objs.push_back(stream(c));
+    objs.push_back(pdf_stream(c));
   }
   objs[1] = "<< /Type /Pages /Kids [" + kids + "] /Count " + std::to_string(contents.size()) + " >>";
   return make_pdf(objs);
@@ -128,7 +104,7 @@ std::string make_cjk_pdf() {
       "/CIDSystemInfo << /Registry (Adobe) /Ordering (Identity) /Supplement 0 >> /DW 1000 >>";
   return make_pages_pdf({"BT /F1 24 Tf 72 700 Td <0001000200030004000500060007> Tj ET",
                          "BT /F1 24 Tf 72 700 Td <00080009000A> Tj ET"},
-                        type0, {cid_font, stream(cmap)});
+                        type0, {cid_font, pdf_stream(cmap)});
 }
 
 std::string make_english_pdf() {
@@ -143,7 +119,7 @@ std::string make_slow_pdf(int pages, int lines_per_page) {
   std::string content = "BT /F1 8 Tf 20 780 Td 9 TL\n";
   for (int i = 0; i < lines_per_page; ++i) content += "(Every line of this page is the same line of text.) '\n";
   content += "ET";
-  std::vector<std::string> objs = {"<< /Type /Catalog /Pages 2 0 R >>", "", kHelvetica, stream(content)};
+  std::vector<std::string> objs = {"<< /Type /Catalog /Pages 2 0 R >>", "", kHelvetica, pdf_stream(content)};
   std::string kids;
   for (int i = 0; i < pages; ++i) {
     kids += std::to_string(objs.size() + 1) + " 0 R ";
@@ -167,6 +143,7 @@ TEST(PdfStatus, Names) {
   EXPECT_STREQ(to_string(PdfStatus::kBroken), "broken PDF");
   EXPECT_STREQ(to_string(PdfStatus::kTimeout), "timed out");
   EXPECT_STREQ(to_string(PdfStatus::kOutOfMemory), "out of memory");
+  EXPECT_STREQ(to_string(PdfStatus::kOcrFailed), "OCR failed");
 }
 
 TEST(PdfReal, SimhFaq) {
@@ -232,6 +209,56 @@ TEST(PdfGenerated, NoTextLayer) {
   const PdfText b = extract_pdf_text((dir / "blank.pdf").string());
   EXPECT_EQ(b.status, PdfStatus::kNoText) << b.message;
   expect_well_formed(b, "blank.pdf");
+}
+
+TEST(PdfGenerated, LineEndHyphensPopplerDropsComeBack) {
+  // poppler's text output drops a hyphen that ends a line, with the line break: "well-" / "known" became
+  // "wellknown", "Anglo-" / "Saxon" "AngloSaxon". They are put back for the reading stage to decide.
+  TempDir dir;
+  write_file(dir / "hy.pdf", make_text_layer_pdf({{"The staff are well-", "known, the archive Anglo-",
+                                                   "Saxon, the infor-", "mation free."}}));
+  const PdfText r = extract_pdf_text((dir / "hy.pdf").string());
+  ASSERT_EQ(r.status, PdfStatus::kOk) << r.message;
+  expect_well_formed(r, "hy.pdf");
+  EXPECT_EQ(r.text, "The staff are well-\nknown, the archive Anglo-\nSaxon, the infor-\nmation free.");
+}
+
+TEST(PdfGenerated, RestoringHyphensNeedsTheWordsToLineUp) {
+  using abridge::pipeline::restore_line_end_hyphens;
+  EXPECT_EQ(restore_line_end_hyphens("the wellknown staff", {"the", "well-", "known", "staff"}), "the well-\nknown staff");
+  EXPECT_EQ(restore_line_end_hyphens("a -b", {"a", "-", "b"}), "a -b");  // nothing was joined
+  EXPECT_EQ(restore_line_end_hyphens("a b", {"a", "-", "b"}), "a -\nb");  // a line that ended in a lone "-"
+  // Words that are not in the text (right-to-left text comes out reordered): the page is left alone.
+  EXPECT_EQ(restore_line_end_hyphens("olleh wellknown", {"hello", "well-", "known"}), "olleh wellknown");
+}
+
+TEST(PdfOcr, EachPageGetsTheTimeoutAgainAndATimeoutNamesIt) {
+  const abridge::pipeline::OcrData data = abridge::pipeline::find_ocr_data();
+  if (!data.has("eng") || !have_program("pdftoppm") || !have_program("img2pdf"))
+    GTEST_SKIP() << "needs tesseract-ocr-eng, poppler-utils and img2pdf";
+  TempDir dir;
+  const std::string cmd = "pdftoppm -gray -png -singlefile -r 150 -f 11 -l 11 " + quote(pdf_data("real/R-intro.pdf")) +
+                          " " + quote(dir / "p") + " && img2pdf " + quote(dir / "p.png") + " -o " + quote(dir / "scan.pdf");
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  abridge::pipeline::OcrOptions ocr;
+  ocr.mode = abridge::pipeline::OcrMode::kAuto;
+  ocr.languages = "eng";
+  ocr.data = data;
+  std::vector<int> pages;
+  ocr.progress = [&](const abridge::pipeline::OcrProgress& p) { pages.push_back(p.page); };
+  PdfLimits limits;
+  // Ample for the text layer of one page; a dense page takes tesseract seconds (reading it is tested
+  // in test_reading).
+  limits.timeout_seconds = 0.5;
+  const auto start = std::chrono::steady_clock::now();
+  const PdfText r = extract_pdf_text((dir / "scan.pdf").string(), limits, ocr);
+  EXPECT_EQ(r.status, PdfStatus::kTimeout) << r.message;
+  EXPECT_EQ(r.message, "timed out: OCR of page 1 took longer than 0.5 s");
+  expect_well_formed(r, "scan.pdf");
+  const double took = seconds_since(start);
+  EXPECT_GT(took, 0.5);
+  EXPECT_LT(took, 1.5);
+  EXPECT_EQ(pages, std::vector<int>{1});
 }
 
 TEST(PdfEncrypted, UserPasswordIsEncryptedOwnerOnlyOpens) {

@@ -53,20 +53,22 @@ TEST(Summarize, ExtractiveOnTheSamples) {
   TempDir out;
   const auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  // The three documents the README's quick start promises (two texts and a PDF), and nothing else
-  // of the folder (the service and cluster samples are no documents).
-  EXPECT_TRUE(contains(r.err, "3 summarized, 0 failed")) << r.err;
+  // The four documents the README's quick start promises (two texts, a PDF and a scanned PDF), and
+  // nothing else of the folder (the service and cluster samples are no documents).
+  EXPECT_TRUE(contains(r.err, "4 summarized, 0 failed")) << r.err;
   std::set<std::string> outputs;
   for (const auto& e : fs::directory_iterator(out.path()))
     if (e.is_regular_file()) outputs.insert(e.path().filename().string());
   EXPECT_EQ(outputs, (std::set<std::string>{"a-scandal-in-bohemia.txt.summary.md", "simh_faq.pdf.summary.md",
-                                            "tang-poems.zh.txt.summary.md"}));
+                                            "simh_faq-page4.scan.pdf.summary.md", "tang-poems.zh.txt.summary.md"}));
   const std::string en = read_file(out / "a-scandal-in-bohemia.txt.summary.md");
   const std::string zh = read_file(out / "tang-poems.zh.txt.summary.md");
   EXPECT_EQ(en.rfind("# a-scandal-in-bohemia.txt\n\n", 0), 0u) << en;
   EXPECT_GT(en.size(), 200u);
   EXPECT_TRUE(contains(zh, "。")) << zh;  // Chinese sentences from the Chinese document
   EXPECT_GT(read_file(out / "simh_faq.pdf.summary.md").size(), 200u);  // text from the PDF
+  EXPECT_TRUE(contains(r.err, "simh_faq-page4.scan.pdf: page 1 (eng) read by OCR")) << r.err;
+  EXPECT_TRUE(contains(read_file(out / "simh_faq-page4.scan.pdf.summary.md"), "SIMH"));  // text read by OCR
   EXPECT_EQ(count_files(out.path(), ".tmp"), 0u);
   for (const auto& e : fs::recursive_directory_iterator(out.path()))
     EXPECT_FALSE(contains(e.path().filename().string(), ".abridge-tmp-")) << e.path();
@@ -93,13 +95,13 @@ TEST(Summarize, UpToDateOutputsAreSkippedUnlessForced) {
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   auto r = run_abridge(cmd);
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_TRUE(contains(r.err, "0 summarized, 3 up to date, 0 failed")) << r.err;
+  EXPECT_TRUE(contains(r.err, "0 summarized, 4 up to date, 0 failed")) << r.err;
   EXPECT_EQ(fs::last_write_time(out / "a-scandal-in-bohemia.txt.summary.md"), t0);
   r = run_abridge(cmd + " --force");
-  EXPECT_TRUE(contains(r.err, "3 summarized")) << r.err;
+  EXPECT_TRUE(contains(r.err, "4 summarized")) << r.err;
   // A different parameter is a different job: summarized again.
   r = run_abridge(cmd + " --summary-tokens 100");
-  EXPECT_TRUE(contains(r.err, "3 summarized")) << r.err;
+  EXPECT_TRUE(contains(r.err, "4 summarized")) << r.err;
 }
 
 // An output is up to date only when its done record names this job and the output's bytes: the record

@@ -3,9 +3,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 
@@ -80,6 +84,123 @@ RunResult run_abridge(const std::string& args) {
   r.out = read_file(out_path);
   r.err = read_file(err_path);
   return r;
+}
+
+std::string make_pdf(const std::vector<std::string>& objects) {
+  std::string out = "%PDF-1.4\n";
+  std::vector<size_t> offsets;
+  for (size_t i = 0; i < objects.size(); ++i) {
+    offsets.push_back(out.size());
+    out += std::to_string(i + 1) + " 0 obj\n" + objects[i] + "\nendobj\n";
+  }
+  const size_t xref = out.size();
+  out += "xref\n0 " + std::to_string(objects.size() + 1) + "\n0000000000 65535 f \n";
+  for (const size_t off : offsets) {
+    char line[32];
+    std::snprintf(line, sizeof line, "%010zu 00000 n \n", off);
+    out += line;
+  }
+  out += "trailer\n<< /Size " + std::to_string(objects.size() + 1) + " /Root 1 0 R >>\nstartxref\n" +
+         std::to_string(xref) + "\n%%EOF\n";
+  return out;
+}
+
+std::string pdf_stream(const std::string& data) {
+  return "<< /Length " + std::to_string(data.size()) + " >>\nstream\n" + data + "\nendstream";
+}
+
+namespace {
+
+// UTF-8 to code points (test input is valid UTF-8).
+std::vector<uint32_t> code_points(const std::string& s) {
+  std::vector<uint32_t> out;
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    const size_t len = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+    uint32_t cp = len == 1 ? b : b & (0xFF >> (len + 1));
+    for (size_t k = 1; k < len; ++k) cp = cp << 6 | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    out.push_back(cp);
+    i += len;
+  }
+  return out;
+}
+
+std::string utf16_hex(uint32_t cp) {
+  char buf[16];
+  if (cp < 0x10000) {
+    std::snprintf(buf, sizeof buf, "%04X", cp);
+  } else {
+    cp -= 0x10000;
+    std::snprintf(buf, sizeof buf, "%04X%04X", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+  }
+  return buf;
+}
+
+bool wide(uint32_t cp) { return (cp >= 0x2E80 && cp <= 0x9FFF) || (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0xFF00 && cp <= 0xFF60); }
+
+}  // namespace
+
+std::string make_text_layer_pdf(const std::vector<std::vector<std::string>>& pages) {
+  std::map<uint32_t, int> cid;  // code point -> glyph id, from 1
+  std::vector<uint32_t> order;
+  for (const auto& page : pages)
+    for (const std::string& line : page)
+      for (const uint32_t cp : code_points(line))
+        if (cp != '\t' && cid.emplace(cp, static_cast<int>(cid.size()) + 1).second) order.push_back(cp);
+  std::string cmap =
+      "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n"
+      "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
+      "/CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n"
+      "1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n";
+  std::string widths;
+  for (size_t k = 0; k < order.size(); k += 100) {  // at most 100 entries per bfchar block
+    const size_t n = std::min<size_t>(100, order.size() - k);
+    cmap += std::to_string(n) + " beginbfchar\n";
+    for (size_t j = k; j < k + n; ++j) {
+      char id[8];
+      std::snprintf(id, sizeof id, "%04X", cid.at(order[j]));
+      cmap += std::string("<") + id + "> <" + utf16_hex(order[j]) + ">\n";
+      widths += std::to_string(cid.at(order[j])) + " [" + (wide(order[j]) ? "1000" : "500") + "] ";
+    }
+    cmap += "endbfchar\n";
+  }
+  cmap += "endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend";
+  std::vector<std::string> objs = {
+      "<< /Type /Catalog /Pages 2 0 R >>", "",
+      "<< /Type /Font /Subtype /Type0 /BaseFont /AbridgeTest /Encoding /Identity-H /DescendantFonts [4 0 R] "
+      "/ToUnicode 5 0 R >>",
+      "<< /Type /Font /Subtype /CIDFontType2 /BaseFont /AbridgeTest /CIDSystemInfo << /Registry (Adobe) "
+      "/Ordering (Identity) /Supplement 0 >> /DW 1000 /W [" + widths + "] >>",
+      pdf_stream(cmap)};
+  std::string kids;
+  for (const auto& page : pages) {
+    std::string content = "BT /F1 12 Tf\n";
+    for (size_t l = 0; l < page.size(); ++l) {
+      content += "1 0 0 1 72 " + std::to_string(720 - 16 * static_cast<int>(l)) + " Tm [<";
+      for (const uint32_t cp : code_points(page[l])) {
+        if (cp == '\t') {
+          content += "> -300 <";  // TJ moves left by the number (in 1/1000 em): a negative one widens the gap
+          continue;
+        }
+        char id[8];
+        std::snprintf(id, sizeof id, "%04X", cid.at(cp));
+        content += id;
+      }
+      content += ">] TJ\n";
+    }
+    content += "ET";
+    const size_t page_obj = objs.size() + 1;
+    kids += std::to_string(page_obj) + " 0 R ";
+    objs.push_back("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+                   "/Contents " + std::to_string(page_obj + 1) + " 0 R >>");
+    objs.push_back(pdf_stream(content));
+  }
+  objs[1] = "<< /Type /Pages /Kids [" + kids + "] /Count " + std::to_string(pages.size()) + " >>";
+  return make_pdf(objs);
+}
+
+bool have_program(const std::string& name) {
+  return std::system(("command -v " + name + " >/dev/null 2>&1").c_str()) == 0;
 }
 
 }  // namespace abridge::testing

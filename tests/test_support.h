@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <string>
 #include <sys/types.h>
+#include <vector>
 
 namespace abridge::testing {
 
@@ -25,6 +26,22 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A small valid PDF from its objects (numbered 1.. in order; 1 must be the catalog), with a correct
+// cross-reference table.
+std::string make_pdf(const std::vector<std::string>& objects);
+// A PDF stream object holding `data`.
+std::string pdf_stream(const std::string& data);
+
+// A PDF whose text layer says `pages` (each a list of lines, top to bottom, 12 pt on a Letter page),
+// drawn in a Type0 font that is not embedded: each distinct character gets a glyph id whose text comes
+// only from the ToUnicode CMap, as producers write ligatures (U+FB01), soft hyphens and CJK text. Han,
+// kana and full-width characters are 1 em wide, others 1/2 em. A '\t' in a line is no character but a gap
+// of 0.3 em between its neighbours (justified lines are set so; poppler reads such a gap as a space).
+std::string make_text_layer_pdf(const std::vector<std::vector<std::string>>& pages);
+
+// Whether a program is on the PATH (for tests that make files with Debian's tools).
+bool have_program(const std::string& name);
 
 // A path in single quotes, for a shell command line.
 std::string quote(const std::filesystem::path& path);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang in build-fuzz/ and fuzzes one of them.
-#   tests/fuzz/run.sh [TARGET] [SECONDS]    TARGET: safetensors (default) or chunker; SECONDS: 60
+#   tests/fuzz/run.sh [TARGET] [SECONDS]    TARGET: safetensors (default), chunker or reading; SECONDS: 60
 #   tests/fuzz/run.sh SECONDS               (safetensors, as before)
 # Exits non-zero if the fuzzer finds a crash; the reproducer is left in build-fuzz/artifacts/
 # (replay it with: build-fuzz/bin/fuzz_TARGET FILE).
@@ -13,8 +13,8 @@ if [[ $# -gt 0 && ! "$1" =~ ^[0-9]+$ ]]; then
 fi
 seconds="${1:-60}"
 case "$target" in
-  safetensors | chunker) ;;
-  *) echo "run.sh: unknown target '$target' (safetensors or chunker)" >&2; exit 2 ;;
+  safetensors | chunker | reading) ;;
+  *) echo "run.sh: unknown target '$target' (safetensors, chunker or reading)" >&2; exit 2 ;;
 esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${ABRIDGE_FUZZ_BUILD:-$root/build-fuzz}"
@@ -43,6 +43,29 @@ if [[ "$target" == chunker ]]; then
   "$build/bin/fuzz_chunker" "$corpus" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
     -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1
   echo "fuzz_chunker: no crash in ${seconds}s"
+  exit 0
+fi
+
+if [[ "$target" == reading ]]; then
+  # Seeds: one option byte, then slices of the real texts, the same in legacy encodings and UTF-16 (made
+  # with iconv), and a few hand-made line ends.
+  corpus="$build/corpus/reading"
+  rm -rf "$corpus"
+  mkdir -p "$corpus"
+  i=0
+  for f in "$root"/tests/data/texts/*.txt "$root"/tests/data/encodings/*.txt; do
+    head -c 2000 "$f" >"$build/corpus/slice"
+    for enc in UTF-8 UTF-16LE UTF-16BE GB18030 BIG5-HKSCS CP932 CP949 WINDOWS-1251 WINDOWS-1252; do
+      if iconv -f UTF-8 -t "$enc" "$build/corpus/slice" >"$build/corpus/enc" 2>/dev/null; then
+        { printf '\x00'; cat "$build/corpus/enc"; } >"$corpus/text$i"
+        i=$((i + 1))
+      fi
+    done
+  done
+  printf '\x00infor\xc2\xad\nmation well-\nknown\vDate\xc2\x85x\xe2\x80\xa8y\f\xef\xac\x83ce \xe5\xb8\x82 \xe5\x9b\xbe a-\nb-\nc' >"$corpus/hand"
+  "$build/bin/fuzz_reading" "$corpus" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1
+  echo "fuzz_reading: no crash in ${seconds}s"
   exit 0
 fi
 

@@ -1,0 +1,143 @@
+#include "pipeline/document_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "engine/error.h"
+
+namespace abridge::pipeline {
+namespace {
+
+std::string lower_extension(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  const size_t dot = path.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return "";
+  std::string ext = path.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; });
+  return ext;
+}
+
+std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+// The file's bytes, read without blocking on a FIFO and without reading past `max_bytes`.
+std::string read_bounded(const std::string& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) throw Error(errno == ENOENT ? std::string("no such file") : std::string("cannot open: ") + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot stat: ") + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) throw Error("is a directory");
+  if (!S_ISREG(st.st_mode)) throw Error("not a regular file");
+  if (static_cast<uint64_t>(st.st_size) > max_bytes)
+    throw Error("file is too large (" + mib(static_cast<uint64_t>(st.st_size)) + "; the limit is " + mib(max_bytes) + ")");
+  std::string bytes(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
+    if (n == 0) break;  // shrank while read
+    got += static_cast<size_t>(n);
+  }
+  bytes.resize(got);
+  return bytes;
+}
+
+}  // namespace
+
+Document read_text(std::string bytes, const ReadOptions& o) {
+  Document doc;
+  DecodedText d = decode_text(std::move(bytes), o.encoding, o.keep_invalid_utf8);
+  doc.text = normalize_text(d.text, TextSource::kTextFile);
+  doc.encoding = std::move(d.encoding);
+  return doc;
+}
+
+Document read_document(const std::string& path, const ReadOptions& o) {
+  if (lower_extension(path) != ".pdf") return read_text(read_bounded(path, o.max_bytes), o);
+  Document doc;
+
+  // The extracting child checks the file itself (missing, a directory, not a PDF); only the size is
+  // checked here.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > o.max_bytes)
+    throw Error("file is too large (" + mib(static_cast<uint64_t>(st.st_size)) + "; the limit is " + mib(o.max_bytes) + ")");
+  PdfText pdf = extract_pdf_text(path, o.pdf, o.ocr);
+  if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
+  doc.text = normalize_text(pdf.text, TextSource::kPdf);
+  doc.pages = pdf.pages;
+  doc.page_starts.push_back(0);
+  for (size_t ff = doc.text.find('\f'); ff != std::string::npos; ff = doc.text.find('\f', ff + 1))
+    doc.page_starts.push_back(ff + 1);
+  ABRIDGE_CHECK(doc.page_starts.size() == static_cast<size_t>(pdf.pages),
+                std::to_string(doc.page_starts.size()) + " page starts for " + std::to_string(pdf.pages) + " pages");
+  doc.ocr_pages = std::move(pdf.ocr_pages);
+  doc.ocr_languages = std::move(pdf.ocr_languages);
+  return doc;
+}
+
+ReadOptions make_read_options(const std::string& encoding, const std::string& ocr, const std::string& ocr_languages,
+                              double pdf_timeout, int64_t pdf_max_memory_mb) {
+  ReadOptions o;
+  if (!encoding.empty()) {
+    try {
+      check_encoding_name(encoding);
+    } catch (const Error& e) {
+      throw Error(std::string("--encoding: ") + e.what());
+    }
+    o.encoding = encoding;
+  }
+  if (ocr == "auto") {
+    o.ocr.mode = OcrMode::kAuto;
+  } else if (ocr == "never") {
+    o.ocr.mode = OcrMode::kNever;
+  } else if (ocr == "always") {
+    o.ocr.mode = OcrMode::kAlways;
+  } else {
+    throw Error("--ocr must be auto, never or always, not \"" + ocr + "\"");
+  }
+  o.ocr.languages = ocr_languages.empty() ? "auto" : ocr_languages;
+  if (o.ocr.mode != OcrMode::kNever) {
+    o.ocr.data = find_ocr_data();
+    if (o.ocr.languages != "auto") {
+      for (const std::string& lang : split_ocr_languages(o.ocr.languages))
+        if (!o.ocr.data.has(lang))
+          throw Error("--ocr-lang: no tesseract data for '" + lang + "'" +
+                      (o.ocr.data.datapath.empty() ? std::string() : " in " + o.ocr.data.datapath) +
+                      " (Debian: apt-get install " + ocr_language_package(lang) + ")");
+    } else if (o.ocr.mode == OcrMode::kAlways && !o.ocr.data.has("eng") && !o.ocr.data.has("chi_sim")) {
+      throw Error("--ocr always: no tesseract data for English or Chinese (Debian: apt-get install tesseract-ocr-eng "
+                  "tesseract-ocr-chi-sim), or name the languages with --ocr-lang");
+    }
+  } else if (o.ocr.languages != "auto") {
+    split_ocr_languages(o.ocr.languages);  // the syntax still
+  }
+  o.pdf.timeout_seconds = pdf_timeout;
+  if (pdf_max_memory_mb <= 0) throw Error("--pdf-max-memory must be a positive number of MiB");
+  o.pdf.max_memory_bytes = static_cast<size_t>(pdf_max_memory_mb) << 20;
+  return o;
+}
+
+std::string describe_ocr(const Document& doc) {
+  if (doc.ocr_pages.empty()) return "";
+  std::string out = doc.ocr_pages.size() == 1 ? "page " : "pages ";
+  for (size_t i = 0; i < doc.ocr_pages.size();) {
+    size_t j = i;
+    while (j + 1 < doc.ocr_pages.size() && doc.ocr_pages[j + 1] == doc.ocr_pages[j] + 1) ++j;
+    if (i > 0) out += ", ";
+    out += std::to_string(doc.ocr_pages[i]);
+    if (j > i) out += "-" + std::to_string(doc.ocr_pages[j]);
+    i = j + 1;
+  }
+  return out + " (" + doc.ocr_languages + ")";
+}
+
+}  // namespace abridge::pipeline
