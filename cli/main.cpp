@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "cli/cli.h"
 #include "pipeline/commands.h"
 #include "pipeline/summarize.h"
-#include "cli/cli.h"
 
 namespace po = boost::program_options;
 using namespace abridge::pipeline;

@@ -4,7 +4,7 @@
 #include <chrono>
 #include <ostream>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/kv_blocks.h"
 
 namespace abridge::engine {

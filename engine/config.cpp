@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
 namespace {

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <ostream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
 

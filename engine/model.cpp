@@ -4,8 +4,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/error.h"
+#include "base/hash.h"
+#include "base/rng.h"
 #include "engine/cpu_backend.h"
-#include "engine/error.h"
 #include "engine/weights.h"
 #ifdef ABRIDGE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
@@ -65,44 +67,11 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
 
 namespace {
 
-// FNV-1a: a stable 64-bit hash of a tensor name.
-uint64_t fnv1a(std::string_view s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ull;
-  return h;
+// Uniform float in [-1, 1) from 24 bits, exact arithmetic (no libm), so every platform gets the same bytes.
+float symmetric(Xoshiro256& rng) {
+  const uint64_t r = rng.next() >> 40;
+  return static_cast<float>(static_cast<int64_t>(r) - (int64_t{1} << 23)) * 0x1.0p-23f;
 }
-
-// xoshiro256** seeded by splitmix64: fast and the same on every platform.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) {
-    for (uint64_t& w : s_) {
-      uint64_t z = (seed += 0x9E3779B97F4A7C15ull);
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      w = z ^ (z >> 31);
-    }
-  }
-  // Uniform float in [-1, 1), exact arithmetic (no libm), so every platform gets the same bytes.
-  float symmetric() {
-    const uint64_t r = next() >> 40;  // 24 bits
-    return static_cast<float>(static_cast<int64_t>(r) - (int64_t{1} << 23)) * 0x1.0p-23f;
-  }
-
- private:
-  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t next() {
-    const uint64_t result = rotl(s_[1] * 5, 7) * 9, t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
-  }
-  uint64_t s_[4];
-};
 
 }  // namespace
 
@@ -117,11 +86,11 @@ void write_random_weights(const std::string& path, const ModelConfig& config, ui
   write_safetensors(
       path, specs,
       [&](const TensorSpec& spec, std::span<std::byte> out) {
-        Rng rng(seed ^ fnv1a(spec.name));
+        Xoshiro256 rng(seed ^ fnv1a64(spec.name));
         const bool norm = spec.shape.size() == 1;
         const size_t n = out.size() / dtype_size(dtype);
         for (size_t i = 0; i < n; ++i) {
-          const float u = rng.symmetric();
+          const float u = symmetric(rng);
           const float value = norm ? 1.0f + 0.5f * u : kUniformHalfWidth * u;
           if (dtype == DType::kBF16) {
             const uint16_t h = f32_to_bf16(value);

@@ -4,9 +4,9 @@
 #include <ostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/bench.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "engine/model.h"
 #include "pipeline/commands.h"
 #include "pipeline/shared_options.h"

@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"

@@ -10,10 +10,11 @@
 #include <map>
 #include <sstream>
 
+#include "base/error.h"
+#include "base/utf8.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/serving.h"
@@ -31,7 +32,7 @@ using engine::Tokenizer;
 std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
   std::string text(std::istreambuf_iterator<char>(std::cin), {});
-  const size_t bad = engine::find_invalid_utf8(text);
+  const size_t bad = find_invalid_utf8(text);
   if (bad != std::string::npos) throw Error("<stdin>: invalid UTF-8 at byte " + std::to_string(bad));
   return text;
 }

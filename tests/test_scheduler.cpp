@@ -18,8 +18,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/error.h"
 #include "engine/cpu_backend.h"
-#include "engine/error.h"
 #include "engine/generate.h"
 #include "engine/kv_blocks.h"
 #include "engine/model.h"

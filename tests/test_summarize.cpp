@@ -14,7 +14,7 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/summarize.h"
 #include "tests/model_fixture.h"

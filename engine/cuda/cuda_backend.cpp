@@ -11,7 +11,7 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/weights.h"
 #include "kernels/ops.h"
 
