@@ -212,6 +212,4 @@ ModelConfig preset_config(std::string_view preset) {
   throw Error("unknown preset \"" + std::string(preset) + "\" (choose one of: " + names + ")");
 }
 
-std::vector<std::string> preset_names() { return {"tiny", "0.6b", "1.7b", "4b"}; }
-
 }  // namespace abridge::engine

@@ -118,7 +118,6 @@ class ServingEngine {
   int64_t queued() const;
   // The prompt tokens of those requests (what they still have to prefill). Loop thread only.
   int64_t queued_tokens() const;
-  const Scheduler& scheduler() const { return scheduler_; }  // loop thread only
 
  private:
   struct Live {

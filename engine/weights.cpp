@@ -15,11 +15,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 }  // namespace
 
-bool TensorEntry::is_norm() const {
-  return role == TensorRole::kFinalNorm || role == TensorRole::kInputNorm || role == TensorRole::kPostNorm ||
-         role == TensorRole::kQNorm || role == TensorRole::kKNorm;
-}
-
 std::vector<TensorEntry> tensor_table(const ModelConfig& c) {
   const int64_t d = c.hidden_size, f = c.intermediate_size;
   std::vector<TensorEntry> t;

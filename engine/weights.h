@@ -22,13 +22,13 @@ struct TensorEntry {
   TensorRole role;
   int64_t layer = -1;          // -1 for the global tensors
   bool optional = false;       // lm_head with tied embeddings
-  bool is_norm() const;
 };
 
 std::vector<TensorEntry> tensor_table(const ModelConfig& c);
 
-// Checks that the checkpoint has every tensor the config needs with the right shape and a supported
-// dtype; throws abridge::Error naming the file and tensor, with expected vs actual shape.
+// Checks that the checkpoint has every tensor the config needs with the right shape; throws
+// abridge::Error naming the file and tensor, with expected vs actual shape. (Dtypes are checked when
+// the checkpoint is read: safetensors.h accepts BF16, F16 and F32 only.)
 void check_checkpoint(const ModelConfig& c, const Checkpoint& ckpt);
 
 // Converts `n` values of `dtype` at `src` to float32.

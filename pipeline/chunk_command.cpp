@@ -15,8 +15,6 @@
 namespace abridge::pipeline {
 namespace {
 
-// The chunker's view of the real tokenizer: documents are encoded plain (no added tokens matched).
-
 // The document's text as summarize reads it (read_document()). With --replace-invalid a text file whose
 // encoding cannot be told is read as UTF-8 with its invalid bytes in place, so that they keep their
 // offsets and the chunker replaces them.
