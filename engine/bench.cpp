@@ -5,7 +5,7 @@
 #include <ostream>
 
 #include "base/error.h"
-#include "engine/kv_blocks.h"
+#include "engine/generate.h"
 
 namespace abridge::engine {
 namespace {

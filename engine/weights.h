@@ -38,4 +38,10 @@ uint16_t f32_to_bf16(float f);
 float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);
 
+// Writes model.safetensors with deterministic random weights for `config` (same seed, same bytes):
+// linear and embedding weights uniform with standard deviation 0.02, norm weights uniform in
+// [0.5, 1.5] so that a wrong norm shows in comparisons. Each tensor's stream is seeded from the seed
+// and the tensor's name, so values do not depend on the order of the table.
+void write_random_weights(const std::string& path, const ModelConfig& config, uint64_t seed, DType dtype);
+
 }  // namespace abridge::engine

@@ -16,7 +16,6 @@
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
-#include "engine/model.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
@@ -95,11 +94,6 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
   }
 }
 
-void check_prefill_chunk(int64_t tokens) {
-  if (tokens != 0 && (tokens < 64 || tokens > 65536))
-    throw Error("--prefill-chunk must be in 64..65536 tokens, not " + std::to_string(tokens));
-}
-
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
     if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
@@ -110,7 +104,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
-    check_prefill_chunk(opt.prefill_chunk);
+    engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
     if (opt.temperature < 0) throw Error("--temperature must be >= 0");
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");

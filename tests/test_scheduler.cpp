@@ -22,7 +22,7 @@
 #include "engine/cpu_backend.h"
 #include "engine/generate.h"
 #include "engine/kv_blocks.h"
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "engine/serving.h"
 #include "tests/model_fixture.h"
