@@ -43,6 +43,7 @@ void check_options(const SummarizeOptions& o) {
   if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
   if (o.inputs.empty()) throw Error("no INPUT given (files, directories, or - to read paths from stdin)");
   if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
+  if (o.outline && o.format == "txt") throw Error("--outline needs --format md or json");
   if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
     throw Error("--engine must be auto, llm or extractive");
   check_device(o.device);
@@ -205,6 +206,7 @@ struct Session::Impl {
                              {"sampling", "greedy"},
                              {"prompt_sha256", sha256_hex(first.custom_prompt)},
                              // How the text is read: a different reading is a different summary.
+                             {"outline", o.outline},
                              {"reader", 2},
                              {"encoding", o.encoding},
                              {"ocr", o.ocr},

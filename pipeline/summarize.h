@@ -36,6 +36,7 @@ struct SummarizeOptions {
   std::string device = "auto";      // auto | cpu | cuda
   std::string engine = "auto";      // auto | llm | extractive
   std::string format = "md";        // md | json | txt
+  bool outline = false;             // md and json: also a short summary of each top-level section
   int64_t summary_tokens = 400;     // length of a summary (each chunk summary and the final one)
   std::string lang = "auto";        // auto | en | zh: the summary's language
   std::string prompt_file;          // replaces the built-in instruction

@@ -43,7 +43,7 @@ DocPlan map_reduce(size_t n, MergeRule m) {
   std::vector<PlanRequest> map;
   for (size_t k = 0; k < n; ++k) {
     pieces.push_back({k * 100, (k + 1) * 100, "", 100, ""});
-    map.push_back({0, k, "Summarize this part.", "part " + std::to_string(k), {}});
+    map.push_back({0, k, "Summarize this part.", "part " + std::to_string(k), {}, 0});
   }
   return DocPlan(std::move(pieces), std::move(map), std::move(m));
 }
@@ -91,7 +91,7 @@ TEST(MergeGroups, ALevelThatCannotShrinkIsAnError) {
 }
 
 TEST(DocPlan, OnePassIsOneRequest) {
-  DocPlan p(PlanRequest{0, 0, "Summarize.", "the text", {}}, rule(1000));
+  DocPlan p(PlanRequest{0, 0, "Summarize.", "the text", {}, 0}, rule(1000));
   auto r = p.take_requests();
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].text, "the text");
