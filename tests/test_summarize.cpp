@@ -402,7 +402,7 @@ TEST(Summarize, BenchSummarizePrintsTheRunBesideItsFloor) {
   ASSERT_LE(r.exit_code, 1) << r.err;  // 1: the random model's reply was empty for some document
   for (const char* row : {"| share of floor |", "| floor: prefill + decode |", "| preempted sequences | 0 |",
                           "| recomputed tokens | 0 |", "| peak KV blocks |", "| first summary written (after the first step) |",
-                          "| model load |", "TTFT(n) = "})
+                          "| model load |", "TTFT points: ", "| time in decode-only steps |"})
     EXPECT_TRUE(contains(r.out, row)) << row << "\n" << r.out;
   const json report = json::parse(read_file(out / "report.json"));
   EXPECT_TRUE(contains(r.out, "| documents (summarized / up to date / failed) | " + std::to_string(report["summarized"].get<int>()) +
