@@ -30,36 +30,6 @@ bool is_pdf(const std::string& path) {
   return e == ".pdf";
 }
 
-// The document's bytes, read once through one descriptor: a regular file (not a FIFO or a device, not
-// waited on), at most `max_bytes`, read to its end as it is now.
-std::string read_document_bytes(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot read: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
-  if (st.st_size == 0) throw Error("empty file");
-  if (static_cast<uint64_t>(st.st_size) > max_bytes)
-    throw Error("file is too large (" + std::to_string(st.st_size >> 20) + " MiB; the limit is " +
-                std::to_string(max_bytes >> 20) + " MiB)");
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
-    if (n == 0) break;  // it shrank while read: what is there
-    got += static_cast<size_t>(n);
-  }
-  bytes.resize(got);
-  if (bytes.empty()) throw Error("empty file");
-  return bytes;
-}
-
 // Tokens of an outline section's summary.
 int64_t section_tokens(const SummarizeOptions& o) { return std::max<int64_t>(48, o.summary_tokens / 4); }
 
@@ -146,7 +116,8 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_document_bytes(input.path, rules.read.max_bytes);
+    std::string bytes = read_file_bounded(input.path, rules.read.max_bytes);  // read once: hashed, then decoded
+    if (bytes.empty()) throw Error("empty file");
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {

@@ -48,8 +48,9 @@ struct BatchReport {
   std::vector<RequestRecord> requests;  // in the order they finished
 };
 
-// Adds `part` (another engine's, or a later batch's) into `total`.
-void merge_into(BatchReport& total, BatchReport part);
+// Adds one engine's counters to another's (several engines of one run): sums, the highest peak, the
+// first engine's pool.
+EngineReport& operator+=(EngineReport& total, const EngineReport& part);
 
 // "abridge: 42 summarized, 1 failed, 3.1M tokens in 9m12s"
 std::string final_line(const BatchReport& report);

@@ -465,17 +465,9 @@ struct Session::Impl {
       r.load_seconds = std::max(r.load_seconds, engines[k]->load_seconds());
       if (!rules.llm) continue;
       const engine::EngineCounters& c = counters[k];
-      EngineReport& e = r.engine;
-      e.steps += c.steps;
-      e.prefill_tokens += c.prefill_tokens;
-      e.decode_tokens += c.decode_tokens;
-      e.decode_only_steps += c.decode_only_steps;
-      e.decode_only_seconds += c.decode_only_seconds;
-      e.prefill_step_seconds += c.prefill_step_seconds;
-      e.preempted_sequences += c.preemptions;
-      e.recomputed_tokens += c.recomputed_tokens;
-      e.peak_kv_blocks = std::max(e.peak_kv_blocks, c.peak_kv_blocks);
-      if (k == 0) e.kv_blocks = c.kv_blocks, e.kv_block_tokens = c.kv_block_tokens;
+      r.engine += EngineReport{c.steps, c.prefill_tokens, c.decode_tokens, c.decode_only_steps, c.decode_only_seconds,
+                               c.prefill_step_seconds, c.preemptions, c.recomputed_tokens, c.peak_kv_blocks,
+                               c.kv_blocks, c.kv_block_tokens};
     }
     return r;
   }
