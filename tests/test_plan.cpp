@@ -13,6 +13,7 @@
 #include "engine/tokenizer.h"
 #include "pipeline/doc_plan.h"
 #include "pipeline/prompts.h"
+#include "pipeline/summarize.h"
 
 using namespace abridge;
 using namespace abridge::pipeline;
@@ -169,4 +170,19 @@ TEST(DocPlanDeathTest, ASummaryGivenTwiceOrOutOfTurnAborts) {
   p.complete(0, 0, "a");
   EXPECT_DEATH(p.complete(0, 0, "again"), "completed twice or out of turn");
   EXPECT_DEATH(p.complete(1, 0, "a merge before its level"), "completed twice or out of turn");
+}
+
+// The order documents start in: smallest first on one engine; on several, one short document per
+// engine, then longest first (the long ones must not be left to one engine at the end).
+TEST(WorkOrder, SmallestFirstOnOneEngineLongestFirstOnSeveral) {
+  std::vector<SummaryInput> in;
+  for (int64_t bytes : {50, 10, 40, 30, 20, 60}) in.push_back({std::to_string(bytes), "", {}, "", bytes});
+  auto order = [](const std::vector<SummaryInput>& v) {
+    std::vector<int64_t> b;
+    for (const auto& i : v) b.push_back(i.bytes);
+    return b;
+  };
+  EXPECT_EQ(order(work_order(in, 1)), (std::vector<int64_t>{10, 20, 30, 40, 50, 60}));
+  EXPECT_EQ(order(work_order(in, 2)), (std::vector<int64_t>{10, 20, 60, 50, 40, 30}));
+  EXPECT_EQ(order(work_order(in, 8)), (std::vector<int64_t>{10, 20, 30, 40, 50, 60}));
 }
