@@ -19,6 +19,13 @@ EngineReport& operator+=(EngineReport& e, const EngineReport& p) {
   e.recomputed_tokens += p.recomputed_tokens;
   e.peak_kv_blocks = std::max(e.peak_kv_blocks, p.peak_kv_blocks);
   if (e.kv_blocks == 0) e.kv_blocks = p.kv_blocks, e.kv_block_tokens = p.kv_block_tokens;
+  if (e.decode_by_batch.size() < p.decode_by_batch.size()) e.decode_by_batch.resize(p.decode_by_batch.size());
+  for (size_t b = 0; b < p.decode_by_batch.size(); ++b) {
+    EngineReport::DecodeRange& t = e.decode_by_batch[b];
+    const EngineReport::DecodeRange& q = p.decode_by_batch[b];
+    t.first_batch = q.first_batch;
+    t.steps += q.steps, t.sequences += q.sequences, t.kv_tokens += q.kv_tokens, t.seconds += q.seconds;
+  }
   return e;
 }
 
@@ -124,6 +131,13 @@ std::string report_json(const BatchReport& r) {
                    {"peak_kv_blocks", e.peak_kv_blocks},
                    {"kv_blocks", e.kv_blocks},
                    {"kv_block_tokens", e.kv_block_tokens},
+                   {"decode_by_batch", [&] {
+                      json a = json::array();
+                      for (const auto& d : e.decode_by_batch)
+                        a.push_back({{"first_batch", d.first_batch}, {"steps", d.steps}, {"seconds", d.seconds},
+                                     {"sequences", d.sequences}, {"kv_tokens", d.kv_tokens}});
+                      return a;
+                    }()},
                    {"requests", static_cast<int64_t>(r.requests.size())},
                    {"model_load_seconds", r.load_seconds},
                    {"first_step_seconds", r.first_step_seconds},

@@ -465,9 +465,14 @@ struct Session::Impl {
       r.load_seconds = std::max(r.load_seconds, engines[k]->load_seconds());
       if (!rules.llm) continue;
       const engine::EngineCounters& c = counters[k];
-      r.engine += EngineReport{c.steps, c.prefill_tokens, c.decode_tokens, c.decode_only_steps, c.decode_only_seconds,
-                               c.prefill_step_seconds, c.preemptions, c.recomputed_tokens, c.peak_kv_blocks,
-                               c.kv_blocks, c.kv_block_tokens};
+      EngineReport e{c.steps, c.prefill_tokens, c.decode_tokens, c.decode_only_steps, c.decode_only_seconds,
+                     c.prefill_step_seconds, c.preemptions, c.recomputed_tokens, c.peak_kv_blocks,
+                     c.kv_blocks, c.kv_block_tokens, {}};
+      for (size_t b = 0; b < c.decode_by_batch.size(); ++b) {
+        const engine::DecodeStepBucket& d = c.decode_by_batch[b];
+        e.decode_by_batch.push_back({engine::kDecodeBucketFirst[b], d.steps, d.sequences, d.kv_tokens, d.seconds});
+      }
+      r.engine += e;
     }
     return r;
   }

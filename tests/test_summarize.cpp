@@ -414,6 +414,21 @@ TEST(Summarize, BenchSummarizePrintsTheRunBesideItsFloor) {
   EXPECT_GE(e["prefill_tokens"].get<int64_t>(), report["input_tokens"].get<int64_t>());  // every text prefilled
   EXPECT_EQ(e["preempted_sequences"], 0);
   EXPECT_GT(e["first_step_seconds"].get<double>(), 0);
+  // The decode-only steps by batch size add up to the engine's own count, each with the sequences it
+  // decoded and their contexts; the table names each range that ran.
+  int64_t steps = 0, sequences = 0;
+  for (const json& d : e["decode_by_batch"]) {
+    steps += d["steps"].get<int64_t>();
+    sequences += d["sequences"].get<int64_t>();
+    if (d["steps"].get<int64_t>() == 0) continue;
+    EXPECT_GE(d["sequences"].get<int64_t>(), d["steps"].get<int64_t>() * d["first_batch"].get<int64_t>());
+    EXPECT_GE(d["kv_tokens"].get<int64_t>(), d["sequences"].get<int64_t>());  // every sequence reads its context
+    EXPECT_TRUE(contains(r.out, "| " + std::to_string(d["first_batch"].get<int64_t>()))) << r.out;
+  }
+  EXPECT_EQ(steps, e["decode_only_steps"].get<int64_t>());
+  EXPECT_GT(steps, 0);
+  EXPECT_LE(sequences, e["decode_tokens"].get<int64_t>());
+  EXPECT_TRUE(contains(r.out, "| decode-only steps, batch | steps | mean context | ms per step | copy floor ms | share |")) << r.out;
   if (report["summarized"].get<int>() > 0) {
     EXPECT_GE(e["first_summary_seconds"].get<double>(), e["first_step_seconds"].get<double>());
   }
