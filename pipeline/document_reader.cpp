@@ -24,8 +24,9 @@ std::string lower_extension(const std::string& path) {
 
 std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
-// The file's bytes, read without blocking on a FIFO and without reading past `max_bytes`.
-std::string read_bounded(const std::string& path, size_t max_bytes) {
+}  // namespace
+
+std::string read_file_bounded(const std::string& path, size_t max_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(errno == ENOENT ? std::string("no such file") : std::string("cannot open: ") + std::strerror(errno));
   struct Closer {
@@ -35,7 +36,7 @@ std::string read_bounded(const std::string& path, size_t max_bytes) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw Error(std::string("cannot stat: ") + std::strerror(errno));
   if (S_ISDIR(st.st_mode)) throw Error("is a directory");
-  if (!S_ISREG(st.st_mode)) throw Error("not a regular file");
+  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
   if (static_cast<uint64_t>(st.st_size) > max_bytes)
     throw Error("file is too large (" + mib(static_cast<uint64_t>(st.st_size)) + "; the limit is " + mib(max_bytes) + ")");
   std::string bytes(static_cast<size_t>(st.st_size), '\0');
@@ -51,8 +52,6 @@ std::string read_bounded(const std::string& path, size_t max_bytes) {
   return bytes;
 }
 
-}  // namespace
-
 Document read_text(std::string bytes, const ReadOptions& o) {
   Document doc;
   DecodedText d = decode_text(std::move(bytes), o.encoding, o.keep_invalid_utf8);
@@ -62,7 +61,7 @@ Document read_text(std::string bytes, const ReadOptions& o) {
 }
 
 Document read_document(const std::string& path, const ReadOptions& o) {
-  if (lower_extension(path) != ".pdf") return read_text(read_bounded(path, o.max_bytes), o);
+  if (lower_extension(path) != ".pdf") return read_text(read_file_bounded(path, o.max_bytes), o);
   Document doc;
 
   // The extracting child checks the file itself (missing, a directory, not a PDF); only the size is

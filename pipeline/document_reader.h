@@ -55,6 +55,11 @@ Document read_text(std::string bytes, const ReadOptions& options);
 ReadOptions make_read_options(const std::string& encoding, const std::string& ocr, const std::string& ocr_languages,
                               double pdf_timeout, int64_t pdf_max_memory_mb);
 
+// A file's bytes through one descriptor: a regular file (not waited on when it is a FIFO, no device
+// read), at most `max_bytes`, read to its end as it is now. Throws abridge::Error with one line that
+// does not name the path.
+std::string read_file_bounded(const std::string& path, size_t max_bytes);
+
 // "pages 1-3, 7 (eng)" for a progress line; "" when no page was read by OCR.
 std::string describe_ocr(const Document& doc);
 

@@ -30,39 +30,22 @@ bool is_pdf(const std::string& path) {
   return e == ".pdf";
 }
 
-// The document's bytes, read once through one descriptor: a regular file (not a FIFO or a device, not
-// waited on), at most `max_bytes`, read to its end as it is now.
-std::string read_document_bytes(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot read: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
-  if (st.st_size == 0) throw Error("empty file");
-  if (static_cast<uint64_t>(st.st_size) > max_bytes)
-    throw Error("file is too large (" + std::to_string(st.st_size >> 20) + " MiB; the limit is " +
-                std::to_string(max_bytes >> 20) + " MiB)");
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
-    if (n == 0) break;  // it shrank while read: what is there
-    got += static_cast<size_t>(n);
-  }
-  bytes.resize(got);
-  if (bytes.empty()) throw Error("empty file");
-  return bytes;
+// Tokens of an outline section's summary.
+int64_t section_tokens(const SummarizeOptions& o) { return std::max<int64_t>(48, o.summary_tokens / 4); }
+
+// The document's top-level sections (as the extractive summarizer lists them).
+std::vector<OutlineSection> top_sections(const std::string& text, const chunker::TokenCounter& counter) {
+  ExtractiveOptions eo;
+  eo.max_tokens = 16;  // the listing is what is wanted here, not the summary
+  std::vector<OutlineSection> out;
+  for (const SectionSummary& s : summarize_extractive(text, counter, eo).sections) out.push_back({s.title, s.begin, s.end, ""});
+  return out;
 }
 
 std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
   const SummarizeOptions& o = *rules.options;
   const TokenizerCounter counter(*rules.tokenizer);
+  if (o.outline) d.sections = top_sections(d.text, counter);
   MergeRule merge;
   merge.instruction = rules.prompts.merge(d.lang);
   merge.room = rules.context - o.summary_tokens - 256 - rules.count(merge.instruction);
@@ -73,10 +56,20 @@ std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
   const int64_t overhead = rules.count(single) + 64;
   if (d.input_tokens + overhead + o.summary_tokens <= rules.context) {
     // One pass: the whole document in one prompt (the engine prefills it in chunks).
-    PlanRequest r{0, 0, single, chunker::clean_text(d.text), {}};
+    PlanRequest r{0, 0, single, chunker::clean_text(d.text), {}, 0};
     r.prompt_ids = rules.encode_request(d.lang, r.instruction, r.text);
     if (static_cast<int64_t>(r.prompt_ids.size()) + o.summary_tokens <= rules.context) {
       d.plan.emplace(std::move(r), std::move(merge));
+      if (d.sections.size() > 1) {  // one extra request per section (a single section is the summary itself)
+        std::vector<PlanRequest> side;
+        for (const OutlineSection& sec : d.sections) {
+          PlanRequest q{kSideLevel, 0, rules.prompts.section(d.lang, sec.title, section_tokens(o)),
+                        chunker::clean_text(std::string_view(d.text).substr(sec.begin, sec.end - sec.begin)), {}, section_tokens(o)};
+          q.prompt_ids = rules.encode_request(d.lang, q.instruction, q.text);
+          side.push_back(std::move(q));
+        }
+        d.plan->add_side_requests(std::move(side));
+      }
       return {};
     }
   }
@@ -89,7 +82,7 @@ std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
   std::vector<PlanRequest> map;
   for (size_t k = 0; k < chunks.size(); ++k) {
     pieces.push_back({chunks[k].start, chunks[k].end, chunks[k].section, static_cast<int64_t>(chunks[k].tokens), ""});
-    PlanRequest r{0, k, rules.prompts.chunk(d.lang, chunks[k].section), chunks[k].text, {}};
+    PlanRequest r{0, k, rules.prompts.chunk(d.lang, chunks[k].section), chunks[k].text, {}, 0};
     r.prompt_ids = rules.encode_request(d.lang, r.instruction, r.text);
     if (static_cast<int64_t>(r.prompt_ids.size()) + o.summary_tokens > rules.context)
       return "a prompt of " + std::to_string(r.prompt_ids.size()) + " tokens does not fit the context of " +
@@ -123,7 +116,8 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_document_bytes(input.path, rules.read.max_bytes);
+    std::string bytes = read_file_bounded(input.path, rules.read.max_bytes);  // read once: hashed, then decoded
+    if (bytes.empty()) throw Error("empty file");
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
@@ -156,10 +150,15 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
       const TokenizerCounter counter(*rules.tokenizer);
       ExtractiveOptions eo;
       eo.max_tokens = o.summary_tokens;
+      eo.outline = o.outline;
+      eo.section_tokens = section_tokens(o);
       const ExtractiveSummary s = summarize_extractive(d.text, counter, eo);
       if (s.text.empty()) throw Error("no sentences to summarize");
       d.summary = s.text;
       for (const auto& [b, e] : s.spans) d.pieces.push_back({b, e, "", 0, d.text.substr(b, e - b)});
+      for (const ExtractedSentence& x : s.sentences) d.sentences.push_back({x.begin, x.end, x.section});
+      if (o.outline)
+        for (const SectionSummary& sec : s.sections) d.sections.push_back({sec.title, sec.begin, sec.end, sec.text});
       d.state = PreparedDoc::State::kSummarized;
       return d;
     }
@@ -175,17 +174,74 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   return d;
 }
 
+void fill_outline(PreparedDoc& d, const DocPlan& plan) {
+  if (d.sections.empty()) return;
+  if (!plan.side_summaries().empty()) {
+    for (size_t k = 0; k < d.sections.size() && k < plan.side_summaries().size(); ++k) d.sections[k].summary = plan.side_summaries()[k];
+  } else if (!plan.pieces().empty()) {
+    for (OutlineSection& sec : d.sections) {
+      std::string joined;
+      for (const PlanPiece& p : plan.pieces())
+        if (p.start >= sec.begin && p.start < sec.end && !p.summary.empty()) joined += (joined.empty() ? "" : "\n\n") + p.summary;
+      sec.summary = joined;
+    }
+  } else if (d.sections.size() == 1) {
+    d.sections[0].summary = plan.summary();
+  }
+}
+
+namespace {
+
+// The 1-based page of byte `offset` of a PDF's text; 0 when the document has no pages.
+int64_t page_of(const PreparedDoc& d, size_t offset) {
+  if (d.page_starts.empty()) return 0;
+  return std::upper_bound(d.page_starts.begin(), d.page_starts.end(), offset) - d.page_starts.begin();
+}
+
+}  // namespace
+
 std::string render_output(const PreparedDoc& d, const SummaryRules& rules, double seconds) {
   const SummarizeOptions& o = *rules.options;
-  if (o.format == "txt") return d.summary + "\n";
-  if (o.format == "md") return "# " + shown_path(fs::path(d.input.path).filename().string()) + "\n\n" + d.summary + "\n";
   using nlohmann::json;
+  auto pages = [&](size_t begin, size_t end) {  // {"first_page", "last_page"} of a PDF's span; null otherwise
+    if (d.page_starts.empty()) return std::pair<json, json>(nullptr, nullptr);
+    return std::pair<json, json>(page_of(d, begin), page_of(d, end > begin ? end - 1 : begin));
+  };
+  if (o.format == "txt") return d.summary + "\n";
+  if (o.format == "md") {
+    std::string md = "# " + shown_path(fs::path(d.input.path).filename().string()) + "\n\n" + d.summary + "\n";
+    if (!d.sections.empty()) {
+      md += "\n## Sections\n";
+      for (const OutlineSection& sec : d.sections) {
+        const auto [first, last] = pages(sec.begin, sec.end);
+        std::string where;
+        if (!first.is_null()) where = first == last ? " (page " + first.dump() + ")" : " (pages " + first.dump() + "–" + last.dump() + ")";
+        md += "\n### " + (sec.title.empty() ? std::string("Before the first heading") : sec.title) + where + "\n\n" +
+              (sec.summary.empty() ? std::string("(no summary)") : sec.summary) + "\n";
+      }
+    }
+    return md;
+  }
   json chunks = json::array();
-  for (const PlanPiece& p : d.pieces)
-    chunks.push_back({{"start", p.start}, {"end", p.end}, {"section", p.section}, {"tokens", p.tokens}, {"summary", p.summary}});
+  for (const PlanPiece& p : d.pieces) {
+    const auto [first, last] = pages(p.start, p.end);
+    chunks.push_back({{"start", p.start}, {"end", p.end}, {"first_page", first}, {"last_page", last}, {"section", p.section},
+                      {"tokens", p.tokens}, {"summary", p.summary}});
+  }
+  json sentences = json::array();
+  for (const SourceSpan& x : d.sentences) {
+    const auto [first, last] = pages(x.begin, x.end);
+    sentences.push_back({{"start", x.begin}, {"end", x.end}, {"first_page", first}, {"last_page", last}, {"section", x.section}});
+  }
+  json sections = json::array();
+  for (const OutlineSection& sec : d.sections) {
+    const auto [first, last] = pages(sec.begin, sec.end);
+    sections.push_back({{"title", sec.title}, {"start", sec.begin}, {"end", sec.end}, {"first_page", first},
+                        {"last_page", last}, {"summary", sec.summary}});
+  }
   json input = {{"encoding", d.encoding.empty() ? json(nullptr) : json(d.encoding)}, {"pages", d.page_starts.size()},
                 {"page_starts", d.page_starts}, {"ocr_pages", d.ocr_pages}, {"ocr_languages", d.ocr_languages}};
-  const json j = {{"summary", d.summary},
+  json j = {{"summary", d.summary},
                   {"chunks", chunks},
                   {"input", input},
                   {"source", shown_path(d.input.path)},
@@ -197,6 +253,8 @@ std::string render_output(const PreparedDoc& d, const SummaryRules& rules, doubl
                   {"language", language_code(d.lang)},
                   {"tokens", {{"input", d.input_tokens}, {"generated", d.generated_tokens}}},
                   {"timings", {{"seconds", seconds}}}};
+  if (!d.sentences.empty()) j["sentences"] = sentences;
+  if (o.outline) j["sections"] = sections;
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
