@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
+#include <stdexcept>
 #include <string>
 
 #include "base/rng.h"
@@ -294,15 +296,26 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
 // grid (n_singles, n_heads), block head_dim; splits <= kMaxAttentionSplits. The splits' maxima and
 // weights are read side by side into shared memory, then each thread sums its dimension over the splits with
 // several loads in flight (a serial pass over 64 splits costs more than the attention itself).
-__global__ void attention_combine_kernel(AttentionParams p, int splits) {
+// splits = 0: the decode kernel's items (token c's partials from p.decode_first[c], see there);
+// otherwise the split kernel's layout, `splits` per (token, head).
+__global__ void attention_combine_kernel(AttentionParams p, int uniform_splits) {
   __shared__ float weight[kMaxAttentionSplits];
   __shared__ float scratch[32];
   const int c = blockIdx.x, i = p.singles[c], h = blockIdx.y, d = threadIdx.x, hd = p.head_dim;
-  const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
+  int splits = uniform_splits;
+  int64_t n_part, base;
+  if (uniform_splits > 0) {
+    n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
+    base = (static_cast<int64_t>(c) * p.n_heads + h) * splits;
+  } else {
+    const int first = p.decode_first[c];
+    splits = p.decode_first[c + 1] - first;
+    n_part = static_cast<int64_t>(p.n_decode_items) * p.n_heads;
+    base = static_cast<int64_t>(first) * p.n_heads + static_cast<int64_t>(h) * splits;
+  }
   const float* ws_m = p.workspace;
   const float* ws_l = ws_m + n_part;
   const float* ws_acc = ws_l + n_part;
-  const int64_t base = (static_cast<int64_t>(c) * p.n_heads + h) * splits;
   float mx = -FLT_MAX;
   for (int s = d; s < splits; s += blockDim.x) mx = fmaxf(mx, ws_m[base + s]);
   mx = block_max(mx, scratch);
@@ -595,14 +608,14 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
 
 constexpr int kDecodeKeys = 64;  // keys per shared-memory tile: 16 per warp, 4 warps
 
-// grid (n_singles, n_kv_heads, splits), block 128. One single token, one KV head, one of `splits`
-// equal runs of whole 64-key tiles of the token's own span (so a batch of short and long contexts,
-// or a graph captured for a longer context, leaves no split empty that could have had work): the group's query heads are the rows of one 16-row mma tile (rows
+// grid (n_kv_heads, n_decode_items), block 128. One KV head and one work item: a run of whole 64-key
+// tiles of one single token's span (plan_decode_items: a long context gets more runs than a short
+// one, so the runs are about equal across the batch): the group's query heads are the rows of one 16-row mma tile (rows
 // past the group are zeros), so K and V are read once for the whole group and the products run on
 // the tensor cores. Each warp keeps its own online softmax over its 16 keys of every tile; the four
 // are merged at the end into the split's partial (m, l, acc), the split kernel's format.
 template <int HD>
-__global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p, int splits) {
+__global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p) {
   constexpr int kStride = HD + 8;
   constexpr int kChunks = HD / 8;
   extern __shared__ __align__(16) unsigned char decode_smem[];
@@ -610,15 +623,19 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
   bf16* k_buf = q_s + 16 * kStride;                       // 2 x (kDecodeKeys, kStride)
   bf16* v_buf = k_buf + 2 * kDecodeKeys * kStride;        // 2 x (kDecodeKeys, kStride)
 
-  const int c = blockIdx.x, i = p.singles[c], kvh = blockIdx.y, split = blockIdx.z;
+  // The KV heads of one item are neighbours in launch order: they read the same cache rows, which
+  // hold every head side by side (a KV head alone is 256 bytes of each 2 KiB row).
+  const int kvh = blockIdx.x, item = blockIdx.y;
+  const int c = p.decode_items[3 * item];
+  if (c < 0) return;  // an unused item of the shape's grid
+  const int i = p.singles[c];
+  const int first = p.decode_first[c], splits = p.decode_first[c + 1] - first;
   const int group = p.n_heads / p.n_kv_heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t pos = p.positions[i];
   const KeySpan span = key_span(p, pos);
-  const int64_t tiles_per_split = ((span.count + kDecodeKeys - 1) / kDecodeKeys + splits - 1) / splits;
-  const int64_t chunk = tiles_per_split * kDecodeKeys;
-  const int64_t v_begin = static_cast<int64_t>(split) * chunk;
-  const int64_t v_end = span.count < v_begin + chunk ? span.count : v_begin + chunk;
+  const int64_t v_begin = p.decode_items[3 * item + 1];
+  const int64_t v_end = span.count < p.decode_items[3 * item + 2] ? span.count : p.decode_items[3 * item + 2];
   const int32_t* table = p.block_tables + p.table_offsets[i];
   const uint32_t bs = static_cast<uint32_t>(p.block_size);
 
@@ -732,7 +749,7 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
     }
   }
   __syncthreads();
-  const int64_t n_part = static_cast<int64_t>(p.n_singles) * p.n_heads * splits;
+  const int64_t n_part = static_cast<int64_t>(p.n_decode_items) * p.n_heads;
   float* ws_m = p.workspace;
   float* ws_l = ws_m + n_part;
   float* ws_acc = ws_l + n_part;
@@ -747,7 +764,8 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
       ll += f * red_ml[(w * 16 + r) * 2 + 1];
       acc += f * red_o[(w * 16 + r) * HD + d];
     }
-    const int64_t idx = (static_cast<int64_t>(c) * p.n_heads + kvh * group + r) * splits + split;
+    // Token c's partials: (n_heads, its items) from offset first * n_heads.
+    const int64_t idx = static_cast<int64_t>(first) * p.n_heads + static_cast<int64_t>(kvh * group + r) * splits + (item - first);
     if (d == 0) {
       ws_m[idx] = mm == -INFINITY ? -FLT_MAX : mm * 0.6931471805599453f;  // natural-log units
       ws_l[idx] = ll;
@@ -1018,7 +1036,7 @@ int multiprocessors() {
 }
 
 // Blocks of the decode attention kernel the current device holds at once (all multiprocessors).
-int decode_slots(void (*kernel)(AttentionParams, int), int head_dim, size_t smem) {
+int decode_slots(void (*kernel)(AttentionParams), int head_dim, size_t smem) {
   static std::atomic<int> cached[64][2] = {};
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) device = 0;
@@ -1047,6 +1065,12 @@ int decode_splits(int blocks, int keys, int max_splits, int slots) {
     ++splits;
   }
   return splits;
+}
+
+size_t decode_smem_bytes(int head_dim) {
+  const size_t tiles = sizeof(bf16) * (16 + 4 * kDecodeKeys) * (head_dim + 8);
+  const size_t reduce = sizeof(float) * 4 * 16 * (head_dim + 2) + sizeof(bf16) * 16 * (head_dim + 8);
+  return std::max(tiles, reduce);
 }
 
 int split_chunk(int max_position, int max_splits) {
@@ -1088,17 +1112,51 @@ void launch_gemv(const GemvParams& p, int split, size_t smem, dim3 grid, dim3 bl
   switch (p.n) {
     case 1: launch_gemv_rows<1>(p, split, smem, grid, block, s); break;
     case 2: launch_gemv_rows<2>(p, split, smem, grid, block, s); break;
-    case 3: launch_gemv_rows<3>(p, split, smem, grid, block, s); break;
-    case 4: launch_gemv_rows<4>(p, split, smem, grid, block, s); break;
-    case 5: launch_gemv_rows<5>(p, split, smem, grid, block, s); break;
-    case 6: launch_gemv_rows<6>(p, split, smem, grid, block, s); break;
-    case 7: launch_gemv_rows<7>(p, split, smem, grid, block, s); break;
-    case 8: launch_gemv_rows<8>(p, split, smem, grid, block, s); break;
-    default: break;  // callers use it for 1..kGemvMaxRows rows only
+    default: throw std::invalid_argument("gemv: " + std::to_string(p.n) + " rows for the scalar kernel");
   }
 }
 
 }  // namespace
+
+int decode_item_count(int n_singles, int n_kv_heads, int head_dim, int max_items) {
+  if (n_singles <= 0) return 0;
+  if (max_items < n_singles) throw std::invalid_argument("decode_item_count: fewer items than tokens");
+  auto kernel = head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(decode_smem_bytes(head_dim)));
+  const int slots = decode_slots(kernel, head_dim, decode_smem_bytes(head_dim));
+  // As many items as equal splits per token would make (decode_splits), and one more per token: the
+  // room plan_decode_items() needs to round each token's share up to a whole item.
+  const int per_token = decode_splits(n_singles * n_kv_heads, std::numeric_limits<int>::max() / 2, kMaxAttentionSplits, slots);
+  const int64_t items = static_cast<int64_t>(n_singles) * (per_token + 1);
+  return static_cast<int>(std::clamp<int64_t>(items, n_singles, max_items));
+}
+
+void plan_decode_items(const int32_t* positions, const int32_t* singles, int n_singles, int n_items, int32_t* items,
+                       int32_t* first) {
+  auto tiles_of = [&](int c) { return (static_cast<int64_t>(positions[singles[c]]) + kDecodeKeys) / kDecodeKeys; };
+  int64_t total = 0;
+  for (int c = 0; c < n_singles; ++c) total += tiles_of(c);
+  // Tiles per item: with one item per token kept for rounding, ceil(t / chunk) items for a token of t
+  // tiles sum to at most n_items.
+  const int64_t spare = static_cast<int64_t>(n_items) - n_singles;
+  const int64_t chunk = spare > 0 ? std::max<int64_t>(1, (total + spare - 1) / spare) : std::numeric_limits<int64_t>::max();
+  int next = 0;
+  for (int c = 0; c < n_singles; ++c) {
+    const int64_t t = tiles_of(c);
+    const int64_t keys = static_cast<int64_t>(positions[singles[c]]) + 1;
+    const int64_t want = spare > 0 ? (t + chunk - 1) / chunk : 1;
+    const int count = static_cast<int>(std::clamp<int64_t>(want, 1, std::min<int64_t>(t, kMaxAttentionSplits)));
+    first[c] = next;
+    for (int k = 0; k < count; ++k) {  // tiles [k t / count, (k + 1) t / count): none empty
+      int32_t* it = items + 3 * next++;
+      it[0] = c;
+      it[1] = static_cast<int32_t>(t * k / count * kDecodeKeys);
+      it[2] = static_cast<int32_t>(std::min<int64_t>(keys, t * (k + 1) / count * kDecodeKeys));
+    }
+  }
+  first[n_singles] = next;
+  for (int j = next; j < n_items; ++j) items[3 * j] = -1, items[3 * j + 1] = items[3 * j + 2] = 0;
+}
 
 // ---------------------------------------------------------------------------------------------
 // launchers
@@ -1202,18 +1260,15 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
   if (p.n_singles == 0) return;
   const int group = p.n_heads / p.n_kv_heads;
   if (group <= 16 && (p.head_dim == 64 || p.head_dim == 128)) {
-    // Tensor-core decode, each token's keys in `splits` runs of whole 64-key tiles (decode_splits).
-    const size_t tiles = sizeof(bf16) * (16 + 4 * kDecodeKeys) * (p.head_dim + 8);
-    const size_t reduce = sizeof(float) * 4 * 16 * (p.head_dim + 2) + sizeof(bf16) * 16 * (p.head_dim + 8);
-    const size_t smem = std::max(tiles, reduce);
+    // Tensor-core decode over the planned items (plan_decode_items).
     auto kernel = p.head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
     // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
     // so engines on several GPUs in one process all get it.
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    const int splits = decode_splits(p.n_singles * p.n_kv_heads, p.max_position + 1, max_splits,
-                                     decode_slots(kernel, static_cast<int>(p.head_dim), smem));
-    kernel<<<dim3(p.n_singles, p.n_kv_heads, splits), 128, smem, s>>>(p, splits);
-    attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, splits);
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(decode_smem_bytes(p.head_dim)));
+    if (p.decode_items == nullptr || p.decode_first == nullptr || p.n_decode_items < p.n_singles)
+      throw std::invalid_argument("attention: decode tokens without a plan_decode_items() plan");
+    kernel<<<dim3(p.n_kv_heads, p.n_decode_items), 128, decode_smem_bytes(p.head_dim), s>>>(p);
+    attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, 0);
     return;
   }
   const int chunk = split_chunk(p.max_position, max_splits);
@@ -1229,19 +1284,22 @@ void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, i
 }
 
 
+bool gemv_supports(int n, int k) { return n >= 1 && n <= kGemvMaxRows && k % 8 == 0; }
+
 bool gemv_can_normalize(int n, int k) {
-  return n >= 1 && n <= kGemvMaxRows && k % 8 == 0 && static_cast<size_t>(n) * k * sizeof(bf16) <= kGemvNormSmemMax;
+  return gemv_supports(n, k) && static_cast<size_t>(n) * k * sizeof(bf16) <= kGemvNormSmemMax;
 }
 
 void gemv(const GemvParams& p, cudaStream_t s) {
   if (p.n <= 0 || p.m <= 0) return;
+  if (!gemv_supports(p.n, p.k)) throw std::invalid_argument("gemv: " + std::to_string(p.n) + " rows of width " + std::to_string(p.k));
+  const size_t smem = p.norm_w ? static_cast<size_t>(p.n) * p.k * sizeof(bf16) : 0;
+  const int64_t target = 4 * static_cast<int64_t>(multiprocessors());
   // Rows split between warps until the grid gives every multiprocessor about four blocks.
   int split = 1;
-  const int64_t target = 4 * static_cast<int64_t>(multiprocessors());
   while (split < 4 && (static_cast<int64_t>(p.m) * split + kGemvWarps - 1) / kGemvWarps < target) split *= 2;
   const int rows_per_block = kGemvWarps / split;
   const dim3 grid((p.m + rows_per_block - 1) / rows_per_block), block(32 * kGemvWarps);
-  const size_t smem = p.norm_w ? static_cast<size_t>(p.n) * p.k * sizeof(bf16) : 0;
   launch_gemv(p, split, smem, grid, block, s);
 }
 

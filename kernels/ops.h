@@ -73,6 +73,11 @@ struct AttentionParams {
   int tile_queries = kAttentionTileQueries;  // the size partition_attention() was given
   const int32_t* singles = nullptr;  // (n_singles) token indices
   int n_singles = 0;
+  // From plan_decode_items(), for the tensor-core decode kernel (head_dim 64 or 128, GQA group <= 16;
+  // attention() checks that a plan is given there): 3 ints per item and n_singles + 1 item offsets.
+  const int32_t* decode_items = nullptr;
+  const int32_t* decode_first = nullptr;
+  int n_decode_items = 0;
 };
 
 // The tile size attention() runs fastest with on the current device for this head size.
@@ -89,7 +94,23 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
                          int32_t* tiles, int* n_tiles, int32_t* singles, int* n_singles);
 // Key splits of a decode token at most (attention() clamps max_splits to it).
 inline constexpr int kMaxAttentionSplits = 256;
-// Floats of workspace attention() needs for n single tokens (at most `max_splits` key splits each).
+
+// Decode work items: the single tokens' keys cut into runs of whole 64-key tiles, each run one block
+// per KV head, so that a long context beside short ones is spread over as many multiprocessors as
+// its share of the keys (equal splits per token would leave the step waiting on the long one's few).
+// decode_item_count() gives the number of items (the grid) from the shape alone, so that a CUDA
+// graph captured for a shape fits every step of it: about two thirds of the GPU's block slots, or a
+// few per token in large batches, between n_singles and max_items (which must be >= n_singles).
+int decode_item_count(int n_singles, int n_kv_heads, int head_dim, int max_items);
+// Host arrays: positions of the batch's tokens and singles from partition_attention(); writes
+// items (3 ints per item: single index c, first and end virtual key of the run; c = -1 for an unused
+// item) and first (n_singles + 1: token c's items are [first[c], first[c + 1]), at least one and at
+// most kMaxAttentionSplits each). A token's keys are taken as position + 1 (a window or sinks only
+// shorten its span; the kernel clips each run to the span).
+void plan_decode_items(const int32_t* positions, const int32_t* singles, int n_singles, int n_items, int32_t* items,
+                       int32_t* first);
+// Floats of workspace attention() needs for n single tokens (at most `max_splits` key splits or decode
+// items each).
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits);
 void attention(const AttentionParams& p, int max_splits, cudaStream_t s);
 
@@ -114,7 +135,10 @@ void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, i
 // kernel runs. The output is either y (n, m) f32 = input . w (m, k)^T + beta * y, or, with act set,
 // act (n, m) bf16 = silu(input . gate^T) * (input . up^T), where w holds the m gate rows and then the m
 // up rows (SwiGLU without a separate kernel or a float intermediate).
-inline constexpr int kGemvMaxRows = 8;
+// One or two rows: from three up the scalar multiply-adds and the reads of the input rows, not the
+// weight bytes, bound the kernel (H200, 4B shapes: a step of 4 rows took 5.5 ms, of 8 rows 9.2 ms,
+// where cuBLAS takes about 3.4 ms for 16), so the backend hands larger steps to cuBLAS.
+inline constexpr int kGemvMaxRows = 2;
 struct GemvParams {
   const bf16* x = nullptr;
   const float* x_f32 = nullptr;
@@ -127,6 +151,8 @@ struct GemvParams {
   int n = 0, k = 0, m = 0;
 };
 void gemv(const GemvParams& p, cudaStream_t s);
+// Whether gemv() takes n rows of width k (else it throws std::invalid_argument).
+bool gemv_supports(int n, int k);
 // Whether gemv() can normalize n rows of width k itself (the rows are staged in shared memory);
 // callers check it before setting norm_w.
 bool gemv_can_normalize(int n, int k);

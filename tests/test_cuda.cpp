@@ -9,6 +9,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <map>
+#include <numeric>
 #include <random>
 
 #include "engine/generate.h"
@@ -320,6 +321,10 @@ TEST(CudaOps, PagedAttention) {
       Dev<int32_t> tiles_d(tiles), singles_d(singles);
       for (int max_splits : {1, 64}) {
         Dev<float> ws(kernels::attention_workspace_floats(n, cs.heads, cs.hd, max_splits));
+        const int n_items = kernels::decode_item_count(n_singles, cs.kv_heads, cs.hd, std::max(n_singles, 1) * max_splits);
+        std::vector<int32_t> plan(static_cast<size_t>(3 * n_items + n_singles + 1));
+        kernels::plan_decode_items(positions.data(), singles.data(), n_singles, n_items, plan.data(), plan.data() + 3 * n_items);
+        Dev<int32_t> plan_d(plan);
         kernels::AttentionParams p{};
         p.q = q_d.p, p.k_cache = k_d.p, p.v_cache = v_d.p, p.positions = pos_d.p, p.table_offsets = off_d.p;
         p.block_tables = tab_d.p, p.out = out_d.p, p.workspace = ws.p;
@@ -329,6 +334,7 @@ TEST(CudaOps, PagedAttention) {
         p.scale = scale;
         p.tiles = tiles_d.p, p.n_tiles = n_tiles, p.singles = singles_d.p, p.n_singles = n_singles;
         p.tile_queries = tile_queries;
+        p.decode_items = plan_d.p, p.decode_first = plan_d.p + 3 * n_items, p.n_decode_items = n_items;
         ASSERT_EQ(cudaMemset(out_d.p, 0xFF, out_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
         kernels::attention(p, max_splits, nullptr);
         sync_ok();
@@ -344,14 +350,65 @@ TEST(CudaOps, PagedAttention) {
   }
 }
 
+// The decode work plan (host code, runs without a GPU): every token's keys covered once by its own
+// runs of whole 64-key tiles, at least one run each, no more runs than the grid, and a long context
+// beside short ones cut into runs about as long as everyone else's (not into the same number of runs).
+TEST(CudaOps, DecodeItemsCoverEachTokenOnceInRunsOfAboutEqualLength) {
+  struct Case {
+    std::vector<int32_t> positions;
+    int n_items;
+  };
+  const std::vector<Case> cases = {
+      {{69999, 7999, 3999}, 100},       // one long context among short ones
+      {{4095}, 34},                     // batch 1
+      {{0, 1, 63, 64, 65}, 5},          // one item each: the grid is the tokens
+      {{200000, 100, 300000}, 600},     // a token's runs are capped at kMaxAttentionSplits
+      {{2047, 2047, 2047, 2047}, 12},
+  };
+  for (const Case& cs : cases) {
+    const int n = static_cast<int>(cs.positions.size());
+    std::vector<int32_t> singles(n);
+    std::iota(singles.begin(), singles.end(), 0);
+    std::vector<int32_t> items(3 * cs.n_items, 99), first(n + 1, -7);
+    kernels::plan_decode_items(cs.positions.data(), singles.data(), n, cs.n_items, items.data(), first.data());
+    int64_t total_tiles = 0;
+    for (int32_t p : cs.positions) total_tiles += (p + 64) / 64;
+    const int64_t chunk = cs.n_items > n ? (total_tiles + cs.n_items - n - 1) / (cs.n_items - n) : INT64_MAX;
+    EXPECT_EQ(first[0], 0);
+    EXPECT_LE(first[n], cs.n_items);
+    for (int c = 0; c < n; ++c) {
+      const int count = first[c + 1] - first[c];
+      ASSERT_GE(count, 1);
+      ASSERT_LE(count, kernels::kMaxAttentionSplits);
+      int64_t next = 0;
+      for (int j = first[c]; j < first[c + 1]; ++j) {
+        EXPECT_EQ(items[3 * j], c);
+        EXPECT_EQ(items[3 * j + 1], next) << "runs of token " << c << " leave a gap or overlap";
+        EXPECT_EQ(items[3 * j + 1] % 64, 0);
+        EXPECT_GT(items[3 * j + 2], items[3 * j + 1]) << "empty run";
+        const int64_t tiles = (items[3 * j + 2] - items[3 * j + 1] + 63) / 64;
+        if (count < kernels::kMaxAttentionSplits) {
+          EXPECT_LE(tiles, chunk) << "token " << c << " run " << j - first[c];
+        }
+        next = items[3 * j + 2];
+      }
+      EXPECT_EQ(next, cs.positions[c] + 1) << "token " << c << "'s keys are not all covered";
+    }
+    for (int j = first[n]; j < cs.n_items; ++j) EXPECT_EQ(items[3 * j], -1);
+  }
+}
+
 TEST(CudaOps, DecodeGemv) {
   REQUIRE_GPU();
   std::mt19937 rng(5);
   // Shapes give one warp per row (6144 rows), rows split between 2 and 4 warps (2560, 37, 13 rows)
   // and uneven splits of a row (k = 1000: 125 pieces of 8).
+  EXPECT_FALSE(kernels::gemv_supports(kernels::kGemvMaxRows + 1, 2560));
+  EXPECT_FALSE(kernels::gemv_supports(1, 2564));
   for (int n = 1; n <= kernels::kGemvMaxRows; ++n) {
     for (auto [k, m] : {std::pair{2560, 6144}, std::pair{1024, 13}, std::pair{9728, 2560}, std::pair{1000, 37}}) {
       SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " m=" + std::to_string(m));
+      ASSERT_TRUE(kernels::gemv_supports(n, k));
       const auto x = random_bf16_values(static_cast<size_t>(n) * k, rng);
       const auto w = random_bf16_values(static_cast<size_t>(m) * k, rng, 0.05f);
       const auto y0 = random_bf16_values(static_cast<size_t>(n) * m, rng);

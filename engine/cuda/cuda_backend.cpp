@@ -76,6 +76,10 @@ struct CudaBackend::Impl {
   // logit_rows (R), block tables (rest).
   int32_t* meta_d = nullptr;
   int32_t* meta_h = nullptr;
+  // Decode work items of a step (kernels::plan_decode_items): 3 ints per item, then n_singles + 1 offsets.
+  int64_t decode_item_capacity = 0;
+  int32_t* decode_d = nullptr;
+  int32_t* decode_h = nullptr;
   int64_t meta_capacity = 0;
 
   kernels::SampleRow* sample_rows_d = nullptr;  // (R)
@@ -87,7 +91,7 @@ struct CudaBackend::Impl {
   int64_t num_blocks = 0;
   int tile_queries = kernels::kAttentionTileQueries;  // prefill attention tiles for this device
   std::unordered_map<int32_t, int64_t> cached;  // tokens held per slot
-  std::map<std::array<int64_t, 4>, cudaGraphExec_t> graphs;  // decode steps by shape
+  std::map<std::array<int64_t, 5>, cudaGraphExec_t> graphs;  // decode steps by shape
   void* blas_workspace = nullptr;
 
   template <typename T>
@@ -110,7 +114,7 @@ struct CudaBackend::Impl {
 
   // C (n, m) f32 = A (n, k) bf16 . W (m, k)^T bf16 + beta * C.
   void gemm(const bf16* a, const bf16* w, float* c, int64_t n, int64_t k, int64_t m, float beta) {
-    if (n <= kernels::kGemvMaxRows && k % 8 == 0) {  // decode: bound by reading w once
+    if (kernels::gemv_supports(static_cast<int>(n), static_cast<int>(k))) {  // decode: bound by reading w once
       kernels::gemv_bf16(a, w, c, static_cast<int>(n), static_cast<int>(k), static_cast<int>(m), beta, stream);
       return;
     }
@@ -269,6 +273,12 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   m.meta_capacity = 9 * T + R + std::max<int64_t>(m.num_blocks, max_position_blocks) * 2 + T;
   m.meta_d = m.alloc<int32_t>(static_cast<size_t>(m.meta_capacity));
   CUDA_OK(cudaMallocHost(&m.meta_h, static_cast<size_t>(m.meta_capacity) * 4));
+  m.decode_item_capacity = std::min<int64_t>(
+      4 * T, static_cast<int64_t>(m.attn_ws_floats / kernels::attention_workspace_floats(1, static_cast<int>(c.num_attention_heads),
+                                                                                         static_cast<int>(hd), 1)));
+  const size_t decode_ints = static_cast<size_t>(3 * m.decode_item_capacity + T + 1);
+  m.decode_d = m.alloc<int32_t>(decode_ints);
+  CUDA_OK(cudaMallocHost(&m.decode_h, decode_ints * 4));
 }
 
 CudaBackend::~CudaBackend() {
@@ -277,6 +287,7 @@ CudaBackend::~CudaBackend() {
   for (auto& [key, exec] : m.graphs) cudaGraphExecDestroy(exec);
   for (void* p : m.allocations) cudaFree(p);
   if (m.meta_h) cudaFreeHost(m.meta_h);
+  if (m.decode_h) cudaFreeHost(m.decode_h);
   if (m.sample_rows_h) cudaFreeHost(m.sample_rows_h);
   if (m.sampled_h) cudaFreeHost(m.sampled_h);
   if (m.blas) cublasDestroy(m.blas);
@@ -386,6 +397,16 @@ void CudaBackend::run(const BatchPlan& plan) {
                                m.tile_queries, attn_tiles, &n_tiles, attn_singles, &n_singles);
   CUDA_OK(cudaMemcpyAsync(m.meta_d, m.meta_h, static_cast<size_t>(9 * T + R + tables_used) * 4, cudaMemcpyHostToDevice,
                           m.stream));
+  // The single tokens' keys as work items of about equal length (a fixed count for the step's shape).
+  const int n_decode_items =
+      kernels::decode_item_count(n_singles, static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim),
+                                 static_cast<int>(m.decode_item_capacity));
+  if (n_singles > 0) {
+    kernels::plan_decode_items(positions, attn_singles, n_singles, n_decode_items, m.decode_h,
+                               m.decode_h + 3 * n_decode_items);
+    CUDA_OK(cudaMemcpyAsync(m.decode_d, m.decode_h, static_cast<size_t>(3 * n_decode_items + n_singles + 1) * 4,
+                            cudaMemcpyHostToDevice, m.stream));
+  }
   const int32_t* tokens_d = m.meta_d;
   const int32_t* positions_d = tokens_d + T;
   const int32_t* kv_rows_d = positions_d + T;
@@ -411,7 +432,7 @@ void CudaBackend::run(const BatchPlan& plan) {
   }
   // A step of a few tokens runs its products as GEMVs that normalize their own input and, for gate/up,
   // apply SwiGLU on the way out: no norm or SwiGLU kernels between them.
-  const bool fused = n <= kernels::kGemvMaxRows && kernels::gemv_can_normalize(static_cast<int>(n), static_cast<int>(d));
+  const bool fused = kernels::gemv_can_normalize(static_cast<int>(n), static_cast<int>(d));
   auto normed_gemv = [&](const float* norm_w, const bf16* w, int64_t rows, float* y, bf16* act) {
     kernels::GemvParams gp;
     gp.x_f32 = m.x, gp.norm_w = norm_w, gp.eps = eps, gp.w = w, gp.y = y, gp.act = act;
@@ -457,6 +478,9 @@ void CudaBackend::run(const BatchPlan& plan) {
       ap.tile_queries = m.tile_queries;
       ap.singles = attn_singles_d;
       ap.n_singles = n_singles;
+      ap.decode_items = m.decode_d;
+      ap.decode_first = m.decode_d + 3 * n_decode_items;
+      ap.n_decode_items = n_decode_items;
       kernels::attention(ap, max_splits, m.stream);
       m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
       if (fused) {
@@ -474,7 +498,7 @@ void CudaBackend::run(const BatchPlan& plan) {
     }
   };
   if (graphable) {
-    const std::array<int64_t, 4> key{n, nl, attn_max_position, max_splits};
+    const std::array<int64_t, 5> key{n, nl, attn_max_position, max_splits, n_decode_items};
     auto it = m.graphs.find(key);
     if (it == m.graphs.end()) {
       cudaGraph_t graph = nullptr;
