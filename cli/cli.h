@@ -76,7 +76,7 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("encoding", po::value(&o.encoding), kEncodingHelp)
       ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
       ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or 1..2147483648); a request's prompt + summary is at most this")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
 namespace {
@@ -211,7 +211,5 @@ ModelConfig preset_config(std::string_view preset) {
   for (const Shape& s : kShapes) names += (names.empty() ? "" : ", ") + std::string(s.name);
   throw Error("unknown preset \"" + std::string(preset) + "\" (choose one of: " + names + ")");
 }
-
-std::vector<std::string> preset_names() { return {"tiny", "0.6b", "1.7b", "4b"}; }
 
 }  // namespace abridge::engine

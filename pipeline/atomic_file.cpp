@@ -7,7 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::pipeline {
 namespace {

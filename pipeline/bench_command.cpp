@@ -4,10 +4,9 @@
 #include <ostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/bench.h"
 #include "engine/engine.h"
-#include "engine/error.h"
-#include "engine/model.h"
 #include "pipeline/commands.h"
 #include "pipeline/shared_options.h"
 
@@ -55,7 +54,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     }
     check_range("--steps", opt.decode_steps, 1, 1 << 20);
     bo.decode_steps = opt.decode_steps;
-    check_prefill_chunk(opt.prefill_chunk);
+    engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) bo.prefill_chunk = opt.prefill_chunk;  // 0: the default, as elsewhere
     check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;

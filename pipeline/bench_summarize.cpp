@@ -19,8 +19,8 @@
 #include <ostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
 #include "pipeline/summarize.h"

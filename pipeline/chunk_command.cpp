@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"
@@ -14,8 +14,6 @@
 
 namespace abridge::pipeline {
 namespace {
-
-// The chunker's view of the real tokenizer: documents are encoded plain (no added tokens matched).
 
 // The document's text as summarize reads it (read_document()). With --replace-invalid a text file whose
 // encoding cannot be told is read as UTF-8 with its invalid bytes in place, so that they keep their

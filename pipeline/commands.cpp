@@ -10,12 +10,12 @@
 #include <map>
 #include <sstream>
 
+#include "base/error.h"
+#include "base/utf8.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "engine/generate.h"
-#include "engine/model.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
@@ -31,7 +31,7 @@ using engine::Tokenizer;
 std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
   std::string text(std::istreambuf_iterator<char>(std::cin), {});
-  const size_t bad = engine::find_invalid_utf8(text);
+  const size_t bad = find_invalid_utf8(text);
   if (bad != std::string::npos) throw Error("<stdin>: invalid UTF-8 at byte " + std::to_string(bad));
   return text;
 }
@@ -94,11 +94,6 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
   }
 }
 
-void check_prefill_chunk(int64_t tokens) {
-  if (tokens != 0 && (tokens < 64 || tokens > 65536))
-    throw Error("--prefill-chunk must be in 64..65536 tokens, not " + std::to_string(tokens));
-}
-
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
     if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
@@ -109,7 +104,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
-    check_prefill_chunk(opt.prefill_chunk);
+    engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
     if (opt.temperature < 0) throw Error("--temperature must be >= 0");
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");

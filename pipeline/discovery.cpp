@@ -6,7 +6,8 @@
 #include <istream>
 #include <map>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/hash.h"
 #include "pipeline/summarize.h"
 
 namespace abridge::pipeline {
@@ -123,9 +124,7 @@ std::pair<int64_t, int64_t> parse_shard(const std::string& spec) {
 }
 
 int64_t shard_of(const std::string& rel, int64_t n) {
-  uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a: stable across machines and builds
-  for (unsigned char c : rel) h = (h ^ c) * 0x100000001B3ull;
-  return static_cast<int64_t>(h % static_cast<uint64_t>(n));
+  return static_cast<int64_t>(fnv1a64(rel) % static_cast<uint64_t>(n));  // stable across machines and builds
 }
 
 void keep_shard(DiscoveredInputs& found, const std::string& spec) {

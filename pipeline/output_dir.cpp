@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::pipeline {
 namespace {

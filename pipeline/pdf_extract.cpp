@@ -36,8 +36,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/tokenizer.h"
+#include "base/error.h"
+#include "base/utf8.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -91,23 +91,6 @@ class Fd {
   int fd_;
 };
 
-// Invalid bytes become U+FFFD, one per byte.
-std::string to_valid_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  while (!s.empty()) {
-    const size_t bad = engine::find_invalid_utf8(s);
-    if (bad == std::string_view::npos) {
-      out.append(s);
-      break;
-    }
-    out.append(s.substr(0, bad));
-    out.append("\xEF\xBF\xBD");
-    s.remove_prefix(bad + 1);
-  }
-  return out;
-}
-
 // One line of at most kMaxMessage bytes: control characters become spaces, ends trimmed.
 std::string one_line(std::string_view s) {
   std::string out;
@@ -119,7 +102,7 @@ std::string one_line(std::string_view s) {
   while (!out.empty() && out.back() == ' ') out.pop_back();
   if (out.size() > kMaxMessage) {
     size_t cut = kMaxMessage;
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+    while (cut > 0 && is_utf8_continuation(static_cast<unsigned char>(out[cut]))) --cut;  // not inside a character
     out.resize(cut);
     out += "...";
   }

@@ -10,9 +10,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
 #include "engine/chat.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"

@@ -13,10 +13,10 @@
 #include <sstream>
 #include <thread>
 
+#include "base/error.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/error.h"
-#include "engine/tokenizer.h"
+#include "base/error.h"
+#include "base/utf8.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -33,7 +33,7 @@ std::string utf16_to_utf8(std::string_view bytes, bool big_endian) {
     } else if (u >= 0xDC00 && u < 0xE000) {
       throw Error("invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
     }
-    engine::append_utf8(out, u);
+    append_utf8(out, u);
   }
   return out;
 }
@@ -55,7 +55,7 @@ static std::string decode_strict(std::string bytes) {
   } else {
     text = std::move(bytes);
   }
-  const size_t bad = engine::find_invalid_utf8(text);
+  const size_t bad = find_invalid_utf8(text);
   if (bad != std::string::npos)
     throw Error("invalid UTF-8 at byte " + std::to_string(bad + bom) + " (only UTF-8 and UTF-16 with a BOM are accepted)");
   return text;

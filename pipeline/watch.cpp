@@ -26,7 +26,7 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "pipeline/commands.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/shared_options.h"

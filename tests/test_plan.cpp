@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/doc_plan.h"
 #include "pipeline/prompts.h"

@@ -15,7 +15,7 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "pipeline/document_reader.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/summarize.h"

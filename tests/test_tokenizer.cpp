@@ -15,8 +15,9 @@
 #include <sstream>
 #include <thread>
 
+#include "base/error.h"
+#include "base/utf8.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
 #include "tests/test_support.h"
 
 namespace abridge::engine {
@@ -214,34 +215,6 @@ TEST(Tokenizer, InvalidUtf8IsAnErrorNamingTheByte) {
     EXPECT_NE(std::string(e.what()).find("invalid UTF-8 at byte 3"), std::string::npos) << e.what();
   }
   EXPECT_THROW(qwen().encode("<|im_end|>\xC3", AddedTokens::kMatch), Error);
-}
-
-TEST(Tokenizer, FindInvalidUtf8) {
-  constexpr size_t npos = std::string_view::npos;
-  using namespace std::string_view_literals;
-  EXPECT_EQ(find_invalid_utf8(""), npos);
-  EXPECT_EQ(find_invalid_utf8("plain ASCII, long enough for the 8-byte path"), npos);
-  EXPECT_EQ(find_invalid_utf8("\xC3\xA9\xE4\xB8\xAD\xF0\x9F\xA6\x99"), npos);  // é 中 🦙
-  EXPECT_EQ(find_invalid_utf8("\x00\x7F"sv), npos);
-  EXPECT_EQ(find_invalid_utf8("\xEF\xBF\xBF\xF4\x8F\xBF\xBF\xED\x9F\xBF\xEE\x80\x80"), npos);  // U+FFFF U+10FFFF U+D7FF U+E000
-  // Overlong forms.
-  EXPECT_EQ(find_invalid_utf8("\xC0\xAF"), 0u);
-  EXPECT_EQ(find_invalid_utf8("a\xC1\xBF"), 1u);
-  EXPECT_EQ(find_invalid_utf8("ab\xE0\x80\xAF"), 2u);
-  EXPECT_EQ(find_invalid_utf8("\xF0\x80\x80\xAF"), 0u);
-  // Surrogates, and beyond U+10FFFF.
-  EXPECT_EQ(find_invalid_utf8("\xED\xA0\x80"), 0u);
-  EXPECT_EQ(find_invalid_utf8("x\xED\xBF\xBF"), 1u);
-  EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);
-  EXPECT_EQ(find_invalid_utf8("\xF5\x80\x80\x80"), 0u);
-  EXPECT_EQ(find_invalid_utf8("\xFF"), 0u);
-  // Truncated sequences and stray continuation bytes.
-  EXPECT_EQ(find_invalid_utf8("abc\xE4\xB8"), 3u);
-  EXPECT_EQ(find_invalid_utf8("\xF0\x9F\xA6"), 0u);
-  EXPECT_EQ(find_invalid_utf8("\xE4\xB8" "a"), 0u);
-  EXPECT_EQ(find_invalid_utf8("ab\x80"), 2u);
-  EXPECT_EQ(find_invalid_utf8(std::string(20, 'a') + "\xBF" + std::string(20, 'b')), 20u);
-  EXPECT_EQ(find_invalid_utf8(std::string(16, 'a') + "\xC3\xA9" + std::string(9, 'b') + "\xC3"), 27u);
 }
 
 // --- decoding --------------------------------------------------------------------------------
