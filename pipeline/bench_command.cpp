@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <iomanip>
@@ -60,7 +61,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;
     check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
-    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0))
+    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0) || !std::isfinite(opt.gemm_tflops) || !std::isfinite(opt.copy_tbps))
       throw Error("--gemm-tflops and --copy-tbps must be 0 (auto) or more");
     check_device(opt.device);
 

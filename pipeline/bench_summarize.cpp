@@ -253,7 +253,7 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     row("recomputed tokens", thousands(r.engine.recomputed_tokens));
     row("peak KV blocks", thousands(r.engine.peak_kv_blocks) + " of " + thousands(r.engine.kv_blocks) + " (" +
                               thousands(r.engine.kv_block_tokens) + " tokens each)");
-    if (!o.report.empty()) write_file_atomic(o.report, report_json(r));
+    if (!o.report.empty()) write_report_file(o.report, report_json(r), out);
     return r.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {
     err << "abridge bench summarize: " << e.what() << '\n';

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -111,7 +112,8 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
     check_prefill_chunk(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
-    if (opt.temperature < 0) throw Error("--temperature must be >= 0");
+    if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
+      throw Error("--temperature must be a finite number, 0 or more, not " + std::to_string(opt.temperature));
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 

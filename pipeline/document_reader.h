@@ -45,8 +45,11 @@ struct Document {
 // Thread-safe.
 Document read_document(const std::string& path, const ReadOptions& options);
 
-// The text-file half of read_document() for bytes already in memory (standard input).
+// The text-file half of read_document() for bytes already in memory (standard input, or a file the caller
+// opened and read once).
 Document read_text(std::string bytes, const ReadOptions& options);
+// The PDF half, for a PDF's bytes already in memory: the extracting child reads them, not the path.
+Document read_pdf(std::string bytes, const ReadOptions& options);
 
 // ReadOptions from the command-line values (--encoding, --ocr auto|never|always, --ocr-lang, --pdf-timeout,
 // --pdf-max-memory). Checks them: throws abridge::Error naming the option. With --ocr auto and no

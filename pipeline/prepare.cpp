@@ -13,6 +13,7 @@
 #include "chunker/chunker.h"
 #include "engine/chat.h"
 #include "engine/error.h"
+#include "engine/read_file.h"
 #include "engine/tokenizer.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"
@@ -30,32 +31,16 @@ bool is_pdf(const std::string& path) {
   return e == ".pdf";
 }
 
-// The document's bytes, read once through one descriptor: a regular file (not a FIFO or a device, not
-// waited on), at most `max_bytes`, read to its end as it is now.
-std::string read_document_bytes(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) throw Error(std::string("cannot open: ") + std::strerror(errno));
+// The document's bytes, read once through one descriptor (open_input: links kept inside its input
+// directory): a regular file (not a FIFO or a device, not waited on), at most `max_bytes`, read to its end
+// as it is now. Everything after reads these bytes, never the path again.
+std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
+  const int fd = open_input(input);
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot read: ") + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
-  if (st.st_size == 0) throw Error("empty file");
-  if (static_cast<uint64_t>(st.st_size) > max_bytes)
-    throw Error("file is too large (" + std::to_string(st.st_size >> 20) + " MiB; the limit is " +
-                std::to_string(max_bytes >> 20) + " MiB)");
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
-    if (n == 0) break;  // it shrank while read: what is there
-    got += static_cast<size_t>(n);
-  }
-  bytes.resize(got);
+  std::string bytes = engine::read_regular_fd(fd, max_bytes);
   if (bytes.empty()) throw Error("empty file");
   return bytes;
 }
@@ -123,7 +108,7 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_document_bytes(input.path, rules.read.max_bytes);
+    std::string bytes = read_document_bytes(input, rules.read.max_bytes);
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
@@ -132,9 +117,7 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
     }
     Document doc;
     if (is_pdf(input.path)) {
-      bytes.clear();
-      bytes.shrink_to_fit();
-      doc = read_document(input.path, rules.read);  // in the bounded child; OCR where the page has no text
+      doc = read_pdf(std::move(bytes), rules.read);  // in the bounded child; OCR where the page has no text
     } else {
       doc = read_text(std::move(bytes), rules.read);  // the bytes hashed above, decoded and cleaned
     }
