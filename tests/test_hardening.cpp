@@ -673,9 +673,10 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
   write_file(t / "a.txt", kText);
   make_fifo(t / "fifo");
   fs::create_symlink("/dev/zero", t / "zero.txt");
+  int made = 0;
   // A model directory whose files are FIFOs, /dev/zero or too large, one at a time.
   auto model_with = [&](const std::string& file, const std::function<void(const fs::path&)>& make) {
-    const fs::path dir = t / ("model-" + file);
+    const fs::path dir = t / ("model-" + std::to_string(++made) + "-" + file);  // one folder per call
     fs::create_directories(dir);
     for (const auto& e : fs::directory_iterator(random_model_dir()))
       if (e.path().filename() != file) fs::create_symlink(e.path(), dir / e.path().filename());
@@ -761,8 +762,9 @@ TEST(HardeningReads, ThreeHundredMegabytesOfNulsAreRefusedFastInBoundedMemory) {
 TEST(HardeningJson, NestingIsBoundedAndErrorsAreOneShortLine) {
   TempDir t;
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  int made = 0;
   auto model_with = [&](const std::string& file, const std::string& text) {
-    const fs::path dir = t / ("model-" + file);
+    const fs::path dir = t / ("model-" + std::to_string(++made) + "-" + file);  // one folder per call
     fs::create_directories(dir);
     for (const auto& e : fs::directory_iterator(random_model_dir()))
       if (e.path().filename() != file) fs::create_symlink(e.path(), dir / e.path().filename());
@@ -830,12 +832,12 @@ TEST(HardeningThreads, AThreadThatCannotStartIsAnErrorNotAHang) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
-// The same through the command: a task limit (RLIMIT_NPROC, as nobody when run as root) makes
+// The same through the command: a task limit (RLIMIT_NPROC set with prlimit, as nobody when run as root) makes
 // `generate --threads 64` fail with one line; --threads out of range is refused before anything loads.
 TEST(HardeningThreads, ATaskLimitIsAnErrorAndThreadsAreBounded) {
   const std::string generate = bin() + " generate --model " + sq(random_model_dir()) +
                                " --device cpu --prompt hello --max-new-tokens 2 --threads 64";
-  const RunResult r = run_shell(as_nobody("ulimit -u 4 && exec timeout 60 " + generate));
+  const RunResult r = run_shell(as_nobody("exec prlimit --nproc=4 timeout 60 " + generate));
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "cannot start CPU thread")) << r.err;
   for (const std::string bad : {"--threads 100000", "--threads=-5", "--threads 1025"}) {
@@ -921,28 +923,35 @@ TEST(HardeningOptions, EveryOutOfRangeValueIsRefusedNamingTheOption) {
 
   // Model fields: checked before they are narrowed or used.
   const json base = json::parse(read_file(random_model_dir() / "config.json"));
-  const std::vector<std::pair<std::string, json>> fields = {
-      {"eos_token_id", json(int64_t{1} << 40)},
-      {"eos_token_id", json::array({151645, int64_t{1} << 40})},
-      {"eos_token_id", json(-1)},
-      {"bos_token_id", json(int64_t{1} << 40)},
-      {"sliding_window", json(int64_t{1} << 40)},
-      {"max_window_layers", json(-1)},
-      {"rope_theta", json::parse("1e400")},
-      {"vocab_size", json(int64_t{1} << 40)},
-      {"num_hidden_layers", json(0)},
+  // (field, its value as JSON text, what the message must name: the field, or the value the JSON
+  // parser cannot hold)
+  const std::vector<std::tuple<std::string, std::string, std::string>> fields = {
+      {"eos_token_id", "1099511627776", "eos_token_id"},
+      {"eos_token_id", "[151645, 1099511627776]", "eos_token_id"},
+      {"eos_token_id", "-1", "eos_token_id"},
+      {"bos_token_id", "1099511627776", "bos_token_id"},
+      {"sliding_window", "1099511627776", "sliding_window"},
+      {"max_window_layers", "-1", "max_window_layers"},
+      {"rope_theta", "0.5", "rope_theta"},
+      {"rope_theta", "1e400", "number overflow parsing '1e400'"},
+      {"vocab_size", "1099511627776", "vocab_size"},
+      {"num_hidden_layers", "0", "num_hidden_layers"},
   };
-  for (const auto& [field, value] : fields) {
+  int made = 0;
+  for (const auto& [field, value, expect] : fields) {
     json config = base;
-    config[field] = value;
-    const fs::path dir = t / ("model-" + field + "-" + value.dump());
+    config[field] = "@VALUE@";
+    std::string text = config.dump();
+    text.replace(text.find("\"@VALUE@\""), 9, value);
+    const fs::path dir = t / ("model-" + std::to_string(++made));
     fs::create_directories(dir);
     for (const auto& e : fs::directory_iterator(random_model_dir()))
       if (e.path().filename() != "config.json") fs::create_symlink(e.path(), dir / e.path().filename());
-    write_file(dir / "config.json", config.dump());
+    write_file(dir / "config.json", text);
     const RunResult r = abridge_within(60, "model info " + sq(dir));
-    EXPECT_EQ(r.exit_code, 2) << field << " = " << value.dump() << ": " << r.err;
-    EXPECT_TRUE(contains(r.err, field)) << field << " = " << value.dump() << ": " << r.err;
+    EXPECT_EQ(r.exit_code, 2) << field << " = " << value << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, expect)) << field << " = " << value << ": " << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
   }
 }
 
@@ -995,7 +1004,7 @@ TEST(HardeningSignals, WatchStopsOnSighupWithALogLine) {
 TEST(HardeningSignals, AnEmptySummaryFromTheModelFailsTheDocument) {
   TempDir t, out, out2;
   write_file(t / "a.txt", kText);
-  const std::string args = " -o " + sq(out.path()) + " --device cpu --summary-tokens 16 --context-tokens 1024 --format json";
+  const std::string args = " -o " + sq(out.path()) + " --device cpu --summary-tokens 32 --context-tokens 1024 --format json";
   RunResult r = abridge_within(300, "summarize " + sq(t / "a.txt") + " --model " + sq(random_model_dir()) + args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string summary = json::parse(read_file(out / "a.txt.summary.json"))["summary"];
@@ -1018,7 +1027,7 @@ TEST(HardeningSignals, AnEmptySummaryFromTheModelFailsTheDocument) {
   config["eos_token_id"] = first;
   write_file(model / "config.json", config.dump());
   r = abridge_within(300, "summarize " + sq(t / "a.txt") + " --model " + sq(model) + " -o " + sq(out2.path()) +
-                              " --device cpu --summary-tokens 16 --context-tokens 1024 --format json");
+                              " --device cpu --summary-tokens 32 --context-tokens 1024 --format json");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "a.txt: the model returned an empty summary")) << r.err;
   EXPECT_FALSE(fs::exists(out2 / "a.txt.summary.json"));
