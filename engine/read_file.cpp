@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 #include <vector>
@@ -53,6 +54,20 @@ std::string read_regular_fd(int fd, size_t max_bytes) {
     got += static_cast<size_t>(n);
   }
   bytes.resize(got);
+  return bytes;
+}
+
+std::string read_stream_bounded(std::istream& in, size_t max_bytes) {
+  std::string bytes;
+  char buf[1 << 16];
+  while (in) {
+    in.read(buf, sizeof buf);
+    const auto n = static_cast<size_t>(in.gcount());
+    if (n == 0) break;
+    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + mib(max_bytes) + ")");
+    bytes.append(buf, n);
+  }
+  if (in.bad()) throw Error("read error");
   return bytes;
 }
 

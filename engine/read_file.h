@@ -12,6 +12,7 @@
 #include <fcntl.h>
 
 #include <cstddef>
+#include <iosfwd>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
@@ -38,6 +39,11 @@ std::string read_regular_file(const std::string& path, size_t max_bytes, bool no
 // the file as it is now: if it shrinks while read, what is there; it never reads past `max_bytes`, and
 // never more than the size fstat() gave (a file that grows is read to that size).
 std::string read_regular_fd(int fd, size_t max_bytes);
+
+// Reads `in` (standard input: a pipe, a terminal, /dev/zero) to its end, at most `max_bytes`: one byte
+// more is abridge::Error("too large (more than M MiB)"), so an endless stream is refused at the bound
+// instead of filling memory.
+std::string read_stream_bounded(std::istream& in, size_t max_bytes);
 
 // "too large (N MiB; the limit is M MiB)", the one wording for size bounds.
 std::string too_large_message(unsigned long long bytes, size_t max_bytes);

@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "pipeline/commands.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
@@ -111,7 +112,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
         << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction << ")\n";
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -17,9 +17,11 @@
 #include "engine/error.h"
 #include "engine/generate.h"
 #include "engine/model.h"
+#include "engine/read_file.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
@@ -31,7 +33,12 @@ using engine::Tokenizer;
 
 std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
-  std::string text(std::istreambuf_iterator<char>(std::cin), {});
+  std::string text;
+  try {
+    text = engine::read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
+  } catch (const Error& e) {
+    throw Error(std::string("<stdin>: ") + e.what());
+  }
   const size_t bad = engine::find_invalid_utf8(text);
   if (bad != std::string::npos) throw Error("<stdin>: invalid UTF-8 at byte " + std::to_string(bad));
   return text;
@@ -90,7 +97,7 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
     out << line << '\n';
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -151,7 +158,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     }
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -183,7 +190,7 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
         << opt.dtype << ", seed " << opt.seed << '\n';
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -231,7 +238,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                                   " for the full context)");
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

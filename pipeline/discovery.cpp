@@ -15,8 +15,10 @@
 #include <istream>
 #include <map>
 #include <optional>
+#include <sstream>
 
 #include "engine/error.h"
+#include "engine/read_file.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
 
@@ -298,8 +300,17 @@ DiscoveredInputs discover_inputs(const SummarizeOptions& o, std::istream& in) {
       args.push_back(a);
       continue;
     }
+    // The list is bounded (64 MiB: a million long paths) so that /dev/zero or an endless pipe is refused,
+    // not read until memory runs out.
+    std::string list;
+    try {
+      list = engine::read_stream_bounded(in, kMaxStdinListBytes);
+    } catch (const Error& e) {
+      throw Error(std::string("-: the paths on standard input: ") + e.what());
+    }
+    std::istringstream lines(list);
     std::string line;
-    while (std::getline(in, line)) {
+    while (std::getline(lines, line)) {
       while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
       if (!line.empty()) args.push_back(line);
     }

@@ -28,6 +28,9 @@ namespace abridge::pipeline {
 
 struct SummarizeOptions;
 
+// The list of paths read from standard input ("-") is at most this long.
+inline constexpr size_t kMaxStdinListBytes = size_t{64} << 20;
+
 // Folders below an input directory that discovery enters at most (each level holds a descriptor).
 inline constexpr int kMaxFolderDepth = 128;
 
@@ -58,7 +61,8 @@ struct DiscoveredInputs {
 // Files, directories (--recursive, --include/--exclude) and "-" (paths on `in`, one a line). When
 // options.out_dir exists, it and everything inside it are left out. Two inputs that would write one
 // output: the same file (reached twice) is taken once; a different file is a BadInput naming the first.
-// Never throws for a path.
+// Never throws for a path; throws abridge::Error when the list on standard input is longer than
+// kMaxStdinListBytes.
 DiscoveredInputs discover_inputs(const SummarizeOptions& options, std::istream& in);
 
 // Opens an input for reading (O_RDONLY | O_NONBLOCK: a FIFO is never waited on; the caller checks that

@@ -254,7 +254,7 @@ bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) c
   try {
     const auto record = read_at(done_fd_, done_name(rel), kMaxRecordBytes);
     if (!record) return false;
-    const json j = json::parse(*record);
+    const json j = engine::parse_json_bounded(*record, 4);  // {"key": ..., "output_sha256": ...}
     if (!j.is_object() || j.value("key", "") != job_key) return false;
     const std::vector<std::string> parts = components(rel);
     Fd dir(::dup(dir_fd_));

@@ -24,6 +24,7 @@
 #include "pipeline/driver.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/prepare.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
@@ -702,7 +703,7 @@ int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {
-    err << "abridge summarize: " << e.what() << '\n';
+    err << "abridge summarize: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

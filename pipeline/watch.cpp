@@ -29,6 +29,7 @@
 #include "engine/error.h"
 #include "pipeline/commands.h"
 #include "pipeline/output_dir.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
@@ -640,12 +641,12 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
     Watch watch(options, std::move(roots), session, watch_log);
     return options.once ? watch.once() : watch.forever();
   } catch (const Error& e) {
-    log << "abridge watch: " << e.what() << '\n';
+    log << "abridge watch: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   } catch (const std::exception& e) {
     // Summarizer::run reports document errors itself; what escapes is the environment (a full disk,
     // a failed device). Exit non-zero so that a service manager restarts the watch, which resumes.
-    log << "abridge watch: fatal: " << e.what() << '\n';
+    log << "abridge watch: fatal: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -636,6 +636,15 @@ TEST(HardeningNames, BytesOnDiskEscapedInMessagesLogsAndJson) {
   r = abridge_within(60, run);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "0 summarized, 4 up to date, 0 failed")) << r.err;
+  // A fatal error that names one is escaped the same way (a model folder, a tokenizer file).
+  for (const std::string& cmd : {"model info " + sq(docs / names[2]),
+                                 "tokenize --tokenizer " + sq(docs / names[2]) + " " + sq(docs / names[3])}) {
+    r = abridge_within(60, cmd);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err.find('\x1B'), std::string::npos) << r.err;
+    EXPECT_TRUE(contains(r.err, "esc\\x1B[31mred.txt")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+  }
   // watch logs them escaped too.
   TempDir out2;
   r = abridge_within(60, "watch " + sq(docs) + " -o " + sq(out2.path()) + " --once");
@@ -711,6 +720,8 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
       {"chunk " + sq(t / "fifo") + " --max-tokens 64", "fifo: not a regular file"},
       {"summarize " + sq(t / "zero.txt") + " " + sq(t / "fifo") + ".txt -o " + sq(t / "o5"), "zero.txt: not a regular file"},
   };
+  // Standard input is read up to a bound: an endless stream of NULs is refused there.
+  cases.push_back({"summarize - -o " + sq(t / "o6") + " </dev/zero", "the paths on standard input: too large (more than 64 MiB)"});
   make_fifo(t / "fifo.txt");
   for (const Case& c : cases) {
     const auto t0 = std::chrono::steady_clock::now();
