@@ -69,6 +69,7 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("chunk-tokens", po::value(&o.chunk_tokens)->default_value(0), "chunk size for map-reduce in tokens (0: half the context, 512..32768; or at least 16)")
       ("include", po::value(&o.include)->composing(), "only paths matching this glob (repeatable)")
       ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (repeatable)")
+      ("outline", po::bool_switch(&o.outline), "md and json: after the summary, a short summary of each top-level section with its pages (a model summarizes each section of a one-pass document in a request of its own, or joins the summaries of its chunks)")
       ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line")
       ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF's text, and again for each page read by OCR (0.1..86400)")

@@ -113,6 +113,12 @@ void ServingEngine::fail_all(const std::string& message) {
   for (int64_t id : ids) finish(id, FinishReason::kError, message);
 }
 
+size_t decode_bucket(int64_t batch) {
+  size_t b = 0;
+  while (b + 1 < kDecodeBucketFirst.size() && batch >= kDecodeBucketFirst[b + 1]) ++b;
+  return b;
+}
+
 bool ServingEngine::step() {
   {
     std::lock_guard lock(mu_);
@@ -194,8 +200,16 @@ bool ServingEngine::step_once() {
   counters_.decode_tokens += st.decode_tokens;
   counters_.generated_tokens += generated;
   const bool decode_only = st.decode_tokens > 0 && st.prefill_tokens == 0;
+  const double step_seconds = seconds(step_start, Clock::now());
   counters_.decode_only_steps += decode_only;
-  (decode_only ? counters_.decode_only_seconds : counters_.prefill_step_seconds) += seconds(step_start, Clock::now());
+  (decode_only ? counters_.decode_only_seconds : counters_.prefill_step_seconds) += step_seconds;
+  if (decode_only) {
+    DecodeStepBucket& b = counters_.decode_by_batch[decode_bucket(static_cast<int64_t>(st.plan.size()))];
+    ++b.steps;
+    b.seconds += step_seconds;
+    b.sequences += static_cast<int64_t>(st.plan.size());
+    for (int32_t p : st.plan.positions) b.kv_tokens += p + 1;
+  }
   counters_.preemptions += static_cast<int64_t>(st.preempted.size());
   counters_.recomputed_tokens = scheduler_.recomputed_tokens();
   counters_.peak_kv_blocks = scheduler_.peak_blocks();

@@ -8,6 +8,7 @@
 // call run_until_idle()/step()/stop() (submit() and cancel() are fine).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -60,6 +61,19 @@ struct RequestResult {
   double decode_seconds = 0;    // first token -> finish
 };
 
+// Decode-only steps of one range of batch sizes: how many, their wall time, the sequences they
+// decoded and the KV tokens those read (the sum of their contexts): with the weights read once per
+// step, what the copy ceiling allows them (`bench summarize` prints one row per range).
+struct DecodeStepBucket {
+  int64_t steps = 0;
+  double seconds = 0;
+  int64_t sequences = 0;
+  int64_t kv_tokens = 0;
+};
+// The ranges: batch 1, 2-4, 5-16, 17-64, 65 and more.
+inline constexpr std::array<int64_t, 5> kDecodeBucketFirst{1, 2, 5, 17, 65};
+size_t decode_bucket(int64_t batch);
+
 // Monotonic totals for a progress display; a snapshot, read from any thread.
 struct EngineCounters {
   int64_t submitted = 0;
@@ -70,6 +84,7 @@ struct EngineCounters {
   int64_t decode_only_steps = 0; // steps with decode tokens and no prefill chunk (the weights read for them alone)
   double decode_only_seconds = 0;  // wall time of those steps (plan, forward, sampling)
   double prefill_step_seconds = 0; // wall time of the steps with a prefill chunk
+  std::array<DecodeStepBucket, kDecodeBucketFirst.size()> decode_by_batch{};  // decode-only steps by batch size
   int64_t generated_tokens = 0;  // tokens streamed out
   int64_t preemptions = 0;       // sequences sent back to the queue (each time)
   int64_t recomputed_tokens = 0; // tokens computed again after preemption

@@ -254,6 +254,29 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     row("recomputed tokens", thousands(r.engine.recomputed_tokens));
     row("peak KV blocks", thousands(r.engine.peak_kv_blocks) + " of " + thousands(r.engine.kv_blocks) + " (" +
                               thousands(r.engine.kv_block_tokens) + " tokens each)");
+    // Decode-only steps by batch size, each range beside its copy floor (its weights read once per step
+    // and the KV its sequences read): where decode time is lost, by batch and context.
+    if (r.engine.decode_only_steps > 0) {
+      out << "\n| decode-only steps, batch | steps | mean context | ms per step | copy floor ms | share |\n"
+             "|---|---:|---:|---:|---:|---:|\n";
+      const auto& ranges = r.engine.decode_by_batch;
+      for (size_t b = 0; b < ranges.size(); ++b) {
+        const EngineReport::DecodeRange& d = ranges[b];
+        if (d.steps == 0) continue;
+        const std::string name = b + 1 < ranges.size() ? (ranges[b + 1].first_batch - 1 == d.first_batch
+                                                              ? std::to_string(d.first_batch)
+                                                              : std::to_string(d.first_batch) + "-" +
+                                                                    std::to_string(ranges[b + 1].first_batch - 1))
+                                                       : std::to_string(d.first_batch) + "+";
+        const double steps = static_cast<double>(d.steps);
+        const double ms = 1e3 * d.seconds / steps;
+        const double floor_ms =
+            copy > 0 ? 1e3 * (weight_bytes + static_cast<double>(d.kv_tokens) * kv_per_token / steps) / copy : 0;
+        out << "| " << name << " (mean " << fmt(static_cast<double>(d.sequences) / steps, 1) << ") | " << thousands(d.steps)
+            << " | " << thousands(d.sequences > 0 ? d.kv_tokens / d.sequences : 0) << " | " << fmt(ms, 2) << " | "
+            << fmt(floor_ms, 2) << " | " << (ms > 0 ? fmt(100.0 * floor_ms / ms, 1) + "%" : "-") << " |\n";
+      }
+    }
     if (!o.report.empty()) write_report_file(o.report, report_json(r), out);
     return r.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {

@@ -37,6 +37,17 @@ DocPlan::DocPlan(std::vector<PlanPiece> pieces, std::vector<PlanRequest> map, Me
   results_.resize(pending_.size());
 }
 
+void DocPlan::add_side_requests(std::vector<PlanRequest> side) {
+  ABRIDGE_CHECK(outstanding_ == 0 && completed_ == 0 && level_ == 0, "side requests come before the first take");
+  for (PlanRequest& r : side) {
+    r.level = kSideLevel;
+    r.index = side_.size();
+    side_.emplace_back();
+    side_done_.push_back(false);
+    pending_.push_back(std::move(r));
+  }
+}
+
 std::vector<PlanRequest> DocPlan::take_requests() {
   std::vector<PlanRequest> out = std::move(pending_);
   pending_.clear();
@@ -45,7 +56,16 @@ std::vector<PlanRequest> DocPlan::take_requests() {
 }
 
 void DocPlan::complete(int level, size_t index, std::string summary) {
-  ABRIDGE_CHECK(!done() && level == level_ && index < results_.size() && !results_[index] && outstanding_ > 0,
+  if (level == kSideLevel) {
+    ABRIDGE_CHECK(index < side_.size() && !side_done_[index] && outstanding_ > 0,
+                  "side request " + std::to_string(index) + " completed twice");
+    side_[index] = std::move(summary);
+    side_done_[index] = true;
+    ++side_completed_;
+    --outstanding_;
+    return;
+  }
+  ABRIDGE_CHECK(!summary_ && level == level_ && index < results_.size() && !results_[index] && outstanding_ > 0,
                 "request " + std::to_string(level) + "/" + std::to_string(index) + " completed twice or out of turn");
   results_[index] = std::move(summary);
   --outstanding_;
@@ -73,7 +93,7 @@ void DocPlan::next_level() {
     const std::vector<std::string> part(level.begin() + static_cast<std::ptrdiff_t>(at),
                                         level.begin() + static_cast<std::ptrdiff_t>(at + groups[g]));
     at += groups[g];
-    pending_.push_back({level_, g, merge_.instruction, merge_.join(part), {}});
+    pending_.push_back({level_, g, merge_.instruction, merge_.join(part), {}, 0});
   }
 }
 

@@ -16,11 +16,16 @@ namespace abridge::pipeline {
 
 // One summary the engine must write.
 struct PlanRequest {
-  int level = 0;     // 0: the whole document, or one chunk of it; 1, 2, ...: merges
+  int level = 0;     // 0: the whole document, or one chunk of it; 1, 2, ...: merges; kSideLevel: side requests
   size_t index = 0;  // its place in its level
   std::string instruction, text;
   std::vector<int32_t> prompt_ids;  // the request's tokens when already encoded (level 0), else empty
+  int64_t max_new_tokens = 0;       // the reply's length; 0: the summary length
 };
+
+// Side requests (an outline's section summaries) run beside level 0; their summaries are kept apart,
+// never merged.
+inline constexpr int kSideLevel = -1;
 
 // A chunk of a map-reduce plan, with its summary once written.
 struct PlanPiece {
@@ -52,16 +57,20 @@ class DocPlan {
   // Map-reduce: one request per piece (level 0, in order), then merges.
   DocPlan(std::vector<PlanPiece> pieces, std::vector<PlanRequest> map, MergeRule merge);
 
-  // The current level's requests not handed out yet; each is handed out once.
+  // Adds side requests (kSideLevel, indices 0, 1, ... in order); call before the first take_requests().
+  void add_side_requests(std::vector<PlanRequest> side);
+  // The current level's requests (and the side requests) not handed out yet; each is handed out once.
   std::vector<PlanRequest> take_requests();
   // The summary of request (level, index) of the current level. When it completes the level, the next
   // level's requests become available (or the plan is done). Throws abridge::Error when the summaries
   // cannot be merged (merge_groups).
   void complete(int level, size_t index, std::string summary);
 
-  bool done() const { return summary_.has_value(); }
+  // The summary is written and every side request has its summary.
+  bool done() const { return summary_.has_value() && side_completed_ == side_.size(); }
   const std::string& summary() const { return *summary_; }  // when done()
   const std::vector<PlanPiece>& pieces() const { return pieces_; }  // with their summaries once level 0 is complete
+  const std::vector<std::string>& side_summaries() const { return side_; }  // in order, once done()
   int level() const { return level_; }
   size_t level_size() const { return results_.size(); }
   size_t outstanding() const { return outstanding_; }  // handed out, not completed
@@ -75,6 +84,9 @@ class DocPlan {
   std::vector<std::optional<std::string>> results_;  // (level size) the current level's summaries
   size_t outstanding_ = 0, completed_ = 0;
   std::optional<std::string> summary_;
+  std::vector<std::string> side_;
+  std::vector<bool> side_done_;
+  size_t side_completed_ = 0;
 };
 
 }  // namespace abridge::pipeline

@@ -1,12 +1,6 @@
 #include "pipeline/document_reader.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 #include "engine/error.h"
 #include "engine/read_file.h"

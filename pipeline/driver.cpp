@@ -77,7 +77,7 @@ void Driver::submit_ready(uint64_t id) {
       }
       engine::Request er;
       er.prompt = r.prompt_ids.empty() ? rules_.encode_request(d.lang, r.instruction, r.text) : std::move(r.prompt_ids);
-      er.max_new_tokens = rules_.options->summary_tokens;
+      er.max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens : rules_.options->summary_tokens;
       er.stop_ids = rules_.stop_ids;
       er.vocab_limit = rules_.tokenizer->n_tokens();
       er.priority = priority;
@@ -124,7 +124,7 @@ bool Driver::step() {
 
 void Driver::complete(uint64_t id, int level, size_t index, std::string summary) {
   PreparedDoc& d = docs_.at(id);
-  if (level == 0 && hooks_.chunk_done) hooks_.chunk_done();
+  if (level == 0 && hooks_.chunk_done) hooks_.chunk_done();  // side requests are not chunks
   try {
     d.plan->complete(level, index, std::move(summary));
   } catch (const Error& e) {
@@ -141,6 +141,7 @@ void Driver::finish(uint64_t id) {
   ++wave_finished_;
   d.summary = d.plan->summary();
   d.pieces = d.plan->pieces();
+  fill_outline(d, *d.plan);
   d.plan.reset();
   if (d.summary.empty()) {
     d.state = PreparedDoc::State::kFailed;

@@ -45,9 +45,22 @@ std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
   return bytes;
 }
 
+// Tokens of an outline section's summary.
+int64_t section_tokens(const SummarizeOptions& o) { return std::max<int64_t>(48, o.summary_tokens / 4); }
+
+// The document's top-level sections (as the extractive summarizer lists them).
+std::vector<OutlineSection> top_sections(const std::string& text, const chunker::TokenCounter& counter) {
+  ExtractiveOptions eo;
+  eo.max_tokens = 16;  // the listing is what is wanted here, not the summary
+  std::vector<OutlineSection> out;
+  for (const SectionSummary& s : summarize_extractive(text, counter, eo).sections) out.push_back({s.title, s.begin, s.end, ""});
+  return out;
+}
+
 std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
   const SummarizeOptions& o = *rules.options;
   const TokenizerCounter counter(*rules.tokenizer);
+  if (o.outline) d.sections = top_sections(d.text, counter);
   MergeRule merge;
   merge.instruction = rules.prompts.merge(d.lang);
   merge.room = rules.context - o.summary_tokens - 256 - rules.count(merge.instruction);
@@ -58,10 +71,20 @@ std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
   const int64_t overhead = rules.count(single) + 64;
   if (d.input_tokens + overhead + o.summary_tokens <= rules.context) {
     // One pass: the whole document in one prompt (the engine prefills it in chunks).
-    PlanRequest r{0, 0, single, chunker::clean_text(d.text), {}};
+    PlanRequest r{0, 0, single, chunker::clean_text(d.text), {}, 0};
     r.prompt_ids = rules.encode_request(d.lang, r.instruction, r.text);
     if (static_cast<int64_t>(r.prompt_ids.size()) + o.summary_tokens <= rules.context) {
       d.plan.emplace(std::move(r), std::move(merge));
+      if (d.sections.size() > 1) {  // one extra request per section (a single section is the summary itself)
+        std::vector<PlanRequest> side;
+        for (const OutlineSection& sec : d.sections) {
+          PlanRequest q{kSideLevel, 0, rules.prompts.section(d.lang, sec.title, section_tokens(o)),
+                        chunker::clean_text(std::string_view(d.text).substr(sec.begin, sec.end - sec.begin)), {}, section_tokens(o)};
+          q.prompt_ids = rules.encode_request(d.lang, q.instruction, q.text);
+          side.push_back(std::move(q));
+        }
+        d.plan->add_side_requests(std::move(side));
+      }
       return {};
     }
   }
@@ -74,7 +97,7 @@ std::string plan_document(PreparedDoc& d, const SummaryRules& rules) {
   std::vector<PlanRequest> map;
   for (size_t k = 0; k < chunks.size(); ++k) {
     pieces.push_back({chunks[k].start, chunks[k].end, chunks[k].section, static_cast<int64_t>(chunks[k].tokens), ""});
-    PlanRequest r{0, k, rules.prompts.chunk(d.lang, chunks[k].section), chunks[k].text, {}};
+    PlanRequest r{0, k, rules.prompts.chunk(d.lang, chunks[k].section), chunks[k].text, {}, 0};
     r.prompt_ids = rules.encode_request(d.lang, r.instruction, r.text);
     if (static_cast<int64_t>(r.prompt_ids.size()) + o.summary_tokens > rules.context)
       return "a prompt of " + std::to_string(r.prompt_ids.size()) + " tokens does not fit the context of " +
@@ -108,7 +131,7 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_document_bytes(input, rules.read.max_bytes);
+    std::string bytes = read_document_bytes(input, rules.read.max_bytes);  // read once: hashed, then decoded
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
@@ -139,10 +162,15 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
       const TokenizerCounter counter(*rules.tokenizer);
       ExtractiveOptions eo;
       eo.max_tokens = o.summary_tokens;
+      eo.outline = o.outline;
+      eo.section_tokens = section_tokens(o);
       const ExtractiveSummary s = summarize_extractive(d.text, counter, eo);
       if (s.text.empty()) throw Error("no sentences to summarize");
       d.summary = s.text;
       for (const auto& [b, e] : s.spans) d.pieces.push_back({b, e, "", 0, d.text.substr(b, e - b)});
+      for (const ExtractedSentence& x : s.sentences) d.sentences.push_back({x.begin, x.end, x.section});
+      if (o.outline)
+        for (const SectionSummary& sec : s.sections) d.sections.push_back({sec.title, sec.begin, sec.end, sec.text});
       d.state = PreparedDoc::State::kSummarized;
       return d;
     }
@@ -158,17 +186,74 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   return d;
 }
 
+void fill_outline(PreparedDoc& d, const DocPlan& plan) {
+  if (d.sections.empty()) return;
+  if (!plan.side_summaries().empty()) {
+    for (size_t k = 0; k < d.sections.size() && k < plan.side_summaries().size(); ++k) d.sections[k].summary = plan.side_summaries()[k];
+  } else if (!plan.pieces().empty()) {
+    for (OutlineSection& sec : d.sections) {
+      std::string joined;
+      for (const PlanPiece& p : plan.pieces())
+        if (p.start >= sec.begin && p.start < sec.end && !p.summary.empty()) joined += (joined.empty() ? "" : "\n\n") + p.summary;
+      sec.summary = joined;
+    }
+  } else if (d.sections.size() == 1) {
+    d.sections[0].summary = plan.summary();
+  }
+}
+
+namespace {
+
+// The 1-based page of byte `offset` of a PDF's text; 0 when the document has no pages.
+int64_t page_of(const PreparedDoc& d, size_t offset) {
+  if (d.page_starts.empty()) return 0;
+  return std::upper_bound(d.page_starts.begin(), d.page_starts.end(), offset) - d.page_starts.begin();
+}
+
+}  // namespace
+
 std::string render_output(const PreparedDoc& d, const SummaryRules& rules, double seconds) {
   const SummarizeOptions& o = *rules.options;
-  if (o.format == "txt") return d.summary + "\n";
-  if (o.format == "md") return "# " + shown_path(fs::path(d.input.path).filename().string()) + "\n\n" + d.summary + "\n";
   using nlohmann::json;
+  auto pages = [&](size_t begin, size_t end) {  // {"first_page", "last_page"} of a PDF's span; null otherwise
+    if (d.page_starts.empty()) return std::pair<json, json>(nullptr, nullptr);
+    return std::pair<json, json>(page_of(d, begin), page_of(d, end > begin ? end - 1 : begin));
+  };
+  if (o.format == "txt") return d.summary + "\n";
+  if (o.format == "md") {
+    std::string md = "# " + shown_path(fs::path(d.input.path).filename().string()) + "\n\n" + d.summary + "\n";
+    if (!d.sections.empty()) {
+      md += "\n## Sections\n";
+      for (const OutlineSection& sec : d.sections) {
+        const auto [first, last] = pages(sec.begin, sec.end);
+        std::string where;
+        if (!first.is_null()) where = first == last ? " (page " + first.dump() + ")" : " (pages " + first.dump() + "–" + last.dump() + ")";
+        md += "\n### " + (sec.title.empty() ? std::string("Before the first heading") : sec.title) + where + "\n\n" +
+              (sec.summary.empty() ? std::string("(no summary)") : sec.summary) + "\n";
+      }
+    }
+    return md;
+  }
   json chunks = json::array();
-  for (const PlanPiece& p : d.pieces)
-    chunks.push_back({{"start", p.start}, {"end", p.end}, {"section", p.section}, {"tokens", p.tokens}, {"summary", p.summary}});
+  for (const PlanPiece& p : d.pieces) {
+    const auto [first, last] = pages(p.start, p.end);
+    chunks.push_back({{"start", p.start}, {"end", p.end}, {"first_page", first}, {"last_page", last}, {"section", p.section},
+                      {"tokens", p.tokens}, {"summary", p.summary}});
+  }
+  json sentences = json::array();
+  for (const SourceSpan& x : d.sentences) {
+    const auto [first, last] = pages(x.begin, x.end);
+    sentences.push_back({{"start", x.begin}, {"end", x.end}, {"first_page", first}, {"last_page", last}, {"section", x.section}});
+  }
+  json sections = json::array();
+  for (const OutlineSection& sec : d.sections) {
+    const auto [first, last] = pages(sec.begin, sec.end);
+    sections.push_back({{"title", sec.title}, {"start", sec.begin}, {"end", sec.end}, {"first_page", first},
+                        {"last_page", last}, {"summary", sec.summary}});
+  }
   json input = {{"encoding", d.encoding.empty() ? json(nullptr) : json(d.encoding)}, {"pages", d.page_starts.size()},
                 {"page_starts", d.page_starts}, {"ocr_pages", d.ocr_pages}, {"ocr_languages", d.ocr_languages}};
-  const json j = {{"summary", d.summary},
+  json j = {{"summary", d.summary},
                   {"chunks", chunks},
                   {"input", input},
                   {"source", shown_path(d.input.path)},
@@ -180,6 +265,8 @@ std::string render_output(const PreparedDoc& d, const SummaryRules& rules, doubl
                   {"language", language_code(d.lang)},
                   {"tokens", {{"input", d.input_tokens}, {"generated", d.generated_tokens}}},
                   {"timings", {{"seconds", seconds}}}};
+  if (!d.sentences.empty()) j["sentences"] = sentences;
+  if (o.outline) j["sections"] = sections;
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 

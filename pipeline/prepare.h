@@ -47,6 +47,19 @@ struct SummaryRules {
   int64_t count(std::string_view text) const;
 };
 
+// One top-level section of a document, for an outline (--outline), and where a piece of the summary
+// comes from.
+struct OutlineSection {
+  std::string title;          // its heading; "" for the text before the first heading
+  size_t begin = 0, end = 0;  // byte range in the document's text
+  std::string summary;        // its own short summary, once written
+};
+// One sentence of an extractive summary, pointing back into the document's text.
+struct SourceSpan {
+  size_t begin = 0, end = 0;
+  int section = -1;  // index into PreparedDoc::sections, -1 when none
+};
+
 // A document on its way: prepared by a worker, then planned requests through an engine (LLM), or
 // already summarized (extractive).
 struct PreparedDoc {
@@ -66,12 +79,18 @@ struct PreparedDoc {
   std::optional<DocPlan> plan;        // kPlanned: its level-0 requests carry their token ids
   std::string summary;                // kSummarized (and the LLM's once the plan is done)
   std::vector<PlanPiece> pieces;      // chunks (map-reduce) or extracted sentences, with summaries
+  std::vector<SourceSpan> sentences;  // extractive: the chosen sentences
+  std::vector<OutlineSection> sections;  // --outline: the top-level sections, summarized
   int64_t generated_tokens = 0;
   std::chrono::steady_clock::time_point started;
 };
 
 // Never throws: every problem with the document becomes kFailed with its reason.
 PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rules, const OutputDir& out);
+
+// --outline with a model: each top-level section's summary, from the plan once it is done: its own side
+// request when the document went in one pass, else the summaries of its chunks (the map step).
+void fill_outline(PreparedDoc& doc, const DocPlan& plan);
 
 // The output file's bytes for a summarized document (md, json or txt).
 std::string render_output(const PreparedDoc& doc, const SummaryRules& rules, double seconds);

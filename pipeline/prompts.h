@@ -20,12 +20,14 @@ class Prompts {
   std::string single(Language lang) const;  // a whole document in one request
   std::string chunk(Language lang, const std::string& section) const;  // one part of a longer document
   std::string merge(Language lang) const;  // summaries of consecutive parts, to be merged
+  // One top-level section, for an outline, in at most about `words` words.
+  std::string section(Language lang, const std::string& title, int64_t words) const;
   // "Part 1: ...\n\nPart 2: ..." (第1部分：...): the text of a merge request.
   static std::string join(const std::vector<std::string>& summaries, Language lang);
   bool custom() const { return !custom_.empty(); }
 
  private:
-  std::string fill(const std::string& templ, const std::string& section, Language lang) const;
+  std::string fill(const std::string& templ, const std::string& section, Language lang, int64_t words = 0) const;
   std::string custom_;
   int64_t summary_tokens_;
 };

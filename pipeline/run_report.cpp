@@ -1,5 +1,6 @@
 #include "pipeline/run_report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <nlohmann/json.hpp>
@@ -7,21 +8,7 @@
 
 namespace abridge::pipeline {
 
-void merge_into(BatchReport& total, BatchReport part) {
-  for (auto& d : part.documents) total.documents.push_back(std::move(d));
-  total.summarized += part.summarized;
-  total.skipped += part.skipped;
-  total.failed += part.failed;
-  total.input_tokens += part.input_tokens;
-  total.generated_tokens += part.generated_tokens;
-  total.llm = total.llm || part.llm;
-  if (!part.device.empty() && total.device.find(part.device) == std::string::npos)
-    total.device += (total.device.empty() ? "" : " + ") + part.device;
-  auto earliest = [](double a, double b) { return a < 0 ? b : b < 0 ? a : std::min(a, b); };
-  total.first_step_seconds = earliest(total.first_step_seconds, part.first_step_seconds);
-  total.first_summary_seconds = earliest(total.first_summary_seconds, part.first_summary_seconds);
-  EngineReport& e = total.engine;
-  const EngineReport& p = part.engine;
+EngineReport& operator+=(EngineReport& e, const EngineReport& p) {
   e.steps += p.steps;
   e.prefill_tokens += p.prefill_tokens;
   e.decode_tokens += p.decode_tokens;
@@ -32,7 +19,14 @@ void merge_into(BatchReport& total, BatchReport part) {
   e.recomputed_tokens += p.recomputed_tokens;
   e.peak_kv_blocks = std::max(e.peak_kv_blocks, p.peak_kv_blocks);
   if (e.kv_blocks == 0) e.kv_blocks = p.kv_blocks, e.kv_block_tokens = p.kv_block_tokens;
-  total.requests.insert(total.requests.end(), part.requests.begin(), part.requests.end());
+  if (e.decode_by_batch.size() < p.decode_by_batch.size()) e.decode_by_batch.resize(p.decode_by_batch.size());
+  for (size_t b = 0; b < p.decode_by_batch.size(); ++b) {
+    EngineReport::DecodeRange& t = e.decode_by_batch[b];
+    const EngineReport::DecodeRange& q = p.decode_by_batch[b];
+    t.first_batch = q.first_batch;
+    t.steps += q.steps, t.sequences += q.sequences, t.kv_tokens += q.kv_tokens, t.seconds += q.seconds;
+  }
+  return e;
 }
 
 std::string format_duration(double s) {
@@ -145,6 +139,13 @@ std::string report_json(const BatchReport& r) {
                    {"peak_kv_blocks", e.peak_kv_blocks},
                    {"kv_blocks", e.kv_blocks},
                    {"kv_block_tokens", e.kv_block_tokens},
+                   {"decode_by_batch", [&] {
+                      json a = json::array();
+                      for (const auto& d : e.decode_by_batch)
+                        a.push_back({{"first_batch", d.first_batch}, {"steps", d.steps}, {"seconds", d.seconds},
+                                     {"sequences", d.sequences}, {"kv_tokens", d.kv_tokens}});
+                      return a;
+                    }()},
                    {"requests", static_cast<int64_t>(r.requests.size())},
                    {"model_load_seconds", r.load_seconds},
                    {"first_step_seconds", r.first_step_seconds},

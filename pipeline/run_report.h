@@ -27,6 +27,13 @@ struct EngineReport {
   double decode_only_seconds = 0, prefill_step_seconds = 0;  // wall time of the two kinds of step
   int64_t preempted_sequences = 0, recomputed_tokens = 0, peak_kv_blocks = 0;
   int64_t kv_blocks = 0, kv_block_tokens = 0;  // the pool (of the first engine)
+  // Decode-only steps by batch size (engine::kDecodeBucketFirst): the sequences they decoded and the
+  // KV tokens those read, so each range can be set beside its copy floor.
+  struct DecodeRange {
+    int64_t first_batch = 0, steps = 0, sequences = 0, kv_tokens = 0;
+    double seconds = 0;
+  };
+  std::vector<DecodeRange> decode_by_batch;
 };
 
 // One request the engine ran: what the run's floor is made of.
@@ -48,8 +55,9 @@ struct BatchReport {
   std::vector<RequestRecord> requests;  // in the order they finished
 };
 
-// Adds `part` (another engine's, or a later batch's) into `total`.
-void merge_into(BatchReport& total, BatchReport part);
+// Adds one engine's counters to another's (several engines of one run): sums, the highest peak, the
+// first engine's pool.
+EngineReport& operator+=(EngineReport& total, const EngineReport& part);
 
 // "abridge: 42 summarized, 1 failed, 3.1M tokens in 9m12s"
 std::string final_line(const BatchReport& report);

@@ -57,6 +57,7 @@ void check_options(const SummarizeOptions& o) {
   if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
   if (o.inputs.empty()) throw Error("no INPUT given (files, directories, or - to read paths from stdin)");
   if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
+  if (o.outline && o.format == "txt") throw Error("--outline needs --format md or json");
   if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
     throw Error("--engine must be auto, llm or extractive");
   check_device(o.device);
@@ -208,6 +209,7 @@ struct Session::Impl {
                              {"sampling", "greedy"},
                              {"prompt_sha256", sha256_hex(first.custom_prompt)},
                              // How the text is read: a different reading is a different summary.
+                             {"outline", o.outline},
                              {"reader", 2},
                              {"encoding", o.encoding},
                              {"ocr", o.ocr},
@@ -466,17 +468,14 @@ struct Session::Impl {
       r.load_seconds = std::max(r.load_seconds, engines[k]->load_seconds());
       if (!rules.llm) continue;
       const engine::EngineCounters& c = counters[k];
-      EngineReport& e = r.engine;
-      e.steps += c.steps;
-      e.prefill_tokens += c.prefill_tokens;
-      e.decode_tokens += c.decode_tokens;
-      e.decode_only_steps += c.decode_only_steps;
-      e.decode_only_seconds += c.decode_only_seconds;
-      e.prefill_step_seconds += c.prefill_step_seconds;
-      e.preempted_sequences += c.preemptions;
-      e.recomputed_tokens += c.recomputed_tokens;
-      e.peak_kv_blocks = std::max(e.peak_kv_blocks, c.peak_kv_blocks);
-      if (k == 0) e.kv_blocks = c.kv_blocks, e.kv_block_tokens = c.kv_block_tokens;
+      EngineReport e{c.steps, c.prefill_tokens, c.decode_tokens, c.decode_only_steps, c.decode_only_seconds,
+                     c.prefill_step_seconds, c.preemptions, c.recomputed_tokens, c.peak_kv_blocks,
+                     c.kv_blocks, c.kv_block_tokens, {}};
+      for (size_t b = 0; b < c.decode_by_batch.size(); ++b) {
+        const engine::DecodeStepBucket& d = c.decode_by_batch[b];
+        e.decode_by_batch.push_back({engine::kDecodeBucketFirst[b], d.steps, d.sequences, d.kv_tokens, d.seconds});
+      }
+      r.engine += e;
     }
     return r;
   }
@@ -487,8 +486,20 @@ Session::Session(std::vector<Summarizer*> engines, const OutputDir& out, Clock::
 
 Session::~Session() { stop(); }
 
+std::vector<SummaryInput> work_order(std::vector<SummaryInput> inputs, size_t engines) {
+  auto by_size = [](const SummaryInput& a, const SummaryInput& b) { return a.bytes < b.bytes; };
+  std::stable_sort(inputs.begin(), inputs.end(), by_size);
+  if (engines <= 1 || inputs.size() <= engines) return inputs;
+  // Several engines: each starts on one of the shortest documents (its first summary comes out at
+  // once), then the rest go longest first, so that no engine is left with a long document alone at
+  // the end while the others idle (longest processing time first).
+  std::stable_sort(inputs.begin() + static_cast<std::ptrdiff_t>(engines), inputs.end(),
+                   [&](const SummaryInput& a, const SummaryInput& b) { return by_size(b, a); });
+  return inputs;
+}
+
 void Session::add(std::vector<SummaryInput> inputs) {
-  std::stable_sort(inputs.begin(), inputs.end(), [](const SummaryInput& a, const SummaryInput& b) { return a.bytes < b.bytes; });
+  inputs = work_order(std::move(inputs), impl_->engines.size());
   std::lock_guard lock(impl_->mu);
   if (!impl_->batch_start) impl_->batch_start = Clock::now();
   impl_->docs_total += inputs.size();

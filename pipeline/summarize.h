@@ -36,6 +36,7 @@ struct SummarizeOptions {
   std::string device = "auto";      // auto | cpu | cuda
   std::string engine = "auto";      // auto | llm | extractive
   std::string format = "md";        // md | json | txt
+  bool outline = false;             // md and json: also a short summary of each top-level section
   int64_t summary_tokens = 400;     // length of a summary (each chunk summary and the final one)
   std::string lang = "auto";        // auto | en | zh: the summary's language
   std::string prompt_file;          // replaces the built-in instruction
@@ -101,7 +102,7 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // Queues documents (thread-safe). Each call's documents start smallest first.
+  // Queues documents (thread-safe), each call's documents in work_order().
   void add(std::vector<SummaryInput> inputs);
   // Waits until every added document is finished; returns the report of the documents finished since
   // the last wait() or take_report() (the engine counters and timings cover the whole session).
@@ -117,6 +118,10 @@ class Session {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The order in which a batch's documents start: smallest first on one engine; on several, one short
+// document for each engine first, then the rest longest first.
+std::vector<SummaryInput> work_order(std::vector<SummaryInput> inputs, size_t engines);
 
 // One batch through a session over `engines` (the summarize command; tests).
 BatchReport summarize_inputs(std::vector<Summarizer*> engines, const OutputDir& out, const std::vector<SummaryInput>& inputs,

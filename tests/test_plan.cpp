@@ -13,6 +13,7 @@
 #include "engine/tokenizer.h"
 #include "pipeline/doc_plan.h"
 #include "pipeline/prompts.h"
+#include "pipeline/summarize.h"
 
 using namespace abridge;
 using namespace abridge::pipeline;
@@ -43,7 +44,7 @@ DocPlan map_reduce(size_t n, MergeRule m) {
   std::vector<PlanRequest> map;
   for (size_t k = 0; k < n; ++k) {
     pieces.push_back({k * 100, (k + 1) * 100, "", 100, ""});
-    map.push_back({0, k, "Summarize this part.", "part " + std::to_string(k), {}});
+    map.push_back({0, k, "Summarize this part.", "part " + std::to_string(k), {}, 0});
   }
   return DocPlan(std::move(pieces), std::move(map), std::move(m));
 }
@@ -91,7 +92,7 @@ TEST(MergeGroups, ALevelThatCannotShrinkIsAnError) {
 }
 
 TEST(DocPlan, OnePassIsOneRequest) {
-  DocPlan p(PlanRequest{0, 0, "Summarize.", "the text", {}}, rule(1000));
+  DocPlan p(PlanRequest{0, 0, "Summarize.", "the text", {}, 0}, rule(1000));
   auto r = p.take_requests();
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].text, "the text");
@@ -169,4 +170,19 @@ TEST(DocPlanDeathTest, ASummaryGivenTwiceOrOutOfTurnAborts) {
   p.complete(0, 0, "a");
   EXPECT_DEATH(p.complete(0, 0, "again"), "completed twice or out of turn");
   EXPECT_DEATH(p.complete(1, 0, "a merge before its level"), "completed twice or out of turn");
+}
+
+// The order documents start in: smallest first on one engine; on several, one short document per
+// engine, then longest first (the long ones must not be left to one engine at the end).
+TEST(WorkOrder, SmallestFirstOnOneEngineLongestFirstOnSeveral) {
+  std::vector<SummaryInput> in;
+  for (int64_t bytes : {50, 10, 40, 30, 20, 60}) in.push_back({std::to_string(bytes), "", "", {}, "", bytes});
+  auto order = [](const std::vector<SummaryInput>& v) {
+    std::vector<int64_t> b;
+    for (const auto& i : v) b.push_back(i.bytes);
+    return b;
+  };
+  EXPECT_EQ(order(work_order(in, 1)), (std::vector<int64_t>{10, 20, 30, 40, 50, 60}));
+  EXPECT_EQ(order(work_order(in, 2)), (std::vector<int64_t>{10, 20, 60, 50, 40, 30}));
+  EXPECT_EQ(order(work_order(in, 8)), (std::vector<int64_t>{10, 20, 30, 40, 50, 60}));
 }

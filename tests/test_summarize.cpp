@@ -11,10 +11,12 @@
 #include <set>
 #include <nlohmann/json.hpp>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
 #include "engine/error.h"
+#include "pipeline/document_reader.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/summarize.h"
 #include "tests/model_fixture.h"
@@ -403,7 +405,7 @@ TEST(Summarize, BenchSummarizePrintsTheRunBesideItsFloor) {
   ASSERT_LE(r.exit_code, 1) << r.err;  // 1: the random model's reply was empty for some document
   for (const char* row : {"| share of floor |", "| floor: prefill + decode |", "| preempted sequences | 0 |",
                           "| recomputed tokens | 0 |", "| peak KV blocks |", "| first summary written (after the first step) |",
-                          "| model load |", "TTFT(n) between them"})
+                          "| model load |", "TTFT points: ", "| time in decode-only steps |"})
     EXPECT_TRUE(contains(r.out, row)) << row << "\n" << r.out;
   const json report = json::parse(read_file(out / "report.json"));
   EXPECT_TRUE(contains(r.out, "| documents (summarized / up to date / failed) | " + std::to_string(report["summarized"].get<int>()) +
@@ -415,8 +417,99 @@ TEST(Summarize, BenchSummarizePrintsTheRunBesideItsFloor) {
   EXPECT_GE(e["prefill_tokens"].get<int64_t>(), report["input_tokens"].get<int64_t>());  // every text prefilled
   EXPECT_EQ(e["preempted_sequences"], 0);
   EXPECT_GT(e["first_step_seconds"].get<double>(), 0);
+  // The decode-only steps by batch size add up to the engine's own count, each with the sequences it
+  // decoded and their contexts; the table names each range that ran.
+  int64_t steps = 0, sequences = 0;
+  for (const json& d : e["decode_by_batch"]) {
+    steps += d["steps"].get<int64_t>();
+    sequences += d["sequences"].get<int64_t>();
+    if (d["steps"].get<int64_t>() == 0) continue;
+    EXPECT_GE(d["sequences"].get<int64_t>(), d["steps"].get<int64_t>() * d["first_batch"].get<int64_t>());
+    EXPECT_GE(d["kv_tokens"].get<int64_t>(), d["sequences"].get<int64_t>());  // every sequence reads its context
+    EXPECT_TRUE(contains(r.out, "| " + std::to_string(d["first_batch"].get<int64_t>()))) << r.out;
+  }
+  EXPECT_EQ(steps, e["decode_only_steps"].get<int64_t>());
+  EXPECT_GT(steps, 0);
+  EXPECT_LE(sequences, e["decode_tokens"].get<int64_t>());
+  EXPECT_TRUE(contains(r.out, "| decode-only steps, batch | steps | mean context | ms per step | copy floor ms | share |")) << r.out;
   if (report["summarized"].get<int>() > 0) {
     EXPECT_GE(e["first_summary_seconds"].get<double>(), e["first_step_seconds"].get<double>());
+  }
+}
+
+// --outline: after the summary, one short summary per top-level section with its pages; JSON gives the
+// byte range and pages of every extracted sentence and section, and they are right on a real PDF (each
+// span's text lies on the pages it names: the form feeds of the text read from it).
+TEST(Summarize, OutlineAndJsonPointBackToTheDocument) {
+  TempDir out;
+  const fs::path pdf = source_path("tests/data/pdf/real/R-intro.pdf");
+  auto r = run_abridge("summarize " + quote(pdf) + " -o " + quote(out.path()) + " --format json --outline --summary-tokens 200");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(read_file(out / "R-intro.pdf.summary.json"));
+  const std::string text = abridge::pipeline::read_document(pdf.string(), abridge::pipeline::ReadOptions{}).text;
+  auto page_of = [&](size_t offset) { return 1 + std::count(text.begin(), text.begin() + static_cast<long>(offset), '\f'); };
+  ASSERT_FALSE(j["sentences"].empty());
+  for (const json& x : j["sentences"]) {
+    const size_t b = x["start"], e = x["end"];
+    ASSERT_LT(b, e);
+    ASSERT_LE(e, text.size());
+    EXPECT_EQ(x["first_page"].get<int64_t>(), page_of(b));
+    EXPECT_EQ(x["last_page"].get<int64_t>(), page_of(e - 1));
+    // The sentence's first words are in the summary, as the document has them.
+    const std::string head = text.substr(b, std::min<size_t>(12, e - b));
+    if (head.find_first_of("\n\f") == std::string::npos) {
+      EXPECT_TRUE(contains(j["summary"].get<std::string>(), head)) << head;
+    }
+  }
+  ASSERT_GE(j["sections"].size(), 3u);  // the manual's top-level chapters
+  size_t covered = 0;
+  for (const json& sec : j["sections"]) {
+    EXPECT_LE(sec["start"].get<size_t>(), sec["end"].get<size_t>());
+    EXPECT_EQ(sec["first_page"].get<int64_t>(), page_of(sec["start"]));
+    covered += !sec["summary"].get<std::string>().empty();
+  }
+  EXPECT_GE(covered, j["sections"].size() / 2) << j["sections"].dump(1);
+  // Markdown: the summary, then a heading per section with its pages.
+  r = run_abridge("summarize " + quote(pdf) + " -o " + quote(out.path()) + " --outline --summary-tokens 200");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string md = read_file(out / "R-intro.pdf.summary.md");
+  EXPECT_TRUE(contains(md, "\n## Sections\n")) << md;
+  EXPECT_TRUE(std::regex_search(md, std::regex("\n### [^\n]+ \\(pages? [0-9]+(–[0-9]+)?\\)\n"))) << md;
+  EXPECT_EQ(run_abridge("summarize " + quote(pdf) + " -o " + quote(out.path()) + " --outline --format txt").exit_code, 2);
+}
+
+// --outline with a model: a document that goes in one pass gets one more request per top-level
+// section; one cut into chunks gets its sections' summaries from the map step (no more requests).
+TEST(Summarize, OutlineWithAModel) {
+  TempDir in, out;
+  std::string doc;
+  for (const char* title : {"# Harbour", "# Budget", "# Outlook"}) {
+    doc += std::string(title) + "\n\n";
+    for (int k = 0; k < 20; ++k) doc += "The committee reviewed item " + std::to_string(k) + " of " + (title + 2) + " at length. ";
+    doc += "\n\n";
+  }
+  write_file(in / "short.md", doc);
+  const std::string args = " --model " + quote(random_model_dir()) + " --device cpu --threads 2 --summary-tokens 16 "
+                           "--format json --outline -q --report ";
+  auto r = run_abridge("summarize " + quote(in / "short.md") + " -o " + quote(out / "one") + args + quote(out / "one.json"));
+  ASSERT_LE(r.exit_code, 1) << r.err;  // 1: the random model's reply may be empty
+  EXPECT_EQ(json::parse(read_file(out / "one.json"))["engine"]["requests"], 4);  // the document + 3 sections
+  if (fs::exists(out / "one" / "short.md.summary.json")) {
+    const json j = json::parse(read_file(out / "one" / "short.md.summary.json"));
+    ASSERT_EQ(j["sections"].size(), 3u);
+    EXPECT_EQ(j["sections"][1]["title"], "Budget");
+    EXPECT_TRUE(j["sections"][0]["first_page"].is_null());  // a text file has no pages
+  }
+  // Map-reduce: the chunks' summaries are the sections'.
+  r = run_abridge("summarize " + quote(in / "short.md") + " -o " + quote(out / "map") + args + quote(out / "map.json") +
+                  " --context-tokens 600 --chunk-tokens 128");
+  ASSERT_LE(r.exit_code, 1) << r.err;
+  const json report = json::parse(read_file(out / "map.json"));
+  if (fs::exists(out / "map" / "short.md.summary.json")) {
+    const json j = json::parse(read_file(out / "map" / "short.md.summary.json"));
+    EXPECT_GT(j["chunks"].size(), 1u);
+    EXPECT_EQ(j["sections"].size(), 3u);
+    EXPECT_LT(report["engine"]["requests"].get<size_t>(), j["chunks"].size() + 4);  // no request per section
   }
 }
 
