@@ -86,12 +86,14 @@ std::string read_regular_file(const std::string& path, size_t max_bytes, bool no
 }
 
 std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii) {
-  size_t n = std::min(s.size(), limit);
-  while (!escape_non_ascii && n < s.size() && n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  // The limit is on what is shown: an escaped byte takes four.
   std::string out;
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+  for (; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f || (escape_non_ascii && c >= 0x80)) {
+    const bool escape = c < 0x20 || c == 0x7f || (escape_non_ascii && c >= 0x80);
+    if (out.size() + (escape ? 4 : 1) > limit) break;
+    if (escape) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "\\x%02x", c);
       out += hex;
@@ -99,7 +101,18 @@ std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii) {
       out += static_cast<char>(c);
     }
   }
-  return n < s.size() ? out + "..." : out;
+  if (i == s.size()) return out;
+  // Cut at a character boundary: no half of a UTF-8 sequence before the "...".
+  if (!escape_non_ascii) {
+    size_t n = out.size();
+    while (n > 0 && (static_cast<unsigned char>(out[n - 1]) & 0xC0) == 0x80) --n;
+    if (n > 0 && static_cast<unsigned char>(out[n - 1]) >= 0xC0) {
+      const auto lead = static_cast<unsigned char>(out[n - 1]);
+      const size_t len = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+      if (out.size() - (n - 1) < len) out.resize(n - 1);
+    }
+  }
+  return out + "...";
 }
 
 nlohmann::json parse_json_bounded(std::string_view text, int max_depth, bool unique_keys) {

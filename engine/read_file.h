@@ -54,7 +54,8 @@ std::string too_large_message(unsigned long long bytes, size_t max_bytes);
 nlohmann::json parse_json_bounded(std::string_view text, int max_depth = kMaxJsonDepth, bool unique_keys = false);
 
 // `s` made safe for a one-line message: control characters (and, with `escape_non_ascii`, bytes of
-// 0x80 and above) as \xNN, cut to about `limit` bytes at a character boundary with "..." after.
+// 0x80 and above) as \xNN, at most `limit` bytes of it (escapes counted), cut at a character boundary
+// with "..." after.
 std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii = false);
 
 }  // namespace abridge::engine

@@ -797,6 +797,14 @@ TEST(HardeningJson, NestingIsBoundedAndErrorsAreOneShortLine) {
     EXPECT_EQ(count(r.err, "\n"), 1u) << args << ": " << r.err.substr(0, 700);
   }
   EXPECT_TRUE(contains(abridge_within(60, "model info " + sq(tok_deep)).err, "nested more than 64 levels deep"));
+  // A value of bytes that are all escaped in the message (found by fuzz_config_json): still one short line.
+  try {
+    abridge::engine::parse_json_bounded("\"" + std::string(1000, '\x7f') + std::string(200, '\xff') + "\x0f");
+    ADD_FAILURE() << "parsed";
+  } catch (const abridge::Error& e) {
+    EXPECT_LT(std::strlen(e.what()), 400u) << e.what();
+    EXPECT_EQ(std::strchr(e.what(), '\n'), nullptr);
+  }
   // The parser itself, on every depth around the bound.
   for (const int depth : {63, 64, 65, 1000}) {
     const std::string text = std::string(static_cast<size_t>(depth), '[') + std::string(static_cast<size_t>(depth), ']');
