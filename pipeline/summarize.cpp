@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "engine/chat.h"
@@ -222,13 +223,23 @@ struct Session::Impl {
     // LLM: planned documents waiting for an engine hold their text and token ids, so only so many are
     // prepared ahead; the extractive engine finishes each document in its worker.
     lookahead = rules.llm ? 2 * static_cast<size_t>(engines.size()) * 64 : SIZE_MAX;
-    for (size_t i = 0; i < n_workers; ++i) workers.emplace_back([this] { work(); });
     counters.resize(engines.size());
-    if (rules.llm)
-      for (size_t k = 0; k < engines.size(); ++k) drivers.emplace_back([this, k] { drive(k); });
+    try {
+      for (size_t i = 0; i < n_workers; ++i) workers.emplace_back([this] { work(); });
+      if (rules.llm)
+        for (size_t k = 0; k < engines.size(); ++k) drivers.emplace_back([this, k] { drive(k); });
+    } catch (const std::system_error& e) {
+      // A task limit (a container's pids cgroup, RLIMIT_NPROC): the threads already started are stopped
+      // and joined (a joinable std::thread left behind would abort the process), then one error line.
+      stop_threads();
+      throw Error(std::string("cannot start a worker thread: ") + e.code().message() +
+                  " (a limit on tasks or memory, such as a container's pids limit)");
+    }
   }
 
-  ~Impl() {
+  ~Impl() { stop_threads(); }
+
+  void stop_threads() {
     {
       std::lock_guard lock(mu);
       stopping = true;
@@ -238,6 +249,8 @@ struct Session::Impl {
     }
     for (auto& t : drivers) t.join();
     for (auto& t : workers) t.join();
+    drivers.clear();
+    workers.clear();
   }
 
   // One whole line (or a progress redraw) at a time, from any thread.
@@ -560,15 +573,20 @@ std::vector<std::unique_ptr<Summarizer>> open_summarizers(const std::vector<Summ
   std::vector<std::unique_ptr<Summarizer>> opened(options.size());
   std::vector<std::string> errors(options.size());
   std::vector<std::thread> loaders;
+  auto load = [&](size_t i) {
+    try {
+      opened[i] = std::make_unique<Summarizer>(options[i], *logs[i]);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+      if (errors[i].empty()) errors[i] = "cannot open the engine";
+    }
+  };
   for (size_t i = 0; i < options.size(); ++i) {
-    loaders.emplace_back([&, i] {
-      try {
-        opened[i] = std::make_unique<Summarizer>(options[i], *logs[i]);
-      } catch (const std::exception& e) {
-        errors[i] = e.what();
-        if (errors[i].empty()) errors[i] = "cannot open the engine";
-      }
-    });
+    try {
+      loaders.emplace_back(load, i);
+    } catch (const std::system_error&) {
+      load(i);  // no thread to spare (a task limit): this engine is opened here, after the others
+    }
   }
   for (auto& t : loaders) t.join();
   std::vector<std::unique_ptr<Summarizer>> out;

@@ -24,6 +24,7 @@
 #include <ostream>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "engine/error.h"
@@ -255,7 +256,13 @@ struct WatchedDir {
 void destroy_watchers(std::vector<std::unique_ptr<Poco::DirectoryWatcher>> watchers) {
   std::vector<std::thread> threads;
   threads.reserve(watchers.size());
-  for (auto& w : watchers) threads.emplace_back([p = std::move(w)]() mutable { p.reset(); });
+  for (auto& w : watchers) {
+    try {
+      threads.emplace_back([p = std::move(w)]() mutable { p.reset(); });
+    } catch (const std::system_error&) {
+      w.reset();  // no thread to spare (a task limit): stopped here, one at a time
+    }
+  }
   for (auto& t : threads) t.join();
 }
 
