@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
 
 namespace po = boost::program_options;
@@ -263,13 +264,13 @@ int main(int argc, char** argv) {
     if (command == "watch") return cmd_watch(rest);
     throw Usage("unknown command '" + command + "'");
   } catch (const Usage& e) {
-    std::cerr << "abridge: " << e.what() << "\nTry 'abridge --help'.\n";
+    std::cerr << "abridge: " << shown_message(e.what()) << "\nTry 'abridge --help'.\n";
     return kExitFatal;
   } catch (const po::error& e) {
-    std::cerr << "abridge " << command << ": " << e.what() << "\nTry 'abridge " << command << " --help'.\n";
+    std::cerr << "abridge " << shown_message(command) << ": " << shown_message(e.what()) << "\nTry 'abridge " << command << " --help'.\n";
     return kExitFatal;
   } catch (const std::exception& e) {
-    std::cerr << "abridge: " << e.what() << '\n';
+    std::cerr << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

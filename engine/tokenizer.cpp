@@ -27,6 +27,7 @@
 
 #include "base/error.h"
 #include "base/utf8.h"
+#include "engine/read_file.h"
 
 namespace abridge::engine {
 namespace {
@@ -389,8 +390,10 @@ struct AddedToken {
   bool special;
 };
 
+// One short line: vocabulary forms and merge strings in a hostile file can be megabytes long or hold
+// newlines.
 [[noreturn]] void fail(std::string_view source, const std::string& what) {
-  throw Error(std::string(source) + ": " + what);
+  throw Error(std::string(source) + ": " + one_line(what, 300));
 }
 
 const json* member(const json& obj, const char* key) {
@@ -658,9 +661,9 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, std::string_view sour
   auto impl = std::make_unique<Impl>();
   json doc;
   try {
-    doc = json::parse(json_text);
-  } catch (const json::exception& e) {
-    fail(source, std::string("malformed JSON: ") + e.what());
+    doc = parse_json_bounded(json_text);  // nesting bounded: a value 100,000 levels deep is refused
+  } catch (const Error& e) {
+    fail(source, e.what());
   }
   try {
     if (!doc.is_object()) fail(source, "expected a JSON object");
@@ -812,10 +815,12 @@ Tokenizer Tokenizer::from_path(const std::string& path) {
     if (!fs::exists(file, ec)) throw Error(path + ": no tokenizer.json in directory");
   }
   const std::string name = file.string();
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(name + ": cannot open: " + std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(name + ": read error: " + std::strerror(errno));
+  std::string text;
+  try {
+    text = read_regular_file(name, kMaxTokenizerJsonBytes);
+  } catch (const Error& e) {
+    throw Error(name + ": " + e.what());
+  }
   return from_json(text, name);
 }
 

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <iomanip>
@@ -8,6 +9,7 @@
 #include "engine/bench.h"
 #include "engine/engine.h"
 #include "pipeline/commands.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
@@ -59,7 +61,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;
     check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
-    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0))
+    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0) || !std::isfinite(opt.gemm_tflops) || !std::isfinite(opt.copy_tbps))
       throw Error("--gemm-tflops and --copy-tbps must be 0 (auto) or more");
     check_device(opt.device);
 
@@ -109,7 +111,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
         << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction << ")\n";
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -16,9 +17,11 @@
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "engine/read_file.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
@@ -30,7 +33,12 @@ using engine::Tokenizer;
 
 std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
-  std::string text(std::istreambuf_iterator<char>(std::cin), {});
+  std::string text;
+  try {
+    text = engine::read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
+  } catch (const Error& e) {
+    throw Error(std::string("<stdin>: ") + e.what());
+  }
   const size_t bad = find_invalid_utf8(text);
   if (bad != std::string::npos) throw Error("<stdin>: invalid UTF-8 at byte " + std::to_string(bad));
   return text;
@@ -89,7 +97,7 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
     out << line << '\n';
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -106,7 +114,8 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
     engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
-    if (opt.temperature < 0) throw Error("--temperature must be >= 0");
+    if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
+      throw Error("--temperature must be a finite number, 0 or more, not " + std::to_string(opt.temperature));
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 
@@ -144,7 +153,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     }
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -176,7 +185,7 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
         << opt.dtype << ", seed " << opt.seed << '\n';
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -224,7 +233,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                                   " for the full context)");
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

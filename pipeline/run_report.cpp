@@ -58,7 +58,9 @@ std::string final_line(const BatchReport& r) {
   return s.str();
 }
 
-std::string shown_path(std::string_view b) {
+namespace {
+
+std::string escaped(std::string_view b, bool escape_backslash) {
   std::string out;
   out.reserve(b.size());
   auto escape = [&](unsigned char c) {
@@ -69,7 +71,7 @@ std::string shown_path(std::string_view b) {
   };
   for (size_t i = 0; i < b.size();) {
     const auto c = static_cast<unsigned char>(b[i]);
-    if (c == '\\') {
+    if (c == '\\' && escape_backslash) {
       out += "\\\\";
       ++i;
       continue;
@@ -90,6 +92,12 @@ std::string shown_path(std::string_view b) {
   }
   return out;
 }
+
+}  // namespace
+
+std::string shown_path(std::string_view b) { return escaped(b, true); }
+
+std::string shown_message(std::string_view b) { return escaped(b, false); }
 
 std::string report_json(const BatchReport& r) {
   using nlohmann::json;

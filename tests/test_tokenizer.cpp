@@ -379,7 +379,7 @@ void expect_error(const std::function<void()>& f, std::initializer_list<std::str
 }
 
 TEST(Tokenizer, LoadErrorsNameTheFile) {
-  expect_error([] { Tokenizer::from_json("{\"model\": ", "broken.json"); }, {"broken.json", "malformed JSON"});
+  expect_error([] { Tokenizer::from_json("{\"model\": ", "broken.json"); }, {"broken.json", "not valid JSON"});
   expect_error([] { Tokenizer::from_json("[1, 2]", "list.json"); }, {"list.json"});
   expect_error([] { Tokenizer::from_json("{}", "empty.json"); }, {"empty.json", "model"});
 
@@ -424,7 +424,7 @@ TEST(Tokenizer, FromPath) {
   EXPECT_EQ(Tokenizer::from_path(dir.path().string()).encode("abc"), Ids{257});
   EXPECT_EQ(Tokenizer::from_path((dir / "tokenizer.json").string()).encode("abc"), Ids{257});
   t::write_file(dir / "bad.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": [");
-  expect_error([&] { Tokenizer::from_path((dir / "bad.json").string()); }, {"bad.json", "malformed JSON"});
+  expect_error([&] { Tokenizer::from_path((dir / "bad.json").string()); }, {"bad.json", "not valid JSON"});
 }
 
 // --- the per-call cache and threads ------------------------------------------------------------
