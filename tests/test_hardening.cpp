@@ -537,9 +537,9 @@ TEST(HardeningBadPaths, AWatchLogsEachOnceAndKeepsServing) {
   TempDir out, logs;
   WatchProcess w(quote(b.docs) + " -o " + quote(out.path()) + " --settle 0.2 --rescan 0.5", logs / "log");
   ASSERT_TRUE(w.started()) << w.log();
-  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "good.txt.summary.md"); }, 30s)) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "good.txt.summary.md"); }, 90s)) << w.log();
   write_file(b.docs / "new.txt", kOtherText);
-  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "new.txt.summary.md"); }, 30s)) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "new.txt.summary.md"); }, 90s)) << w.log();
   std::this_thread::sleep_for(1500ms);  // a few rescans
   const std::string log = w.log();
   EXPECT_EQ(count(log, "self.txt: a symbolic link loop"), 1u) << log;
