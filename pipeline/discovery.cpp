@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/fd.h"
 #include "base/hash.h"
 #include "engine/read_file.h"
 #include "pipeline/run_report.h"
@@ -25,25 +26,6 @@
 
 namespace abridge::pipeline {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() {
-    const int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-
- private:
-  int fd_;
-};
 
 struct Identity {
   dev_t dev = 0;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/fd.h"
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
 
@@ -32,33 +33,6 @@ constexpr size_t kMaxOutputBytes = size_t{256} << 20; // an output read back for
 constexpr int kMaxDepth = 256;                        // folders below OUT_DIR the clean-up descends
 
 [[noreturn]] void fail(const std::string& what, int err) { throw Error(what + ": " + std::strerror(err)); }
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd(Fd&& o) noexcept : fd_(o.release()) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) ::close(fd_);
-      fd_ = o.release();
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  int release() {
-    const int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-
- private:
-  int fd_;
-};
 
 // Opens folder `name` under `at` without following a link, creating it first when asked.
 int open_dir_at(int at, const std::string& name, bool create, const std::string& shown) {

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/fd.h"
 #include "base/utf8.h"
 
 namespace abridge::pipeline {
@@ -74,22 +75,6 @@ constexpr size_t kMaxMessage = 200;         // bytes of a poppler message quoted
 constexpr size_t kProbeBytes = size_t{1} << 20;  // see on_crash()
 
 // ---- shared helpers -----------------------------------------------------------------------------------
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
 
 // One line of at most kMaxMessage bytes: control characters become spaces, ends trimmed.
 std::string one_line(std::string_view s) {
