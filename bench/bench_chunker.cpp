@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
+#include "bench/bench_support.h"
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
-#include "bench/bench_support.h"
-#include "engine/error.h"
-#include "pipeline/token_counter.h"
 #include "engine/tokenizer.h"
+#include "pipeline/token_counter.h"
 
 namespace {
 

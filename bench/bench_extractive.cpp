@@ -16,12 +16,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/embedded_data.h"
+#include "base/error.h"
 #include "bench/bench_support.h"
-#include "engine/error.h"
-#include "pipeline/token_counter.h"
+#include "engine/embedded_data.h"
 #include "engine/tokenizer.h"
 #include "pipeline/extractive.h"
+#include "pipeline/token_counter.h"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
-#include "engine/error.h"
 
 namespace abridge::bench {
 

@@ -4,54 +4,18 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 
+#include "base/error.h"
+#include "base/hash.h"
 #include "chunker/document.h"
 #include "chunker/terms.h"
 #include "chunker/unicode.h"
 
-// A broken invariant in the chunker is a bug: abort with the place and the condition. (The chunker
-// includes no engine header, so it has its own copy of ABRIDGE_CHECK's behaviour.)
-#define CHUNKER_CHECK(cond)                                                                           \
-  do {                                                                                                \
-    if (!(cond)) {                                                                                    \
-      std::fprintf(stderr, "abridge: internal error at %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                                   \
-    }                                                                                                 \
-  } while (0)
-
 namespace abridge::chunker {
 
 InvalidUtf8Error::InvalidUtf8Error(size_t offset)
-    : std::runtime_error("invalid UTF-8 at byte " + std::to_string(offset)), offset_(offset) {}
-
-const char* cut_kind_name(CutKind kind) {
-  switch (kind) {
-    case CutKind::kEnd: return "end";
-    case CutKind::kHeading: return "heading";
-    case CutKind::kParagraph: return "paragraph";
-    case CutKind::kSentence: return "sentence";
-    case CutKind::kClause: return "clause";
-    case CutKind::kSpace: return "space";
-    case CutKind::kChar: return "char";
-  }
-  return "?";
-}
-
-size_t find_invalid_utf8(std::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    if (static_cast<uint8_t>(text[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    const detail::Char c = detail::decode(text, i);
-    if (!c.valid) return i;
-    i += c.len;
-  }
-  return std::string_view::npos;
-}
+    : Error("invalid UTF-8 at byte " + std::to_string(offset)), offset_(offset) {}
 
 std::vector<std::pair<size_t, size_t>> find_running_lines(std::string_view text) {
   Options options;
@@ -104,15 +68,10 @@ struct Unit {
   size_t terms_begin = 0, terms_end = 0;
 };
 
-uint32_t fnv1a(std::string_view s, uint32_t h = 2166136261u) {
-  for (char c : s) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
-  return h;
-}
-
 // Content terms of a unit's text (terms.h), hashed.
 void extract_terms(TermScanner& scanner, std::string_view text, std::vector<uint32_t>& out) {
   scanner.scan(text, 0, text.size());
-  for (const std::string_view t : scanner.terms()) out.push_back(fnv1a(t));
+  for (const std::string_view t : scanner.terms()) out.push_back(fnv1a32(t));
 }
 
 class Chunker {
@@ -252,7 +211,7 @@ class Chunker {
 
   void push_unit(size_t begin, size_t tokens, std::string_view text, uint8_t rank, bool after_heading, bool forced,
                  size_t block) {
-    CHUNKER_CHECK(tokens <= budget_);
+    ABRIDGE_CHECK(tokens <= budget_);
     Unit u;
     u.begin = begin;
     u.tokens = tokens;
@@ -279,7 +238,7 @@ class Chunker {
         i += esc;
         continue;
       }
-      const Char c = decode(text, i);
+      const Utf8Char c = decode_utf8(text, i);
       const bool space = is_space(c.cp) || c.cp == '\r' || c.cp == '\f';
       if (!space && !is_invisible(c.cp)) {
         if (armed && !need_space && i > begin && !doc_.lines()[doc_.line_of(i)].dropped) out.push_back(i);
@@ -307,7 +266,7 @@ class Chunker {
         i += esc;
         continue;
       }
-      const Char c = decode(text, i);
+      const Utf8Char c = decode_utf8(text, i);
       // Cut only before a visible character, so that no piece is blank.
       if (i > begin && !is_space(c.cp) && !is_invisible(c.cp) && c.cp != '\r' && !doc_.lines()[doc_.line_of(i)].dropped)
         offsets.push_back(i);
@@ -433,7 +392,7 @@ class Chunker {
         tokens = counter_.count(text);
         if (tokens <= budget_) break;
         // The unit counts were optimistic: move the cut back by at least the excess.
-        CHUNKER_CHECK(cut > s + 1);
+        ABRIDGE_CHECK(cut > s + 1);
         const size_t excess = tokens - budget_;
         const size_t have = cum[cut - 1 - s];
         const size_t limit = have > excess ? have - excess : 0;
@@ -447,7 +406,7 @@ class Chunker {
       if (options_.overlap_tokens > 0 && s > 0) add_overlap(c, prev_start_unit, s, text, tokens);
       c.text = std::move(text);
       c.tokens = tokens;
-      CHUNKER_CHECK(c.tokens <= options_.max_tokens);
+      ABRIDGE_CHECK(c.tokens <= options_.max_tokens);
       chunks.push_back(std::move(c));
       prev_start_unit = s;
       s = cut;
@@ -502,9 +461,9 @@ class Chunker {
 
 std::vector<Chunk> chunk_text(std::string_view text, const TokenCounter& counter, const Options& options) {
   if (options.max_tokens < kMinBudget)
-    throw std::invalid_argument("max_tokens must be at least " + std::to_string(kMinBudget));
+    throw Error("max_tokens must be at least " + std::to_string(kMinBudget));
   if (options.overlap_tokens * 2 >= options.max_tokens)
-    throw std::invalid_argument("overlap_tokens must be less than max_tokens / 2");
+    throw Error("overlap_tokens must be less than max_tokens / 2");
   Chunker chunker(text, counter, options);
   return chunker.run();
 }

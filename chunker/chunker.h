@@ -44,11 +44,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "base/error.h"
 
 namespace abridge::chunker {
 
@@ -72,7 +73,6 @@ inline constexpr size_t kMinBudget = 8;
 
 // How a chunk ends (the kind of boundary the cut was made at).
 enum class CutKind : uint8_t { kEnd, kHeading, kParagraph, kSentence, kClause, kSpace, kChar };
-const char* cut_kind_name(CutKind kind);
 
 struct Chunk {
   size_t start = 0;          // byte offset in the input; chunks tile the input (see above)
@@ -85,7 +85,7 @@ struct Chunk {
 };
 
 // Invalid UTF-8 with InvalidUtf8::kReject; offset() is the first bad byte.
-class InvalidUtf8Error : public std::runtime_error {
+class InvalidUtf8Error : public Error {
  public:
   explicit InvalidUtf8Error(size_t offset);
   size_t offset() const { return offset_; }
@@ -95,15 +95,11 @@ class InvalidUtf8Error : public std::runtime_error {
 };
 
 // Splits `text`. Empty, whitespace-only (or only dropped lines) input gives no chunks. Throws
-// InvalidUtf8Error (kReject) and std::invalid_argument for a budget below kMinBudget or an overlap of
+// InvalidUtf8Error (kReject) and abridge::Error for a budget below kMinBudget or an overlap of
 // max_tokens / 2 or more.
 std::vector<Chunk> chunk_text(std::string_view text, const TokenCounter& counter, const Options& options);
 
 // --- The rules one by one (used by chunk_text; public for tests) ---
-
-// Strict UTF-8 check (no overlongs, surrogates or code points above U+10FFFF): the offset of the
-// first invalid byte, or npos.
-size_t find_invalid_utf8(std::string_view text);
 
 // A heading line, or nothing. Heuristics, on the line without surrounding spaces:
 //  - Markdown "#".."######" + space + title: level = number of '#'.

@@ -154,7 +154,7 @@ void Document::measure(Line& line) const {
       i += esc;
       continue;
     }
-    const Char c = decode(text_, i);
+    const Utf8Char c = decode_utf8(text_, i);
     if (is_invisible(c.cp)) {
       i += c.len;
       continue;
@@ -245,7 +245,7 @@ void Document::split_glued_headings() {
       if (!h || h->family != Heading::kNumbered) continue;
       size_t upper = 0, lower = 0;
       for (size_t i = 0; i < h->title.size();) {
-        const Char c = decode(h->title, i);
+        const Utf8Char c = decode_utf8(h->title, i);
         upper += is_upper(c.cp) ? 1 : 0;
         lower += is_lower(c.cp) ? 1 : 0;
         i += c.len;
@@ -395,7 +395,7 @@ void Document::shape(Line& line, std::string_view visible) const {
   bool comma = false;
   char32_t first = 0, second = 0, last_non_closer = 0;
   for (size_t i = 0; i < visible.size();) {
-    const Char c = decode(visible, i);
+    const Utf8Char c = decode_utf8(visible, i);
     i += c.len;
     if (is_space(c.cp)) {
       if (second == 0 && first != 0) second = ' ';
@@ -532,7 +532,7 @@ void Document::sentence_starts(size_t first_line, size_t last_line, std::vector<
         i += esc;
         continue;
       }
-      const Char c = decode(text_, i);
+      const Utf8Char c = decode_utf8(text_, i);
       if (!is_invisible(c.cp)) chars.push_back({c.cp, i});
       i += c.len;
     }
@@ -562,8 +562,8 @@ std::string Document::gap(size_t a, size_t b) const {
   // The characters that end at `a` and start at `b` (excerpts begin and end with visible ones).
   size_t i = a - 1;
   while (i > 0 && a - i < 4 && (static_cast<uint8_t>(text_[i]) & 0xC0) == 0x80) --i;
-  const char32_t before = decode(text_, i).cp;
-  const char32_t after = b < text_.size() ? decode(text_, b).cp : 0;
+  const char32_t before = decode_utf8(text_, i).cp;
+  const char32_t after = b < text_.size() ? decode_utf8(text_, b).cp : 0;
   return is_cjk(before) && is_cjk(after) ? "" : " ";
 }
 
@@ -587,7 +587,7 @@ void Document::append_visible(size_t a, size_t b, std::string& out) const {
       i += esc;
       continue;
     }
-    const Char c = decode(text_, i);
+    const Utf8Char c = decode_utf8(text_, i);
     if (!c.valid) out += "\xEF\xBF\xBD";
     else if (!is_invisible(c.cp) && c.cp != '\r' && c.cp != '\f') out.append(text_.data() + i, c.len);
     i += c.len;

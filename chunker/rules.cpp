@@ -10,7 +10,6 @@
 namespace abridge::chunker {
 namespace {
 
-using detail::decode;
 using detail::VisChar;
 
 // Words that end with a dot without ending the sentence (lower case, without the final dot).
@@ -28,7 +27,7 @@ bool is_abbreviation(const std::string& word) {
 std::u32string to_u32(std::string_view s) {
   std::u32string out;
   for (size_t i = 0; i < s.size();) {
-    const auto c = decode(s, i);
+    const auto c = decode_utf8(s, i);
     out += c.cp;
     i += c.len;
   }
@@ -37,7 +36,7 @@ std::u32string to_u32(std::string_view s) {
 
 std::string to_utf8(std::u32string_view s) {
   std::string out;
-  for (char32_t c : s) detail::append_utf8(out, c);
+  for (char32_t c : s) append_utf8(out, c);
   return out;
 }
 
@@ -291,7 +290,7 @@ std::vector<size_t> split_sentences(std::string_view text) {
       i += esc;
       continue;
     }
-    const auto c = decode(text, i);
+    const auto c = decode_utf8(text, i);
     char32_t cp = c.cp;
     if (cp == '\r' || cp == '\f') cp = '\n';
     if (!detail::is_invisible(cp)) chars.push_back({cp, i});

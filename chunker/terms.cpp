@@ -99,7 +99,7 @@ TextProfile TermScanner::scan(std::string_view text, size_t b, size_t e) {
       i += esc;
       continue;
     }
-    const Char c = decode(text, i);
+    const Utf8Char c = decode_utf8(text, i);
     const size_t at = i;
     i += c.len;
     const char32_t cp = c.cp;
@@ -173,7 +173,7 @@ ScriptCounts count_scripts(std::string_view text) {
       letter = (b | 0x20) >= 'a' && (b | 0x20) <= 'z';
       ++i;
     } else {
-      const Char c = decode(text, i);
+      const Utf8Char c = decode_utf8(text, i);
       if (is_han(c.cp)) ++n.han;
       else letter = is_letter(c.cp);
       i += c.len;

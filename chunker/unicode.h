@@ -1,4 +1,4 @@
-// Character classes and strict UTF-8 decoding for the chunker (internal).
+// Character classes for the chunker (internal). UTF-8 itself is base/utf8.h.
 #pragma once
 
 #include <cstddef>
@@ -6,42 +6,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/utf8.h"
+
 namespace abridge::chunker::detail {
-
-// One decoded character. An invalid byte decodes as {U+FFFD, 1, false}, so a scan always advances.
-struct Char {
-  char32_t cp;
-  uint32_t len;
-  bool valid;
-};
-
-inline Char decode(std::string_view s, size_t i) {
-  const auto b0 = static_cast<uint8_t>(s[i]);
-  if (b0 < 0x80) return {b0, 1, true};
-  const size_t left = s.size() - i;
-  auto cont = [&](size_t k) { return k < left && (static_cast<uint8_t>(s[i + k]) & 0xC0) == 0x80; };
-  auto byte = [&](size_t k) { return static_cast<uint8_t>(s[i + k]) & 0x3Fu; };
-  constexpr Char kBad{0xFFFD, 1, false};
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    if (!cont(1)) return kBad;
-    return {static_cast<char32_t>((b0 & 0x1Fu) << 6 | byte(1)), 2, true};
-  }
-  if (b0 >= 0xE0 && b0 <= 0xEF) {
-    if (!cont(1) || !cont(2)) return kBad;
-    const char32_t cp = (b0 & 0x0Fu) << 12 | byte(1) << 6 | byte(2);
-    if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return kBad;
-    return {cp, 3, true};
-  }
-  if (b0 >= 0xF0 && b0 <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3)) return kBad;
-    const char32_t cp = (b0 & 0x07u) << 18 | byte(1) << 12 | byte(2) << 6 | byte(3);
-    if (cp < 0x10000 || cp > 0x10FFFF) return kBad;
-    return {cp, 4, true};
-  }
-  return kBad;
-}
-
-void append_utf8(std::string& out, char32_t cp);
 
 // Length of an ANSI escape sequence at s[i] (ESC [ params final, ESC ] ... BEL/ST, or ESC + one
 // byte); 0 when s[i] is not ESC.

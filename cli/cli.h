@@ -3,14 +3,15 @@
 #pragma once
 
 #include <boost/program_options.hpp>
-#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "pipeline/document_reader.h"
 #include "pipeline/summarize.h"
+#include "pipeline/text_input.h"
 
 namespace abridge::cli {
 
@@ -76,12 +77,12 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("encoding", po::value(&o.encoding), kEncodingHelp)
       ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
       ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(0.90, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
+      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or 1..2147483648); a request's prompt + summary is at most this")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
-      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE")
+      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE (- for standard output; a FIFO or terminal is written through, a regular file replaced atomically)")
       ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them")
       ("shard", po::value(&o.shard), "K/N: only the inputs whose stable path hash falls in shard K of N (0-based), for job arrays")
       ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");
@@ -97,10 +98,17 @@ inline void check_read_options(const pipeline::SummarizeOptions& o) {
 }
 
 // Reads --config FILE (key = value lines); values given on the command line stay.
+// The file is read as every small input is (one open, a regular file, at most 1 MiB): a folder, a FIFO
+// or /dev/zero is refused, not read as an empty file or waited on.
 inline void apply_config_file(const std::string& config, const po::options_description& desc, po::variables_map& vm) {
   if (config.empty()) return;
-  std::ifstream cf(config);
-  if (!cf) throw Usage("--config: cannot open " + config);
+  std::string text;
+  try {
+    text = pipeline::read_text_file(config, size_t{1} << 20);
+  } catch (const std::exception& e) {
+    throw Usage(std::string("--config: ") + e.what());
+  }
+  std::istringstream cf(text);
   po::store(po::parse_config_file(cf, desc), vm);
   po::notify(vm);
 }

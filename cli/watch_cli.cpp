@@ -21,7 +21,7 @@ int cmd_watch(const std::vector<std::string>& args) {
       "events (inotify) make it quick; a full rescan at start and every --rescan seconds finds what events\n"
       "miss. The up-to-date check under OUT_DIR/.abridge/ makes each version of a file be summarized once,\n"
       "across restarts too. OUT_DIR may lie inside a DIR: its files are never inputs. A deleted input's\n"
-      "summary is kept. SIGINT/SIGTERM: the batch in progress is finished, then exit 0. Log lines on standard\n"
+      "summary is kept. SIGINT/SIGTERM/SIGHUP: the batch in progress is finished, then exit 0. Log lines on standard\n"
       "error start with an ISO 8601 UTC timestamp. --once: one pass without settling, exit codes as for\n"
       "summarize. Exit codes: 0 stopped by a signal (or --once succeeded), 1 --once and some inputs failed,\n"
       "2 usage or fatal error, 3 another run holds OUT_DIR.\n\nOptions");

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <ostream>
 
-#include "engine/error.h"
-#include "engine/kv_blocks.h"
+#include "base/error.h"
+#include "engine/generate.h"
 
 namespace abridge::engine {
 namespace {

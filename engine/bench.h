@@ -19,7 +19,7 @@ struct EngineBenchOptions {
   };
   std::vector<Decode> decodes = {{1, 4096}, {1, 32768}, {16, 4096}, {64, 2048}};
   int64_t decode_steps = 64;
-  int64_t prefill_chunk = 8192;  // prompt tokens per forward step (at most the backend's limit)
+  int64_t prefill_chunk = kDefaultStepTokens;  // prompt tokens per forward step (at most the backend's limit)
   double gemm_tflops = 0;      // ceiling: bf16 GEMM TFLOP/s of this device (0: not shown)
   double copy_tbps = 0;        // ceiling: device copy TB/s, read + write (0: not shown)
   double time_limit_s = 300;   // skip a prefill length whose predicted time exceeds what is left

@@ -1,10 +1,10 @@
 #include "engine/config.h"
 
-#include <fstream>
+#include <cmath>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
 
 namespace abridge::engine {
 namespace {
@@ -42,13 +42,17 @@ bool get_bool(const json& j, std::string_view source, const char* key, bool fall
 }  // namespace
 
 ModelConfig ModelConfig::from_json(std::string_view text, std::string_view source) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) fail(source, "not valid JSON");
+  json j;
+  try {
+    j = parse_json_bounded(text);
+  } catch (const Error& e) {
+    fail(source, e.what());
+  }
   if (!j.is_object()) fail(source, "expected a JSON object");
   ModelConfig c;
   if (auto it = j.find("model_type"); it != j.end() && it->is_string()) c.model_type = it->get<std::string>();
   if (c.model_type != "qwen3")
-    fail(source, "model_type \"" + c.model_type + "\" is not supported (abridge runs the Qwen3 dense family: \"qwen3\")");
+    fail(source, "model_type \"" + one_line(c.model_type, 64) + "\" is not supported (abridge runs the Qwen3 dense family: \"qwen3\")");
   if (auto it = j.find("hidden_act"); it != j.end() && !(it->is_string() && *it == "silu"))
     fail(source, "hidden_act must be \"silu\"");
   if (get_bool(j, source, "attention_bias", false)) fail(source, "attention_bias=true is not supported");
@@ -86,19 +90,29 @@ ModelConfig ModelConfig::from_json(std::string_view text, std::string_view sourc
   }
   c.max_window_layers = get_int(j, source, "max_window_layers", c.num_hidden_layers);
 
+  // Token ids are checked against the vocabulary before they are narrowed to 32 bits (2^40 must not
+  // become 0).
+  auto token_id = [&](const json& v, const char* key) -> int32_t {
+    if (!v.is_number_integer()) fail(source, std::string("field \"") + key + "\" must hold integers");
+    const bool negative = v.is_number_unsigned() ? false : v.get<int64_t>() < 0;
+    const uint64_t id = v.is_number_unsigned() ? v.get<uint64_t>() : static_cast<uint64_t>(v.get<int64_t>());
+    if (negative || id >= static_cast<uint64_t>(c.vocab_size))
+      fail(source, std::string("\"") + key + "\" = " + v.dump() + " is outside the vocabulary (0.." +
+                       std::to_string(c.vocab_size - 1) + ")");
+    return static_cast<int32_t>(id);
+  };
+  if (c.vocab_size <= 0 || c.vocab_size > (int64_t{1} << 22)) c.validate(source);  // the range of vocab_size first
   if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
     if (it->is_number_integer()) {
-      c.eos_token_ids.push_back(it->get<int32_t>());
+      c.eos_token_ids.push_back(token_id(*it, "eos_token_id"));
     } else if (it->is_array()) {
-      for (const auto& e : *it) {
-        if (!e.is_number_integer()) fail(source, "field \"eos_token_id\" must hold integers");
-        c.eos_token_ids.push_back(e.get<int32_t>());
-      }
+      if (it->size() > 1024) fail(source, "field \"eos_token_id\" lists more than 1024 ids");
+      for (const auto& e : *it) c.eos_token_ids.push_back(token_id(e, "eos_token_id"));
     } else {
       fail(source, "field \"eos_token_id\" must be an integer or a list of integers");
     }
   }
-  if (auto it = j.find("bos_token_id"); it != j.end() && it->is_number_integer()) c.bos_token_id = it->get<int32_t>();
+  if (auto it = j.find("bos_token_id"); it != j.end() && !it->is_null()) c.bos_token_id = token_id(*it, "bos_token_id");
   for (const char* key : {"torch_dtype", "dtype"})
     if (auto it = j.find(key); it != j.end() && it->is_string()) c.torch_dtype = it->get<std::string>();
   if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null())
@@ -108,11 +122,13 @@ ModelConfig ModelConfig::from_json(std::string_view text, std::string_view sourc
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open (a model directory holds config.json, *.safetensors and tokenizer.json)");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return from_json(ss.str(), path);
+  std::string text;
+  try {
+    text = read_regular_file(path, kMaxConfigJsonBytes);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what() + " (a model directory holds config.json, *.safetensors and tokenizer.json)");
+  }
+  return from_json(text, path);
 }
 
 void ModelConfig::validate(std::string_view source) const {
@@ -133,9 +149,16 @@ void ModelConfig::validate(std::string_view source) const {
     fail(source, "num_attention_heads (" + std::to_string(num_attention_heads) +
                      ") must be a multiple of num_key_value_heads (" + std::to_string(num_key_value_heads) + ")");
   if (head_dim % 2 != 0) fail(source, "head_dim must be even (RoPE rotates pairs)");
-  if (!(rope_theta > 1.0)) fail(source, "rope_theta must be greater than 1");
+  if (!(rope_theta > 1.0 && std::isfinite(rope_theta))) fail(source, "rope_theta must be a finite number greater than 1");
   if (!(rms_norm_eps > 0.0 && rms_norm_eps < 1.0)) fail(source, "rms_norm_eps must be in (0, 1)");
-  if (sliding_window && *sliding_window <= 0) fail(source, "sliding_window must be positive");
+  if (sliding_window && (*sliding_window <= 0 || *sliding_window > (int64_t{1} << 24)))
+    fail(source, "\"sliding_window\" = " + std::to_string(*sliding_window) + " is out of range (1.." +
+                     std::to_string(int64_t{1} << 24) + ")");
+  // Published Qwen2.5 configs give more than their layers (70 for 48): no layer has a window then.
+  if (max_window_layers < 0 || max_window_layers > 1024)
+    fail(source, "\"max_window_layers\" = " + std::to_string(max_window_layers) + " is out of range (0..1024)");
+  if (bos_token_id && (*bos_token_id < 0 || *bos_token_id >= vocab_size))
+    fail(source, "bos_token_id " + std::to_string(*bos_token_id) + " is outside the vocabulary");
   if (use_sliding_window && !sliding_window) fail(source, "use_sliding_window is set but sliding_window is null");
   for (int32_t id : eos_token_ids)
     if (id < 0 || id >= vocab_size) fail(source, "eos_token_id " + std::to_string(id) + " is outside the vocabulary");
@@ -214,7 +237,5 @@ ModelConfig preset_config(std::string_view preset) {
   for (const Shape& s : kShapes) names += (names.empty() ? "" : ", ") + std::string(s.name);
   throw Error("unknown preset \"" + std::string(preset) + "\" (choose one of: " + names + ")");
 }
-
-std::vector<std::string> preset_names() { return {"tiny", "0.6b", "1.7b", "4b"}; }
 
 }  // namespace abridge::engine

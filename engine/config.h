@@ -60,6 +60,5 @@ struct ModelConfig {
 
 // The shapes of the Qwen3 family with the real vocabulary: "tiny" (for tests), "0.6b", "1.7b", "4b".
 ModelConfig preset_config(std::string_view preset);
-std::vector<std::string> preset_names();
 
 }  // namespace abridge::engine

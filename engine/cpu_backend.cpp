@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/weights.h"
 

@@ -3,7 +3,7 @@
 #include <zstd.h>
 
 
-#include "engine/error.h"
+#include "base/error.h"
 
 // The zstd files are assembled into .rodata; ABRIDGE_DATA_DIR is set by engine/CMakeLists.txt.
 #define ABRIDGE_INCBIN(sym, file)                                                  \

@@ -4,9 +4,53 @@
 #include <cmath>
 #include <ostream>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/cpu_backend.h"
+#include "engine/fp8_checkpoint.h"
+#ifdef ABRIDGE_HAVE_CUDA
+#include "engine/cuda/cuda_backend.h"
+#include "kernels/device.h"
+#endif
 
 namespace abridge::engine {
+
+int gpu_count() {
+#ifdef ABRIDGE_HAVE_CUDA
+  return static_cast<int>(kernels::list_devices().size());
+#else
+  return 0;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options) {
+  switch (options.device) {
+    case Device::kCpu:
+      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, options.threads, options.attention);
+    case Device::kCuda: {
+      // Checked before the build's own CUDA support, so that every build says the same about FP8.
+      if (has_fp8_weights(model.config, *model.checkpoint)) throw Error(kCudaNoFp8);
+#ifdef ABRIDGE_HAVE_CUDA
+      CudaOptions cuda;
+      cuda.device = options.gpu;
+      cuda.attention = options.attention;
+      cuda.gpu_memory_fraction = options.gpu_memory_fraction;
+      cuda.max_batch_tokens = options.max_batch_tokens;
+      cuda.max_logit_rows = options.max_logit_rows;
+      if (options.kv_cache_tokens > 0) cuda.max_kv_blocks = (options.kv_cache_tokens + cuda.block_size - 1) / cuda.block_size;
+      return std::make_unique<CudaBackend>(model.config, *model.checkpoint, cuda);
+#else
+      throw Error("this build of abridge has no CUDA support (built without nvcc); use --device cpu");
+#endif
+    }
+  }
+  ABRIDGE_CHECK(false, "unknown device");
+}
+
+void check_step_tokens(int64_t tokens) {
+  if (tokens != 0 && (tokens < kMinStepTokens || tokens > kMaxStepTokens))
+    throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
+                " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(tokens));
+}
 
 void EngineOptions::validate() const {
   if (device != "auto" && device != "cpu" && device != "cuda")
@@ -18,9 +62,7 @@ void EngineOptions::validate() const {
   if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
     throw Error("--kv-cache-tokens must be 0 (as much as memory allows) or 1.." + std::to_string(kMaxKvCacheTokens) +
                 ", not " + std::to_string(kv_cache_tokens));
-  if (step_tokens != 0 && (step_tokens < kMinStepTokens || step_tokens > kMaxStepTokens))
-    throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
-                " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(step_tokens));
+  check_step_tokens(step_tokens);
   if (max_running < 1) throw Error("max_running must be >= 1");
   if (attention.window < 0 || attention.sinks < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
 }

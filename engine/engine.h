@@ -12,7 +12,7 @@
 
 #include "engine/backend.h"
 #include "engine/config.h"
-#include "engine/model.h"
+#include "engine/model_dir.h"
 #include "engine/scheduler.h"
 #include "engine/serving.h"
 #include "engine/tokenizer.h"
@@ -24,7 +24,7 @@ struct EngineOptions {
   std::string device = "auto";        // auto (CUDA when this build and machine have it, else the CPU) | cpu | cuda
   int gpu = 0;                        // CUDA device index
   int threads = 0;                    // CPU backend threads; 0: one per core
-  double gpu_memory_fraction = 0.90;  // of the card's memory, weights and KV pool included; (0, 1]
+  double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // of the card's memory, weights and KV pool included; (0, 1]
   int64_t kv_cache_tokens = 0;        // caps the KV pool at this many tokens; 0: as many as memory allows
   int64_t step_tokens = 0;            // tokens per engine step (--prefill-chunk); 0: kDefaultStepTokens
   int32_t max_running = 64;           // sequences in one batch at once
@@ -35,10 +35,33 @@ struct EngineOptions {
   void validate() const;
 };
 
-// Limits of the user knobs, for validation and --help.
-inline constexpr int64_t kMinStepTokens = 64;
-inline constexpr int64_t kMaxStepTokens = 65536;
-inline constexpr int64_t kMaxKvCacheTokens = int64_t{1} << 31;
+// --prefill-chunk: 0 (kDefaultStepTokens) or kMinStepTokens..kMaxStepTokens; throws abridge::Error
+// naming the option and its range otherwise.
+void check_step_tokens(int64_t tokens);
+
+// How to build a backend: user knobs, separate from the model's config.
+enum class Device { kCpu, kCuda };
+
+struct BackendOptions {
+  Device device = Device::kCpu;
+  int threads = 0;                    // CPU: 0 is one per core
+  AttentionOptions attention;
+  int gpu = 0;                        // CUDA: device index
+  double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // CUDA: of the card's memory, KV pool included
+  int64_t max_batch_tokens = kDefaultStepTokens;  // CUDA: tokens per forward step
+  int64_t max_logit_rows = 256;       // CUDA: logits rows per step
+  int64_t kv_cache_tokens = 0;        // CUDA: caps the KV pool at this many tokens; 0: as memory allows
+};
+
+// CUDA devices visible to this process; 0 without CUDA (in the build or the machine).
+int gpu_count();
+
+// What make_backend says when asked to run an FP8 checkpoint on CUDA (no FP8 kernels yet).
+inline constexpr const char* kCudaNoFp8 = "the CUDA backend does not run FP8 checkpoints yet; use --device cpu";
+
+// Builds the backend; kCuda throws abridge::Error when this build or machine has no CUDA, or with
+// kCudaNoFp8 when the checkpoint has FP8 weights.
+std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options);
 
 // Builds the backend that `device` names (auto | cpu | cuda). cpu and cuda are taken as said (cuda
 // throws abridge::Error when no GPU engine opens: no CUDA in this build, no GPU, too little memory);

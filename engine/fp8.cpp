@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
 namespace {

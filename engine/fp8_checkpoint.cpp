@@ -5,7 +5,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
 namespace {

@@ -3,10 +3,23 @@
 #include <algorithm>
 #include <chrono>
 
-#include "engine/error.h"
-#include "engine/kv_blocks.h"
+#include "base/error.h"
 
 namespace abridge::engine {
+
+std::vector<std::vector<int32_t>> contiguous_block_tables(const Backend& backend, int64_t n_seqs, int64_t tokens) {
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(n_seqs));
+  const int64_t bs = backend.kv_block_size();
+  if (bs == 0) return tables;
+  const int64_t per = (tokens + bs - 1) / bs;
+  if (per * n_seqs > backend.kv_blocks())
+    throw Error(std::to_string(n_seqs) + " x " + std::to_string(tokens) + " tokens do not fit the KV cache (" +
+                std::to_string(backend.kv_blocks() * bs) + " tokens)");
+  for (int64_t s = 0; s < n_seqs; ++s)
+    for (int64_t i = 0; i < per; ++i) tables[static_cast<size_t>(s)].push_back(static_cast<int32_t>(s * per + i));
+  return tables;
+}
+
 namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {

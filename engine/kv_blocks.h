@@ -17,7 +17,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/backend.h"
+#include "engine/batch_plan.h"
+#include "engine/config.h"
 
 namespace abridge::engine {
 
@@ -95,11 +96,5 @@ class KvBlockManager {
 // `bytes_per_value`), capped at INT32_MAX. E.g. the 0.6b shape (28 layers, 8 KV heads of 128) in bf16
 // takes 112 KiB per token, 1.75 MiB per 16-token block: 8 GiB hold 4681 blocks.
 int32_t kv_blocks_for_memory(const ModelConfig& config, uint64_t bytes, int32_t block_size, int bytes_per_value = 2);
-
-// Block tables for `n_seqs` sequences of `tokens` tokens each that own the backend's whole pool (one
-// sequence at a time through generate(), the engine benchmark): sequence s gets the contiguous blocks
-// [s * per, (s + 1) * per). Empty tables where the backend keeps no blocks (kv_block_size() == 0).
-// Throws Error when they do not fit the pool.
-std::vector<std::vector<int32_t>> contiguous_block_tables(const Backend& backend, int64_t n_seqs, int64_t tokens);
 
 }  // namespace abridge::engine

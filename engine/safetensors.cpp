@@ -29,7 +29,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
 
 namespace abridge::engine {
 namespace {
@@ -393,52 +394,6 @@ class Fd {
   int fd_;
 };
 
-std::string read_small_file(const std::string& path, uint64_t max_bytes) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.ok()) throw Error(path + ": cannot open: " + errno_message(errno));
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw Error(path + ": cannot stat: " + errno_message(errno));
-  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    throw Error(path + ": " + std::to_string(st.st_size) + " bytes, more than the " + std::to_string(max_bytes) +
-                "-byte limit");
-  }
-  std::string text(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t r = ::read(fd.get(), text.data() + done, text.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) throw Error(path + ": read failed: " + errno_message(errno));
-    if (r == 0) break;  // shrank under us
-    done += static_cast<size_t>(r);
-  }
-  text.resize(done);
-  return text;
-}
-
-// JSON with duplicate keys rejected (nlohmann keeps the last one silently) and nesting bounded.
-nlohmann::json parse_json_strict(const std::string& text, const std::string& path) {
-  std::vector<std::unordered_set<std::string>> keys;  // one set per open object
-  auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    using E = nlohmann::json::parse_event_t;
-    if ((event == E::object_start || event == E::array_start) && depth > kMaxIndexDepth) {
-      throw Error(path + ": JSON nested more than " + std::to_string(kMaxIndexDepth) + " levels deep");
-    }
-    if (event == E::object_start) keys.emplace_back();
-    if (event == E::object_end) keys.pop_back();
-    if (event == E::key && !keys.back().insert(parsed.get<std::string>()).second) {
-      throw Error(path + ": duplicate JSON key " + quote_name(parsed.get<std::string>()));
-    }
-    return true;
-  };
-  if (text.find('\0') != std::string::npos) throw Error(path + ": not valid JSON: it holds a NUL byte");
-  try {
-    return nlohmann::json::parse(text, callback);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": not valid JSON: " + json_message(e.what()));
-  }
-}
-
 // A shard name from an index must name a file inside the checkpoint directory itself.
 bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
@@ -542,11 +497,12 @@ std::vector<TensorView> parse_safetensors(std::span<const std::byte> bytes, std:
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO named like a checkpoint is refused below, not waited on.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd.ok()) throw Error(path + ": cannot open: " + errno_message(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw Error(path + ": cannot stat: " + errno_message(errno));
-  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+  if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file (a FIFO, device or socket is not read)");
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {  // mmap of 0 bytes fails; parse_safetensors reports the empty file
     void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
@@ -592,7 +548,12 @@ Checkpoint::Checkpoint(const std::string& dir) {
     return;
   }
 
-  const nlohmann::json index = parse_json_strict(read_small_file(index_path, kMaxIndexBytes), index_path);
+  nlohmann::json index;
+  try {
+    index = parse_json_bounded(read_regular_file(index_path, kMaxIndexBytes), kMaxIndexDepth, /*unique_keys=*/true);
+  } catch (const Error& e) {
+    throw Error(index_path + ": " + e.what());
+  }
   const auto map_it = index.is_object() ? index.find("weight_map") : index.end();
   if (!index.is_object() || map_it == index.end() || !map_it->is_object()) {
     throw Error(index_path + ": no \"weight_map\" object (tensor name -> shard file)");

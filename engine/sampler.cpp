@@ -4,21 +4,9 @@
 #include <cmath>
 #include <numeric>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
-namespace {
-
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-}  // namespace
 
 int32_t argmax(std::span<const float> logits) {
   ABRIDGE_CHECK(!logits.empty());
@@ -28,22 +16,8 @@ int32_t argmax(std::span<const float> logits) {
   return best;
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params) {
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   ABRIDGE_CHECK(params.temperature >= 0.0f && params.top_p > 0.0f && params.top_p <= 1.0f);
-  uint64_t s = params.seed;
-  for (uint64_t& w : state_) w = splitmix64(s);
-}
-
-double Sampler::next_uniform() {
-  const uint64_t result = rotl(state_[1] * 5, 7) * 9;
-  const uint64_t t = state_[1] << 17;
-  state_[2] ^= state_[0];
-  state_[3] ^= state_[1];
-  state_[1] ^= state_[2];
-  state_[0] ^= state_[3];
-  state_[2] ^= t;
-  state_[3] = rotl(state_[3], 45);
-  return static_cast<double>(result >> 11) * 0x1.0p-53;
 }
 
 int32_t Sampler::sample(std::span<const float> logits) {
@@ -76,7 +50,7 @@ int32_t Sampler::sample(std::span<const float> logits) {
   }
   double total = 0;
   for (size_t i = 0; i < keep; ++i) total += probs_[order_[i]];
-  double u = next_uniform() * total;
+  double u = rng_.uniform() * total;
   for (size_t i = 0; i < keep; ++i) {
     u -= probs_[order_[i]];
     if (u < 0) return order_[i];

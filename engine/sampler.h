@@ -5,6 +5,8 @@
 #include <span>
 #include <vector>
 
+#include "base/rng.h"
+
 namespace abridge::engine {
 
 struct SamplingParams {
@@ -18,12 +20,10 @@ class Sampler {
   explicit Sampler(const SamplingParams& params);
   // Picks a token from one row of logits (vocab_size float32).
   int32_t sample(std::span<const float> logits);
-  // Uniform double in [0, 1) from the seeded generator (xoshiro256**).
-  double next_uniform();
 
  private:
   SamplingParams params_;
-  uint64_t state_[4];
+  Xoshiro256 rng_;
   std::vector<int32_t> order_;  // scratch: candidate ids
   std::vector<float> probs_;    // scratch
 };

@@ -39,7 +39,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/backend.h"
+#include "engine/batch_plan.h"
 #include "engine/kv_blocks.h"
 
 namespace abridge::engine {
@@ -47,7 +47,7 @@ namespace abridge::engine {
 enum class Admission { kReserve, kOptimistic };
 
 struct SchedulerOptions {
-  int64_t max_batch_tokens = 2048;  // tokens per step, decodes and prefill chunks together
+  int64_t max_batch_tokens = kDefaultStepTokens;  // tokens per step, decodes and prefill chunks together
   int32_t max_running = 64;         // sequences holding a slot at once; slot ids are [0, max_running)
   int64_t max_prefill_chunk = 0;    // prompt tokens of one sequence per step; 0: up to the budget
   int32_t block_size = 16;          // tokens per KV block

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <exception>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::engine {
 namespace {

@@ -35,11 +35,6 @@ struct Request {
   int32_t priority = 0;           // higher is admitted first; arrival order within a priority
 };
 
-// Tokens per engine step unless the user sets --prefill-chunk. Chosen by `abridge bench engine
-// --prefill-chunk` on an H100 (4B shapes): 8,192 prefills an 8K prompt 9% faster than 2,048 and is
-// level with 4,096 and 16,384 at 32K and 128K (docs/PERFORMANCE.md).
-inline constexpr int64_t kDefaultStepTokens = 8192;
-
 // Scheduler options that fit a backend: its KV pool and block size where it is paged (a CPU-sized
 // virtual pool otherwise), its step limits, and its attention window. step_tokens: tokens per step,
 // prefill chunks and decodes together (0: kDefaultStepTokens), at most the backend's limit.
@@ -133,7 +128,6 @@ class ServingEngine {
   int64_t queued() const;
   // The prompt tokens of those requests (what they still have to prefill). Loop thread only.
   int64_t queued_tokens() const;
-  const Scheduler& scheduler() const { return scheduler_; }  // loop thread only
 
  private:
   struct Live {

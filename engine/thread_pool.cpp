@@ -1,21 +1,38 @@
 #include "engine/thread_pool.h"
 
 #include <algorithm>
+#include <string>
+#include <system_error>
+
+#include "base/error.h"
 
 namespace abridge::engine {
 
 ThreadPool::ThreadPool(int n_threads) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker(i); });
+  workers_.reserve(static_cast<size_t>(n_threads - 1));
+  try {
+    for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker(i); });
+  } catch (const std::system_error& e) {
+    // A container's task limit (pids cgroup, RLIMIT_NPROC) or the address space for the stacks ran out:
+    // the threads already started are stopped and joined, so nothing waits for the missing ones.
+    const size_t started = workers_.size() + 1;
+    stop_and_join();
+    throw Error("cannot start CPU thread " + std::to_string(started + 1) + " of " + std::to_string(n_threads) + ": " +
+                e.code().message() + " (a limit on tasks or memory; lower --threads)");
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_and_join(); }
+
+void ThreadPool::stop_and_join() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   start_cv_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 static void run_range(int index, int n_parts, int64_t n, const std::function<void(int64_t, int64_t)>& fn) {

@@ -12,7 +12,8 @@ namespace abridge::engine {
 
 class ThreadPool {
  public:
-  // n_threads <= 0: one per hardware thread.
+  // n_threads <= 0: one per hardware thread (the calling thread is one of them). Throws abridge::Error
+  // when a thread cannot be started (a task or memory limit), after joining those that were.
   explicit ThreadPool(int n_threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -25,6 +26,7 @@ class ThreadPool {
 
  private:
   void worker(int index);
+  void stop_and_join();
 
   std::vector<std::thread> workers_;
   std::mutex mu_;

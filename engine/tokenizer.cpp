@@ -25,7 +25,9 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/utf8.h"
+#include "engine/read_file.h"
 
 namespace abridge::engine {
 namespace {
@@ -36,74 +38,7 @@ using json = nlohmann::json;
 constexpr std::string_view kQwenPattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-// ---------------------------------------------------------------------------------------------
-// UTF-8
-
-// One step of a UTF-8 reader at p[0..n), n >= 1. kInvalid: `len` is the maximal ill-formed
-// subpart (>= 1 byte), which from_utf8_lossy replaces by one U+FFFD. kIncomplete: all n bytes are a
-// valid prefix of a longer sequence.
-enum class SeqKind : uint8_t { kValid, kInvalid, kIncomplete };
-struct Seq {
-  SeqKind kind;
-  uint32_t len;
-};
-
-Seq read_sequence(const unsigned char* p, size_t n) {
-  const unsigned b0 = p[0];
-  if (b0 < 0x80) return {SeqKind::kValid, 1};
-  uint32_t need;
-  unsigned lo = 0x80, hi = 0xBF;  // allowed range of the second byte (no overlongs, no surrogates)
-  if (b0 >= 0xC2 && b0 <= 0xDF) {
-    need = 2;
-  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-    need = 3;
-    if (b0 == 0xE0) lo = 0xA0;
-    if (b0 == 0xED) hi = 0x9F;
-  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-    need = 4;
-    if (b0 == 0xF0) lo = 0x90;
-    if (b0 == 0xF4) hi = 0x8F;
-  } else {
-    return {SeqKind::kInvalid, 1};
-  }
-  for (uint32_t k = 1; k < need; ++k) {
-    if (k >= n) return {SeqKind::kIncomplete, k};
-    if (p[k] < lo || p[k] > hi) return {SeqKind::kInvalid, k};
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  return {SeqKind::kValid, need};
-}
-
-// Decodes one code point of text already known to be valid UTF-8.
-inline uint32_t decode_valid(const unsigned char* p, uint32_t& len) {
-  const uint32_t b0 = p[0];
-  if (b0 < 0x80) {
-    len = 1;
-    return b0;
-  }
-  if (b0 < 0xE0) {
-    len = 2;
-    return (b0 & 0x1F) << 6 | (p[1] & 0x3F);
-  }
-  if (b0 < 0xF0) {
-    len = 3;
-    return (b0 & 0x0F) << 12 | (p[1] & 0x3F) << 6 | (p[2] & 0x3F);
-  }
-  len = 4;
-  return (b0 & 0x07) << 18 | (p[1] & 0x3F) << 12 | (p[2] & 0x3F) << 6 | (p[3] & 0x3F);
-}
-
-
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
 inline const unsigned char* bytes_of(std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); }
-
-inline bool all_ascii8(const unsigned char* p) {
-  uint64_t w;
-  std::memcpy(&w, p, 8);
-  return (w & 0x8080808080808080ull) == 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Per code point facts for the pre-tokenizer and the NFC quick check.
@@ -244,7 +179,7 @@ class CharTable {
       len = 1;
       return flags_[p[0]];
     }
-    return flags_[decode_valid(p, len)];
+    return flags_[decode_valid_utf8(p, len)];
   }
 
  private:
@@ -288,7 +223,7 @@ std::string vocab_to_bytes(std::string_view form) {
   const unsigned char* p = bytes_of(form);
   for (size_t i = 0; i < form.size();) {
     uint32_t len;
-    const uint32_t cp = decode_valid(p + i, len);
+    const uint32_t cp = decode_valid_utf8(p + i, len);
     if (cp >= a.to_byte.size() || a.to_byte[cp] < 0) return std::string(form);
     out += static_cast<char>(a.to_byte[cp]);
     i += len;
@@ -455,8 +390,10 @@ struct AddedToken {
   bool special;
 };
 
+// One short line: vocabulary forms and merge strings in a hostile file can be megabytes long or hold
+// newlines.
 [[noreturn]] void fail(std::string_view source, const std::string& what) {
-  throw Error(std::string(source) + ": " + what);
+  throw Error(std::string(source) + ": " + one_line(what, 300));
 }
 
 const json* member(const json& obj, const char* key) {
@@ -513,7 +450,7 @@ struct Tokenizer::Impl {
     size_t copied = 0;      // text[0, copied) is already in buf
     bool changed = false;
     for (size_t i = 0; i < n;) {
-      if (i + 8 <= n && all_ascii8(p + i)) {  // ASCII is always safe
+      if (i + 8 <= n && ascii8(p + i)) {  // ASCII is always safe
         safe_start = i + 7;
         i += 8;
         continue;
@@ -724,9 +661,9 @@ Tokenizer Tokenizer::from_json(std::string_view json_text, std::string_view sour
   auto impl = std::make_unique<Impl>();
   json doc;
   try {
-    doc = json::parse(json_text);
-  } catch (const json::exception& e) {
-    fail(source, std::string("malformed JSON: ") + e.what());
+    doc = parse_json_bounded(json_text);  // nesting bounded: a value 100,000 levels deep is refused
+  } catch (const Error& e) {
+    fail(source, e.what());
   }
   try {
     if (!doc.is_object()) fail(source, "expected a JSON object");
@@ -878,10 +815,12 @@ Tokenizer Tokenizer::from_path(const std::string& path) {
     if (!fs::exists(file, ec)) throw Error(path + ": no tokenizer.json in directory");
   }
   const std::string name = file.string();
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(name + ": cannot open: " + std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(name + ": read error: " + std::strerror(errno));
+  std::string text;
+  try {
+    text = read_regular_file(name, kMaxTokenizerJsonBytes);
+  } catch (const Error& e) {
+    throw Error(name + ": " + e.what());
+  }
   return from_json(text, name);
 }
 
@@ -945,73 +884,12 @@ int32_t Tokenizer::n_tokens() const { return impl_->n_tokens(); }
 
 // ---------------------------------------------------------------------------------------------
 
-namespace {
-
-// Moves the complete UTF-8 prefix of `pending` to the result, invalid sequences as U+FFFD each.
-// An incomplete tail stays in `pending`, or becomes one U+FFFD when `final`.
-std::string take_complete(std::string& pending, bool final) {
-  std::string out;
-  const unsigned char* p = bytes_of(pending);
-  size_t i = 0;
-  while (i < pending.size()) {
-    const Seq seq = read_sequence(p + i, pending.size() - i);
-    if (seq.kind == SeqKind::kIncomplete && !final) break;
-    if (seq.kind == SeqKind::kValid) {
-      out.append(pending, i, seq.len);
-    } else {
-      out += kReplacement;
-    }
-    i += seq.kind == SeqKind::kIncomplete ? pending.size() - i : seq.len;
-  }
-  pending.erase(0, i);
-  return out;
-}
-
-}  // namespace
-
 std::string StreamDecoder::push(int32_t id) {
   if (skip_special_ && tok_.is_special(id)) return {};
   pending_ += tok_.token_bytes(id);
-  return take_complete(pending_, false);
+  return take_complete_utf8(pending_, false);
 }
 
-std::string StreamDecoder::finish() { return take_complete(pending_, true); }
-
-size_t find_invalid_utf8(std::string_view text) {
-  const unsigned char* p = bytes_of(text);
-  const size_t n = text.size();
-  for (size_t i = 0; i < n;) {
-    if (i + 8 <= n && all_ascii8(p + i)) {
-      i += 8;
-      continue;
-    }
-    if (p[i] < 0x80) {
-      ++i;
-      continue;
-    }
-    const Seq seq = read_sequence(p + i, n - i);
-    if (seq.kind != SeqKind::kValid) return i;
-    i += seq.len;
-  }
-  return std::string_view::npos;
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | cp >> 6);
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | cp >> 12);
-    out += static_cast<char>(0x80 | (cp >> 6 & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | cp >> 18);
-    out += static_cast<char>(0x80 | (cp >> 12 & 0x3F));
-    out += static_cast<char>(0x80 | (cp >> 6 & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+std::string StreamDecoder::finish() { return take_complete_utf8(pending_, true); }
 
 }  // namespace abridge::engine

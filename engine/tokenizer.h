@@ -64,9 +64,4 @@ class StreamDecoder {
   std::string pending_;
 };
 
-// Checks that `text` is valid UTF-8; returns the byte offset of the first invalid byte, or npos.
-size_t find_invalid_utf8(std::string_view text);
-// Appends the UTF-8 encoding of code point `cp` (at most U+10FFFF).
-void append_utf8(std::string& out, uint32_t cp);
-
 }  // namespace abridge::engine

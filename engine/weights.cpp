@@ -1,8 +1,11 @@
 #include "engine/weights.h"
 
+#include <cmath>
 #include <cstring>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/hash.h"
+#include "base/rng.h"
 #include "engine/fp8.h"
 #include "engine/fp8_checkpoint.h"
 
@@ -16,11 +19,6 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 }  // namespace
-
-bool TensorEntry::is_norm() const {
-  return role == TensorRole::kFinalNorm || role == TensorRole::kInputNorm || role == TensorRole::kPostNorm ||
-         role == TensorRole::kQNorm || role == TensorRole::kKNorm;
-}
 
 std::vector<TensorEntry> tensor_table(const ModelConfig& c) {
   const int64_t d = c.hidden_size, f = c.intermediate_size;
@@ -124,6 +122,44 @@ void to_f32(DType dtype, const std::byte* src, float* dst, size_t n) {
       return;
   }
   ABRIDGE_CHECK(false, "unknown dtype");
+}
+
+namespace {
+
+// Uniform float in [-1, 1) from 24 bits, exact arithmetic (no libm), so every platform gets the same bytes.
+float symmetric(Xoshiro256& rng) {
+  const uint64_t r = rng.next() >> 40;
+  return static_cast<float>(static_cast<int64_t>(r) - (int64_t{1} << 23)) * 0x1.0p-23f;
+}
+
+}  // namespace
+
+void write_random_weights(const std::string& path, const ModelConfig& config, uint64_t seed, DType dtype) {
+  ABRIDGE_CHECK(dtype == DType::kBF16 || dtype == DType::kF32, "random weights are bf16 or f32");
+  std::vector<TensorSpec> specs;
+  for (const TensorEntry& e : tensor_table(config)) {
+    if (e.optional) continue;  // tied lm_head: not written, as transformers saves it
+    specs.push_back({e.name, dtype, e.shape});
+  }
+  const float kUniformHalfWidth = 0.02f * std::sqrt(3.0f);  // uniform(-a, a) has std a / sqrt(3)
+  write_safetensors(
+      path, specs,
+      [&](const TensorSpec& spec, std::span<std::byte> out) {
+        Xoshiro256 rng(seed ^ fnv1a64(spec.name));
+        const bool norm = spec.shape.size() == 1;
+        const size_t n = out.size() / dtype_size(dtype);
+        for (size_t i = 0; i < n; ++i) {
+          const float u = symmetric(rng);
+          const float value = norm ? 1.0f + 0.5f * u : kUniformHalfWidth * u;
+          if (dtype == DType::kBF16) {
+            const uint16_t h = f32_to_bf16(value);
+            std::memcpy(out.data() + 2 * i, &h, 2);
+          } else {
+            std::memcpy(out.data() + 4 * i, &value, 4);
+          }
+        }
+      },
+      {{"format", "pt"}});
 }
 
 }  // namespace abridge::engine

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "base/rng.h"
 #include "kernels/ops.h"
 #ifdef ABRIDGE_HAVE_SM90A
 #include "kernels/sm90/attention_sm90.h"
@@ -776,16 +777,6 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
 
 // ---- sampling
 
-__host__ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-__host__ __device__ __forceinline__ double uniform_of(uint64_t seed, uint64_t counter) {
-  const uint64_t z = mix64(mix64(seed + 0x9E3779B97F4A7C15ull) ^ (counter * 0xD1B54A32D192ED03ull + 1));
-  return static_cast<double>(z >> 11) * 0x1.0p-53;
-}
-
 constexpr int kSampleThreads = 1024;
 
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int vocab, const SampleRow* rows,
@@ -860,7 +851,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
     scratch[0] = acc;  // the kept mass
   }
   __syncthreads();
-  const float target = static_cast<float>(uniform_of(row.seed, row.counter)) * scratch[0];
+  const float target = static_cast<float>(counter_uniform(row.seed, row.counter)) * scratch[0];
   const float start = prefix[tid];
   if (target >= start && target < start + mine) {
     float acc = start;
@@ -1292,7 +1283,6 @@ void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, i
   if (n_rows > 0) sample_kernel<<<n_rows, kSampleThreads, 0, s>>>(logits, vocab, rows, out);
 }
 
-double sample_uniform(uint64_t seed, uint64_t counter) { return uniform_of(seed, counter); }
 
 bool gemv_supports(int n, int k) { return n >= 1 && n <= kGemvMaxRows && k % 8 == 0; }
 

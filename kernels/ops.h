@@ -1,5 +1,6 @@
-// CUDA kernels of the Qwen3 forward pass. Each is a function over device pointers, sizes and a stream;
-// none knows a model. Shapes are given as (rows, cols) row-major; "bf16" is __nv_bfloat16.
+// CUDA kernels of a decoder-only transformer's forward pass (RMSNorm, RoPE, paged grouped-query
+// attention, SwiGLU, sampling). Each is a function over device pointers, sizes and a stream; none knows
+// a model: the engine maps a model's layers onto them. Shapes are given as (rows, cols) row-major; "bf16" is __nv_bfloat16.
 // Every op has a CPU twin in tests/test_cuda.cpp that it is compared with on random inputs.
 #pragma once
 
@@ -116,8 +117,8 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s);
 // Token sampling on the device, one block per logits row: greedy (temperature <= 0: the first
 // maximum), or softmax at the temperature restricted to the top-p nucleus (the smallest set of most
 // likely tokens whose probability reaches top_p, found by bisecting a probability threshold) and a
-// draw from it. The draw's uniform number is a hash of (seed, counter), so a sequence samples the
-// same tokens whatever batch it runs in. Only ids below vocab_limit are candidates.
+// draw from it. The draw's uniform number is counter_uniform(seed, counter) (base/rng.h), so a sequence
+// samples the same tokens whatever batch it runs in. Only ids below vocab_limit are candidates.
 struct SampleRow {
   float temperature;
   float top_p;
@@ -127,8 +128,6 @@ struct SampleRow {
   int32_t pad;
 };
 void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, int32_t* out, cudaStream_t s);
-// The uniform number in [0, 1) that sample() draws for (seed, counter); the CPU twin uses it too.
-double sample_uniform(uint64_t seed, uint64_t counter);
 
 // The matrix products of a decode step (n <= kGemvMaxRows rows, k a multiple of 8): one bandwidth-bound
 // pass over w. The input is either x (n, k) bf16, or, with norm_w set, the RMS norm of the float rows

@@ -1,14 +1,15 @@
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <iomanip>
 #include <ostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/bench.h"
 #include "engine/engine.h"
-#include "engine/error.h"
-#include "engine/model.h"
 #include "pipeline/commands.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
@@ -55,12 +56,12 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     }
     check_range("--steps", opt.decode_steps, 1, 1 << 20);
     bo.decode_steps = opt.decode_steps;
-    check_prefill_chunk(opt.prefill_chunk);
+    engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) bo.prefill_chunk = opt.prefill_chunk;  // 0: the default, as elsewhere
     check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;
     check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
-    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0))
+    if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0) || !std::isfinite(opt.gemm_tflops) || !std::isfinite(opt.copy_tbps))
       throw Error("--gemm-tflops and --copy-tbps must be 0 (auto) or more");
     check_device(opt.device);
 
@@ -110,7 +111,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
         << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction << ")\n";
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -19,10 +19,11 @@
 #include <ostream>
 #include <sstream>
 
+#include "base/error.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
+#include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
 
 namespace abridge::pipeline {
@@ -276,10 +277,10 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
             << fmt(floor_ms, 2) << " | " << (ms > 0 ? fmt(100.0 * floor_ms / ms, 1) + "%" : "-") << " |\n";
       }
     }
-    if (!o.report.empty()) write_file_atomic(o.report, report_json(r));
+    if (!o.report.empty()) write_report_file(o.report, report_json(r), out);
     return r.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {
-    err << "abridge bench summarize: " << e.what() << '\n';
+    err << "abridge bench summarize: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

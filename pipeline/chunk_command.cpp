@@ -4,18 +4,19 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"
+#include "pipeline/run_report.h"
 #include "pipeline/token_counter.h"
 
 namespace abridge::pipeline {
 namespace {
-
-// The chunker's view of the real tokenizer: documents are encoded plain (no added tokens matched).
 
 // The document's text as summarize reads it (read_document()). With --replace-invalid a text file whose
 // encoding cannot be told is read as UTF-8 with its invalid bytes in place, so that they keep their
@@ -27,7 +28,7 @@ std::string read_input(const ChunkOptions& opt, const std::string& source) {
   ro.keep_invalid_utf8 = opt.replace_invalid;
   try {
     if (opt.file != "-") return read_document(opt.file, ro).text;
-    return read_text(std::string(std::istreambuf_iterator<char>(std::cin), {}), ro).text;
+    return read_text(engine::read_stream_bounded(std::cin, ro.max_bytes), ro).text;
   } catch (const Error& e) {
     throw Error(source + ": " + e.what());
   }
@@ -87,7 +88,7 @@ int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err) {
     out << s.str() << std::flush;
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -10,16 +11,18 @@
 #include <map>
 #include <sstream>
 
+#include "base/error.h"
+#include "base/utf8.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
-#include "engine/model.h"
+#include "engine/read_file.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
@@ -31,8 +34,13 @@ using engine::Tokenizer;
 
 std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
-  std::string text(std::istreambuf_iterator<char>(std::cin), {});
-  const size_t bad = engine::find_invalid_utf8(text);
+  std::string text;
+  try {
+    text = engine::read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
+  } catch (const Error& e) {
+    throw Error(std::string("<stdin>: ") + e.what());
+  }
+  const size_t bad = find_invalid_utf8(text);
   if (bad != std::string::npos) throw Error("<stdin>: invalid UTF-8 at byte " + std::to_string(bad));
   return text;
 }
@@ -90,14 +98,9 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
     out << line << '\n';
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
-}
-
-void check_prefill_chunk(int64_t tokens) {
-  if (tokens != 0 && (tokens < 64 || tokens > 65536))
-    throw Error("--prefill-chunk must be in 64..65536 tokens, not " + std::to_string(tokens));
 }
 
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
@@ -110,9 +113,10 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
-    check_prefill_chunk(opt.prefill_chunk);
+    engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
-    if (opt.temperature < 0) throw Error("--temperature must be >= 0");
+    if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
+      throw Error("--temperature must be a finite number, 0 or more, not " + std::to_string(opt.temperature));
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 
@@ -150,7 +154,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     }
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -200,7 +204,7 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
         << opt.dtype << ", seed " << opt.seed << '\n';
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }
@@ -260,7 +264,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                                   " for the full context)");
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

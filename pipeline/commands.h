@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include "engine/defaults.h"
+
 namespace abridge::pipeline {
 
 inline constexpr int kExitOk = 0;
@@ -53,15 +55,13 @@ struct GenerateOptions {
   std::string device = "auto";  // auto | cpu | cuda (auto: the GPU when its engine opens, else the CPU)
   int threads = 0;             // CPU backend threads; 0: all cores
   bool stats = false;          // timings on stderr
-  double gpu_memory_fraction = 0.90;
+  double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
   int64_t prefill_chunk = 0;     // tokens per engine step (0: the engine's default)
   int64_t attention_window = 0;  // StreamingLLM window (0: full attention)
   int64_t sink_tokens = 4;       // with a window: the first tokens every token still sees
 };
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err);
 
-// --prefill-chunk: 0 (the engine's default) or 64..65536 tokens; throws abridge::Error otherwise.
-void check_prefill_chunk(int64_t tokens);
 
 struct MakeRandomOptions {
   std::string out_dir;
@@ -88,8 +88,8 @@ struct BenchEngineOptions {
   int64_t decode_steps = 64;
   double gemm_tflops = 0;  // 0: the measured figure for a known GPU (H100, H200)
   double copy_tbps = 0;
-  double gpu_memory_fraction = 0.90;
-  int64_t prefill_chunk = 8192;  // prompt tokens per forward step
+  double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
+  int64_t prefill_chunk = engine::kDefaultStepTokens;  // prompt tokens per forward step
   double time_limit = 400;  // seconds for the prefill part
 };
 int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err);

@@ -1,6 +1,6 @@
 #include "pipeline/doc_plan.h"
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::pipeline {
 

@@ -1,14 +1,9 @@
 #include "pipeline/document_reader.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -22,35 +17,7 @@ std::string lower_extension(const std::string& path) {
   return ext;
 }
 
-std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
-
 }  // namespace
-
-std::string read_file_bounded(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) throw Error(errno == ENOENT ? std::string("no such file") : std::string("cannot open: ") + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot stat: ") + std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) throw Error("is a directory");
-  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
-  if (static_cast<uint64_t>(st.st_size) > max_bytes)
-    throw Error("file is too large (" + mib(static_cast<uint64_t>(st.st_size)) + "; the limit is " + mib(max_bytes) + ")");
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
-    if (n == 0) break;  // shrank while read
-    got += static_cast<size_t>(n);
-  }
-  bytes.resize(got);
-  return bytes;
-}
 
 Document read_text(std::string bytes, const ReadOptions& o) {
   Document doc;
@@ -61,15 +28,18 @@ Document read_text(std::string bytes, const ReadOptions& o) {
 }
 
 Document read_document(const std::string& path, const ReadOptions& o) {
-  if (lower_extension(path) != ".pdf") return read_text(read_file_bounded(path, o.max_bytes), o);
-  Document doc;
+  // Opened once, checked on that descriptor (a regular file, never waited on), read within the limit.
+  std::string bytes = engine::read_regular_file(path, o.max_bytes);
+  if (lower_extension(path) != ".pdf") return read_text(std::move(bytes), o);
+  return read_pdf(std::move(bytes), o);
+}
 
-  // The extracting child checks the file itself (missing, a directory, not a PDF); only the size is
-  // checked here.
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > o.max_bytes)
-    throw Error("file is too large (" + mib(static_cast<uint64_t>(st.st_size)) + "; the limit is " + mib(o.max_bytes) + ")");
-  PdfText pdf = extract_pdf_text(path, o.pdf, o.ocr);
+Document read_pdf(std::string bytes, const ReadOptions& o) {
+  Document doc;
+  if (bytes.size() > o.max_bytes) throw Error(engine::too_large_message(bytes.size(), o.max_bytes));
+  PdfText pdf = extract_pdf_text_from_bytes(bytes, o.pdf, o.ocr);
+  bytes.clear();
+  bytes.shrink_to_fit();
   if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
   doc.text = normalize_text(pdf.text, TextSource::kPdf);
   doc.pages = pdf.pages;

@@ -45,8 +45,11 @@ struct Document {
 // Thread-safe.
 Document read_document(const std::string& path, const ReadOptions& options);
 
-// The text-file half of read_document() for bytes already in memory (standard input).
+// The text-file half of read_document() for bytes already in memory (standard input, or a file the caller
+// opened and read once).
 Document read_text(std::string bytes, const ReadOptions& options);
+// The PDF half, for a PDF's bytes already in memory: the extracting child reads them, not the path.
+Document read_pdf(std::string bytes, const ReadOptions& options);
 
 // ReadOptions from the command-line values (--encoding, --ocr auto|never|always, --ocr-lang, --pdf-timeout,
 // --pdf-max-memory). Checks them: throws abridge::Error naming the option. With --ocr auto and no
@@ -54,11 +57,6 @@ Document read_text(std::string bytes, const ReadOptions& options);
 // never.
 ReadOptions make_read_options(const std::string& encoding, const std::string& ocr, const std::string& ocr_languages,
                               double pdf_timeout, int64_t pdf_max_memory_mb);
-
-// A file's bytes through one descriptor: a regular file (not waited on when it is a FIFO, no device
-// read), at most `max_bytes`, read to its end as it is now. Throws abridge::Error with one line that
-// does not name the path.
-std::string read_file_bounded(const std::string& path, size_t max_bytes);
 
 // "pages 1-3, 7 (eng)" for a progress line; "" when no page was read by OCR.
 std::string describe_ocr(const Document& doc);

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <climits>
 
+#include "base/error.h"
 #include "engine/engine.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/summarize.h"

@@ -4,12 +4,11 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <iomanip>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/fp8_checkpoint.h"
+#include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
 
@@ -21,7 +20,7 @@ namespace fs = std::filesystem;
 // The tokenizer and generation files a model directory may carry beside its weights, copied as they are.
 constexpr const char* kSideFiles[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
                                       "vocab.json", "merges.txt"};
-constexpr uintmax_t kMaxSideFileBytes = 64u << 20;
+constexpr size_t kMaxSideFileBytes = engine::kMaxTokenizerJsonBytes;
 
 void fsync_dir(const fs::path& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -32,15 +31,11 @@ void fsync_dir(const fs::path& dir) {
 }
 
 std::string read_bounded(const fs::path& path) {
-  std::error_code ec;
-  const uintmax_t size = fs::file_size(path, ec);
-  if (ec) throw Error(path.string() + ": cannot read: " + ec.message());
-  if (size > kMaxSideFileBytes) throw Error(path.string() + ": larger than 64 MiB; not a tokenizer file");
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (!in.good() && !in.eof()) throw Error(path.string() + ": cannot read");
-  return ss.str();
+  try {
+    return engine::read_regular_file(path.string(), kMaxSideFileBytes);
+  } catch (const Error& e) {
+    throw Error(path.string() + ": " + e.what());
+  }
 }
 
 }  // namespace

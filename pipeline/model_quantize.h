@@ -6,7 +6,7 @@
 #include <string>
 
 #include "engine/fp8_checkpoint.h"
-#include "engine/model.h"
+#include "engine/model_dir.h"
 
 namespace abridge::pipeline {
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::pipeline {
 

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -18,15 +17,15 @@
 #include <thread>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
+#include "pipeline/atomic_file.h"
 
 namespace abridge::pipeline {
 namespace {
 
 using nlohmann::json;
 
-constexpr std::string_view kTempPrefix = ".abridge-tmp-";
-constexpr size_t kTempDigits = 12;
 constexpr size_t kMaxRecordBytes = size_t{1} << 16;   // a done record or the lock's pid
 constexpr size_t kMaxCacheBytes = size_t{64} << 20;   // one cached summary, compressed or not
 constexpr size_t kMaxOutputBytes = size_t{256} << 20; // an output read back for its hash
@@ -73,78 +72,14 @@ int open_dir_at(int at, const std::string& name, bool create, const std::string&
   return fd;
 }
 
-std::string random_hex(size_t digits) {
-  unsigned char bytes[16];
-  size_t got = 0;
-  while (got < (digits + 1) / 2) {
-    const ssize_t n = ::getrandom(bytes + got, (digits + 1) / 2 - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("getrandom", errno);
-    got += static_cast<size_t>(n);
-  }
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < digits; ++i) out += hex[(bytes[i / 2] >> (i % 2 ? 0 : 4)) & 15];
-  return out;
-}
-
-bool is_temp_name(std::string_view name) {
-  if (name.size() != kTempPrefix.size() + kTempDigits || name.substr(0, kTempPrefix.size()) != kTempPrefix) return false;
-  return name.find_first_not_of("0123456789abcdef", kTempPrefix.size()) == std::string_view::npos;
-}
-
-// Writes `bytes` to `name` in folder `dirfd`: a fresh temporary name, fsync, rename over `name` (a link
-// there is replaced, not followed), fsync of the folder.
-void write_atomic_at(int dirfd, const std::string& name, std::string_view bytes, const std::string& shown) {
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0; ++attempt) {
-    tmp = std::string(kTempPrefix) + random_hex(kTempDigits);
-    fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0 && (errno != EEXIST || attempt > 8)) fail(shown + ": cannot create a temporary file", errno);
-  }
-  auto give_up = [&](const char* what, int err) {
-    ::close(fd);
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    fail(shown + ": " + what, err);
-  };
-  for (size_t done = 0; done < bytes.size();) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) give_up("write failed", w < 0 ? errno : EIO);
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) give_up("cannot flush", errno);
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    fail(shown + ": cannot flush", e);
-  }
-  if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) {
-    const int e = errno;
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    fail(shown + ": cannot rename into place", e);
-  }
-  ::fsync(dirfd);
-}
-
-// Reads regular file `name` in `dirfd` (no link followed, no FIFO waited on), at most `max_bytes`.
+// Reads regular file `name` in `dirfd` (no link followed, no FIFO waited on), at most `max_bytes`;
+// nothing when it is not there or not such a file.
 std::optional<std::string> read_at(int dirfd, const std::string& name, size_t max_bytes) {
-  Fd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (fd.get() < 0) return std::nullopt;
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > max_bytes)
+  try {
+    return engine::read_regular_file(name, max_bytes, /*no_follow=*/true, dirfd);
+  } catch (const Error&) {
     return std::nullopt;
-  std::string out(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // shrank while read
-    got += static_cast<size_t>(n);
   }
-  out.resize(got);
-  return out;
 }
 
 // The components of a relative output path; refuses absolute paths, "." and "..".
@@ -207,32 +142,64 @@ std::string sha256_hex(std::string_view bytes) {
 
 OutputDir::OutputDir(const std::string& path, bool wait, std::ostream& err, const std::function<bool()>& give_up)
     : path_(path) {
+  try {
+    open_and_lock(wait, err, give_up);
+  } catch (...) {
+    close_all();
+    throw;
+  }
+}
+
+void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<bool()>& give_up) {
+  const std::string& path = path_;
   if (path.empty()) throw Error("-o OUT_DIR is required");
   // OUT_DIR itself may be reached through links the user chose (a path they typed); nothing below it is.
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) fail(path + ": cannot create the output directory", errno);
   dir_fd_ = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) fail(path + ": cannot open the output directory", errno);
-  state_fd_ = open_dir_at(dir_fd_, ".abridge", true, path + "/.abridge");
-  if (::flock(state_fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK) fail(path + "/.abridge: flock", errno);
-    std::string pid = read_at(state_fd_, "lock", kMaxRecordBytes).value_or("");
+
+  // Takes an exclusive flock on `fd`; false when another run holds it and we do not (or no longer) wait.
+  bool told = false;
+  auto lock = [&](int fd, const std::string& shown) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK) fail(shown + ": flock", errno);
+    std::string pid = read_at(dir_fd_, ".abridge/lock", kMaxRecordBytes).value_or("");
     while (!pid.empty() && (pid.back() == '\n' || pid.back() == '\0')) pid.pop_back();
     if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 10) pid.clear();
     const std::string who = pid.empty() ? "another abridge run" : "another abridge run (pid " + pid + ")";
     if (!wait) {
       held_by_other_ = who;
-      return;
+      return false;
     }
-    err << "abridge: " << path << " is in use by " << who << "; waiting\n";
+    if (!told) err << "abridge: " << path << " is in use by " << who << "; waiting\n";
+    told = true;
     // Polling rather than a blocking flock, so a signal to stop is seen while waiting.
-    while (::flock(state_fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK && errno != EINTR) fail(path + "/.abridge: flock", errno);
+    while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) fail(shown + ": flock", errno);
       if (give_up && give_up()) {
         held_by_other_ = who;
-        return;
+        return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
+    return true;
+  };
+  // The lock is OUT_DIR's own directory, which a cleaner cannot unlink while it holds files, and then
+  // OUT_DIR/.abridge (the lock of earlier versions): deleting .abridge/lock, or all of .abridge, from
+  // under a run does not let a second one start beside it.
+  if (!lock(dir_fd_, path)) return;
+  for (int attempt = 0;; ++attempt) {
+    state_fd_ = open_dir_at(dir_fd_, ".abridge", true, path + "/.abridge");
+    if (!lock(state_fd_, path + "/.abridge")) return;
+    // The folder locked must still be the one at OUT_DIR/.abridge (a cleaner may have replaced it
+    // between the open and the lock).
+    struct stat held {}, now {};
+    if (::fstat(state_fd_, &held) == 0 && ::fstatat(dir_fd_, ".abridge", &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        held.st_dev == now.st_dev && held.st_ino == now.st_ino)
+      break;
+    ::close(state_fd_);
+    state_fd_ = -1;
+    if (attempt >= 8) throw Error(path + "/.abridge: replaced again and again while it was being locked");
   }
   // Who holds it, for the message of a second run (informational: the lock is the flock above).
   write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path + "/.abridge/lock");
@@ -240,10 +207,14 @@ OutputDir::OutputDir(const std::string& path, bool wait, std::ostream& err, cons
   done_fd_ = open_dir_at(state_fd_, "done", true, path + "/.abridge/done");
 }
 
-OutputDir::~OutputDir() {
-  for (int fd : {done_fd_, cache_fd_, state_fd_, dir_fd_})
-    if (fd >= 0) ::close(fd);  // closing the .abridge descriptor releases the flock
+void OutputDir::close_all() {
+  for (int* fd : {&done_fd_, &cache_fd_, &state_fd_, &dir_fd_}) {
+    if (*fd >= 0) ::close(*fd);  // closing the descriptors releases the flocks
+    *fd = -1;
+  }
 }
+
+OutputDir::~OutputDir() { close_all(); }
 
 size_t OutputDir::remove_stale_temp_files() const { return clean_temp_files(dir_fd_, 0); }
 
@@ -283,7 +254,7 @@ bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) c
   try {
     const auto record = read_at(done_fd_, done_name(rel), kMaxRecordBytes);
     if (!record) return false;
-    const json j = json::parse(*record);
+    const json j = engine::parse_json_bounded(*record, 4);  // {"key": ..., "output_sha256": ...}
     if (!j.is_object() || j.value("key", "") != job_key) return false;
     const std::vector<std::string> parts = components(rel);
     Fd dir(::dup(dir_fd_));

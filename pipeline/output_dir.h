@@ -20,8 +20,8 @@ namespace abridge::pipeline {
 class OutputDir {
  public:
   // Opens OUT_DIR (creating it and .abridge/{cache,done}) and takes the run lock: an exclusive flock on
-  // the OUT_DIR/.abridge directory itself, which a cleaner cannot unlink from under a run while it
-  // holds files. With `wait`, waits for another run to finish (saying so on `err`) until give_up()
+  // the OUT_DIR directory itself and on OUT_DIR/.abridge (checked to be the folder at that name once
+  // locked), so a cleaner that deletes .abridge/lock or all of .abridge does not let a second run in. With `wait`, waits for another run to finish (saying so on `err`) until give_up()
   // turns true. Throws abridge::Error when OUT_DIR cannot be made or is a link.
   OutputDir(const std::string& path, bool wait, std::ostream& err, const std::function<bool()>& give_up = {});
   ~OutputDir();
@@ -55,6 +55,9 @@ class OutputDir {
                     const std::string& source) const;
 
  private:
+  void open_and_lock(bool wait, std::ostream& err, const std::function<bool()>& give_up);
+  void close_all();
+
   std::string path_;
   int dir_fd_ = -1, state_fd_ = -1, cache_fd_ = -1, done_fd_ = -1;
   std::string held_by_other_;

@@ -36,8 +36,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/tokenizer.h"
+#include "base/error.h"
+#include "base/utf8.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -91,23 +91,6 @@ class Fd {
   int fd_;
 };
 
-// Invalid bytes become U+FFFD, one per byte.
-std::string to_valid_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  while (!s.empty()) {
-    const size_t bad = engine::find_invalid_utf8(s);
-    if (bad == std::string_view::npos) {
-      out.append(s);
-      break;
-    }
-    out.append(s.substr(0, bad));
-    out.append("\xEF\xBF\xBD");
-    s.remove_prefix(bad + 1);
-  }
-  return out;
-}
-
 // One line of at most kMaxMessage bytes: control characters become spaces, ends trimmed.
 std::string one_line(std::string_view s) {
   std::string out;
@@ -119,7 +102,7 @@ std::string one_line(std::string_view s) {
   while (!out.empty() && out.back() == ' ') out.pop_back();
   if (out.size() > kMaxMessage) {
     size_t cut = kMaxMessage;
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+    while (cut > 0 && is_utf8_continuation(static_cast<unsigned char>(out[cut]))) --cut;  // not inside a character
     out.resize(cut);
     out += "...";
   }
@@ -275,11 +258,19 @@ poppler::image render_gray(const poppler::page& page, int dpi, int& used_dpi) {
 // `restore_seconds`: how long the child may spend on pages before it stops putting back the hyphens poppler
 // drops (finding them lays each page out a second time, about 1.4 times the cost of its text): a document
 // that would only just fit the time limit still fits.
-PdfText extract_with_poppler(const std::string& path, const OcrOptions& ocr, double restore_seconds) {
+// What the child reads: a file by its path, or bytes already in memory (the caller read them once).
+struct PdfSource {
+  const std::string* path = nullptr;
+  std::string_view bytes;
+};
+
+PdfText extract_with_poppler(const PdfSource& source, const OcrOptions& ocr, double restore_seconds) {
   const Clock::time_point start = Clock::now();
   std::string last_message;
   poppler::set_debug_error_function(keep_poppler_message, &last_message);
-  const std::unique_ptr<poppler::document> doc(poppler::document::load_from_file(path));
+  const std::unique_ptr<poppler::document> doc(
+      source.path ? poppler::document::load_from_file(*source.path)
+                  : poppler::document::load_from_raw_data(source.bytes.data(), static_cast<int>(source.bytes.size())));
   if (!doc)
     return failure(PdfStatus::kBroken, last_message.empty() ? std::string("poppler cannot open it")
                                                             : poppler_reason(last_message));
@@ -460,11 +451,11 @@ bool set_up_child(pid_t parent, int result_fd, int stderr_fd, int progress_fd, s
   return ::setrlimit(RLIMIT_AS, &as) == 0;
 }
 
-[[noreturn]] void run_child(const std::string& path, const OcrOptions& ocr, double timeout, pid_t parent, int result_fd,
+[[noreturn]] void run_child(const PdfSource& source, const OcrOptions& ocr, double timeout, pid_t parent, int result_fd,
                             int stderr_fd, int progress_fd, size_t budget) {
   if (!set_up_child(parent, result_fd, stderr_fd, progress_fd, budget)) ::_exit(kExitSetupFailed);
   try {
-    const PdfText r = extract_with_poppler(path, ocr, timeout / 2);
+    const PdfText r = extract_with_poppler(source, ocr, timeout / 2);
     ResultHeader h{};
     std::memcpy(h.magic, kMagic, sizeof kMagic);
     h.status = static_cast<uint32_t>(r.status);
@@ -494,6 +485,15 @@ bool set_up_child(pid_t parent, int result_fd, int stderr_fd, int progress_fd, s
 
 // What poppler would report less clearly (or, for a FIFO, block on), found before forking. Empty if the
 // file looks like a PDF.
+std::string precheck_bytes(std::string_view bytes) {
+  if (bytes.empty()) return "empty file";
+  if (bytes.size() > size_t{INT32_MAX}) return "larger than 2 GiB";
+  // The header may follow some junk; poppler looks in the first 1024 bytes too.
+  if (::memmem(bytes.data(), std::min<size_t>(bytes.size(), 1024), "%PDF-", 5) == nullptr)
+    return "not a PDF (no %PDF- header in the first 1024 bytes)";
+  return "";
+}
+
 std::string precheck(const std::string& path) {
   const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) return std::string("cannot open: ") + std::strerror(errno);
@@ -638,8 +638,23 @@ const char* to_string(PdfStatus s) {
   return "unknown";
 }
 
+namespace {
+PdfText extract(const PdfSource& source, const PdfLimits& limits, const OcrOptions& ocr);
+}  // namespace
+
 PdfText extract_pdf_text(const std::string& path, const PdfLimits& limits, const OcrOptions& ocr) {
   if (const std::string why = precheck(path); !why.empty()) return failure(PdfStatus::kBroken, why);
+  return extract(PdfSource{&path, {}}, limits, ocr);
+}
+
+PdfText extract_pdf_text_from_bytes(std::string_view bytes, const PdfLimits& limits, const OcrOptions& ocr) {
+  if (const std::string why = precheck_bytes(bytes); !why.empty()) return failure(PdfStatus::kBroken, why);
+  return extract(PdfSource{nullptr, bytes}, limits, ocr);
+}
+
+namespace {
+
+PdfText extract(const PdfSource& source, const PdfLimits& limits, const OcrOptions& ocr) {
 
   // Deadline first, so that the fork counts too. NaN or negative means no time at all; a week is forever.
   const double timeout = std::clamp(std::isnan(limits.timeout_seconds) ? 0.0 : limits.timeout_seconds, 0.0, 604800.0);
@@ -661,7 +676,7 @@ PdfText extract_pdf_text(const std::string& path, const PdfLimits& limits, const
   const pid_t pid = ::fork();
   if (pid < 0) throw Error(std::string("PDF extraction: fork failed: ") + std::strerror(errno));
   if (pid == 0)
-    run_child(path, ocr, timeout, parent, result_write.get(), stderr_write.get(), progress_write.get(),
+    run_child(source, ocr, timeout, parent, result_write.get(), stderr_write.get(), progress_write.get(),
               limits.max_memory_bytes);
   ChildGuard child(pid);
   result_write.reset();
@@ -762,4 +777,5 @@ PdfText extract_pdf_text(const std::string& path, const PdfLimits& limits, const
   return failure(PdfStatus::kBroken, "poppler crashed (" + signal_name(sig) + ")");
 }
 
+}  // namespace
 }  // namespace abridge::pipeline

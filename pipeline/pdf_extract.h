@@ -85,6 +85,9 @@ struct PdfText {
 // write(2) and leaves with _exit). The caller must not set SIGCHLD to SIG_IGN (the child is reaped with
 // waitpid).
 PdfText extract_pdf_text(const std::string& path, const PdfLimits& limits = {}, const OcrOptions& ocr = {});
+// The same for a PDF already read into memory (the caller opened the file once and checked it); the
+// child reads these bytes, not the path.
+PdfText extract_pdf_text_from_bytes(std::string_view bytes, const PdfLimits& limits = {}, const OcrOptions& ocr = {});
 
 // What poppler joined, undone: `page_text` is poppler's text of a page, `words` the same page's words in
 // the same order (page::text_list()). Where a word ending in '-' appears without its hyphen and runs into

@@ -10,9 +10,11 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
 #include "engine/chat.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
 #include "engine/tokenizer.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"
@@ -28,6 +30,20 @@ bool is_pdf(const std::string& path) {
   std::string e = fs::path(path).extension().string();
   std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return e == ".pdf";
+}
+
+// The document's bytes, read once through one descriptor (open_input: links kept inside its input
+// directory): a regular file (not a FIFO or a device, not waited on), at most `max_bytes`, read to its end
+// as it is now. Everything after reads these bytes, never the path again.
+std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
+  const int fd = open_input(input);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  std::string bytes = engine::read_regular_fd(fd, max_bytes);
+  if (bytes.empty()) throw Error("empty file");
+  return bytes;
 }
 
 // Tokens of an outline section's summary.
@@ -116,8 +132,7 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_file_bounded(input.path, rules.read.max_bytes);  // read once: hashed, then decoded
-    if (bytes.empty()) throw Error("empty file");
+    std::string bytes = read_document_bytes(input, rules.read.max_bytes);  // read once: hashed, then decoded
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
@@ -126,9 +141,7 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
     }
     Document doc;
     if (is_pdf(input.path)) {
-      bytes.clear();
-      bytes.shrink_to_fit();
-      doc = read_document(input.path, rules.read);  // in the bounded child; OCR where the page has no text
+      doc = read_pdf(std::move(bytes), rules.read);  // in the bounded child; OCR where the page has no text
     } else {
       doc = read_text(std::move(bytes), rules.read);  // the bytes hashed above, decoded and cleaned
     }

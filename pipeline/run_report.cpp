@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/utf8.h"
+
 namespace abridge::pipeline {
 
 EngineReport& operator+=(EngineReport& e, const EngineReport& p) {
@@ -56,7 +58,9 @@ std::string final_line(const BatchReport& r) {
   return s.str();
 }
 
-std::string shown_path(std::string_view b) {
+namespace {
+
+std::string escaped(std::string_view b, bool escape_backslash) {
   std::string out;
   out.reserve(b.size());
   auto escape = [&](unsigned char c) {
@@ -67,7 +71,7 @@ std::string shown_path(std::string_view b) {
   };
   for (size_t i = 0; i < b.size();) {
     const auto c = static_cast<unsigned char>(b[i]);
-    if (c == '\\') {
+    if (c == '\\' && escape_backslash) {
       out += "\\\\";
       ++i;
       continue;
@@ -77,35 +81,23 @@ std::string shown_path(std::string_view b) {
       ++i;
       continue;
     }
-    if (c < 0x80) {
-      out += static_cast<char>(c);
-      ++i;
-      continue;
-    }
-    // The length of a well-formed UTF-8 sequence starting here (RFC 3629: no overlongs, no
-    // surrogates, nothing above U+10FFFF), or 0.
-    size_t n = 0;
-    uint32_t min = 0, cp = 0;
-    if (c >= 0xC2 && c <= 0xDF) n = 2, min = 0x80, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF) n = 3, min = 0x800, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4) n = 4, min = 0x10000, cp = c & 0x07;
-    bool ok = n > 0 && i + n <= b.size();
-    for (size_t k = 1; ok && k < n; ++k) {
-      const auto cc = static_cast<unsigned char>(b[i + k]);
-      ok = (cc & 0xC0) == 0x80;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    ok = ok && cp >= min && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
-    if (!ok) {
+    const Utf8Char u = decode_utf8(b, i);  // strict: overlongs, surrogates and stray bytes are escaped
+    if (!u.valid) {
       escape(c);
       ++i;
       continue;
     }
-    out.append(b.substr(i, n));
-    i += n;
+    out.append(b.substr(i, u.len));
+    i += u.len;
   }
   return out;
 }
+
+}  // namespace
+
+std::string shown_path(std::string_view b) { return escaped(b, true); }
+
+std::string shown_message(std::string_view b) { return escaped(b, false); }
 
 std::string report_json(const BatchReport& r) {
   using nlohmann::json;

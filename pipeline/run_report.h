@@ -71,6 +71,9 @@ std::string report_json(const BatchReport& report);
 // control characters (newlines, escapes) become \xNN, and a backslash becomes \\, so one name is one
 // line and a terminal shows what the name holds.
 std::string shown_path(std::string_view bytes);
+// A whole message (which may hold a name or a value read from a file) made one safe line the same way,
+// its backslashes kept as they are (parts already escaped by shown_path() are not escaped twice).
+std::string shown_message(std::string_view bytes);
 
 std::string format_duration(double seconds);  // "9m12s", "1h05m", "3.2s"
 std::string format_count(double n);           // "3.1M", "12.0K", "512"

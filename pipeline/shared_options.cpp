@@ -3,7 +3,7 @@
 #include <charconv>
 #include <ostream>
 
-#include "engine/error.h"
+#include "base/error.h"
 
 namespace abridge::pipeline {
 namespace {

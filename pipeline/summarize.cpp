@@ -11,18 +11,22 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
+#include "base/error.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"
 #include "pipeline/driver.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/prepare.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 #include "pipeline/text_input.h"
 
@@ -36,6 +40,18 @@ constexpr size_t kMaxDocumentBytes = size_t{512} << 20;  // a document larger th
 
 double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
+}
+
+engine::EngineOptions engine_options(const SummarizeOptions& o) {
+  engine::EngineOptions e;
+  e.model = o.model;
+  e.device = o.device;
+  e.gpu = o.gpu;
+  e.threads = o.threads;
+  e.gpu_memory_fraction = o.gpu_memory_fraction;
+  e.kv_cache_tokens = o.kv_cache_tokens;
+  e.step_tokens = o.prefill_chunk;
+  return e;
 }
 
 // Every option against its range (the range its --help line states), before anything loads.
@@ -60,18 +76,7 @@ void check_options(const SummarizeOptions& o) {
   check_range("--pdf-timeout", o.pdf_timeout, 0.1, 86400.0);
   check_range("--pdf-max-memory", o.pdf_max_memory_mb, 64, int64_t{1} << 20);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
-}
-
-engine::EngineOptions engine_options(const SummarizeOptions& o) {
-  engine::EngineOptions e;
-  e.model = o.model;
-  e.device = o.device;
-  e.gpu = o.gpu;
-  e.threads = o.threads;
-  e.gpu_memory_fraction = o.gpu_memory_fraction;
-  e.kv_cache_tokens = o.kv_cache_tokens;
-  e.step_tokens = o.prefill_chunk;
-  return e;
+  engine_options(o).validate();  // --threads, --gpu-memory-fraction, --kv-cache-tokens, --prefill-chunk
 }
 
 }  // namespace
@@ -98,7 +103,7 @@ struct Summarizer::Impl {
     eo.validate();  // before the model is read
     if (!o.prompt_file.empty()) {
       try {
-        custom_prompt = read_text_file(o.prompt_file, size_t{1} << 20);
+        custom_prompt = read_text_file(o.prompt_file, engine::kMaxPromptBytes);
       } catch (const Error& e) {
         throw Error(std::string("--prompt: ") + e.what());
       }
@@ -107,7 +112,7 @@ struct Summarizer::Impl {
       const auto t0 = Clock::now();
       engine = engine::Engine::open(eo, log, o.quiet);
       load_seconds = since(t0);
-      model_id = "model:" + sha256_hex(read_text_file(o.model + "/config.json", size_t{64} << 20)) + ":" +
+      model_id = "model:" + sha256_hex(read_text_file(o.model + "/config.json", engine::kMaxConfigJsonBytes)) + ":" +
                  std::to_string(engine->model().checkpoint->total_bytes());
       const int64_t context = this->context();
       if (context < 4 * o.summary_tokens + 512)
@@ -219,13 +224,23 @@ struct Session::Impl {
     // LLM: planned documents waiting for an engine hold their text and token ids, so only so many are
     // prepared ahead; the extractive engine finishes each document in its worker.
     lookahead = rules.llm ? 2 * static_cast<size_t>(engines.size()) * 64 : SIZE_MAX;
-    for (size_t i = 0; i < n_workers; ++i) workers.emplace_back([this] { work(); });
     counters.resize(engines.size());
-    if (rules.llm)
-      for (size_t k = 0; k < engines.size(); ++k) drivers.emplace_back([this, k] { drive(k); });
+    try {
+      for (size_t i = 0; i < n_workers; ++i) workers.emplace_back([this] { work(); });
+      if (rules.llm)
+        for (size_t k = 0; k < engines.size(); ++k) drivers.emplace_back([this, k] { drive(k); });
+    } catch (const std::system_error& e) {
+      // A task limit (a container's pids cgroup, RLIMIT_NPROC): the threads already started are stopped
+      // and joined (a joinable std::thread left behind would abort the process), then one error line.
+      stop_threads();
+      throw Error(std::string("cannot start a worker thread: ") + e.code().message() +
+                  " (a limit on tasks or memory, such as a container's pids limit)");
+    }
   }
 
-  ~Impl() {
+  ~Impl() { stop_threads(); }
+
+  void stop_threads() {
     {
       std::lock_guard lock(mu);
       stopping = true;
@@ -235,6 +250,8 @@ struct Session::Impl {
     }
     for (auto& t : drivers) t.join();
     for (auto& t : workers) t.join();
+    drivers.clear();
+    workers.clear();
   }
 
   // One whole line (or a progress redraw) at a time, from any thread.
@@ -557,15 +574,20 @@ std::vector<std::unique_ptr<Summarizer>> open_summarizers(const std::vector<Summ
   std::vector<std::unique_ptr<Summarizer>> opened(options.size());
   std::vector<std::string> errors(options.size());
   std::vector<std::thread> loaders;
+  auto load = [&](size_t i) {
+    try {
+      opened[i] = std::make_unique<Summarizer>(options[i], *logs[i]);
+    } catch (const std::exception& e) {
+      errors[i] = e.what();
+      if (errors[i].empty()) errors[i] = "cannot open the engine";
+    }
+  };
   for (size_t i = 0; i < options.size(); ++i) {
-    loaders.emplace_back([&, i] {
-      try {
-        opened[i] = std::make_unique<Summarizer>(options[i], *logs[i]);
-      } catch (const std::exception& e) {
-        errors[i] = e.what();
-        if (errors[i].empty()) errors[i] = "cannot open the engine";
-      }
-    });
+    try {
+      loaders.emplace_back(load, i);
+    } catch (const std::system_error&) {
+      load(i);  // no thread to spare (a task limit): this engine is opened here, after the others
+    }
   }
   for (auto& t : loaders) t.join();
   std::vector<std::unique_ptr<Summarizer>> out;
@@ -649,6 +671,7 @@ SummarizeRun::~SummarizeRun() = default;
 std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& in, std::ostream& err) {
   check_options(o);
   if (!o.shard.empty()) parse_shard(o.shard);
+  if (!o.report.empty()) check_report_file(o.report);
   // One run per OUT_DIR at a time: cron may start the next before the last has finished.
   out_ = std::make_unique<OutputDir>(o.out_dir, o.wait_lock, err);
   if (!out_->held_by_other().empty()) {
@@ -679,10 +702,10 @@ std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& i
   // Temporary files of a run killed mid-write: ours to delete now that we hold the lock and the run
   // is known to go ahead.
   out_->remove_stale_temp_files();
+  // OUT_DIR exists now, so discovery leaves it out; every bad path is one failed input, named here.
   found_ = discover_inputs(o, in);
-  check_output_collisions(found_);
   keep_shard(found_, o.shard);
-  for (const auto& [path, reason] : found_.bad) err << "abridge: " << shown_path(path) << ": " << reason << '\n';
+  for (const BadInput& b : found_.bad) err << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << '\n';
   return std::nullopt;
 }
 
@@ -695,23 +718,22 @@ std::vector<Summarizer*> SummarizeRun::engines() const {
 BatchReport SummarizeRun::run(Session::Clock::time_point start) {
   BatchReport report = summarize_inputs(engines(), *out_, found_.inputs, start);
   report.failed += static_cast<int>(found_.bad.size());
-  for (const auto& [path, reason] : found_.bad) report.documents.push_back({path, "", "failed", reason, 0, 0, 0, {}, {}, {}});
+  for (const BadInput& b : found_.bad) report.documents.push_back({b.path, "", "failed", b.reason, 0, 0, 0, {}, {}, {}});
   report.seconds = since(start);  // model loading included
   return report;
 }
 
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
-  (void)out;
   const auto t_start = Clock::now();
   try {
     SummarizeRun run;
     if (const auto code = run.open(o, in, err)) return *code;
     const BatchReport report = run.run(t_start);
-    if (!o.report.empty()) write_file_atomic(o.report, report_json(report));
+    if (!o.report.empty()) write_report_file(o.report, report_json(report), out);
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {
-    err << "abridge summarize: " << e.what() << '\n';
+    err << "abridge summarize: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

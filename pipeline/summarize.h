@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/defaults.h"
 #include "pipeline/discovery.h"
 #include "pipeline/run_report.h"
 
@@ -52,7 +53,7 @@ struct SummarizeOptions {
   std::string encoding;             // text files: "" detects; else an iconv name that is forced
   std::string ocr = "auto";         // PDFs: auto | never | always (which pages are read by OCR)
   std::string ocr_lang = "auto";    // PDFs: tesseract languages ("eng+chi_sim"), or auto
-  double gpu_memory_fraction = 0.90;
+  double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
   int64_t kv_cache_tokens = 0;      // caps the KV pool (0: as memory allows)
   int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)
   int threads = 0;

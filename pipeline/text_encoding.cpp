@@ -10,8 +10,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "chunker/chunker.h"
-#include "engine/error.h"
+#include "base/error.h"
+#include "base/utf8.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -195,7 +195,7 @@ DecodedText decode_text(std::string bytes, const std::string& forced, bool keep_
   if (starts_with(bytes, "\xEF\xBB\xBF")) {
     bytes.erase(0, 3);
     refuse_controls(bytes);
-    const size_t bad = chunker::find_invalid_utf8(bytes);
+    const size_t bad = find_invalid_utf8(bytes);
     if (bad != std::string::npos && !keep_invalid_utf8)
       throw Error("invalid UTF-8 at byte " + std::to_string(bad + 3) + " (the file starts with a UTF-8 byte-order mark)");
     r.text = std::move(bytes);
@@ -212,7 +212,7 @@ DecodedText decode_text(std::string bytes, const std::string& forced, bool keep_
   }
   refuse_controls(bytes);
 
-  const size_t bad = chunker::find_invalid_utf8(bytes);
+  const size_t bad = find_invalid_utf8(bytes);
   if (bad == std::string::npos) {
     r.text = std::move(bytes);
     r.encoding = "UTF-8";

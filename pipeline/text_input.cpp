@@ -1,12 +1,9 @@
 #include "pipeline/text_input.h"
 
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 
-#include "engine/error.h"
-#include "engine/tokenizer.h"
+#include "base/error.h"
+#include "base/utf8.h"
+#include "engine/read_file.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -33,7 +30,7 @@ std::string utf16_to_utf8(std::string_view bytes, bool big_endian) {
     } else if (u >= 0xDC00 && u < 0xE000) {
       throw Error("invalid UTF-16 (unpaired surrogate) at byte " + std::to_string(i + 2));
     }
-    engine::append_utf8(out, u);
+    append_utf8(out, u);
   }
   return out;
 }
@@ -55,28 +52,16 @@ static std::string decode_strict(std::string bytes) {
   } else {
     text = std::move(bytes);
   }
-  const size_t bad = engine::find_invalid_utf8(text);
+  const size_t bad = find_invalid_utf8(text);
   if (bad != std::string::npos)
     throw Error("invalid UTF-8 at byte " + std::to_string(bad + bom) + " (only UTF-8 and UTF-16 with a BOM are accepted)");
   return text;
 }
 
 std::string read_text_file(const std::string& path, size_t max_bytes) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status)) throw Error(path + ": no such file");
-  if (std::filesystem::is_directory(status)) throw Error(path + ": is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
-  const auto size = std::filesystem::file_size(path, ec);
-  if (!ec && size > max_bytes)
-    throw Error(path + ": file is too large (" + std::to_string(size) + " bytes; the limit is " +
-                std::to_string(max_bytes) + ")");
   std::string bytes;
-  if (!ec) bytes.reserve(size);
-  bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(path + ": read error");
   try {
+    bytes = engine::read_regular_file(path, max_bytes);  // one open, a regular file, bounded
     return decode_strict(std::move(bytes));
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());

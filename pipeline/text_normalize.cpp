@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "base/utf8.h"
+
 namespace abridge::pipeline {
 namespace {
 
@@ -21,27 +23,18 @@ struct Cp {
 };
 
 Cp decode_at(std::string_view s, size_t i) {
-  utf8proc_int32_t c = -1;
-  const utf8proc_ssize_t n =
-      utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i), static_cast<utf8proc_ssize_t>(s.size() - i), &c);
-  if (n <= 0) return {-1, 1};
-  return {c, static_cast<size_t>(n)};
+  const Utf8Char c = decode_utf8(s, i);
+  return {c.valid ? static_cast<int32_t>(c.cp) : -1, c.len};
 }
 
 // The code point that ends at `end` (exclusive), or {-1, 1}.
 Cp decode_before(std::string_view s, size_t end) {
   if (end == 0) return {-1, 0};
   size_t b = end - 1;
-  while (b > 0 && end - b < 4 && (static_cast<unsigned char>(s[b]) & 0xC0) == 0x80) --b;
+  while (b > 0 && end - b < 4 && is_utf8_continuation(static_cast<unsigned char>(s[b]))) --b;
   const Cp c = decode_at(s, b);
   if (c.cp < 0 || b + c.len != end) return {-1, 1};
   return c;
-}
-
-void append_cp(std::string& out, int32_t cp) {
-  utf8proc_uint8_t buf[4];
-  const utf8proc_ssize_t n = utf8proc_encode_char(cp, buf);
-  out.append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
 }
 
 utf8proc_category_t category(int32_t cp) { return utf8proc_category(cp); }
@@ -210,7 +203,7 @@ std::string lower(std::string_view s) {
     if (c.cp < 0) {
       out += s[i];
     } else {
-      append_cp(out, utf8proc_tolower(c.cp));
+      append_utf8(out, utf8proc_tolower(c.cp));
     }
     i += c.len;
   }
@@ -219,7 +212,7 @@ std::string lower(std::string_view s) {
 
 size_t count_cps(std::string_view s) {
   size_t n = 0;
-  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  for (const char c : s) n += !is_utf8_continuation(static_cast<unsigned char>(c));
   return n;
 }
 

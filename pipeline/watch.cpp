@@ -24,11 +24,13 @@
 #include <ostream>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "pipeline/commands.h"
 #include "pipeline/output_dir.h"
+#include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
@@ -162,18 +164,25 @@ class StopSignals {
     sa.sa_flags = SA_RESTART | SA_RESETHAND;
     ::sigaction(SIGINT, &sa, &old_int_);
     ::sigaction(SIGTERM, &sa, &old_term_);
+    // SIGHUP (the terminal closed, or `systemctl kill -s HUP`) stops like SIGTERM, with its log line,
+    // instead of the default: dying without one.
+    ::sigaction(SIGHUP, &sa, &old_hup_);
   }
   ~StopSignals() {
     ::sigaction(SIGINT, &old_int_, nullptr);
     ::sigaction(SIGTERM, &old_term_, nullptr);
+    ::sigaction(SIGHUP, &old_hup_, nullptr);
   }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
   static bool requested() { return g_stop_signal.load(std::memory_order_relaxed) != 0; }
-  static const char* name() { return g_stop_signal.load() == SIGINT ? "SIGINT" : "SIGTERM"; }
+  static const char* name() {
+    const int sig = g_stop_signal.load();
+    return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+  }
 
  private:
-  struct sigaction old_int_ {}, old_term_ {};
+  struct sigaction old_int_ {}, old_term_ {}, old_hup_ {};
 };
 
 // ---- events from Poco ------------------------------------------------------------------------
@@ -247,7 +256,13 @@ struct WatchedDir {
 void destroy_watchers(std::vector<std::unique_ptr<Poco::DirectoryWatcher>> watchers) {
   std::vector<std::thread> threads;
   threads.reserve(watchers.size());
-  for (auto& w : watchers) threads.emplace_back([p = std::move(w)]() mutable { p.reset(); });
+  for (auto& w : watchers) {
+    try {
+      threads.emplace_back([p = std::move(w)]() mutable { p.reset(); });
+    } catch (const std::system_error&) {
+      w.reset();  // no thread to spare (a task limit): stopped here, one at a time
+    }
+  }
   for (auto& t : threads) t.join();
 }
 
@@ -289,7 +304,9 @@ class Watch {
 
  private:
   double now() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
-  std::vector<SummaryInput> discover_all(bool collisions_fatal);
+  // Every input under the roots; the paths that cannot be taken are logged (once while they stay so)
+  // and, when `failed` is given, returned there.
+  std::vector<SummaryInput> discover_all(std::vector<BadInput>* failed = nullptr);
   void scan(double now);
   void update_watchers();
   void handle_events(double now);
@@ -313,6 +330,7 @@ class Watch {
   std::map<std::string, SummaryInput> inputs_;  // every tracked file: where its summary goes
   std::set<std::string> moved_in_;              // renamed-into-place paths (files or directories) the next scan marks
   std::set<std::string> logged_;                // one-time messages already written
+  std::set<std::string> bad_logged_;            // path + '\0' + reason of the failures logged, as of the last scan
   bool need_scan_ = true, need_dirs_ = true;
   double last_scan_ = -1e9, extra_scan_at_ = std::numeric_limits<double>::infinity();
 
@@ -320,36 +338,46 @@ class Watch {
   std::map<std::string, WatchedDir> watched_;
 };
 
-std::vector<SummaryInput> Watch::discover_all(bool collisions_fatal) {
+std::vector<SummaryInput> Watch::discover_all(std::vector<BadInput>* failed) {
   std::vector<SummaryInput> all;
-  std::set<std::string> paths;
-  std::map<fs::path, std::string> owners;
+  SummarizeOptions so = o_.summarize;
+  so.inputs.clear();
+  so.recursive = true;
   for (const Root& r : roots_) {
-    SummarizeOptions so = o_.summarize;
-    so.inputs = {r.path};
-    so.recursive = true;
-    std::istringstream no_stdin;
-    DiscoveredInputs found = discover_inputs(so, no_stdin);
     const std::string missing_key = "missing:" + r.path;
-    if (!found.bad.empty()) {
+    struct stat st {};
+    if (::stat(r.path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       if (logged_.insert(missing_key).second)
-        log_ << "abridge watch: " << r.path << ": " << found.bad.front().second << "; watching for it to return\n";
+        log_ << "abridge watch: " << shown_path(r.path) << ": "
+             << (::stat(r.path.c_str(), &st) != 0 ? "no such directory" : "not a directory")
+             << "; watching for it to return\n";
       continue;
     }
-    if (logged_.erase(missing_key)) log_ << "abridge watch: " << r.path << ": back\n";
-    for (SummaryInput& i : found.inputs) {
-      if (!r.out_rel.empty() && under(i.rel, r.out_rel)) continue;  // our own outputs
-      if (shard_ && shard_of(i.rel, shard_->second) != shard_->first) continue;
-      if (!paths.insert(i.path).second) continue;  // nested roots: the first one names it
-      const auto [it, fresh] = owners.emplace(i.output, i.path);
-      if (!fresh) {
-        const std::string why = it->second + " and " + i.path + " would both write " + i.output.string();
-        if (collisions_fatal) throw Error(why + "; rename one or watch them into different output directories");
-        if (logged_.insert("collision:" + i.path).second) log_ << "abridge watch: " << why << "; skipping the second\n";
-        continue;
-      }
-      all.push_back(std::move(i));
-    }
+    if (logged_.erase(missing_key)) log_ << "abridge watch: " << shown_path(r.path) << ": back\n";
+    so.inputs.push_back(r.path);
+  }
+  if (so.inputs.empty()) return all;
+  std::istringstream no_stdin;
+  // All roots in one discovery: two files that would write one output are found across roots too.
+  DiscoveredInputs found = discover_inputs(so, no_stdin);
+  if (shard_) keep_shard(found, o_.summarize.shard);
+  // Each path that cannot be taken is logged once while it stays so (and again after it was fixed and
+  // broke again); the watch goes on.
+  std::set<std::string> bad_now;
+  for (const BadInput& b : found.bad) {
+    const std::string key = b.path + '\0' + b.reason;
+    bad_now.insert(key);
+    if (!bad_logged_.count(key)) log_ << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << "\n";
+  }
+  bad_logged_ = std::move(bad_now);
+  if (failed) *failed = found.bad;
+  std::set<std::string> paths;
+  for (SummaryInput& i : found.inputs) {
+    bool ours = false;
+    for (const Root& r : roots_) ours = ours || (!r.out_rel.empty() && i.root == r.path && under(i.rel, r.out_rel));
+    if (ours) continue;                          // our own outputs (discovery leaves OUT_DIR out already)
+    if (!paths.insert(i.path).second) continue;  // nested roots: the first one names it
+    all.push_back(std::move(i));
   }
   return all;
 }
@@ -415,7 +443,7 @@ void Watch::update_watchers() {
       logged_.erase("nowatch:" + path);
     } catch (const Poco::Exception& e) {
       if (logged_.insert("nowatch:" + path).second)
-        log_ << "abridge watch: " << path << ": no change events (" << e.displayText() << "); the rescan every "
+        log_ << "abridge watch: " << shown_path(path) << ": no change events (" << shown_path(e.displayText()) << "); the rescan every "
              << o_.rescan << "s finds its changes\n";
     }
   }
@@ -431,9 +459,10 @@ void Watch::gone(const std::string& path) {
   std::error_code ec;
   if (!quiet()) {
     if (f.was_taken && fs::exists(it->second.output, ec))
-      log_ << "abridge watch: " << path << ": deleted; its summary " << it->second.output.string() << " is kept\n";
+      log_ << "abridge watch: " << shown_path(path) << ": deleted; its summary " << shown_path(it->second.output.string())
+           << " is kept\n";
     else
-      log_ << "abridge watch: " << path << ": deleted before it was summarized\n";
+      log_ << "abridge watch: " << shown_path(path) << ": deleted before it was summarized\n";
   }
   inputs_.erase(it);
 }
@@ -445,7 +474,7 @@ void Watch::look_at(const std::string& path, double now, bool moved_in) {
 }
 
 void Watch::scan(double now) {
-  const std::vector<SummaryInput> found = discover_all(false);
+  const std::vector<SummaryInput> found = discover_all();
   std::set<std::string> present;
   for (const SummaryInput& i : found) {
     present.insert(i.path);
@@ -471,7 +500,7 @@ void Watch::handle_events(double now) {
   std::vector<std::string> errors;
   events_.drain(events, overflowed, errors);
   for (const std::string& e : errors)
-    if (logged_.insert("error:" + e).second) log_ << "abridge watch: change events: " << e << "\n";
+    if (logged_.insert("error:" + e).second) log_ << "abridge watch: change events: " << shown_path(e) << "\n";
   if (overflowed) need_scan_ = need_dirs_ = true;
   for (const Event& e : events) {
     const bool moved_in = e.kind == EventKind::kMovedTo;
@@ -507,23 +536,21 @@ void Watch::report_when_idle() {
 
 int Watch::once() {
   const auto t_start = Clock::now();
-  std::vector<SummaryInput> all = discover_all(true);
+  std::vector<BadInput> failed;
+  std::vector<SummaryInput> all = discover_all(&failed);
   session_.add(std::move(all));
   BatchReport total = session_.wait();
+  total.failed += static_cast<int>(failed.size());
   total.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   log_ << final_line(total) << '\n';
   return total.failed > 0 ? kExitInputsFailed : kExitOk;
 }
 
 int Watch::forever() {
-  {
-    // Name collisions between roots at start are a usage error, as for summarize.
-    discover_all(true);
-  }
   double last_full = -1e9;
   std::ostringstream dirs;
-  for (size_t k = 0; k < roots_.size(); ++k) dirs << (k ? ", " : "") << roots_[k].path;
-  log_ << "abridge watch: watching " << dirs.str() << "; summaries in " << o_.summarize.out_dir << " (settle "
+  for (size_t k = 0; k < roots_.size(); ++k) dirs << (k ? ", " : "") << shown_path(roots_[k].path);
+  log_ << "abridge watch: watching " << dirs.str() << "; summaries in " << shown_path(o_.summarize.out_dir) << " (settle "
        << o_.settle << "s, rescan every " << o_.rescan << "s" << (o_.inotify ? "" : ", no change events") << ")\n";
   bool announced = false;
   while (!StopSignals::requested()) {
@@ -621,12 +648,12 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
     Watch watch(options, std::move(roots), session, watch_log);
     return options.once ? watch.once() : watch.forever();
   } catch (const Error& e) {
-    log << "abridge watch: " << e.what() << '\n';
+    log << "abridge watch: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   } catch (const std::exception& e) {
     // Summarizer::run reports document errors itself; what escapes is the environment (a full disk,
     // a failed device). Exit non-zero so that a service manager restarts the watch, which resumes.
-    log << "abridge watch: fatal: " << e.what() << '\n';
+    log << "abridge watch: fatal: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -75,7 +75,7 @@ class SettleTracker {
   std::map<std::string, File> files_;
 };
 
-// Runs until SIGINT or SIGTERM (exit 0; the batch in progress is finished first, so nothing is left
+// Runs until SIGINT, SIGTERM or SIGHUP (exit 0; the batch in progress is finished first, so nothing is left
 // half done) or, with `once`, after one pass (0 all summarized or up to date, 1 some failed). 2 for
 // usage and fatal errors (a missing directory, bad options, an unusable model), 3 when another run
 // holds OUT_DIR. Log lines on `err` start with an ISO 8601 UTC timestamp.

@@ -8,7 +8,8 @@
 #include <string>
 
 #include "engine/config.h"
-#include "engine/model.h"
+#include "engine/model_dir.h"
+#include "engine/weights.h"
 #include "tests/test_support.h"
 
 namespace abridge::testing {

@@ -10,7 +10,7 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
 

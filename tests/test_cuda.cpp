@@ -13,7 +13,7 @@
 #include <random>
 
 #include "engine/generate.h"
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
 #include "engine/serving.h"
 #include "tests/model_fixture.h"

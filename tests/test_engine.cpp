@@ -7,11 +7,11 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "engine/chat.h"
 #include "engine/cpu_backend.h"
-#include "engine/error.h"
 #include "engine/generate.h"
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
 #include "engine/weights.h"
 #include "tests/model_fixture.h"

@@ -13,10 +13,11 @@
 #include <random>
 
 #include "engine/cpu_backend.h"
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/fp8.h"
 #include "engine/fp8_checkpoint.h"
-#include "engine/model.h"
+#include "engine/engine.h"
+#include "engine/model_dir.h"
 #include "engine/quantization.h"
 #include "engine/weights.h"
 #include "tests/model_fixture.h"

@@ -11,7 +11,7 @@
 
 #include "engine/cpu_backend.h"
 #include "engine/generate.h"
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "engine/sampler.h"
 #include "tests/model_fixture.h"
 

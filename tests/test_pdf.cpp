@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/tokenizer.h"
+#include "base/utf8.h"
 #include "tests/test_support.h"
 
 using namespace abridge::testing;
@@ -40,8 +40,8 @@ std::vector<std::string> split_pages(const std::string& text) {
 // What every result must satisfy, whatever the document.
 void expect_well_formed(const PdfText& r, const std::string& what) {
   SCOPED_TRACE(what);
-  EXPECT_EQ(abridge::engine::find_invalid_utf8(r.text), std::string::npos);
-  EXPECT_EQ(abridge::engine::find_invalid_utf8(r.message), std::string::npos);
+  EXPECT_EQ(abridge::find_invalid_utf8(r.text), std::string::npos);
+  EXPECT_EQ(abridge::find_invalid_utf8(r.message), std::string::npos);
   if (r.status == PdfStatus::kOk) {
     EXPECT_TRUE(r.message.empty()) << r.message;
     EXPECT_GE(r.pages, 1);

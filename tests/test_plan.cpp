@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/doc_plan.h"
 #include "pipeline/prompts.h"
@@ -176,7 +176,7 @@ TEST(DocPlanDeathTest, ASummaryGivenTwiceOrOutOfTurnAborts) {
 // engine, then longest first (the long ones must not be left to one engine at the end).
 TEST(WorkOrder, SmallestFirstOnOneEngineLongestFirstOnSeveral) {
   std::vector<SummaryInput> in;
-  for (int64_t bytes : {50, 10, 40, 30, 20, 60}) in.push_back({std::to_string(bytes), "", {}, "", bytes});
+  for (int64_t bytes : {50, 10, 40, 30, 20, 60}) in.push_back({std::to_string(bytes), "", "", {}, "", bytes});
   auto order = [](const std::vector<SummaryInput>& v) {
     std::vector<int64_t> b;
     for (const auto& i : v) b.push_back(i.bytes);

@@ -14,9 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
+#include "base/utf8.h"
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
-#include "engine/error.h"
 #include "engine/tokenizer.h"
 #include "pipeline/document_reader.h"
 #include "pipeline/token_counter.h"
@@ -285,7 +286,7 @@ TEST(ReadingEncoding, Gb18030FromWindowsIsDetectedAndConverted) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string summary = read_file(out / "manual.txt.summary.txt");
   EXPECT_TRUE(contains(summary, "服务器")) << summary;
-  EXPECT_EQ(abridge::engine::find_invalid_utf8(summary), std::string::npos);
+  EXPECT_EQ(abridge::find_invalid_utf8(summary), std::string::npos);
   // And watch, through the same reading stage.
   const auto w = run_abridge("watch " + quote(dir.path()) + " -o " + quote(out / "watched") + " --once --format txt");
   ASSERT_EQ(w.exit_code, 0) << w.err;

@@ -18,11 +18,11 @@
 #include <stdexcept>
 #include <thread>
 
+#include "base/error.h"
 #include "engine/cpu_backend.h"
-#include "engine/error.h"
 #include "engine/generate.h"
 #include "engine/kv_blocks.h"
-#include "engine/model.h"
+#include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "engine/serving.h"
 #include "tests/model_fixture.h"

@@ -1,5 +1,6 @@
 #include "tests/test_support.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace abridge::testing {
 
@@ -84,6 +86,71 @@ RunResult run_abridge(const std::string& args) {
   r.out = read_file(out_path);
   r.err = read_file(err_path);
   return r;
+}
+
+std::string abridge_binary() { return env_or("ABRIDGE_BINARY", ABRIDGE_BINARY); }
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "'\\''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+RunResult run_shell(const std::string& command) {
+  TempDir dir;
+  const auto out_path = dir / "stdout";
+  const auto err_path = dir / "stderr";
+  const std::string cmd = "( " + command + " ) </dev/null >" + shell_quote(out_path.string()) + " 2>" +
+                          shell_quote(err_path.string());
+  const int status = std::system(cmd.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  return r;
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+WatchProcess::WatchProcess(const std::string& args, const std::filesystem::path& log) : log_(log) {
+  pid_ = spawn_abridge("watch " + args, log);
+}
+
+WatchProcess::~WatchProcess() {
+  if (pid_ > 0) stop(SIGKILL);
+}
+
+std::string WatchProcess::log() const {
+  std::error_code ec;
+  return std::filesystem::exists(log_, ec) ? read_file(log_) : "";
+}
+
+bool WatchProcess::started() const {
+  return wait_until([&] { return contains(log(), "documents found"); }, std::chrono::seconds(20));
+}
+
+int WatchProcess::stop(int sig) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, sig);
+  int status = 0;
+  const bool ended = wait_until([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, std::chrono::seconds(30));
+  if (!ended) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+  }
+  pid_ = -1;
+  if (!ended) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 std::string make_pdf(const std::vector<std::string>& objects) {

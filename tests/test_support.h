@@ -1,9 +1,12 @@
 // Shared helpers for the GoogleTest suites.
 #pragma once
 
-#include <filesystem>
-#include <string>
 #include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <string>
 #include <vector>
 
 namespace abridge::testing {
@@ -60,5 +63,35 @@ struct RunResult {
   std::string err;
 };
 RunResult run_abridge(const std::string& args);
+
+// The abridge binary under test (ABRIDGE_BINARY in the environment overrides the build's).
+std::string abridge_binary();
+// `s` as one word for /bin/sh, whatever bytes it holds (quotes included).
+std::string shell_quote(const std::string& s);
+// Runs `command` with /bin/sh -c, stdin from /dev/null; its stdout and stderr captured.
+RunResult run_shell(const std::string& command);
+
+// Polls `done` every 20 ms; false when `timeout` passes first.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
+
+// `abridge watch ARGS` in the background, standard error in a log file; killed when destroyed.
+class WatchProcess {
+ public:
+  WatchProcess(const std::string& args, const std::filesystem::path& log);
+  ~WatchProcess();
+  WatchProcess(const WatchProcess&) = delete;
+  WatchProcess& operator=(const WatchProcess&) = delete;
+
+  std::string log() const;
+  pid_t pid() const { return pid_; }
+  // Waits for the first scan to be done (the engine is loaded and the watchers are in place).
+  bool started() const;
+  // Sends `sig` and returns the exit code (128 + signal when killed by one), or -1 after 30 s.
+  int stop(int sig);
+
+ private:
+  std::filesystem::path log_;
+  pid_t pid_ = -1;
+};
 
 }  // namespace abridge::testing

@@ -54,60 +54,11 @@ size_t count_tmp_files(const fs::path& dir) {
   return n;
 }
 
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
-}
-
 std::string sha256_hex(const std::string& bytes) {
   Poco::SHA2Engine engine(Poco::SHA2Engine::SHA_256);
   engine.update(bytes.data(), static_cast<unsigned>(bytes.size()));
   return Poco::DigestEngine::digestToHex(engine.digest());
 }
-
-// `abridge watch ARGS` in the background, standard error in a log file.
-class WatchProcess {
- public:
-  WatchProcess(const std::string& args, const fs::path& log) : log_(log) {
-    pid_ = spawn_abridge("watch " + args, log);
-  }
-  ~WatchProcess() {
-    if (pid_ > 0) stop(SIGKILL);
-  }
-  WatchProcess(const WatchProcess&) = delete;
-  WatchProcess& operator=(const WatchProcess&) = delete;
-
-  std::string log() const {
-    std::error_code ec;
-    return fs::exists(log_, ec) ? read_file(log_) : "";
-  }
-  // Waits for the first scan to be done (the engine is loaded and the watchers are in place).
-  bool started() const {
-    return wait_until([&] { return contains(log(), "documents found"); }, 20s);
-  }
-  // Sends `sig` and returns the exit code (128 + signal when killed by one), or -1 after 30 s.
-  int stop(int sig) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, sig);
-    int status = 0;
-    const bool ended = wait_until([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, 30s);
-    if (!ended) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-    }
-    pid_ = -1;
-    if (!ended) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  fs::path log_;
-  pid_t pid_ = -1;
-};
 
 // A small document whose sentences all fit the default summary length, so each word of it shows up
 // in the extractive summary.

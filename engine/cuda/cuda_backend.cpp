@@ -11,7 +11,8 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
+#include "engine/kv_blocks.h"
 #include "engine/weights.h"
 #include "kernels/ops.h"
 
@@ -254,9 +255,8 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   size_t free_b = 0, total_b = 0;
   CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
   const double budget = options.gpu_memory_fraction * static_cast<double>(total_b) - static_cast<double>(total_b - free_b);
-  const double block_bytes = static_cast<double>(options.block_size) * static_cast<double>(c.kv_bytes_per_token(2));
   const int64_t max_position_blocks = (c.max_position_embeddings + options.block_size - 1) / options.block_size;
-  m.num_blocks = budget > 0 ? static_cast<int64_t>(budget / block_bytes) : 0;
+  m.num_blocks = budget > 0 ? kv_blocks_for_memory(c, static_cast<uint64_t>(budget), static_cast<int32_t>(options.block_size)) : 0;
   if (options.max_kv_blocks > 0) m.num_blocks = std::min(m.num_blocks, options.max_kv_blocks);
   if (m.num_blocks < 2 * (T + options.block_size - 1) / options.block_size)
     throw Error("CUDA: not enough GPU memory for the KV cache on " + m.device_name + " (" +

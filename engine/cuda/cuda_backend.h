@@ -22,8 +22,8 @@ namespace abridge::engine {
 
 struct CudaOptions {
   int device = 0;
-  double gpu_memory_fraction = 0.90;  // of the card's total memory, weights and buffers included
-  int64_t max_batch_tokens = 2048;    // tokens per forward step (prefill chunk + decodes)
+  double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // of the card's total memory, weights and buffers included
+  int64_t max_batch_tokens = kDefaultStepTokens;  // tokens per forward step (prefill chunk + decodes)
   int64_t max_logit_rows = 256;       // rows of logits per step
   // Tokens per KV block. 64: the Hopper prefill kernel copies whole blocks with TMA, and fewer, larger
   // boxes ran 128K prefill 1.4x faster than blocks of 16 (H200); decode is indifferent.

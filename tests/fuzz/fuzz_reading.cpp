@@ -12,8 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "base/error.h"
 #include "chunker/chunker.h"
-#include "engine/error.h"
 #include "pipeline/text_encoding.h"
 #include "pipeline/text_normalize.h"
 
@@ -26,11 +26,11 @@ void check(bool ok) {
 }
 
 void check_normalized(const std::string& in) {
-  const bool valid = abridge::chunker::find_invalid_utf8(in) == std::string::npos;
+  const bool valid = abridge::find_invalid_utf8(in) == std::string::npos;
   for (const TextSource source : {TextSource::kTextFile, TextSource::kPdf}) {
     const std::string out = normalize_text(in, source);
     if (!valid) continue;
-    check(abridge::chunker::find_invalid_utf8(out) == std::string::npos);
+    check(abridge::find_invalid_utf8(out) == std::string::npos);
     check(std::count(out.begin(), out.end(), '\f') == std::count(in.begin(), in.end(), '\f'));
     check(out.find('\v') == std::string::npos);
     for (const char* gone : {"\xC2\xAD", "\xC2\x85", "\xE2\x80\xA8", "\xE2\x80\xA9"}) check(out.find(gone) == std::string::npos);
@@ -47,7 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const DecodedText d = decode_text(bytes, "", keep_invalid);
     check(!d.encoding.empty());
-    if (!keep_invalid) check(abridge::chunker::find_invalid_utf8(d.text) == std::string::npos);
+    if (!keep_invalid) check(abridge::find_invalid_utf8(d.text) == std::string::npos);
     check_normalized(d.text);
   } catch (const abridge::Error& e) {
     check(std::string(e.what()).find('\n') == std::string::npos);

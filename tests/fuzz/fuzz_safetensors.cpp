@@ -12,7 +12,7 @@
 #include <span>
 #include <vector>
 
-#include "engine/error.h"
+#include "base/error.h"
 #include "engine/safetensors.h"
 
 namespace {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang in build-fuzz/ and fuzzes one of them.
-#   tests/fuzz/run.sh [TARGET] [SECONDS]    TARGET: safetensors (default), chunker or reading; SECONDS: 60
+#   tests/fuzz/run.sh [TARGET] [SECONDS]    TARGET: safetensors (default), chunker, reading, tokenizer_json or
+#                                           config_json; SECONDS: 60
 #   tests/fuzz/run.sh SECONDS               (safetensors, as before)
 # Exits non-zero if the fuzzer finds a crash; the reproducer is left in build-fuzz/artifacts/
 # (replay it with: build-fuzz/bin/fuzz_TARGET FILE).
@@ -13,8 +14,8 @@ if [[ $# -gt 0 && ! "$1" =~ ^[0-9]+$ ]]; then
 fi
 seconds="${1:-60}"
 case "$target" in
-  safetensors | chunker | reading) ;;
-  *) echo "run.sh: unknown target '$target' (safetensors, chunker or reading)" >&2; exit 2 ;;
+  safetensors | chunker | reading | tokenizer_json | config_json) ;;
+  *) echo "run.sh: unknown target '$target' (safetensors, chunker, reading, tokenizer_json or config_json)" >&2; exit 2 ;;
 esac
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${ABRIDGE_FUZZ_BUILD:-$root/build-fuzz}"
@@ -43,6 +44,29 @@ if [[ "$target" == chunker ]]; then
   "$build/bin/fuzz_chunker" "$corpus" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
     -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1
   echo "fuzz_chunker: no crash in ${seconds}s"
+  exit 0
+fi
+
+if [[ "$target" == tokenizer_json || "$target" == config_json ]]; then
+  # Seeds: a first byte that picks the form (the whole file, or the value of one member of a valid
+  # document), then JSON values: the real members, deep nesting, huge numbers, long strings.
+  corpus="$build/corpus/$target"
+  rm -rf "$corpus"
+  mkdir -p "$corpus"
+  i=0
+  for value in '[["a","b"],["ab","c"]]' '[{"id":259,"content":"<x>","special":false}]' '{"type":"NFC"}' \
+      '{"type":"ByteLevel"}' 'null' '1099511627776' '-1' '1e400' '"qwen3"' '[1,2,3]' '{"rope_type":"default","rope_theta":5e6}' \
+      "$(head -c 300 /dev/zero | tr '\0' '[')" '"a\nb"' 'true' '0.5'; do
+    for form in 0 1 2 3 4 5 6 7 9 13 14 15 16 20 21; do
+      { printf "\\$(printf '%03o' "$form")"; printf '%s' "$value"; } >"$corpus/seed$i"
+      i=$((i + 1))
+    done
+  done
+  # The whole of a real config.json (Qwen3-4B-Instruct-2507's shape; form 21 for config_json).
+  printf '\x15{"architectures":["Qwen3ForCausalLM"],"attention_bias":false,"bos_token_id":151643,"eos_token_id":151645,"head_dim":128,"hidden_act":"silu","hidden_size":2560,"intermediate_size":9728,"max_position_embeddings":262144,"max_window_layers":36,"model_type":"qwen3","num_attention_heads":32,"num_hidden_layers":36,"num_key_value_heads":8,"rms_norm_eps":1e-06,"rope_scaling":null,"rope_theta":5000000,"sliding_window":null,"tie_word_embeddings":true,"torch_dtype":"bfloat16","use_sliding_window":false,"vocab_size":151936}' >"$corpus/real"
+  "$build/bin/fuzz_$target" "$corpus" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+    -rss_limit_mb=2048 -artifact_prefix="$artifacts/" -print_final_stats=1
+  echo "fuzz_$target: no crash in ${seconds}s"
   exit 0
 fi
 

@@ -1,0 +1,138 @@
+// The ground floor (base/): UTF-8, hashes, random numbers, the check macro.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
+
+#include "base/error.h"
+#include "base/hash.h"
+#include "base/rng.h"
+#include "base/utf8.h"
+
+namespace abridge {
+namespace {
+
+TEST(Utf8, FindInvalid) {
+  constexpr size_t npos = std::string_view::npos;
+  using namespace std::string_view_literals;
+  EXPECT_EQ(find_invalid_utf8(""), npos);
+  EXPECT_EQ(find_invalid_utf8("plain ASCII, long enough for the 8-byte path"), npos);
+  EXPECT_EQ(find_invalid_utf8("\xC3\xA9\xE4\xB8\xAD\xF0\x9F\xA6\x99"), npos);  // é 中 🦙
+  EXPECT_EQ(find_invalid_utf8("\x00\x7F"sv), npos);
+  EXPECT_EQ(find_invalid_utf8("\xEF\xBF\xBF\xF4\x8F\xBF\xBF\xED\x9F\xBF\xEE\x80\x80"), npos);  // U+FFFF U+10FFFF U+D7FF U+E000
+  // Overlong forms.
+  EXPECT_EQ(find_invalid_utf8("\xC0\xAF"), 0u);
+  EXPECT_EQ(find_invalid_utf8("a\xC1\xBF"), 1u);
+  EXPECT_EQ(find_invalid_utf8("ab\xE0\x80\xAF"), 2u);
+  EXPECT_EQ(find_invalid_utf8("\xF0\x80\x80\xAF"), 0u);
+  // Surrogates, and beyond U+10FFFF.
+  EXPECT_EQ(find_invalid_utf8("\xED\xA0\x80"), 0u);
+  EXPECT_EQ(find_invalid_utf8("x\xED\xBF\xBF"), 1u);
+  EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);
+  EXPECT_EQ(find_invalid_utf8("\xF5\x80\x80\x80"), 0u);
+  EXPECT_EQ(find_invalid_utf8("\xFF"), 0u);
+  // Truncated sequences and stray continuation bytes.
+  EXPECT_EQ(find_invalid_utf8("abc\xE4\xB8"), 3u);
+  EXPECT_EQ(find_invalid_utf8("\xF0\x9F\xA6"), 0u);
+  EXPECT_EQ(find_invalid_utf8("\xE4\xB8" "a"), 0u);
+  EXPECT_EQ(find_invalid_utf8("ab\x80"), 2u);
+  EXPECT_EQ(find_invalid_utf8(std::string(20, 'a') + "\xBF" + std::string(20, 'b')), 20u);
+  EXPECT_EQ(find_invalid_utf8(std::string(16, 'a') + "\xC3\xA9" + std::string(9, 'b') + "\xC3"), 27u);
+}
+
+// Readers that must go on past bad bytes: decode_utf8() takes one byte at a time (offsets stay exact),
+// utf8_sequence() the maximal ill-formed subpart (what a lossy decoder replaces by one U+FFFD).
+TEST(Utf8, DecodeAndSequence) {
+  const std::string s = "a\xC3\xA9\xE4\xB8\xAD\xF0\x9F\xA6\x99";
+  std::u32string cps;
+  for (size_t i = 0; i < s.size();) {
+    const Utf8Char c = decode_utf8(s, i);
+    ASSERT_TRUE(c.valid);
+    cps += c.cp;
+    i += c.len;
+  }
+  EXPECT_EQ(cps, U"a\u00E9\u4E2D\U0001F999");
+  const Utf8Char bad = decode_utf8("\xE4\xB8" "a", 0);  // truncated: one byte, U+FFFD
+  EXPECT_FALSE(bad.valid);
+  EXPECT_EQ(bad.len, 1u);
+  EXPECT_EQ(bad.cp, U'\uFFFD');
+  auto seq = [](std::string_view t) { return utf8_sequence(reinterpret_cast<const unsigned char*>(t.data()), t.size()); };
+  EXPECT_EQ(seq("\xE4\xB8" "a").kind, Utf8Kind::kInvalid);
+  EXPECT_EQ(seq("\xE4\xB8" "a").len, 2u);  // E4 B8 is one maximal subpart
+  EXPECT_EQ(seq("\xE4\xB8").kind, Utf8Kind::kIncomplete);
+  EXPECT_EQ(seq("\xED\xA0\x80").len, 1u);  // a surrogate's lead byte alone
+  EXPECT_EQ(seq("\xF0\x9F\xA6\x99").kind, Utf8Kind::kValid);
+}
+
+TEST(Utf8, AppendRoundTrips) {
+  for (const char32_t cp : {U'\0', U'\x7F', U'\x80', U'\u07FF', U'\u0800', U'\uFFFF', U'\U00010000', U'\U0010FFFF'}) {
+    std::string out;
+    append_utf8(out, cp);
+    EXPECT_EQ(find_invalid_utf8(out), std::string_view::npos);
+    const Utf8Char c = decode_utf8(out, 0);
+    EXPECT_TRUE(c.valid);
+    EXPECT_EQ(c.cp, cp);
+    EXPECT_EQ(c.len, out.size());
+  }
+}
+
+TEST(Utf8, LossyConversions) {
+  // One U+FFFD per bad byte: the valid text around them stays as it was.
+  EXPECT_EQ(to_valid_utf8("ok\xFF\xFEok"), "ok\xEF\xBF\xBD\xEF\xBF\xBDok");
+  EXPECT_EQ(to_valid_utf8("\xC3\xA9"), "\xC3\xA9");
+  // A stream: an incomplete tail waits for its next bytes; a maximal subpart becomes one U+FFFD.
+  std::string pending = "a\xE4\xB8";
+  EXPECT_EQ(take_complete_utf8(pending, false), "a");
+  EXPECT_EQ(pending, "\xE4\xB8");
+  pending += "\xAD";
+  EXPECT_EQ(take_complete_utf8(pending, false), "\xE4\xB8\xAD");
+  pending = "\xE4\xB8" "b\xE4";
+  EXPECT_EQ(take_complete_utf8(pending, true), "\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_TRUE(pending.empty());
+}
+
+// The published FNV-1a test vectors (http://www.isthe.com/chongo/tech/comp/fnv/).
+TEST(Hash, Fnv1aVectors) {
+  EXPECT_EQ(fnv1a64(""), 0xCBF29CE484222325ull);
+  EXPECT_EQ(fnv1a64("a"), 0xAF63DC4C8601EC8Cull);
+  EXPECT_EQ(fnv1a64("foobar"), 0x85944171F73967E8ull);
+  EXPECT_EQ(fnv1a32("a"), 0xE40C292Cu);
+  EXPECT_EQ(fnv1a32("foobar"), 0xBF9CF968u);
+  static_assert(fnv1a64("a") == 0xAF63DC4C8601EC8Cull);  // usable at compile time
+}
+
+// Against the reference algorithms (values from the authors' C code, re-run in Python): a change here
+// would change every random checkpoint and every sampled token.
+TEST(Rng, ReferenceValues) {
+  uint64_t state = 0;
+  EXPECT_EQ(splitmix64(state), 0xE220A8397B1DCDAFull);
+  EXPECT_EQ(splitmix64(state), 0x6E789E6AA1B965F4ull);
+  Xoshiro256 x(42);
+  EXPECT_EQ(x.next(), 0x15780B2E0C2EC716ull);
+  EXPECT_EQ(x.next(), 0x6104D9866D113A7Eull);
+  EXPECT_EQ(x.next(), 0xAE17533239E499A1ull);
+  EXPECT_EQ(counter_uniform(42, 0), 6988387106960222.0 * 0x1.0p-53);
+  EXPECT_EQ(counter_uniform(42, 1), 1390874072409861.0 * 0x1.0p-53);
+  EXPECT_EQ(counter_uniform(0, 7), 192832954859715.0 * 0x1.0p-53);
+}
+
+TEST(Rng, CounterUniformIsUniform) {
+  // 100,000 draws of one stream in ten bins: each within 4 sigma of 10,000.
+  int bins[10] = {};
+  for (uint64_t i = 0; i < 100000; ++i) {
+    const double u = counter_uniform(7, i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    ++bins[static_cast<int>(u * 10)];
+  }
+  for (const int b : bins) EXPECT_NEAR(b, 10000, 400);
+}
+
+TEST(Check, AbortsWithThePlaceAndTheValues) {
+  const int blocks = 3;
+  EXPECT_DEATH(ABRIDGE_CHECK(blocks < 2, "blocks " + std::to_string(blocks)),
+               "internal error at .*test_base.cpp:[0-9]+: check failed: blocks < 2: blocks 3");
+}
+
+}  // namespace
+}  // namespace abridge
