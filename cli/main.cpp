@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/model_quantize.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
 
@@ -29,7 +30,7 @@ Commands:
   chunk       split a document into chunks that fit a token budget, cut where the text turns
   generate    generate a reply to a prompt with a Qwen3 model directory
   model       model utilities: 'model make-random' writes a random-weight checkpoint,
-              'model info' describes a model directory
+              'model quantize' writes an FP8 copy, 'model info' describes a model directory
   bench       'bench engine' measures prefill and decode speed against the GPU's ceilings;
               'bench summarize' runs summarize on a corpus and compares it with its floor
 
@@ -130,12 +131,12 @@ int cmd_model(const std::vector<std::string>& args) {
     desc.add_options()
         ("preset", po::value(&o.preset)->default_value("tiny"), "tiny | 0.6b | 1.7b | 4b (the real Qwen3 shapes; tiny is 2 layers)")
         ("seed", po::value(&o.seed)->default_value(0), "random seed (0..2^64-1)")
-        ("dtype", po::value(&o.dtype)->default_value("bf16"), "bf16 | f32")
+        ("dtype", po::value(&o.dtype)->default_value("bf16"), "bf16 | f32 | fp8 (bf16 weights quantized as 'model quantize --fp8' does)")
         ("out", po::value(&o.out_dir)->required(), "output directory (positional)");
     po::positional_options_description pos;
     pos.add("out", 1);
     po::variables_map vm;
-    if (!parse("model make-random", "OUT_DIR [--preset P] [--seed S] [--dtype bf16|f32]", desc, pos, rest, vm))
+    if (!parse("model make-random", "OUT_DIR [--preset P] [--seed S] [--dtype bf16|f32|fp8]", desc, pos, rest, vm))
       return kExitOk;
     return run_make_random(o, std::cout, std::cerr);
   }
@@ -149,12 +150,29 @@ int cmd_model(const std::vector<std::string>& args) {
     if (!parse("model info", "DIR", desc, pos, rest, vm)) return kExitOk;
     return run_model_info(o, std::cout, std::cerr);
   }
+  if (sub == "quantize") {
+    QuantizeOptions o;
+    po::options_description desc(
+        "Writes DST, a new model directory, with SRC's weights quantized: --fp8 stores every linear layer\n"
+        "as FP8 e4m3 with one f32 scale per 128x128 tile (the format of Qwen's official -FP8 releases);\n"
+        "embeddings, norms and lm_head stay bf16. Deterministic; DST appears whole or not at all.\n\nOptions");
+    desc.add_options()
+        ("fp8", po::bool_switch(&o.fp8), "block-wise FP8 e4m3 (the only format so far)")
+        ("src", po::value(&o.src)->required(), "source model directory, bf16/f16/f32 (positional)")
+        ("dst", po::value(&o.dst)->required(), "output directory, must not exist (positional)");
+    po::positional_options_description pos;
+    pos.add("src", 1).add("dst", 1);
+    po::variables_map vm;
+    if (!parse("model quantize", "SRC DST --fp8", desc, pos, rest, vm)) return kExitOk;
+    return run_model_quantize(o, std::cout, std::cerr);
+  }
   if (sub.empty() || sub == "--help" || sub == "-h") {
-    std::cout << "Usage: abridge model make-random OUT_DIR [--preset P] [--seed S] [--dtype bf16|f32]\n"
+    std::cout << "Usage: abridge model make-random OUT_DIR [--preset P] [--seed S] [--dtype bf16|f32|fp8]\n"
+                 "       abridge model quantize SRC DST --fp8\n"
                  "       abridge model info DIR\n";
     return sub.empty() ? kExitFatal : kExitOk;
   }
-  throw Usage("unknown model command '" + sub + "' (make-random or info)");
+  throw Usage("unknown model command '" + sub + "' (make-random, quantize or info)");
 }
 
 int cmd_bench_summarize(const std::vector<std::string>& args) {

@@ -115,6 +115,8 @@ ModelConfig ModelConfig::from_json(std::string_view text, std::string_view sourc
   if (auto it = j.find("bos_token_id"); it != j.end() && !it->is_null()) c.bos_token_id = token_id(*it, "bos_token_id");
   for (const char* key : {"torch_dtype", "dtype"})
     if (auto it = j.find(key); it != j.end() && it->is_string()) c.torch_dtype = it->get<std::string>();
+  if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null())
+    c.quantization = QuantizationConfig::parse(it->dump(), source);
   c.validate(source);
   return c;
 }
@@ -190,6 +192,7 @@ std::string ModelConfig::to_json() const {
   j["use_cache"] = true;
   j["use_sliding_window"] = use_sliding_window;
   j["vocab_size"] = vocab_size;
+  if (quantization) j["quantization_config"] = json::parse(quantization->to_json());
   return j.dump(2) + "\n";
 }
 

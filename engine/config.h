@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/quantization.h"
+
 namespace abridge::engine {
 
 struct ModelConfig {
@@ -31,6 +33,8 @@ struct ModelConfig {
   std::vector<int32_t> eos_token_ids;
   std::optional<int32_t> bos_token_id;
   std::string torch_dtype = "bfloat16";
+  // Set for FP8 checkpoints (config.json's quantization_config); absent for bf16/f16/f32 ones.
+  std::optional<QuantizationConfig> quantization;
 
   // Parses and validates config.json text; throws abridge::Error("SOURCE: ...") naming the field.
   static ModelConfig from_json(std::string_view json_text, std::string_view source = "config.json");

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "engine/fp8_checkpoint.h"
 #include "engine/weights.h"
 
 namespace abridge::engine {
@@ -46,23 +47,33 @@ CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_
   layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
   for (const TensorEntry& e : tensor_table(config_)) {
     if (e.optional && !ckpt.find(e.name)) continue;
-    std::vector<float> w = load(ckpt, e.name);
     Layer* L = e.layer >= 0 ? &layers_[static_cast<size_t>(e.layer)] : nullptr;
+    if (is_linear(e.role)) {
+      Linear lin;
+      if (ckpt.find(e.name)->dtype == DType::kF8E4M3) lin.fp8 = load_fp8_matrix(ckpt, e.name);
+      else lin.w = load(ckpt, e.name);
+      switch (e.role) {
+        case TensorRole::kLmHead: lm_head_ = std::move(lin); break;
+        case TensorRole::kQ: L->wq = std::move(lin); break;
+        case TensorRole::kK: L->wk = std::move(lin); break;
+        case TensorRole::kV: L->wv = std::move(lin); break;
+        case TensorRole::kO: L->wo = std::move(lin); break;
+        case TensorRole::kGate: L->w_gate = std::move(lin); break;
+        case TensorRole::kUp: L->w_up = std::move(lin); break;
+        case TensorRole::kDown: L->w_down = std::move(lin); break;
+        default: ABRIDGE_CHECK(false, e.name);
+      }
+      continue;
+    }
+    std::vector<float> w = load(ckpt, e.name);
     switch (e.role) {
       case TensorRole::kEmbedding: embed_ = std::move(w); break;
-      case TensorRole::kLmHead: lm_head_ = std::move(w); break;
       case TensorRole::kFinalNorm: final_norm_ = std::move(w); break;
       case TensorRole::kInputNorm: L->input_norm = std::move(w); break;
-      case TensorRole::kQ: L->wq = std::move(w); break;
-      case TensorRole::kK: L->wk = std::move(w); break;
-      case TensorRole::kV: L->wv = std::move(w); break;
-      case TensorRole::kO: L->wo = std::move(w); break;
       case TensorRole::kQNorm: L->q_norm = std::move(w); break;
       case TensorRole::kKNorm: L->k_norm = std::move(w); break;
       case TensorRole::kPostNorm: L->post_norm = std::move(w); break;
-      case TensorRole::kGate: L->w_gate = std::move(w); break;
-      case TensorRole::kUp: L->w_up = std::move(w); break;
-      case TensorRole::kDown: L->w_down = std::move(w); break;
+      default: ABRIDGE_CHECK(false, e.name);
     }
   }
   // inv_freq[i] = theta^(-2i / head_dim), rounded to float32 as transformers computes it.
@@ -85,6 +96,16 @@ void CpuBackend::matmul(const float* x, const float* w, float* out, int64_t n, i
       for (int64_t i = 0; i < n; ++i) out[i * m + j] = dot(x + i * k, wj, k);
     }
   });
+}
+
+void CpuBackend::linear(const float* x, const Linear& w, float* out, int64_t n, int64_t k, int64_t m) {
+  if (w.fp8.empty()) {
+    matmul(x, w.w.data(), out, n, k, m);
+    return;
+  }
+  ABRIDGE_CHECK(w.fp8.rows == m && w.fp8.cols == k);
+  quantize_activations(x, n, k, fp8_act_);
+  pool_.parallel_for(m, [&](int64_t begin, int64_t end) { fp8_linear(fp8_act_, w.fp8, out, begin, end); });
 }
 
 void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
@@ -143,9 +164,9 @@ void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& L = layers_[l];
     for (int64_t i = 0; i < n; ++i) rms_norm(&x[i * d], L.input_norm.data(), &h[i * d], d, eps);
-    matmul(h.data(), L.wq.data(), q.data(), n, d, qd);
-    matmul(h.data(), L.wk.data(), k.data(), n, d, kvd);
-    matmul(h.data(), L.wv.data(), v.data(), n, d, kvd);
+    linear(h.data(), L.wq, q.data(), n, d, qd);
+    linear(h.data(), L.wk, k.data(), n, d, kvd);
+    linear(h.data(), L.wv, v.data(), n, d, kvd);
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t hh = 0; hh < nh; ++hh) {
         float* qh = &q[i * qd + hh * hd];
@@ -197,17 +218,17 @@ void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
         }
       }
     });
-    matmul(att.data(), L.wo.data(), o.data(), n, qd, d);
+    linear(att.data(), L.wo, o.data(), n, qd, d);
     for (int64_t e = 0; e < n * d; ++e) x[e] += o[e];
 
     for (int64_t i = 0; i < n; ++i) rms_norm(&x[i * d], L.post_norm.data(), &h[i * d], d, eps);
-    matmul(h.data(), L.w_gate.data(), gate.data(), n, d, ffn);
-    matmul(h.data(), L.w_up.data(), up.data(), n, d, ffn);
+    linear(h.data(), L.w_gate, gate.data(), n, d, ffn);
+    linear(h.data(), L.w_up, up.data(), n, d, ffn);
     for (int64_t e = 0; e < n * ffn; ++e) {
       const float g = gate[e];
       gate[e] = g / (1.0f + std::exp(-g)) * up[e];  // SiLU(gate) * up
     }
-    matmul(gate.data(), L.w_down.data(), o.data(), n, ffn, d);
+    linear(gate.data(), L.w_down, o.data(), n, ffn, d);
     for (int64_t e = 0; e < n * d; ++e) x[e] += o[e];
   }
 
@@ -219,8 +240,8 @@ void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
     ABRIDGE_CHECK(i >= 0 && i < n, "logit row " + std::to_string(i));
     rms_norm(&x[i * d], final_norm_.data(), &hl[r * d], d, eps);
   }
-  const std::vector<float>& head = lm_head_.empty() ? embed_ : lm_head_;
-  matmul(hl.data(), head.data(), logits.data(), nl, d, vocab);
+  if (lm_head_.w.empty() && lm_head_.fp8.empty()) matmul(hl.data(), embed_.data(), logits.data(), nl, d, vocab);
+  else linear(hl.data(), lm_head_, logits.data(), nl, d, vocab);
 }
 
 }  // namespace abridge::engine

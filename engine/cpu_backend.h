@@ -1,5 +1,9 @@
 // The CPU backend: the reference implementation of the Qwen3 forward pass, in float32, threaded.
 // New model features land here first; the CUDA backend is checked against it.
+// FP8 checkpoints run their F8_E4M3 linear layers as transformers' fine-grained FP8 path does
+// (engine/fp8.h): activations quantized per token in 128-wide groups, 128x128 weight tiles, f32 sums
+// with both scales applied per K block. Activations enter that quantization in f32 here (transformers
+// quantizes bf16 activations).
 #pragma once
 
 #include <memory>
@@ -7,6 +11,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/fp8.h"
 #include "engine/safetensors.h"
 #include "engine/thread_pool.h"
 
@@ -26,18 +31,23 @@ class CpuBackend final : public Backend {
   int64_t cached_tokens(int32_t slot) const override;
 
  private:
+  // A linear layer's weight (out, in): float32, or FP8 codes with tile scales; exactly one is set.
+  struct Linear {
+    std::vector<float> w;  // (out, in) f32; empty for FP8
+    Fp8Matrix fp8;         // (out, in) FP8; empty for f32
+  };
   struct Layer {
     std::vector<float> input_norm;  // (d)
-    std::vector<float> wq;          // (n_heads * head_dim, d)
-    std::vector<float> wk;          // (n_kv_heads * head_dim, d)
-    std::vector<float> wv;          // (n_kv_heads * head_dim, d)
-    std::vector<float> wo;          // (d, n_heads * head_dim)
+    Linear wq;                      // (n_heads * head_dim, d)
+    Linear wk;                      // (n_kv_heads * head_dim, d)
+    Linear wv;                      // (n_kv_heads * head_dim, d)
+    Linear wo;                      // (d, n_heads * head_dim)
     std::vector<float> q_norm;      // (head_dim)
     std::vector<float> k_norm;      // (head_dim)
     std::vector<float> post_norm;   // (d)
-    std::vector<float> w_gate;      // (ffn, d)
-    std::vector<float> w_up;        // (ffn, d)
-    std::vector<float> w_down;      // (d, ffn)
+    Linear w_gate;                  // (ffn, d)
+    Linear w_up;                    // (ffn, d)
+    Linear w_down;                  // (d, ffn)
   };
   struct SlotCache {
     int64_t n = 0;                       // tokens held
@@ -47,16 +57,19 @@ class CpuBackend final : public Backend {
 
   // out (n, m) = x (n, k) . w (m, k)^T
   void matmul(const float* x, const float* w, float* out, int64_t n, int64_t k, int64_t m);
+  // out (n, m) = x (n, k) . w (m, k)^T for either kind of weight.
+  void linear(const float* x, const Linear& w, float* out, int64_t n, int64_t k, int64_t m);
 
   ModelConfig config_;
   AttentionOptions attention_;
   ThreadPool pool_;
   std::vector<float> embed_;      // (vocab, d)
-  std::vector<float> lm_head_;    // (vocab, d); empty when tied to embed_
+  Linear lm_head_;                // (vocab, d); both empty when tied to embed_
   std::vector<float> final_norm_; // (d)
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;   // (head_dim / 2) RoPE frequencies
   std::unordered_map<int32_t, SlotCache> caches_;
+  Fp8Activations fp8_act_;        // (n, k) scratch of the FP8 linears
 };
 
 }  // namespace abridge::engine

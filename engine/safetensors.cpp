@@ -49,11 +49,12 @@ struct DTypeInfo {
   std::string_view name;
   size_t size;
 };
-constexpr DTypeInfo kDTypes[] = {{DType::kBF16, "BF16", 2}, {DType::kF16, "F16", 2}, {DType::kF32, "F32", 4}};
+constexpr DTypeInfo kDTypes[] = {{DType::kBF16, "BF16", 2}, {DType::kF16, "F16", 2}, {DType::kF32, "F32", 4},
+                               {DType::kF8E4M3, "F8_E4M3", 1}};
 
 // The format's other dtypes: a checkpoint using one gets "unsupported dtype", not "unknown dtype".
 constexpr std::string_view kOtherFormatDTypes[] = {
-    "BOOL", "F4",  "F6_E2M3", "F6_E3M2", "U8",  "I8",  "F8_E5M2", "F8_E4M3", "F8_E8M0", "F8_E4M3FNUZ",
+    "BOOL", "F4",  "F6_E2M3", "F6_E3M2", "U8",  "I8",  "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ",
     "F8_E5M2FNUZ", "I16", "U16", "I32", "U32", "C64", "F64", "I64", "U64"};
 
 const DTypeInfo& info_of(DType t) {
@@ -323,7 +324,7 @@ class HeaderHandler final : public nlohmann::json_sax<nlohmann::json> {
     if (info == nullptr) {
       const bool known = std::find(std::begin(kOtherFormatDTypes), std::end(kOtherFormatDTypes), dtype_) !=
                          std::end(kOtherFormatDTypes);
-      if (known) fail_tensor("unsupported dtype " + dtype_ + " (abridge reads BF16, F16 and F32)");
+      if (known) fail_tensor("unsupported dtype " + dtype_ + " (abridge reads BF16, F16, F32 and F8_E4M3)");
       fail_tensor("unknown dtype " + quote_name(dtype_));
     }
     e.dtype = info->dtype;

@@ -20,10 +20,11 @@
 
 namespace abridge::engine {
 
-enum class DType : uint8_t { kBF16, kF16, kF32 };
+// kF8E4M3 is float8_e4m3fn (engine/fp8.h), for the weights of block-wise FP8 checkpoints.
+enum class DType : uint8_t { kBF16, kF16, kF32, kF8E4M3 };
 
 size_t dtype_size(DType t);
-std::string_view dtype_name(DType t);  // "BF16", "F16", "F32" as in the format
+std::string_view dtype_name(DType t);  // "BF16", "F16", "F32", "F8_E4M3" as in the format
 
 inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 

@@ -6,6 +6,8 @@
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/rng.h"
+#include "engine/fp8.h"
+#include "engine/fp8_checkpoint.h"
 
 namespace abridge::engine {
 namespace {
@@ -52,6 +54,7 @@ void check_checkpoint(const ModelConfig& c, const Checkpoint& ckpt) {
       throw Error(v->file + ": tensor '" + e.name + "' has shape " + shape_str(v->shape) + ", the config needs " +
                   shape_str(e.shape));
   }
+  check_fp8_tensors(c, ckpt);
 }
 
 float bf16_to_f32(uint16_t h) {
@@ -113,6 +116,9 @@ void to_f32(DType dtype, const std::byte* src, float* dst, size_t n) {
         std::memcpy(&h, src + 2 * i, 2);
         dst[i] = f16_to_f32(h);
       }
+      return;
+    case DType::kF8E4M3:  // the codes' values; the tile scales are applied by the FP8 paths (engine/fp8.h)
+      for (size_t i = 0; i < n; ++i) dst[i] = e4m3_to_f32(static_cast<uint8_t>(src[i]));
       return;
   }
   ABRIDGE_CHECK(false, "unknown dtype");

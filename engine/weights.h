@@ -26,12 +26,13 @@ struct TensorEntry {
 
 std::vector<TensorEntry> tensor_table(const ModelConfig& c);
 
-// Checks that the checkpoint has every tensor the config needs with the right shape; throws
-// abridge::Error naming the file and tensor, with expected vs actual shape. (Dtypes are checked when
-// the checkpoint is read: safetensors.h accepts BF16, F16 and F32 only.)
+// Checks that the checkpoint has every tensor the config needs with the right shape, and FP8 weights
+// with their scales (check_fp8_tensors); throws abridge::Error naming the file and tensor, with expected
+// vs actual shape. (Dtypes are checked when the checkpoint is read: safetensors.h accepts BF16, F16, F32
+// and F8_E4M3.)
 void check_checkpoint(const ModelConfig& c, const Checkpoint& ckpt);
 
-// Converts `n` values of `dtype` at `src` to float32.
+// Converts `n` values of `dtype` at `src` to float32 (F8_E4M3: the code values, without tile scales).
 void to_f32(DType dtype, const std::byte* src, float* dst, size_t n);
 // Rounds float32 to bfloat16 (round to nearest even; NaN stays NaN).
 uint16_t f32_to_bf16(float f);

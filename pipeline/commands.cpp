@@ -16,6 +16,7 @@
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
+#include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
 #include "engine/read_file.h"
 #include "engine/serving.h"
@@ -162,14 +163,16 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
   try {
     engine::ModelConfig config = engine::preset_config(opt.preset);
     engine::DType dtype;
-    if (opt.dtype == "bf16") {
+    const bool fp8 = opt.dtype == "fp8";  // bf16 weights through the quantizer of `model quantize --fp8`
+    if (fp8) config.quantization = engine::default_fp8_quantization();
+    if (opt.dtype == "bf16" || fp8) {
       dtype = engine::DType::kBF16;
       config.torch_dtype = "bfloat16";
     } else if (opt.dtype == "f32") {
       dtype = engine::DType::kF32;
       config.torch_dtype = "float32";
     } else {
-      throw Error("--dtype must be bf16 or f32, not \"" + opt.dtype + "\"");
+      throw Error("--dtype must be bf16, f32 or fp8, not \"" + opt.dtype + "\"");
     }
     std::error_code ec;
     fs::create_directories(opt.out_dir, ec);
@@ -179,7 +182,23 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
     write_file_atomic((dir / "config.json").string(), config.to_json());
     write_file_atomic((dir / "tokenizer.json").string(), engine::bundled_tokenizer_json());
     write_file_atomic((dir / "tokenizer_config.json").string(), engine::bundled_tokenizer_config_json());
-    engine::write_random_weights((dir / "model.safetensors").string(), config, opt.seed, dtype);
+    if (!fp8) {
+      engine::write_random_weights((dir / "model.safetensors").string(), config, opt.seed, dtype);
+    } else {
+      const fs::path src = dir / (".bf16-source.tmp." + std::to_string(::getpid()));
+      std::error_code rm;
+      fs::create_directories(src, ec);
+      if (ec) throw Error(src.string() + ": cannot create directory: " + ec.message());
+      try {
+        engine::write_random_weights((src / "model.safetensors").string(), config, opt.seed, dtype);
+        const engine::Checkpoint bf16(src.string());
+        engine::quantize_checkpoint(config, bf16, *config.quantization, (dir / "model.safetensors").string());
+      } catch (...) {
+        fs::remove_all(src, rm);
+        throw;
+      }
+      fs::remove_all(src, rm);
+    }
     out << "wrote " << opt.out_dir << ": Qwen3 " << opt.preset << " shape, "
         << std::fixed << std::setprecision(3) << static_cast<double>(config.n_params()) / 1e9 << " B parameters, "
         << opt.dtype << ", seed " << opt.seed << '\n';
@@ -194,10 +213,17 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
   try {
     const engine::ModelDir model = engine::open_model_dir(opt.dir);
     const engine::ModelConfig& c = model.config;
-    std::map<std::string, int> dtypes;
-    for (const auto& [name, t] : model.checkpoint->tensors()) ++dtypes[std::string(engine::dtype_name(t.dtype))];
-    std::string dtype_list;
-    for (const auto& [name, count] : dtypes) dtype_list += (dtype_list.empty() ? "" : ", ") + name + " x" + std::to_string(count);
+    std::map<std::string, std::pair<int, uint64_t>> dtypes;  // dtype name -> tensors, bytes
+    for (const auto& [name, t] : model.checkpoint->tensors()) {
+      auto& [count, bytes] = dtypes[std::string(engine::dtype_name(t.dtype))];
+      ++count;
+      bytes += t.nbytes;
+    }
+    std::string dtype_list, dtype_bytes;
+    for (const auto& [name, cb] : dtypes) {
+      dtype_list += (dtype_list.empty() ? "" : ", ") + name + " x" + std::to_string(cb.first);
+      dtype_bytes += (dtype_bytes.empty() ? "" : ", ") + name + " " + std::to_string(cb.second) + " (" + human_bytes(cb.second) + ")";
+    }
 
     auto row = [&](const std::string& key, const std::string& value) {
       out << std::left << std::setw(26) << key << value << '\n';
@@ -228,6 +254,11 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
     row("tensors", std::to_string(model.checkpoint->tensors().size()) + " (" + dtype_list + ")");
     row("tensor bytes", std::to_string(model.checkpoint->total_bytes()) + " (" +
                             human_bytes(model.checkpoint->total_bytes()) + ")");
+    row("bytes by dtype", dtype_bytes);
+    row("quantization", c.quantization ? c.quantization->describe() +
+                                             (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU backend"
+                                                                                            : "; no FP8 tensors")
+                                       : "none");
     row("KV bytes per token", std::to_string(c.kv_bytes_per_token(2)) + " (bf16; " +
                                   human_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings)) +
                                   " for the full context)");

@@ -67,7 +67,7 @@ struct MakeRandomOptions {
   std::string out_dir;
   std::string preset = "tiny";
   uint64_t seed = 0;
-  std::string dtype = "bf16";  // bf16 | f32
+  std::string dtype = "bf16";  // bf16 | f32 | fp8 (bf16 weights through the FP8 quantizer)
 };
 int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostream& err);
 

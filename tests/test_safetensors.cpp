@@ -78,6 +78,20 @@ TEST(SafetensorsDType, SizesAndNames) {
   EXPECT_EQ(dtype_name(DType::kBF16), "BF16");
   EXPECT_EQ(dtype_name(DType::kF16), "F16");
   EXPECT_EQ(dtype_name(DType::kF32), "F32");
+  EXPECT_EQ(dtype_size(DType::kF8E4M3), 1u);
+  EXPECT_EQ(dtype_name(DType::kF8E4M3), "F8_E4M3");
+}
+
+// FP8 checkpoints store their quantized weights as F8_E4M3: one byte per value.
+TEST(SafetensorsParse, F8E4M3Tensor) {
+  const std::string header = R"({"w":{"dtype":"F8_E4M3","shape":[2,3],"data_offsets":[0,6]}})";
+  const std::string data("\x38\x40\x7e\xfe\x00\x80", 6);
+  const std::string file = st_file(header, data);
+  const auto views = parse_safetensors(as_bytes(file), "f8.safetensors");
+  ASSERT_EQ(views.size(), 1u);
+  EXPECT_EQ(views[0].dtype, DType::kF8E4M3);
+  EXPECT_EQ(views[0].nbytes, 6u);
+  EXPECT_EQ(std::memcmp(views[0].data, data.data(), 6), 0);
 }
 
 TEST(SafetensorsTensorView, Numel) {
@@ -286,8 +300,10 @@ std::vector<BadCase> bad_cases() {
        {"tensor 'w'", "unsupported dtype F64"}},
       {"unsupported dtype I64", st_file("{" + entry("ids", "I64", "[1]", 0, 8) + "}", "abcdefgh"),
        {"tensor 'ids'", "unsupported dtype I64"}},
-      {"unsupported dtype F8_E4M3", st_file("{" + entry("q", "F8_E4M3", "[4]", 0, 4) + "}", "abcd"),
-       {"tensor 'q'", "unsupported dtype F8_E4M3"}},
+      {"unsupported dtype F8_E5M2", st_file("{" + entry("q", "F8_E5M2", "[4]", 0, 4) + "}", "abcd"),
+       {"tensor 'q'", "unsupported dtype F8_E5M2"}},
+      {"F8_E4M3 with bytes for two per value", st_file("{" + entry("q", "F8_E4M3", "[2]", 0, 4) + "}", "abcd"),
+       {"tensor 'q'", "F8_E4M3"}},
       {"shape not an array", st_file(R"({"w":{"dtype":"BF16","shape":2,"data_offsets":[0,4]}})", "abcd"),
        {"tensor 'w'", "shape is an integer"}},
       {"negative shape", st_file("{" + entry("w", "BF16", "[-2]", 0, 4) + "}", "abcd"),
