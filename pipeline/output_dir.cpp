@@ -74,8 +74,10 @@ std::vector<std::string> components(const std::string& rel) {
   return parts;
 }
 
-// Removes our temporary files in `dirfd` and below, never through a link.
-size_t clean_temp_files(int dirfd, int depth) {
+// Removes our temporary files in `dirfd` and below, never through a link, never on another file
+// system and never inside a folder that is itself an OUT_DIR (it holds `.abridge`: another run may
+// hold its lock and be writing those files now).
+size_t clean_temp_files(int dirfd, int depth, dev_t device) {
   if (depth > kMaxDepth) return 0;
   const int dup = ::dup(dirfd);
   if (dup < 0) return 0;
@@ -98,7 +100,9 @@ size_t clean_temp_files(int dirfd, int depth) {
   for (const std::string& s : subdirs) {
     const int fd = ::openat(dirfd, s.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) continue;
-    removed += clean_temp_files(fd, depth + 1);
+    struct stat st {}, state {};
+    const bool other_out_dir = ::fstatat(fd, ".abridge", &state, AT_SYMLINK_NOFOLLOW) == 0;
+    if (::fstat(fd, &st) == 0 && st.st_dev == device && !other_out_dir) removed += clean_temp_files(fd, depth + 1, device);
     ::close(fd);
   }
   return removed;
@@ -190,7 +194,11 @@ void OutputDir::close_all() {
 
 OutputDir::~OutputDir() { close_all(); }
 
-size_t OutputDir::remove_stale_temp_files() const { return clean_temp_files(dir_fd_, 0); }
+size_t OutputDir::remove_stale_temp_files() const {
+  struct stat st {};
+  if (::fstat(dir_fd_, &st) != 0) return 0;
+  return clean_temp_files(dir_fd_, 0, st.st_dev);
+}
 
 OutputDir::CacheEntry OutputDir::cache_get(const std::string& key) const {
   CacheEntry e;

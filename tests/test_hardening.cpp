@@ -384,6 +384,29 @@ TEST(HardeningOutDir, TheLockHoldsWhenItsFilesAreDeletedAndOnlyTheHolderCleansUp
   EXPECT_EQ(read_file(thesis), "a user's file");
 }
 
+// An OUT_DIR inside another run's OUT_DIR is that run's: the outer run's clean-up leaves its temporary
+// files alone (another process may hold its lock and be about to rename them into place).
+TEST(HardeningOutDir, TheCleanUpNeverEntersAnotherOutDir) {
+  TempDir in, out, logs;
+  write_file(in / "a.txt", kText);
+  const fs::path inner = out / "nested";
+  const fs::path inner_tmp = inner / ".abridge-tmp-0123456789ab", inner_state_tmp = inner / ".abridge" / "done" / ".abridge-tmp-abcdefabcdef";
+  const fs::path outer_tmp = out / "sub" / ".abridge-tmp-fedcba987654";
+  WatchProcess w(quote(in.path()) + " -o " + quote(inner), logs / "log");
+  ASSERT_TRUE(w.started()) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(inner / ".abridge" / "done"); }, 60s)) << w.log();
+  write_file(inner_tmp, "being written by the watch");
+  write_file(inner_state_tmp, "a done record on its way");
+  fs::create_directories(outer_tmp.parent_path());
+  write_file(outer_tmp, "left by a killed run of the outer OUT_DIR");
+  const RunResult r = abridge_within(60, "summarize " + sq(in / "a.txt") + " -o " + sq(out.path()));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(inner_tmp)) << "the clean-up entered another OUT_DIR";
+  EXPECT_TRUE(fs::exists(inner_state_tmp)) << "the clean-up entered another OUT_DIR's state";
+  EXPECT_FALSE(fs::exists(outer_tmp)) << "its own OUT_DIR's leftovers stay";
+  EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
+}
+
 // ---- 6. OUT_DIR inside an input --------------------------------------------------------------------
 
 TEST(HardeningOutDir, OutDirInsideAnInputIsNeverAnInput) {
