@@ -4,22 +4,12 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "engine/cpu_math.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/weights.h"
 
 namespace abridge::engine {
 namespace {
-
-// Eight independent accumulators let the compiler vectorize without reassociating a single sum.
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
 
 // y = x * rsqrt(mean(x^2) + eps) * w, as Hugging Face's Qwen3RMSNorm does in float32.
 inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {

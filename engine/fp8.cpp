@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "base/error.h"
+#include "engine/cpu_math.h"
 
 namespace abridge::engine {
 namespace {
@@ -25,17 +26,6 @@ std::array<float, 256> make_decode_table() {
   return t;
 }
 const std::array<float, 256> kDecode = make_decode_table();
-
-// Eight independent accumulators, as the CPU backend's dot product: vectorizes without reassociation.
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
 
 }  // namespace
 

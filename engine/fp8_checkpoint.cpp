@@ -6,15 +6,11 @@
 #include <unordered_map>
 
 #include "base/error.h"
+#include "engine/weights.h"
 
 namespace abridge::engine {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 
 std::string module_of(const std::string& weight_name) {
   const std::string suffix = ".weight";

@@ -45,4 +45,7 @@ float f16_to_f32(uint16_t h);
 // and the tensor's name, so values do not depend on the order of the table.
 void write_random_weights(const std::string& path, const ModelConfig& config, uint64_t seed, DType dtype);
 
+// A tensor shape for messages: "[2560, 9728]".
+std::string shape_str(const std::vector<int64_t>& shape);
+
 }  // namespace abridge::engine
