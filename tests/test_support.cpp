@@ -74,20 +74,6 @@ pid_t spawn_abridge(const std::string& args, const std::filesystem::path& stderr
   return pid;
 }
 
-RunResult run_abridge(const std::string& args) {
-  TempDir dir;
-  const auto out_path = dir / "stdout";
-  const auto err_path = dir / "stderr";
-  const std::string cmd = std::string("'") + env_or("ABRIDGE_BINARY", ABRIDGE_BINARY) + "' " + args + " </dev/null >'" + out_path.string() +
-                          "' 2>'" + err_path.string() + "'";
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = read_file(out_path);
-  r.err = read_file(err_path);
-  return r;
-}
-
 std::string abridge_binary() { return env_or("ABRIDGE_BINARY", ABRIDGE_BINARY); }
 
 std::string shell_quote(const std::string& s) {
@@ -98,6 +84,8 @@ std::string shell_quote(const std::string& s) {
   }
   return out + "'";
 }
+
+RunResult run_abridge(const std::string& args) { return run_shell(shell_quote(abridge_binary()) + " " + args); }
 
 RunResult run_shell(const std::string& command) {
   TempDir dir;
