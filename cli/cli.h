@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pipeline/document_reader.h"
+#include "pipeline/shared_options.h"
 #include "pipeline/summarize.h"
 #include "pipeline/text_input.h"
 
@@ -78,6 +79,9 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
       ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
+      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), pipeline::kGpuMemoryLimitHelp)
+      ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only, plus the sink tokens: the KV cache of a request stays bounded at any length, so one pass reads a document of any length up to the model's context; the summary is then written from the sinks and the last W tokens (0: full attention, or 1 or more; docs/OPERATIONS.md says when map-reduce is the better choice)")
+      ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to (0 or more)")
       ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or 1..2147483648); a request's prompt + summary is at most this")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")

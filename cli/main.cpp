@@ -109,6 +109,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take: weights, buffers, KV cache (0.01..1)")
+      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), kGpuMemoryLimitHelp)
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only (plus the sink tokens), so memory stays bounded (0: full attention, or 1 or more)")
       ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to (0 or more)")
@@ -220,6 +221,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run (1..1048576)")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(abridge::engine::kDefaultStepTokens), "prompt tokens per forward step (0: the default, or 64..65536); run several values to compare")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "share of GPU memory the engine may take (0.01..1)")
+      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), kGpuMemoryLimitHelp)
       ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: the measured figure for H100/H200, or more than 0)")
       ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200, or more than 0)")
       ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped (0..86400)");

@@ -112,6 +112,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     engine::BackendOptions backend_options;
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
+    backend_options.gpu_memory_limit = gpu_memory_limit_bytes(opt.gpu_memory_limit);
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
     engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;

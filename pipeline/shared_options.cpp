@@ -3,6 +3,7 @@
 #include <charconv>
 #include <ostream>
 
+#include "base/bytes.h"
 #include "base/error.h"
 
 namespace abridge::pipeline {
@@ -25,6 +26,13 @@ void check_range(const std::string& option, int64_t value, int64_t lo, int64_t h
 void check_range(const std::string& option, double value, double lo, double hi) {
   if (!(value >= lo && value <= hi))
     throw Error(option + " must be in " + shortest(lo) + ".." + shortest(hi) + ", not " + shortest(value));
+}
+
+uint64_t gpu_memory_limit_bytes(const std::string& size) {
+  const auto bytes = parse_bytes(size);
+  if (!bytes)
+    throw Error("--gpu-memory-limit must be a size such as 22GiB or 500MiB (0: no limit), not \"" + size + "\"");
+  return *bytes;
 }
 
 void check_device(const std::string& device) {

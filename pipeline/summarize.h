@@ -54,6 +54,9 @@ struct SummarizeOptions {
   std::string ocr = "auto";         // PDFs: auto | never | always (which pages are read by OCR)
   std::string ocr_lang = "auto";    // PDFs: tesseract languages ("eng+chi_sim"), or auto
   double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
+  std::string gpu_memory_limit = "0";  // --gpu-memory-limit as given (shared_options.h parses it); "0": none
+  int64_t attention_window = 0;     // StreamingLLM window in tokens (0: full attention)
+  int64_t sink_tokens = 4;          // with a window: the first tokens every token still attends to
   int64_t kv_cache_tokens = 0;      // caps the KV pool (0: as memory allows)
   int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)
   int threads = 0;
