@@ -252,6 +252,9 @@ std::vector<NumericOption> numeric_options() {
     t.push_back({c, "--chunk-tokens", "or at least 16)", "(=0)", {"-1", "15"}});
     t.push_back({c, "--pdf-timeout", "(0.1..86400)", "(=60)", {"0.05", "86401"}});
     t.push_back({c, "--pdf-max-memory", "(64..1048576)", "(=2048)", {"63", "1048577"}});
+    t.push_back({c, "--gpu-memory-limit", "(K, M, G, T: powers of 1024; KB, MB, GB, TB: of 1000; 0: no limit, or at least 256MiB)", "(=0)", {"255MiB", "-1", "12X"}});
+    t.push_back({c, "--attention-window", "(0: full attention, or 1 or more;", "(=0)", {"-1"}});
+    t.push_back({c, "--sink-tokens", "(0 or more)", "(=4)", {"-1"}});
     t.push_back({c, "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
     t.push_back({c, "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
     t.push_back({c, "--threads", "(0: one per core, or 1..1024)", "(=0)", {"-1", "1025"}});
@@ -268,11 +271,13 @@ std::vector<NumericOption> numeric_options() {
   t.push_back({"generate", "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
   t.push_back({"generate", "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
   t.push_back({"generate", "--attention-window", "(0: full attention, or 1 or more)", "(=0)", {"-1"}});
+  t.push_back({"generate", "--gpu-memory-limit", "(K, M, G, T: powers of 1024; KB, MB, GB, TB: of 1000; 0: no limit, or at least 256MiB)", "(=0)", {"255MiB", "-1"}});
   t.push_back({"generate", "--sink-tokens", "(0 or more)", "(=4)", {"-1"}});
   t.push_back({"model make-random", "--seed", "(0..2^64-1)", "(=0)", {}});
   t.push_back({"bench engine", "--steps", "(1..1048576)", "(=64)", {"0", "1048577"}});
   t.push_back({"bench engine", "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
   t.push_back({"bench engine", "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
+  t.push_back({"bench engine", "--gpu-memory-limit", "(K, M, G, T: powers of 1024; KB, MB, GB, TB: of 1000; 0: no limit, or at least 256MiB)", "(=0)", {"255MiB", "-1"}});
   t.push_back({"bench engine", "--gemm-tflops", "(auto: the measured figure for H100/H200, or more than 0)", "(=auto)", {"-1"}});
   t.push_back({"bench engine", "--copy-tbps", "(auto: the measured figure for H100/H200, or more than 0)", "(=auto)", {"-1"}});
   t.push_back({"bench engine", "--time-limit", "(0..86400)", "(=400)", {"-1", "86401"}});
