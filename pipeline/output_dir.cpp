@@ -21,6 +21,7 @@
 #include "base/fd.h"
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/run_report.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -149,7 +150,7 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
       held_by_other_ = who;
       return false;
     }
-    if (!told) err << "abridge: " << path << " is in use by " << who << "; waiting\n";
+    if (!told) err << "abridge: " << shown_path(path) << " is in use by " << who << "; waiting\n";
     told = true;
     // Polling rather than a blocking flock, so a signal to stop is seen while waiting.
     while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {

@@ -675,7 +675,7 @@ std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& i
   // One run per OUT_DIR at a time: cron may start the next before the last has finished.
   out_ = std::make_unique<OutputDir>(o.out_dir, o.wait_lock, err);
   if (!out_->held_by_other().empty()) {
-    err << "abridge: " << o.out_dir << " is in use by " << out_->held_by_other()
+    err << "abridge: " << shown_path(o.out_dir) << " is in use by " << out_->held_by_other()
         << "; not starting (use --wait-lock to wait for it)\n";
     return kExitLocked;
   }

@@ -629,7 +629,7 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
     OutputDir out(so.out_dir, so.wait_lock, log, [] { return StopSignals::requested(); });
     if (!out.held_by_other().empty()) {
       if (StopSignals::requested()) return kExitOk;  // stopped while waiting for the lock
-      log << "abridge watch: " << so.out_dir << " is in use by " << out.held_by_other()
+      log << "abridge watch: " << shown_path(so.out_dir) << " is in use by " << out.held_by_other()
           << "; not starting (use --wait-lock to wait for it)\n";
       return kExitLocked;
     }

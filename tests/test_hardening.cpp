@@ -675,6 +675,48 @@ TEST(HardeningNames, BytesOnDiskEscapedInMessagesLogsAndJson) {
   EXPECT_EQ(r.err.find('\x1B'), std::string::npos) << r.err;
 }
 
+// C1 controls (U+009B CSI, U+0085 NEL), the line and paragraph separators and the bidi controls are
+// valid UTF-8 but change how what follows is shown: each of their bytes is escaped like a C0 control, in
+// messages, the JSON report, watch's log and a fatal error naming the file.
+TEST(HardeningNames, C1ControlsSeparatorsAndBidiControlsAreEscaped) {
+  TempDir t, out, out2;
+  const fs::path docs = t / "docs";
+  fs::create_directories(docs);
+  // name on disk -> how it is shown
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {"csi\xC2\x9B" "31m.txt", "csi\\xC2\\x9B31m.txt"},      {"nel\xC2\x85x.txt", "nel\\xC2\\x85x.txt"},
+      {"st\xC2\x9Cx.txt", "st\\xC2\\x9Cx.txt"},               {"ls\xE2\x80\xA8x.txt", "ls\\xE2\\x80\\xA8x.txt"},
+      {"ps\xE2\x80\xA9x.txt", "ps\\xE2\\x80\\xA9x.txt"},      {"rlo\xE2\x80\xAEtxt.exe.txt", "rlo\\xE2\\x80\\xAEtxt.exe.txt"},
+      {"lri\xE2\x81\xA6x.txt", "lri\\xE2\\x81\\xA6x.txt"},    {"rlm\xE2\x80\x8Fx.txt", "rlm\\xE2\\x80\\x8Fx.txt"},
+      {"caf\xC3\xA9-\xE4\xB8\xAD.txt", "caf\xC3\xA9-\xE4\xB8\xAD.txt"}};  // letters stay as they are
+  for (const auto& [n, shown] : names) write_file(docs / n, kText);
+  const RunResult r = abridge_within(60, "summarize " + sq(docs) + " -o " + sq(out.path()) + " --report " + sq(t / "r.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string report = read_file(t / "r.json");
+  std::set<std::string> reported;
+  const json parsed = json::parse(report);
+  for (const auto& d : parsed["documents"]) reported.insert(d["path"].get<std::string>());
+  for (const auto& [n, shown] : names) {
+    EXPECT_TRUE(fs::is_regular_file(out / (n + ".summary.md"))) << shown;  // the exact bytes on disk
+    EXPECT_TRUE(contains(r.err, shown + " -> ")) << shown << "\n" << r.err;
+    EXPECT_TRUE(reported.count((docs / shown).string())) << shown << "\n" << report;
+  }
+  for (const char* raw : {"\xC2\x9B", "\xC2\x85", "\xC2\x9C", "\xE2\x80\xA8", "\xE2\x80\xA9", "\xE2\x80\xAE",
+                                 "\xE2\x81\xA6", "\xE2\x80\x8F"}) {
+    EXPECT_FALSE(contains(r.err, raw)) << r.err;
+    EXPECT_FALSE(contains(report, raw));
+  }
+  // watch's log, and a fatal error naming the file.
+  const RunResult w = abridge_within(60, "watch " + sq(docs) + " -o " + sq(out2.path()) + " --once");
+  EXPECT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_TRUE(contains(w.err, names[0].second)) << w.err;
+  EXPECT_FALSE(contains(w.err, "\xC2\x9B")) << w.err;
+  const RunResult m = abridge_within(60, "model info " + sq(docs / names[5].first));
+  EXPECT_EQ(m.exit_code, 2) << m.err;
+  EXPECT_TRUE(contains(m.err, names[5].second)) << m.err;
+  EXPECT_FALSE(contains(m.err, "\xE2\x80\xAE")) << m.err;
+}
+
 // ---- 10. long names, spellings of OUT_DIR -----------------------------------------------------------
 
 TEST(HardeningNames, LongNamesWhoseOutputFitsAndOneUpToDateKeyPerOutDir) {
