@@ -80,6 +80,13 @@ std::string read_regular_file(const std::string& path, size_t max_bytes, bool no
     if (e == ENOENT) throw Error("no such file");
     if (e == ELOOP && no_follow) throw Error("a symbolic link (not followed here)");
     if (e == ELOOP) throw Error("a symbolic link loop");
+    // open(2) of a socket, or of a device node with no driver behind it, fails with ENXIO ("No such
+    // device or address"): say what the file is instead (only named here, nothing is opened).
+    struct stat st {};
+    if (e == ENXIO && ::fstatat(dir_fd, path.c_str(), &st, no_follow ? AT_SYMLINK_NOFOLLOW : 0) == 0 &&
+        !S_ISREG(st.st_mode))
+      throw Error(S_ISSOCK(st.st_mode) ? "not a regular file (a socket; a FIFO, device or socket is not read)"
+                                       : "not a regular file (a FIFO, device or socket is not read)");
     throw Error(std::string("cannot open: ") + std::strerror(e));
   }
   Closer closer{fd};

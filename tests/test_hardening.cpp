@@ -9,7 +9,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -801,6 +803,42 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
 // ---- 12. text of NUL bytes ---------------------------------------------------------------------------
 
 // A 300 MB file of NUL bytes is refused in seconds, in memory proportional to it.
+// A socket cannot even be opened (open(2) says "No such device or address"): as --prompt, --config, a
+// model's config.json or a document to tokenize it is refused as what it is, with one line.
+TEST(HardeningReads, SocketsAreRefusedAsNotRegularFiles) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  const fs::path sock = t / "sock";
+  const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(s, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(sock.string().size(), sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, sock.c_str());
+  ASSERT_EQ(::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  const fs::path model = t / "model";
+  fs::create_directories(model);
+  for (const auto& e : fs::directory_iterator(random_model_dir()))
+    if (e.path().filename() != "config.json") fs::create_symlink(e.path(), model / e.path().filename());
+  fs::create_symlink(sock, model / "config.json");
+  const std::string run = "summarize " + sq(t / "a.txt") + " -o " + sq(t / "out");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {run + " --prompt " + sq(sock), "--prompt: " + sock.string() + ": not a regular file (a socket"},
+      {run + " --config " + sq(sock), "--config: " + sock.string() + ": not a regular file (a socket"},
+      {"model info " + sq(model), "config.json: not a regular file (a socket"},
+      {"tokenize " + sq(sock), "sock: not a regular file (a socket"},
+  };
+  for (const auto& [args, expect] : cases) {
+    const RunResult r = abridge_within(60, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, expect)) << args << ":\n" << r.err;
+    EXPECT_FALSE(contains(r.err, "No such device or address")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), args.rfind("summarize", 0) == 0 && contains(args, "--config") ? 2u : 1u) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(t / "out" / "a.txt.summary.md"));
+  ::close(s);
+}
+
 TEST(HardeningReads, ThreeHundredMegabytesOfNulsAreRefusedFastInBoundedMemory) {
   TempDir t;
   const size_t bytes = size_t{300} << 20;
