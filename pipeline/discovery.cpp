@@ -119,6 +119,12 @@ std::string reach_reason(int e, bool link, const std::string& root) {
   }
 }
 
+// Whether the folder is an OUT_DIR: it holds abridge's state folder.
+bool holds_state(int dirfd) {
+  struct stat state {};
+  return ::fstatat(dirfd, ".abridge", &state, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(state.st_mode);
+}
+
 constexpr const char* kNotRegular = "not a regular file (a FIFO, device or socket is not read)";
 constexpr const char* kOurOutputs = "abridge's outputs are never its inputs";
 
@@ -179,6 +185,10 @@ class Discovery {
       return bad(a, file_name(a), std::string("is OUT_DIR or inside it: ") + kOurOutputs);
     Fd root(::open(a.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK));
     if (root.get() < 0) return bad(a, file_name(a), std::string("cannot open the folder: ") + std::strerror(errno));
+    if (holds_state(root.get())) {  // as below the top, where such a folder is not entered
+      d_.skipped.push_back({a, file_name(a), "skipped: an abridge output folder (holds .abridge)"});
+      return;
+    }
     root_ = a;
     root_fd_ = root.get();
     ancestors_ = {identity(st)};
@@ -256,9 +266,7 @@ class Discovery {
       return refuse("a folder that contains itself (a bind mount?): not entered");
     Fd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     if (sub.get() < 0) return refuse(std::string("cannot open the folder: ") + std::strerror(errno));
-    struct stat state {};
-    if (::fstatat(sub.get(), ".abridge", &state, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(state.st_mode))
-      return;  // another run's OUT_DIR: its files are summaries
+    if (holds_state(sub.get())) return;  // another run's OUT_DIR: its files are summaries
     ancestors_.push_back(identity(st));
     walk(sub.get(), rel, depth + 1);
     ancestors_.pop_back();
@@ -367,6 +375,7 @@ void keep_shard(DiscoveredInputs& found, const std::string& spec) {
   auto mine = [&](const std::string& key) { return shard_of(key, n) == k; };
   std::erase_if(found.inputs, [&](const SummaryInput& i) { return !mine(i.rel); });
   std::erase_if(found.bad, [&](const BadInput& b) { return !mine(b.rel); });
+  std::erase_if(found.skipped, [&](const BadInput& b) { return !mine(b.rel); });
 }
 
 }  // namespace abridge::pipeline

@@ -705,6 +705,7 @@ std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& i
   // OUT_DIR exists now, so discovery leaves it out; every bad path is one failed input, named here.
   found_ = discover_inputs(o, in);
   keep_shard(found_, o.shard);
+  for (const BadInput& b : found_.skipped) err << "abridge: " << shown_path(b.path) << ": " << b.reason << '\n';
   for (const BadInput& b : found_.bad) err << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << '\n';
   return std::nullopt;
 }

@@ -364,11 +364,12 @@ std::vector<SummaryInput> Watch::discover_all(std::vector<BadInput>* failed) {
   // Each path that cannot be taken is logged once while it stays so (and again after it was fixed and
   // broke again); the watch goes on.
   std::set<std::string> bad_now;
-  for (const BadInput& b : found.bad) {
-    const std::string key = b.path + '\0' + b.reason;
-    bad_now.insert(key);
-    if (!bad_logged_.count(key)) log_ << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << "\n";
-  }
+  for (const std::vector<BadInput>* list : {&found.bad, &found.skipped})  // a skipped root: said once the same way
+    for (const BadInput& b : *list) {
+      const std::string key = b.path + '\0' + b.reason;
+      bad_now.insert(key);
+      if (!bad_logged_.count(key)) log_ << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << "\n";
+    }
   bad_logged_ = std::move(bad_now);
   if (failed) *failed = found.bad;
   std::set<std::string> paths;

@@ -442,6 +442,31 @@ TEST(HardeningOutDir, OutDirInsideAnInputIsNeverAnInput) {
   EXPECT_TRUE(contains(r.err, "summaries: is OUT_DIR or inside it")) << r.err;
 }
 
+// Another run's OUT_DIR (a folder holding .abridge) named at the top is skipped with one line, as it is
+// below the top: summaries are never summarized again. It is not a failure.
+TEST(HardeningOutDir, AnotherRunsOutDirNamedAtTheTopIsSkipped) {
+  TempDir t;
+  const fs::path docs = t / "docs", prev = t / "prev";
+  fs::create_directories(docs);
+  write_file(docs / "a.txt", kText);
+  RunResult r = abridge_within(60, "summarize " + sq(docs) + " -o " + sq(prev));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(fs::is_directory(prev / ".abridge"));
+  const std::string line = "abridge: " + prev.string() + ": skipped: an abridge output folder (holds .abridge)\n";
+  r = abridge_within(60, "summarize " + sq(prev) + " " + sq(docs) + " -r -o " + sq(t / "new") + " --report " +
+                             sq(t / "r.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.err, line), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "1 summarized, 0 failed")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "new" / "a.txt.summary.md.summary.md"));
+  EXPECT_EQ(json::parse(read_file(t / "r.json"))["failed"], 0);
+  // watch: the same line once, nothing taken from it.
+  r = abridge_within(60, "watch " + sq(prev) + " -o " + sq(t / "new2") + " --once");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.err, line), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "0 summarized, 0 failed")) << r.err;
+}
+
 // ---- 7. cache integrity ----------------------------------------------------------------------------
 
 TEST(HardeningOutDir, AFlippedBitInACacheEntryIsFoundAndSummarizedAgain) {
