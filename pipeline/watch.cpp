@@ -470,12 +470,25 @@ void Watch::gone(const std::string& path) {
 
 // Looks at one tracked file again (an event named it).
 void Watch::look_at(const std::string& path, double now, bool moved_in) {
+  // A link now (a file swapped for one): whether it is followed is discovery's rule (inside the tree
+  // only), and a link that breaks it is logged there, once; the next scan decides, not stat().
+  struct stat lst {};
+  if (::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    if (moved_in) moved_in_.insert(path);
+    need_scan_ = true;
+    return;
+  }
   if (const auto v = stat_file(path)) tracker_.observe(path, *v, now, moved_in);
   else gone(path);
 }
 
 void Watch::scan(double now) {
-  const std::vector<SummaryInput> found = discover_all();
+  std::vector<BadInput> bad;
+  const std::vector<SummaryInput> found = discover_all(&bad);
+  // A tracked file that has become a bad path (swapped for a link out of the tree, ...) was just logged
+  // as one: it is no longer an input, and is not summarized to fail a second time.
+  for (const BadInput& b : bad)
+    if (tracker_.forget(b.path).tracked) inputs_.erase(b.path);
   std::set<std::string> present;
   for (const SummaryInput& i : found) {
     present.insert(i.path);

@@ -598,6 +598,35 @@ TEST(HardeningBadPaths, AWatchLogsEachOnceAndKeepsServing) {
   EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
 }
 
+// A file replaced by a link out of the tree while a watch runs (one summarized, one still settling) is
+// one bad path, logged once: not also taken and failed when it is opened.
+TEST(HardeningBadPaths, AWatchLogsAFileSwappedForALinkOnce) {
+  TempDir t, out, logs;
+  const fs::path docs = t / "docs";
+  fs::create_directories(docs);
+  write_file(t / "secret.txt", kOtherText);
+  write_file(docs / "a.txt", kText);
+  WatchProcess w(quote(docs) + " -o " + quote(out.path()) + " --settle 0.5 --rescan 0.3", logs / "log");
+  ASSERT_TRUE(w.started()) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "a.txt.summary.md"); }, 90s)) << w.log();
+  // a.txt: swapped as `ln -sf` does (a link renamed over it); b.txt: swapped before it settled.
+  fs::create_symlink(t / "secret.txt", docs / ".swap");
+  fs::rename(docs / ".swap", docs / "a.txt");
+  write_file(docs / "b.txt", kOtherText);
+  std::this_thread::sleep_for(100ms);
+  fs::remove(docs / "b.txt");
+  fs::create_symlink(t / "secret.txt", docs / "b.txt");
+  const std::string outside = ": a symbolic link to a file outside";
+  ASSERT_TRUE(wait_until([&] { return count(w.log(), outside) >= 2; }, 60s)) << w.log();
+  std::this_thread::sleep_for(2500ms);  // several rescans and settle windows
+  const std::string log = w.log();
+  EXPECT_EQ(count(log, "a.txt" + outside), 1u) << log;
+  EXPECT_EQ(count(log, "b.txt" + outside), 1u) << log;
+  EXPECT_FALSE(contains(log, ", 1 failed") || contains(log, ", 2 failed")) << log;  // no batch failed on them
+  EXPECT_FALSE(fs::exists(out / "b.txt.summary.md"));
+  EXPECT_EQ(w.stop(SIGTERM), 0) << log;
+}
+
 // Two inputs that would write one output: the same file is summarized once; a different one fails,
 // naming the first, and the rest go on.
 TEST(HardeningBadPaths, TwoInputsForOneOutput) {
