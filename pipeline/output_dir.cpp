@@ -11,6 +11,7 @@
 #include <Poco/SHA2Engine.h>
 #include <cerrno>
 #include <chrono>
+#include <mutex>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -180,10 +181,71 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
     state_fd_ = -1;
     if (attempt >= 8) throw Error(path + "/.abridge: replaced again and again while it was being locked");
   }
+  open_state_children();
+}
+
+void OutputDir::open_state_children() const {
   // Who holds it, for the message of a second run (informational: the lock is the flock above).
-  write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path + "/.abridge/lock");
-  cache_fd_ = open_dir_at(state_fd_, "cache", true, path + "/.abridge/cache");
-  done_fd_ = open_dir_at(state_fd_, "done", true, path + "/.abridge/done");
+  write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path_ + "/.abridge/lock");
+  for (int* fd : {&cache_fd_, &done_fd_})
+    if (*fd >= 0) ::close(*fd), *fd = -1;
+  cache_fd_ = open_dir_at(state_fd_, "cache", true, path_ + "/.abridge/cache");
+  done_fd_ = open_dir_at(state_fd_, "done", true, path_ + "/.abridge/done");
+}
+
+namespace {
+
+// Whether the folder open as `fd` is still the one named `name` in `at`.
+bool still_at(int fd, int at, const char* name) {
+  struct stat held {}, now {};
+  return fd >= 0 && ::fstat(fd, &held) == 0 && ::fstatat(at, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+         held.st_dev == now.st_dev && held.st_ino == now.st_ino;
+}
+
+}  // namespace
+
+bool OutputDir::state_intact() const {
+  return still_at(state_fd_, dir_fd_, ".abridge") && still_at(cache_fd_, state_fd_, "cache") &&
+         still_at(done_fd_, state_fd_, "done");
+}
+
+void OutputDir::restore_state() const {
+  {
+    std::shared_lock lock(state_mu_);
+    if (state_intact()) return;
+  }
+  std::unique_lock lock(state_mu_);
+  if (state_intact()) return;  // another thread has made them again
+  if (!still_at(state_fd_, dir_fd_, ".abridge")) {
+    // .abridge itself was deleted: a new one, locked like the first (no other run can hold it: this
+    // one holds OUT_DIR's own lock, which every run takes first).
+    Fd state(open_dir_at(dir_fd_, ".abridge", true, path_ + "/.abridge"));
+    if (::flock(state.get(), LOCK_EX | LOCK_NB) != 0)
+      fail(path_ + "/.abridge: made again after it was deleted, but another process locks it", errno);
+    if (!still_at(state.get(), dir_fd_, ".abridge")) throw Error(path_ + "/.abridge: replaced while it was made again");
+    if (state_fd_ >= 0) ::close(state_fd_);
+    state_fd_ = state.release();
+  }
+  open_state_children();
+}
+
+// Runs `write` (which uses the state folders) with them in place: made again first when a cleaner has
+// deleted them, and once more when they were deleted while it wrote.
+template <class Write>
+void OutputDir::with_state(const Write& write) const {
+  restore_state();
+  {
+    std::shared_lock lock(state_mu_);
+    try {
+      write();
+      return;
+    } catch (const Error&) {
+      if (state_intact()) throw;
+    }
+  }
+  restore_state();
+  std::shared_lock lock(state_mu_);
+  write();
 }
 
 void OutputDir::close_all() {
@@ -203,7 +265,11 @@ size_t OutputDir::remove_stale_temp_files() const {
 
 OutputDir::CacheEntry OutputDir::cache_get(const std::string& key) const {
   CacheEntry e;
-  const auto z = read_at(cache_fd_, key + ".zst", kMaxCacheBytes);
+  std::optional<std::string> z;
+  {
+    std::shared_lock lock(state_mu_);
+    z = read_at(cache_fd_, key + ".zst", kMaxCacheBytes);
+  }
   if (!z) return e;
   e.damaged = true;
   // One zstd frame with a content checksum: the Frame_Header_Descriptor byte after the 4-byte magic has
@@ -230,12 +296,16 @@ void OutputDir::cache_put(const std::string& key, std::string_view value) const 
   ZSTD_freeCCtx(cctx);
   if (ZSTD_isError(n)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(n));
   z.resize(n);
-  write_atomic_at(cache_fd_, key + ".zst", z, path_ + "/.abridge/cache/" + key + ".zst");
+  with_state([&] { write_atomic_at(cache_fd_, key + ".zst", z, path_ + "/.abridge/cache/" + key + ".zst"); });
 }
 
 bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) const {
   try {
-    const auto record = read_at(done_fd_, done_name(rel), kMaxRecordBytes);
+    std::optional<std::string> record;
+    {
+      std::shared_lock lock(state_mu_);
+      record = read_at(done_fd_, done_name(rel), kMaxRecordBytes);
+    }
     if (!record) return false;
     const json j = engine::parse_json_bounded(*record, 4);  // {"key": ..., "output_sha256": ...}
     if (!j.is_object() || j.value("key", "") != job_key) return false;
@@ -257,8 +327,10 @@ void OutputDir::write_output(const std::string& rel, std::string_view body, cons
                              const std::string& source) const {
   const std::vector<std::string> parts = components(rel);
   const json record = {{"key", job_key}, {"source", source}, {"output", rel}, {"output_sha256", sha256_hex(body)}};
-  write_atomic_at(done_fd_, done_name(rel), record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
-                  path_ + "/.abridge/done");
+  with_state([&] {
+    write_atomic_at(done_fd_, done_name(rel), record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
+                    path_ + "/.abridge/done");
+  });
   Fd dir(::dup(dir_fd_));
   std::string shown = path_;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {

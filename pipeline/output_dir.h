@@ -12,6 +12,7 @@
 #include <functional>
 #include <iosfwd>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 
@@ -21,8 +22,13 @@ class OutputDir {
  public:
   // Opens OUT_DIR (creating it and .abridge/{cache,done}) and takes the run lock: an exclusive flock on
   // the OUT_DIR directory itself and on OUT_DIR/.abridge (checked to be the folder at that name once
-  // locked), so a cleaner that deletes .abridge/lock or all of .abridge does not let a second run in. With `wait`, waits for another run to finish (saying so on `err`) until give_up()
-  // turns true. Throws abridge::Error when OUT_DIR cannot be made or is a link.
+  // locked), so a cleaner that deletes .abridge/lock or all of .abridge does not let a second run in.
+  // With `wait`, waits for another run to finish (saying so on `err`) until give_up() turns true.
+  // Throws abridge::Error when OUT_DIR cannot be made or is a link.
+  //
+  // A cleaner that deletes .abridge (or its cache/ or done/) while this object lives: the next write
+  // makes them again (and locks the new .abridge), so a long `watch` goes on; the lock on OUT_DIR itself
+  // held all along. Reads in between find nothing (a cache miss, "not up to date").
   OutputDir(const std::string& path, bool wait, std::ostream& err, const std::function<bool()>& give_up = {});
   ~OutputDir();
   OutputDir(const OutputDir&) = delete;
@@ -56,10 +62,19 @@ class OutputDir {
 
  private:
   void open_and_lock(bool wait, std::ostream& err, const std::function<bool()>& give_up);
+  void open_state_children() const;
+  bool state_intact() const;
+  void restore_state() const;
+  template <class Write>
+  void with_state(const Write& write) const;
   void close_all();
 
   std::string path_;
-  int dir_fd_ = -1, state_fd_ = -1, cache_fd_ = -1, done_fd_ = -1;
+  int dir_fd_ = -1;
+  // .abridge, .abridge/cache and .abridge/done: guarded by state_mu_ (shared to use them, unique to open
+  // them again after a cleaner deleted them).
+  mutable std::shared_mutex state_mu_;
+  mutable int state_fd_ = -1, cache_fd_ = -1, done_fd_ = -1;
   std::string held_by_other_;
 };
 

@@ -386,6 +386,32 @@ TEST(HardeningOutDir, TheLockHoldsWhenItsFilesAreDeletedAndOnlyTheHolderCleansUp
   EXPECT_EQ(read_file(thesis), "a user's file");
 }
 
+// `rm -rf OUT_DIR/.abridge` (or of its done/ or cache/) while a watch runs: the next document makes
+// them again and is summarized, and the lock still holds (a second run is refused).
+TEST(HardeningOutDir, AWatchGoesOnAfterItsStateFolderIsDeleted) {
+  TempDir in, out, logs;
+  write_file(in / "a.txt", kText);
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 0.2 --rescan 0.5", logs / "log");
+  ASSERT_TRUE(w.started()) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "a.txt.summary.md"); }, 90s)) << w.log();
+  int n = 0;
+  for (const std::string deleted : {".abridge", ".abridge/done", ".abridge"}) {
+    SCOPED_TRACE(deleted);
+    fs::remove_all(out / deleted);
+    const std::string name = "doc" + std::to_string(++n) + ".txt";
+    write_file(in / name, n % 2 ? kOtherText : kText);
+    ASSERT_TRUE(wait_until([&] { return fs::exists(out / (name + ".summary.md")); }, 90s)) << w.log();
+    EXPECT_TRUE(fs::is_regular_file(out / ".abridge" / "done" / (abridge::pipeline::sha256_hex(name + ".summary.md") + ".json")));
+    EXPECT_TRUE(fs::is_directory(out / ".abridge" / "cache"));
+    EXPECT_EQ(read_file(out / ".abridge" / "lock"), std::to_string(w.pid()) + "\n");
+    const RunResult r = abridge_within(60, "summarize " + sq(in / "a.txt") + " -o " + sq(out.path()));
+    EXPECT_EQ(r.exit_code, 3) << r.err;
+  }
+  EXPECT_FALSE(contains(w.log(), ", 1 failed")) << w.log();
+  EXPECT_FALSE(contains(w.log(), "No such file or directory")) << w.log();
+  EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
+}
+
 // An OUT_DIR inside another run's OUT_DIR is that run's: the outer run's clean-up leaves its temporary
 // files alone (another process may hold its lock and be about to rename them into place).
 TEST(HardeningOutDir, TheCleanUpNeverEntersAnotherOutDir) {
