@@ -22,6 +22,7 @@
 #include "base/fd.h"
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/path_walk.h"
 #include "pipeline/run_report.h"
 
 namespace abridge::pipeline {
@@ -133,10 +134,24 @@ OutputDir::OutputDir(const std::string& path, bool wait, std::ostream& err, cons
 void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<bool()>& give_up) {
   const std::string& path = path_;
   if (path.empty()) throw Error("-o OUT_DIR is required");
-  // OUT_DIR itself may be reached through links the user chose (a path they typed); nothing below it is.
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) fail(path + ": cannot create the output directory", errno);
-  dir_fd_ = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd_ < 0) fail(path + ": cannot open the output directory", errno);
+  // OUT_DIR itself may be reached through links of root or of the user running abridge (a path they
+  // typed, /srv -> /data), never through another user's (one planted in a shared folder); nothing below
+  // it is followed at all.
+  const WalkedPath w = walk_path(path, /*follow_last=*/true);
+  if (!w.exists && ::mkdirat(w.dir.get(), w.name.c_str(), 0755) != 0 && errno != EEXIST)
+    fail(path + ": cannot create the output directory", errno);
+  dir_fd_ = ::openat(w.dir.get(), w.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir_fd_ < 0) {
+    if (errno == ELOOP) throw Error(path + ": became a symbolic link while it was opened: not followed");
+    if (errno == ENOTDIR) throw Error(path + ": not a folder (OUT_DIR must be one)");
+    fail(path + ": cannot open the output directory", errno);
+  }
+  // Another user's OUT_DIR: they could replace anything abridge writes there (and read what it keeps).
+  struct stat own {};
+  if (::fstat(dir_fd_, &own) != 0) fail(path + ": cannot open the output directory", errno);
+  if (own.st_uid != ::geteuid() && own.st_uid != 0)
+    throw Error(path + ": OUT_DIR is owned by uid " + std::to_string(own.st_uid) + ", not by the user running abridge (uid " +
+                std::to_string(::geteuid()) + ")");
 
   // Takes an exclusive flock on `fd`; false when another run holds it and we do not (or no longer) wait.
   bool told = false;

@@ -24,7 +24,9 @@ class OutputDir {
   // the OUT_DIR directory itself and on OUT_DIR/.abridge (checked to be the folder at that name once
   // locked), so a cleaner that deletes .abridge/lock or all of .abridge does not let a second run in.
   // With `wait`, waits for another run to finish (saying so on `err`) until give_up() turns true.
-  // Throws abridge::Error when OUT_DIR cannot be made or is a link.
+  // OUT_DIR's path is walked with walk_path() (a link on it, or OUT_DIR as a link, is followed only when
+  // it belongs to root or to the user running abridge), and an OUT_DIR owned by another user (not root)
+  // is refused. Throws abridge::Error when OUT_DIR cannot be made, is refused or is not a folder.
   //
   // A cleaner that deletes .abridge (or its cache/ or done/) while this object lives: the next write
   // makes them again (and locks the new .abridge), so a long `watch` goes on; the lock on OUT_DIR itself

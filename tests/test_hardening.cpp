@@ -277,6 +277,54 @@ TEST(HardeningOutDir, LinksPlantedInsideAreNeverWrittenThrough) {
   EXPECT_TRUE(S_ISREG(lstat_of(m / "model" / "config.json").st_mode));
 }
 
+// OUT_DIR's path is followed through a link only when the link is root's or the running user's (Linux's
+// protected_symlinks rule, whatever the sysctl says): a link another user planted in a sticky shared
+// folder, as OUT_DIR or on its way, is refused before anything is written; so is an OUT_DIR owned by
+// another user.
+TEST(HardeningOutDir, AnotherUsersLinkOrFolderAsOutDirIsRefused) {
+  if (!running_as_root()) GTEST_SKIP() << "needs root to make files owned by another user (nobody)";
+  TempDir t;
+  const fs::path shared = t / "shared", victim = t / "victim";
+  fs::create_directories(shared);
+  fs::create_directories(victim);
+  fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);  // 1777, like /tmp
+  write_file(shared / "a.txt", kText);
+  auto plant = [&](const fs::path& link) {  // a link made by nobody
+    fs::create_symlink(victim, link);
+    ASSERT_EQ(::lchown(link.c_str(), 65534, 65534), 0) << std::strerror(errno);
+  };
+  plant(shared / "summaries");
+  plant(shared / "drop");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"summarize " + sq(shared / "a.txt") + " -o " + sq(shared / "summaries"), (shared / "summaries").string()},
+      {"watch " + sq(shared) + " -o " + sq(shared / "summaries") + " --once", (shared / "summaries").string()},
+      {"summarize " + sq(shared / "a.txt") + " -o " + sq(shared / "drop" / "out"), (shared / "drop").string()},
+  };
+  for (const auto& [args, link] : cases) {
+    const RunResult r = abridge_within(60, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, link + ": a symbolic link that belongs to another user (uid 65534): not followed")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+    EXPECT_TRUE(tree(victim).empty()) << args;
+  }
+  // The same links made by root (or by the user running abridge) are followed.
+  fs::create_symlink(victim, t / "mine");
+  RunResult r = abridge_within(60, "summarize " + sq(shared / "a.txt") + " -o " + sq(t / "mine" / "out"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::is_regular_file(victim / "out" / "a.txt.summary.md"));
+  // An OUT_DIR that belongs to another user (not root) is refused, with one line naming both users.
+  const fs::path theirs = shared / "theirs";
+  fs::create_directories(theirs);
+  ASSERT_EQ(::chown(theirs.c_str(), 65534, 65534), 0);
+  for (const std::string& cmd : {"summarize " + sq(shared / "a.txt"), "watch " + sq(t / "victim") + " --once"}) {
+    r = abridge_within(60, cmd + " -o " + sq(theirs));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, theirs.string() + ": OUT_DIR is owned by uid 65534, not by the user running abridge (uid 0)")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+    EXPECT_TRUE(tree(theirs).empty());
+  }
+}
+
 // ---- 3. --report ------------------------------------------------------------------------------------
 
 TEST(HardeningReport, SpecialFilesAreWrittenThroughOrRefusedNeverReplaced) {
