@@ -272,6 +272,12 @@ void OutputDir::close_all() {
 
 OutputDir::~OutputDir() { close_all(); }
 
+struct stat OutputDir::folder_stat() const {
+  struct stat st {};
+  if (::fstat(dir_fd_, &st) != 0) fail(path_ + ": cannot stat the output directory", errno);
+  return st;
+}
+
 size_t OutputDir::remove_stale_temp_files() const {
   struct stat st {};
   if (::fstat(dir_fd_, &st) != 0) return 0;

@@ -8,6 +8,8 @@
 // anywhere inside OUT_DIR is never written through (a link at the final name is replaced, not followed).
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
@@ -40,6 +42,8 @@ class OutputDir {
   // be called then.
   const std::string& held_by_other() const { return held_by_other_; }
   const std::string& path() const { return path_; }
+  // OUT_DIR's identity (st_dev, st_ino), e.g. as the fence of a --report path (atomic_file.h).
+  struct stat folder_stat() const;
 
   // Removes the temporary files of runs killed mid-write (only the ".abridge-tmp-XXXXXXXXXXXX" pattern,
   // anywhere under OUT_DIR, never through a link). Call with the lock held. Returns how many.

@@ -395,6 +395,84 @@ TEST(HardeningReport, SpecialFilesAreWrittenThroughOrRefusedNeverReplaced) {
   EXPECT_EQ(json::parse(read_file(t / "last.json"))["summarized"], 1);
 }
 
+// The folder part of --report is walked a folder at a time: inside OUT_DIR no link is followed (a link
+// there to an outside folder would have a file outside replaced); elsewhere a link is followed only when
+// it belongs to root or to the user running abridge. Refused before any work.
+TEST(HardeningReport, LinksInItsFolderPartFollowTheOutDirAndOwnerRules) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  const fs::path out = t / "o", outside = t / "outside";
+  fs::create_directories(out / "real");
+  fs::create_directories(outside);
+  write_file(outside / "r.json", "precious");
+  fs::create_symlink(outside, out / "sub");  // root's own link, but inside OUT_DIR
+  const std::string run = "summarize " + sq(t / "a.txt") + " -o " + sq(out) + " --report ";
+  RunResult r = abridge_within(60, run + sq(out / "sub" / "r.json"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, (out / "sub").string() + ": a symbolic link inside OUT_DIR: not followed")) << r.err;
+  EXPECT_EQ(read_file(outside / "r.json"), "precious");
+  EXPECT_FALSE(fs::exists(out / "a.txt.summary.md")) << "refused after the work";
+  // A real folder inside OUT_DIR, and root's link outside it, are fine.
+  r = abridge_within(60, run + sq(out / "real" / "r.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(out / "real" / "r.json"))["summarized"], 1);
+  fs::create_symlink(outside, t / "mine");
+  r = abridge_within(60, run + sq(t / "mine" / "new.json") + " --force");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(outside / "new.json"))["summarized"], 1);
+  // Another user's link in a shared sticky folder is not followed.
+  if (running_as_root()) {
+    const fs::path shared = t / "shared";
+    fs::create_directories(shared);
+    fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);
+    fs::create_symlink(outside, shared / "reports");
+    ASSERT_EQ(::lchown((shared / "reports").c_str(), 65534, 65534), 0);
+    r = abridge_within(60, run + sq(shared / "reports" / "r.json") + " --force");
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, (shared / "reports").string() + ": a symbolic link that belongs to another user (uid 65534)")) << r.err;
+    EXPECT_EQ(read_file(outside / "r.json"), "precious");
+  }
+}
+
+// A FIFO nobody reads is refused before the work, not after it; /dev/stdout and /dev/fd/N are the
+// descriptors as the shell opened them: a cron job's `>> log` is appended to, never truncated or replaced.
+TEST(HardeningReport, CheckedBeforeTheWorkAndDescriptorsWrittenAsTheyAre) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  make_fifo(t / "fifo");
+  const std::string run = "summarize " + sq(t / "a.txt") + " -q --force -o ";
+  RunResult r = abridge_within(60, run + sq(t / "o1") + " --report " + sq(t / "fifo"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "fifo: nobody reads the FIFO")) << r.err;
+  EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+  EXPECT_FALSE(fs::exists(t / "o1" / "a.txt.summary.md")) << "refused after the work";
+  EXPECT_TRUE(S_ISFIFO(lstat_of(t / "fifo").st_mode));
+
+  // `>> log`: what the log held stays, the report follows it.
+  write_file(t / "log", "an earlier line\n");
+  r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o2") + " --report /dev/stdout >> " + sq(t / "log"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string log = read_file(t / "log");
+  ASSERT_EQ(log.rfind("an earlier line\n", 0), 0u) << log;
+  EXPECT_EQ(json::parse(log.substr(16))["summarized"], 1);
+  EXPECT_TRUE(S_ISLNK(lstat_of("/dev/stdout").st_mode));
+  r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o2") + " --report /dev/fd/3 3>> " + sq(t / "log"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(t / "log").rfind(log, 0), 0u);
+  EXPECT_GT(read_file(t / "log").size(), log.size());
+  // `> file`: written where the shell opened it.
+  r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o2") + " --report /dev/stdout > " + sq(t / "plain"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(t / "plain"))["summarized"], 1);
+  // A descriptor that is not open, or not for writing: refused before the work.
+  for (const std::string& bad : {std::string("/dev/fd/9"), std::string("/dev/stdout 1</dev/null")}) {
+    r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o3") + " --report " + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "is not open")) << r.err;
+    EXPECT_FALSE(fs::exists(t / "o3" / "a.txt.summary.md")) << bad;
+  }
+}
+
 // ---- 4 and 5. clean-up and the lock -----------------------------------------------------------------
 
 // The lock holds while a cleaner deletes .abridge/lock or all of .abridge; temporary files are deleted
