@@ -45,6 +45,13 @@ struct SummaryInput {
   int64_t bytes = 0;               // its size when found (orders the work: smaller documents first)
   dev_t device = 0;                // the file's identity when found: the same file reached twice is
   ino_t inode = 0;                 // summarized once
+  // Who may read it, which its summary's permissions mirror (output_dir.h, summary_mode()):
+  mode_t mode = 0644;              // its permission bits when found (refreshed from the open file when read)
+  mode_t reach = 0011;             // group (0010) and others (0001): set when they can search every folder
+                                   // from / down to the file's folder
+  // rel's folders, outermost first: each one's group and other read and search bits (& 0055), only those
+  // that can reach it.
+  std::vector<mode_t> folder_modes{};
 };
 
 // A path that is not summarized, and why (one line, without the path).

@@ -37,9 +37,9 @@ constexpr int kMaxDepth = 256;                        // folders below OUT_DIR t
 
 [[noreturn]] void fail(const std::string& what, int err) { throw Error(what + ": " + std::strerror(err)); }
 
-// Opens folder `name` under `at` without following a link, creating it first when asked.
-int open_dir_at(int at, const std::string& name, bool create, const std::string& shown) {
-  if (create && ::mkdirat(at, name.c_str(), 0755) != 0 && errno != EEXIST) fail(shown + ": cannot create the folder", errno);
+// Opens folder `name` under `at` without following a link, creating it first (with `mode`) when asked.
+int open_dir_at(int at, const std::string& name, bool create, const std::string& shown, mode_t mode = 0755) {
+  if (create && ::mkdirat(at, name.c_str(), mode) != 0 && errno != EEXIST) fail(shown + ": cannot create the folder", errno);
   const int fd = ::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ELOOP || errno == ENOTDIR)
@@ -184,7 +184,7 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
   // under a run does not let a second one start beside it.
   if (!lock(dir_fd_, path)) return;
   for (int attempt = 0;; ++attempt) {
-    state_fd_ = open_dir_at(dir_fd_, ".abridge", true, path + "/.abridge");
+    state_fd_ = open_dir_at(dir_fd_, ".abridge", true, path + "/.abridge", 0700);
     if (!lock(state_fd_, path + "/.abridge")) return;
     // The folder locked must still be the one at OUT_DIR/.abridge (a cleaner may have replaced it
     // between the open and the lock).
@@ -200,12 +200,16 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
 }
 
 void OutputDir::open_state_children() const {
+  // The state is the running user's alone: the cache holds summaries of every input, private ones too,
+  // and the records name them. (A folder made by an older version, 0755, is narrowed; opened without
+  // following a link, so only abridge's own folder is changed.)
+  ::fchmod(state_fd_, 0700);
   // Who holds it, for the message of a second run (informational: the lock is the flock above).
-  write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path_ + "/.abridge/lock");
+  write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path_ + "/.abridge/lock", 0600);
   for (int* fd : {&cache_fd_, &done_fd_})
     if (*fd >= 0) ::close(*fd), *fd = -1;
-  cache_fd_ = open_dir_at(state_fd_, "cache", true, path_ + "/.abridge/cache");
-  done_fd_ = open_dir_at(state_fd_, "done", true, path_ + "/.abridge/done");
+  cache_fd_ = open_dir_at(state_fd_, "cache", true, path_ + "/.abridge/cache", 0700);
+  done_fd_ = open_dir_at(state_fd_, "done", true, path_ + "/.abridge/done", 0700);
 }
 
 namespace {
@@ -234,7 +238,7 @@ void OutputDir::restore_state() const {
   if (!still_at(state_fd_, dir_fd_, ".abridge")) {
     // .abridge itself was deleted: a new one, locked like the first (no other run can hold it: this
     // one holds OUT_DIR's own lock, which every run takes first).
-    Fd state(open_dir_at(dir_fd_, ".abridge", true, path_ + "/.abridge"));
+    Fd state(open_dir_at(dir_fd_, ".abridge", true, path_ + "/.abridge", 0700));
     if (::flock(state.get(), LOCK_EX | LOCK_NB) != 0)
       fail(path_ + "/.abridge: made again after it was deleted, but another process locks it", errno);
     if (!still_at(state.get(), dir_fd_, ".abridge")) throw Error(path_ + "/.abridge: replaced while it was made again");
@@ -317,10 +321,14 @@ void OutputDir::cache_put(const std::string& key, std::string_view value) const 
   ZSTD_freeCCtx(cctx);
   if (ZSTD_isError(n)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(n));
   z.resize(n);
-  with_state([&] { write_atomic_at(cache_fd_, key + ".zst", z, path_ + "/.abridge/cache/" + key + ".zst"); });
+  with_state([&] { write_atomic_at(cache_fd_, key + ".zst", z, path_ + "/.abridge/cache/" + key + ".zst", 0600); });
 }
 
-bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) const {
+mode_t summary_mode(mode_t input_mode, mode_t reach) {
+  return 0600 | (input_mode & (((reach & 0010) ? 0040 : 0) | ((reach & 0001) ? 0004 : 0)));
+}
+
+bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key, mode_t mode) const {
   try {
     std::optional<std::string> record;
     {
@@ -337,28 +345,33 @@ bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) c
       if (next.get() < 0) return false;
       dir = std::move(next);
     }
-    const auto output = read_at(dir.get(), parts.back(), kMaxOutputBytes);
-    return output && j.value("output_sha256", "") == sha256_hex(*output);
+    const Fd file(::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!file.ok()) return false;
+    const std::string output = engine::read_regular_fd(file.get(), kMaxOutputBytes);  // a regular file
+    if (j.value("output_sha256", "") != sha256_hex(output)) return false;
+    struct stat st {};
+    if (::fstat(file.get(), &st) == 0 && (st.st_mode & 07777 & ~mode) != 0) ::fchmod(file.get(), st.st_mode & mode & 07777);
+    return true;
   } catch (const std::exception&) {
     return false;  // a damaged record or an odd path: summarize again
   }
 }
 
 void OutputDir::write_output(const std::string& rel, std::string_view body, const std::string& job_key,
-                             const std::string& source) const {
+                             const std::string& source, mode_t mode, const std::vector<mode_t>& folder_modes) const {
   const std::vector<std::string> parts = components(rel);
   const json record = {{"key", job_key}, {"source", source}, {"output", rel}, {"output_sha256", sha256_hex(body)}};
   with_state([&] {
     write_atomic_at(done_fd_, done_name(rel), record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
-                    path_ + "/.abridge/done");
+                    path_ + "/.abridge/done", 0600);
   });
   Fd dir(::dup(dir_fd_));
   std::string shown = path_;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     shown += "/" + parts[i];
-    dir = Fd(open_dir_at(dir.get(), parts[i], true, shown));
+    dir = Fd(open_dir_at(dir.get(), parts[i], true, shown, i < folder_modes.size() ? 0700 | (folder_modes[i] & 0055) : 0755));
   }
-  write_atomic_at(dir.get(), parts.back(), body, path_ + "/" + rel);
+  write_atomic_at(dir.get(), parts.back(), body, path_ + "/" + rel, mode & 0666);
 }
 
 }  // namespace abridge::pipeline

@@ -17,6 +17,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace abridge::pipeline {
 
@@ -58,13 +59,18 @@ class OutputDir {
   void cache_put(const std::string& key, std::string_view value) const;  // throws abridge::Error
 
   // True when the done record of output `rel` (relative to OUT_DIR) names `job_key` and the output holds
-  // exactly the bytes it was written with. Never throws: anything odd means "not up to date".
-  bool up_to_date(const std::string& rel, const std::string& job_key) const;
-  // Records `rel` as done for `job_key` (with the sha256 of `body`), then writes the output. The record
-  // comes first: a run killed between the two finds them disagreeing and summarizes again. Parent
-  // folders are created; a link or non-folder on the way is an error. Throws abridge::Error.
+  // exactly the bytes it was written with. An up-to-date output whose permission bits are wider than
+  // `mode` is narrowed to them (a summary written before its input was made private, or by an older
+  // version). Never throws: anything odd means "not up to date".
+  bool up_to_date(const std::string& rel, const std::string& job_key, mode_t mode = 0644) const;
+  // Records `rel` as done for `job_key` (with the sha256 of `body`), then writes the output with
+  // permission bits `mode` (the umask applies). The record comes first: a run killed between the two
+  // finds them disagreeing and summarizes again. Parent folders are created, the i-th of rel's folders
+  // with 0700 | folder_modes[i] (0755 where none is given); an existing one is left as it is. A link or
+  // non-folder on the way is an error. Throws abridge::Error.
   void write_output(const std::string& rel, std::string_view body, const std::string& job_key,
-                    const std::string& source) const;
+                    const std::string& source, mode_t mode = 0644,
+                    const std::vector<mode_t>& folder_modes = {}) const;
 
  private:
   void open_and_lock(bool wait, std::ostream& err, const std::function<bool()>& give_up);
@@ -83,6 +89,12 @@ class OutputDir {
   mutable int state_fd_ = -1, cache_fd_ = -1, done_fd_ = -1;
   std::string held_by_other_;
 };
+
+// The permission bits of a summary, mirrored from its input so that no one can read a summary of a file
+// they could not read: owner read-write (abridge's file), and read for group or others only where the
+// input's own bits give it (`input_mode` & 0044) and they can search every folder on its way (`reach`:
+// group 0010, others 0001, as SummaryInput::reach). Write bits are never given.
+mode_t summary_mode(mode_t input_mode, mode_t reach);
 
 // sha256 of bytes, lowercase hex.
 std::string sha256_hex(std::string_view bytes);

@@ -323,7 +323,8 @@ struct Session::Impl {
   void write_output(PreparedDoc& d) {
     const double seconds = since(d.started);
     try {
-      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path);
+      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path,
+                       summary_mode(d.input.mode, d.input.reach), d.input.folder_modes);
     } catch (const std::exception& e) {
       d.error = e.what();
       ended(d, "failed", seconds);

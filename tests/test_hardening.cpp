@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -617,6 +618,66 @@ TEST(HardeningOutDir, AnotherRunsOutDirNamedAtTheTopIsSkipped) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(count(r.err, line), 1u) << r.err;
   EXPECT_TRUE(contains(r.err, "0 summarized, 0 failed")) << r.err;
+}
+
+namespace {
+mode_t mode_of(const fs::path& p) { return lstat_of(p).st_mode & 07777; }
+}  // namespace
+
+// A summary is never readable by more people than its input: it mirrors the input's read bits for group
+// and others, and only where they can search every folder on the input's way; folders made for outputs
+// mirror their input folders; OUT_DIR/.abridge is the running user's alone; a new --report is 0600.
+TEST(HardeningOutDir, SummariesAreNoMoreReadableThanTheirInputs) {
+  TempDir t;
+  const fs::path docs = t / "docs", out = t / "out";
+  fs::permissions(t.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                fs::perms::others_read | fs::perms::others_exec);
+  fs::create_directories(docs / "closed");
+  fs::create_directories(docs / "team");
+  const std::vector<std::pair<std::string, mode_t>> files = {
+      {"public.txt", 0644}, {"private.txt", 0600}, {"group.txt", 0640}, {"writable.txt", 0666},
+      {"closed/open.txt", 0644}, {"team/open.txt", 0644}};
+  for (const auto& [f, m] : files) {
+    write_file(docs / f, f == "group.txt" ? kOtherText : kText);
+    fs::permissions(docs / f, static_cast<fs::perms>(m));
+  }
+  fs::permissions(docs, static_cast<fs::perms>(0755));
+  fs::permissions(docs / "closed", static_cast<fs::perms>(0700));
+  fs::permissions(docs / "team", static_cast<fs::perms>(0750));
+  const std::string sh = "umask 022; timeout 60 " + bin() + " summarize ";
+  RunResult r = run_shell(sh + sq(docs) + " -r -q -o " + sq(out) + " --report " + sq(t / "r.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::map<std::string, mode_t> want = {
+      {"public.txt", 0644},  {"private.txt", 0600},     {"group.txt", 0640},
+      {"writable.txt", 0644},  // read bits only: a summary is written by abridge alone
+      {"closed/open.txt", 0600}, {"team/open.txt", 0640}};
+  for (const auto& [f, m] : want) EXPECT_EQ(mode_of(out / (f + ".summary.md")), m) << f;
+  EXPECT_EQ(mode_of(out / "closed"), 0700u);
+  EXPECT_EQ(mode_of(out / "team"), 0750u);
+  EXPECT_EQ(mode_of(out / ".abridge"), 0700u);
+  EXPECT_EQ(mode_of(out / ".abridge" / "lock"), 0600u);
+  for (const auto& e : fs::directory_iterator(out / ".abridge" / "done")) EXPECT_EQ(mode_of(e.path()), 0600u) << e.path();
+  EXPECT_EQ(mode_of(t / "r.json"), 0600u);  // a new report: it names every document
+
+  // A folder above the input directory closes it: its summaries stay private.
+  fs::create_directories(t / "shut" / "docs");
+  write_file(t / "shut" / "docs" / "a.txt", kText);
+  fs::permissions(t / "shut" / "docs" / "a.txt", static_cast<fs::perms>(0644));
+  fs::permissions(t / "shut", static_cast<fs::perms>(0700));
+  r = run_shell(sh + sq(t / "shut" / "docs") + " " + sq(docs / "closed" / "open.txt") + " -q -o " + sq(t / "out2"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(mode_of(t / "out2" / "a.txt.summary.md"), 0600u);
+  EXPECT_EQ(mode_of(t / "out2" / "open.txt.summary.md"), 0600u);  // named itself, in a closed folder
+
+  // An input made private after it was summarized: the up-to-date summary is narrowed on the next run;
+  // a report that replaces one keeps the permission bits it had.
+  fs::permissions(docs / "public.txt", static_cast<fs::perms>(0600));
+  fs::permissions(t / "r.json", static_cast<fs::perms>(0644));
+  r = run_shell(sh + sq(docs) + " -r -q -o " + sq(out) + " --report " + sq(t / "r.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "0 summarized, 6 up to date")) << r.err;
+  EXPECT_EQ(mode_of(out / "public.txt.summary.md"), 0600u);
+  EXPECT_EQ(mode_of(t / "r.json"), 0644u);
 }
 
 // ---- 7. cache integrity ----------------------------------------------------------------------------
