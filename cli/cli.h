@@ -86,7 +86,7 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
-      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE (- for standard output; a FIFO or terminal is written through, a regular file replaced atomically)")
+      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE, checked before the work (- or /dev/stdout for standard output, appended to when the shell opened it with >>; a FIFO or terminal is written through, a regular file replaced atomically)")
       ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them")
       ("shard", po::value(&o.shard), "K/N: only the inputs whose stable path hash falls in shard K of N (0-based), for job arrays")
       ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");

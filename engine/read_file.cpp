@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/utf8.h"
 
 namespace abridge::engine {
 namespace {
@@ -79,6 +80,13 @@ std::string read_regular_file(const std::string& path, size_t max_bytes, bool no
     if (e == ENOENT) throw Error("no such file");
     if (e == ELOOP && no_follow) throw Error("a symbolic link (not followed here)");
     if (e == ELOOP) throw Error("a symbolic link loop");
+    // open(2) of a socket, or of a device node with no driver behind it, fails with ENXIO ("No such
+    // device or address"): say what the file is instead (only named here, nothing is opened).
+    struct stat st {};
+    if (e == ENXIO && ::fstatat(dir_fd, path.c_str(), &st, no_follow ? AT_SYMLINK_NOFOLLOW : 0) == 0 &&
+        !S_ISREG(st.st_mode))
+      throw Error(S_ISSOCK(st.st_mode) ? "not a regular file (a socket; a FIFO, device or socket is not read)"
+                                       : "not a regular file (a FIFO, device or socket is not read)");
     throw Error(std::string("cannot open: ") + std::strerror(e));
   }
   Closer closer{fd};
@@ -89,9 +97,15 @@ std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii) {
   // The limit is on what is shown: an escaped byte takes four.
   std::string out;
   size_t i = 0;
+  uint32_t run = 0;  // bytes left of a display control (U+009B, U+202E, ...): escaped like a C0 control
   for (; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
-    const bool escape = c < 0x20 || c == 0x7f || (escape_non_ascii && c >= 0x80);
+    if (run == 0 && c >= 0x80 && !escape_non_ascii) {
+      const Utf8Char u = decode_utf8(s, i);
+      if (u.valid && is_display_control(u.cp)) run = u.len;
+    }
+    const bool escape = c < 0x20 || c == 0x7f || (escape_non_ascii && c >= 0x80) || run > 0;
+    if (run > 0) --run;
     if (out.size() + (escape ? 4 : 1) > limit) break;
     if (escape) {
       char hex[8];

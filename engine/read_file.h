@@ -53,9 +53,9 @@ std::string too_large_message(unsigned long long bytes, size_t max_bytes);
 // abridge::Error("not valid JSON: ...") with one line of at most about 300 bytes.
 nlohmann::json parse_json_bounded(std::string_view text, int max_depth = kMaxJsonDepth, bool unique_keys = false);
 
-// `s` made safe for a one-line message: control characters (and, with `escape_non_ascii`, bytes of
-// 0x80 and above) as \xNN, at most `limit` bytes of it (escapes counted), cut at a character boundary
-// with "..." after.
+// `s` made safe for a one-line message: control characters (is_display_control(): C0 and C1 controls,
+// U+2028/U+2029, bidi controls; with `escape_non_ascii`, every byte of 0x80 and above) as
+// \xNN, at most `limit` bytes of it (escapes counted), cut at a character boundary with "..." after.
 std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii = false);
 
 }  // namespace abridge::engine

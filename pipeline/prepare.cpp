@@ -35,7 +35,8 @@ bool is_pdf(const std::string& path) {
 // The document's bytes, read once through one descriptor (open_input: links kept inside its input
 // directory): a regular file (not a FIFO or a device, not waited on), at most `max_bytes`, read to its end
 // as it is now. Everything after reads these bytes, never the path again.
-std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
+// Its permission bits as read are set in `input` (its summary mirrors them).
+std::string read_document_bytes(SummaryInput& input, size_t max_bytes) {
   const int fd = open_input(input);
   struct Closer {
     int fd;
@@ -43,6 +44,8 @@ std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
   } closer{fd};
   std::string bytes = engine::read_regular_fd(fd, max_bytes);
   if (bytes.empty()) throw Error("empty file");
+  struct stat st {};
+  if (::fstat(fd, &st) == 0) input.mode = st.st_mode & 07777;
   return bytes;
 }
 
@@ -132,10 +135,10 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   d.input = input;
   d.started = std::chrono::steady_clock::now();
   try {
-    std::string bytes = read_document_bytes(input, rules.read.max_bytes);  // read once: hashed, then decoded
+    std::string bytes = read_document_bytes(d.input, rules.read.max_bytes);  // read once: hashed, then decoded
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
-    if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
+    if (!o.force && out.up_to_date(input.output_rel, d.job_key, summary_mode(d.input.mode, d.input.reach))) {
       d.state = PreparedDoc::State::kUpToDate;
       return d;
     }

@@ -326,7 +326,8 @@ struct Session::Impl {
   void write_output(PreparedDoc& d) {
     const double seconds = since(d.started);
     try {
-      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path);
+      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path,
+                       summary_mode(d.input.mode, d.input.reach), d.input.folder_modes);
     } catch (const std::exception& e) {
       d.error = e.what();
       ended(d, "failed", seconds);
@@ -674,13 +675,18 @@ SummarizeRun::~SummarizeRun() = default;
 std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& in, std::ostream& err) {
   check_options(o);
   if (!o.shard.empty()) parse_shard(o.shard);
-  if (!o.report.empty()) check_report_file(o.report);
   // One run per OUT_DIR at a time: cron may start the next before the last has finished.
   out_ = std::make_unique<OutputDir>(o.out_dir, o.wait_lock, err);
   if (!out_->held_by_other().empty()) {
-    err << "abridge: " << o.out_dir << " is in use by " << out_->held_by_other()
+    err << "abridge: " << shown_path(o.out_dir) << " is in use by " << out_->held_by_other()
         << "; not starting (use --wait-lock to wait for it)\n";
     return kExitLocked;
+  }
+  // --report, checked and opened before any work (OUT_DIR exists now: a report inside it is fenced
+  // by OUT_DIR's rule, and `--report OUT_DIR/last-run.json` works on the first run too).
+  if (!o.report.empty()) {
+    const struct stat out_dir = out_->folder_stat();
+    report_ = std::make_unique<ReportFile>(o.report, &out_dir);
   }
   // The engines: one, or one per GPU of --devices (each loads the model on its GPU), options and model
   // checked before any input is read.
@@ -708,6 +714,7 @@ std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& i
   // OUT_DIR exists now, so discovery leaves it out; every bad path is one failed input, named here.
   found_ = discover_inputs(o, in);
   keep_shard(found_, o.shard);
+  for (const BadInput& b : found_.skipped) err << "abridge: " << shown_path(b.path) << ": " << b.reason << '\n';
   for (const BadInput& b : found_.bad) err << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << '\n';
   return std::nullopt;
 }
@@ -726,13 +733,17 @@ BatchReport SummarizeRun::run(Session::Clock::time_point start) {
   return report;
 }
 
+void SummarizeRun::write_report(const BatchReport& report, std::ostream& out) {
+  if (report_) report_->write(report_json(report), out);
+}
+
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   const auto t_start = Clock::now();
   try {
     SummarizeRun run;
     if (const auto code = run.open(o, in, err)) return *code;
     const BatchReport report = run.run(t_start);
-    if (!o.report.empty()) write_report_file(o.report, report_json(report), out);
+    run.write_report(report, out);
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {

@@ -29,6 +29,7 @@ class Engine;
 namespace abridge::pipeline {
 
 class OutputDir;
+class ReportFile;
 
 struct SummarizeOptions {
   std::vector<std::string> inputs;  // files, directories, or "-" for a list of paths on stdin
@@ -164,9 +165,12 @@ class SummarizeRun {
   BatchReport run(Session::Clock::time_point start);
   std::vector<Summarizer*> engines() const;
   const DiscoveredInputs& found() const { return found_; }
+  // Writes the --report JSON to the file open() checked and opened (nothing without --report).
+  void write_report(const BatchReport& report, std::ostream& out);
 
  private:
   std::unique_ptr<OutputDir> out_;
+  std::unique_ptr<ReportFile> report_;  // --report, opened before the work
   std::mutex err_mu_;
   std::vector<std::unique_ptr<SyncedStream>> streams_;  // one per engine
   std::vector<std::unique_ptr<Summarizer>> engines_;
