@@ -520,24 +520,25 @@ std::string Document::section_path(int s) const {
 uint32_t Document::page_of(size_t offset) const { return lines_.empty() ? 1 : lines_[line_of(offset)].page; }
 
 void Document::sentence_starts(size_t first_line, size_t last_line, std::vector<size_t>& starts) const {
-  std::vector<VisChar> chars;
-  bool first = true;
-  for (size_t li = first_line; li <= last_line && li < lines_.size(); ++li) {
-    if (!is_content(li)) continue;
-    if (!first) chars.push_back({'\n', lines_[li].begin});
-    first = false;
-    const Line& line = lines_[li];
-    for (size_t i = line.begin; i < line.end;) {
-      if (const size_t esc = escape_length(text_, i)) {
-        i += esc;
-        continue;
-      }
-      const Utf8Char c = decode_utf8(text_, i);
-      if (!is_invisible(c.cp)) chars.push_back({c.cp, i});
-      i += c.len;
+  // The content lines of the run, one piece each.
+  class ContentLines final : public detail::Pieces {
+   public:
+    ContentLines(const Document& doc, size_t first, size_t last) : doc_(doc), first_(first), last_(last) {}
+    Kind piece(size_t k, size_t& begin, size_t& end) const override {
+      const size_t li = first_ + k;
+      if (li > last_ || li >= doc_.lines_.size()) return kEnd;
+      if (!doc_.is_content(li)) return kSkip;
+      begin = doc_.lines_[li].begin;
+      end = doc_.lines_[li].end;
+      return kPiece;
     }
-  }
-  detail::sentence_starts(chars, starts);
+
+   private:
+    const Document& doc_;
+    size_t first_, last_;
+  };
+  const ContentLines pieces(*this, first_line, last_line);
+  detail::sentence_starts(detail::VisCursor(text_, pieces), starts);
 }
 
 std::string Document::gap(size_t a, size_t b) const {
