@@ -427,15 +427,22 @@ struct Selector {
 
 // The longest prefix [b, p) of the sentence [b, e) that ends before a space (words_only) or at any
 // character, whose shown text with kEllipsis fits the budget: the shown text and the prefix's end
-// (after the last character kept), or p == b when none fits.
+// (after the last character kept), or p == b when none fits. The cut points are found as the search
+// reaches them: a sentence of megabytes without a space would otherwise hold 8 bytes a character.
 std::pair<std::string, size_t> fitting_prefix(const Document& doc, size_t b, size_t e, bool words_only, int64_t budget,
                                               const chunker::TokenCounter& counter) {
   const std::string_view text = doc.text();
   std::vector<size_t> cuts;
-  for (size_t i = b + 1; i < e; ++i) {
-    if ((static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) continue;
-    if (!words_only || (text[i - 1] != ' ' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t'))) cuts.push_back(i);
-  }
+  size_t scan = b + 1;
+  // Whether cuts[k] exists, finding the cuts up to it.
+  auto has = [&](size_t k) {
+    for (; cuts.size() <= k && scan < e; ++scan) {
+      const size_t i = scan;
+      if ((static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) continue;
+      if (!words_only || (text[i - 1] != ' ' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t'))) cuts.push_back(i);
+    }
+    return k < cuts.size();
+  };
   // A cut leaves out the spaces and clause marks before it (ASCII, or full-width ， 、 ； ：).
   auto trimmed = [&](size_t p) {
     for (bool again = true; again && p > b;) {
@@ -459,8 +466,20 @@ std::pair<std::string, size_t> fitting_prefix(const Document& doc, size_t b, siz
   auto fits = [&](size_t p) {
     return trimmed(p) > b && static_cast<int64_t>(counter.count(shown(p))) <= budget;
   };
-  // Counts grow with the prefix almost always; search, then step back until one really fits.
-  size_t lo = 0, hi = cuts.size();  // cuts[0, lo) were found to fit (by the search)
+  // Counts grow with the prefix almost always: gallop to a cut that does not fit (or past the last
+  // cut), search between, then step back until one really fits.
+  size_t lo = 0, hi = 0;  // cuts[0, lo) were found to fit (by the search); cuts[hi] does not, or hi is the end
+  for (size_t probe = 0;; probe = 2 * probe + 1) {
+    if (!has(probe)) {
+      hi = cuts.size();
+      break;
+    }
+    if (!fits(cuts[probe])) {
+      hi = probe;
+      break;
+    }
+    lo = probe + 1;
+  }
   while (lo < hi) {
     const size_t mid = (lo + hi) / 2;
     if (fits(cuts[mid])) lo = mid + 1;
