@@ -8,7 +8,9 @@
 #include <numeric>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
+#include "base/hash.h"
 #include "chunker/document.h"
 #include "chunker/terms.h"
 
@@ -93,9 +95,48 @@ struct Sentence {
   double words;      // English words; Chinese: Han characters / kHanPerWord
 };
 
-struct TransparentHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+// Term ids by the term's 64-bit FNV-1a hash, in order of first appearance: an open-addressing table
+// of 12 bytes a slot, at most half full. A document of a million distinct terms (Chinese bigrams)
+// would take some 80 bytes a term in a map of strings. Two distinct terms of one document share a
+// hash with a chance of about n^2 / 2^65 (1e-7 for a million terms).
+class TermIds {
+ public:
+  uint32_t id(std::string_view term) {
+    uint64_t h = fnv1a64(term);
+    h += h == 0;  // 0 marks an empty slot
+    if ((size_ + 1) * 2 > keys_.size()) grow();
+    size_t mask = keys_.size() - 1, i = static_cast<size_t>(h ^ (h >> 29)) & mask;
+    for (; keys_[i] != 0; i = (i + 1) & mask)
+      if (keys_[i] == h) return ids_[i];
+    keys_[i] = h;
+    ids_[i] = static_cast<uint32_t>(size_);
+    return static_cast<uint32_t>(size_++);
+  }
+  size_t size() const { return size_; }
+  void clear() {
+    keys_ = {};
+    ids_ = {};
+  }
+
+ private:
+  void grow() {
+    std::vector<uint64_t> keys(std::max<size_t>(1024, keys_.size() * 2), 0);
+    std::vector<uint32_t> ids(keys.size());
+    const size_t mask = keys.size() - 1;
+    for (size_t k = 0; k < keys_.size(); ++k) {
+      if (keys_[k] == 0) continue;
+      size_t i = static_cast<size_t>(keys_[k] ^ (keys_[k] >> 29)) & mask;
+      while (keys[i] != 0) i = (i + 1) & mask;
+      keys[i] = keys_[k];
+      ids[i] = ids_[k];
+    }
+    keys_.swap(keys);
+    ids_.swap(ids);
+  }
+
+  std::vector<uint64_t> keys_;  // (slots) the term's hash, 0 for none
+  std::vector<uint32_t> ids_;   // (slots)
+  size_t size_ = 0;
 };
 
 // Sentences and their terms; term ids in order of first appearance.
@@ -108,11 +149,7 @@ class SentenceReader {
     const chunker::TextProfile p = scanner_.scan(text_, b, e);
     if (p.begin >= p.end) return;
     term_begin_.push_back(terms_.size());
-    for (const std::string_view t : scanner_.terms()) {
-      auto it = ids_.find(t);
-      if (it == ids_.end()) it = ids_.emplace(std::string(t), static_cast<uint32_t>(ids_.size())).first;
-      terms_.push_back(it->second);
-    }
+    for (const std::string_view t : scanner_.terms()) terms_.push_back(ids_.id(t));
     // Candidates are whole sentences of prose: they end with a terminator (one ending with a colon
     // introduces a list or code) and, in English, start like a sentence.
     bool ok = p.ends_sentence && p.letters * 2 >= p.nonspace && !p.unopened_close;
@@ -132,6 +169,12 @@ class SentenceReader {
   const std::vector<uint32_t>& terms() const { return terms_; }
   size_t terms_begin(size_t i) const { return i < term_begin_.size() ? term_begin_[i] : terms_.size(); }
   size_t n_terms() const { return ids_.size(); }
+  // The terms once the vectors are built from them: their memory goes back before the graph is built.
+  void drop_terms() {
+    terms_ = {};
+    term_begin_ = {};
+    ids_.clear();
+  }
 
  private:
   std::string_view text_;
@@ -140,7 +183,7 @@ class SentenceReader {
   std::vector<Sentence> sentences_;
   std::vector<uint32_t> terms_;
   std::vector<size_t> term_begin_;
-  std::unordered_map<std::string, uint32_t, TransparentHash, std::equal_to<>> ids_;
+  TermIds ids_;
 };
 
 // The region a Project Gutenberg text keeps between its START and END markers, else the whole text.
@@ -163,24 +206,40 @@ std::pair<size_t, size_t> body_region(std::string_view text) {
 
 // --- Vectors and the graph ---
 
-// Sparse, L2-normalized tf-idf vectors of the candidates, rows and an inverted index (by term).
+// Sparse, L2-normalized tf-idf vectors of the candidates, rows and an inverted index (by term). With
+// the graph below, the largest structure of a long document: 8 bytes an entry on each side (a sentence
+// of prose has some ten distinct terms). Weights are computed in double and kept in float: a cosine
+// needs no more than float's seven digits, and double would take a third more memory.
 struct Vectors {
   std::vector<size_t> row_begin;    // (n + 1) offsets into row_term / row_weight
   std::vector<uint32_t> row_term;   // distinct terms of each row, ascending
-  std::vector<double> row_weight;   // tf * idf / the row's L2 norm
+  std::vector<float> row_weight;    // tf * idf / the row's L2 norm
   std::vector<size_t> post_begin;   // (n_terms + 1) offsets into post_row / post_weight
   std::vector<uint32_t> post_row;   // rows holding each term, ascending
-  std::vector<double> post_weight;
+  std::vector<float> post_weight;
 
   size_t rows() const { return row_begin.size() - 1; }
   size_t df(uint32_t t) const { return post_begin[t + 1] - post_begin[t]; }
 };
 
-Vectors build_vectors(const SentenceReader& reader, const std::vector<size_t>& cand) {
+// The vectors of the candidates `cand`; the reader's terms are dropped once read.
+Vectors build_vectors(SentenceReader& reader, const std::vector<size_t>& cand) {
   const size_t n = cand.size(), n_terms = reader.n_terms();
   Vectors v;
+  v.row_begin.reserve(n + 1);
   v.row_begin.assign(1, 0);
   std::vector<uint32_t> scratch;
+  // Distinct terms of each row, counted first, so that the entries are allocated once.
+  size_t entries = 0;
+  for (size_t r = 0; r < n; ++r) {
+    scratch.assign(reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r])),
+                   reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r] + 1)));
+    std::sort(scratch.begin(), scratch.end());
+    entries += static_cast<size_t>(std::unique(scratch.begin(), scratch.end()) - scratch.begin());
+  }
+  v.row_term.reserve(entries);
+  v.row_weight.reserve(entries);
+  std::vector<double> weight;  // the row being built, in double
   for (size_t r = 0; r < n; ++r) {
     scratch.assign(reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r])),
                    reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r] + 1)));
@@ -189,25 +248,29 @@ Vectors build_vectors(const SentenceReader& reader, const std::vector<size_t>& c
       size_t m = k;
       while (m < scratch.size() && scratch[m] == scratch[k]) ++m;
       v.row_term.push_back(scratch[k]);
-      v.row_weight.push_back(1.0 + std::log(static_cast<double>(m - k)));
+      v.row_weight.push_back(static_cast<float>(m - k));  // the term frequency, for now
       k = m;
     }
     v.row_begin.push_back(v.row_term.size());
   }
-  std::vector<size_t> df(n_terms + 1, 0);
+  reader.drop_terms();
+  std::vector<uint32_t> df(n_terms + 1, 0);
   for (const uint32_t t : v.row_term) ++df[t];
   for (size_t r = 0; r < n; ++r) {
     double norm = 0;
+    weight.clear();
     for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k) {
       const double idf = std::log(static_cast<double>(n + 1) / static_cast<double>(df[v.row_term[k]]));
-      v.row_weight[k] *= idf;
-      norm += v.row_weight[k] * v.row_weight[k];
+      weight.push_back((1.0 + std::log(static_cast<double>(v.row_weight[k]))) * idf);
+      norm += weight.back() * weight.back();
     }
     norm = std::sqrt(norm);
-    for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k) v.row_weight[k] = norm > 0 ? v.row_weight[k] / norm : 0;
+    for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k)
+      v.row_weight[k] = norm > 0 ? static_cast<float>(weight[k - v.row_begin[r]] / norm) : 0.0f;
   }
   v.post_begin.assign(n_terms + 1, 0);
   for (size_t t = 0; t < n_terms; ++t) v.post_begin[t + 1] = v.post_begin[t] + df[t];
+  df = {};
   v.post_row.resize(v.row_term.size());
   v.post_weight.resize(v.row_term.size());
   std::vector<size_t> fill(v.post_begin.begin(), v.post_begin.end() - 1);
@@ -236,18 +299,24 @@ void similarities(const Vectors& v, size_t r, size_t max_df, std::vector<double>
   }
 }
 
-// The kTopNeighbours strongest edges (cosines) of each row, by row, in ascending order of the other row.
+// The kTopNeighbours strongest edges (cosines) of each row, by row, in ascending order of the other row:
+// 8 bytes an edge.
 struct Graph {
   std::vector<size_t> edge_begin;  // (n + 1) offsets into edge_to / edge_w
   std::vector<uint32_t> edge_to;
-  std::vector<double> edge_w;
+  std::vector<float> edge_w;
 };
 
 Graph build_graph(const Vectors& v) {
   const size_t n = v.rows();
   const size_t max_df = std::max(kMinPostingCap, n / kCapDivisor);
   Graph g;
+  g.edge_begin.reserve(n + 1);
   g.edge_begin.assign(1, 0);
+  // The most edges there can be, reserved once (a vector that doubles holds three times its size while
+  // it moves); pages of the reservation that are never written take no memory.
+  g.edge_to.reserve(n * std::min(kTopNeighbours, n));
+  g.edge_w.reserve(n * std::min(kTopNeighbours, n));
   std::vector<double> acc(n, 0.0);
   std::vector<uint32_t> touched;
   std::vector<std::pair<double, uint32_t>> row;
@@ -266,7 +335,7 @@ Graph build_graph(const Vectors& v) {
     std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
     for (const auto& [w, j] : row) {
       g.edge_to.push_back(j);
-      g.edge_w.push_back(w);
+      g.edge_w.push_back(static_cast<float>(w));
     }
     g.edge_begin.push_back(g.edge_to.size());
   }
@@ -615,10 +684,13 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
 
   // Relevance: centrality times priors.
   const Vectors vectors = build_vectors(reader, cand);
-  const Graph graph = build_graph(vectors);
-  std::vector<double> central = textrank(graph);
+  std::vector<double> central, directed;
+  {
+    const Graph graph = build_graph(vectors);  // gone before the selection
+    central = textrank(graph);
+    directed = directed_centrality(graph, kBackWeight);
+  }
   normalize(central);
-  std::vector<double> directed = directed_centrality(graph, kBackWeight);
   normalize(directed);
   for (size_t r = 0; r < n; ++r) central[r] = (1 - kDirectedShare) * central[r] + kDirectedShare * directed[r];
   std::vector<double> rel(n);
