@@ -95,48 +95,44 @@ struct Sentence {
   double words;      // English words; Chinese: Han characters / kHanPerWord
 };
 
-// Term ids by the term's 64-bit FNV-1a hash, in order of first appearance: an open-addressing table
-// of 12 bytes a slot, at most half full. A document of a million distinct terms (Chinese bigrams)
-// would take some 80 bytes a term in a map of strings. Two distinct terms of one document share a
-// hash with a chance of about n^2 / 2^65 (1e-7 for a million terms).
+// Term ids by the term's 64-bit FNV-1a hash, in order of first appearance: an open-addressing table of
+// ids (4 bytes a slot, at most half full) over the hashes by id (8 bytes a term). A document of a
+// million distinct terms (Chinese bigrams) would take some 80 bytes a term in a map of strings. Two
+// distinct terms of one document share a hash with a chance of about n^2 / 2^65 (1e-7 for a million).
 class TermIds {
  public:
   uint32_t id(std::string_view term) {
-    uint64_t h = fnv1a64(term);
-    h += h == 0;  // 0 marks an empty slot
-    if ((size_ + 1) * 2 > keys_.size()) grow();
-    size_t mask = keys_.size() - 1, i = static_cast<size_t>(h ^ (h >> 29)) & mask;
-    for (; keys_[i] != 0; i = (i + 1) & mask)
-      if (keys_[i] == h) return ids_[i];
-    keys_[i] = h;
-    ids_[i] = static_cast<uint32_t>(size_);
-    return static_cast<uint32_t>(size_++);
+    const uint64_t h = fnv1a64(term);
+    if ((hashes_.size() + 1) * 2 > slots_.size()) grow();
+    const size_t mask = slots_.size() - 1;
+    size_t i = slot_of(h) & mask;
+    for (; slots_[i] != kEmpty; i = (i + 1) & mask)
+      if (hashes_[slots_[i]] == h) return slots_[i];
+    slots_[i] = static_cast<uint32_t>(hashes_.size());
+    hashes_.push_back(h);
+    return slots_[i];
   }
-  size_t size() const { return size_; }
+  size_t size() const { return hashes_.size(); }
   void clear() {
-    keys_ = {};
-    ids_ = {};
+    slots_ = {};
+    hashes_ = {};
   }
 
  private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  static size_t slot_of(uint64_t h) { return static_cast<size_t>(h ^ (h >> 29)); }
   void grow() {
-    std::vector<uint64_t> keys(std::max<size_t>(1024, keys_.size() * 2), 0);
-    std::vector<uint32_t> ids(keys.size());
-    const size_t mask = keys.size() - 1;
-    for (size_t k = 0; k < keys_.size(); ++k) {
-      if (keys_[k] == 0) continue;
-      size_t i = static_cast<size_t>(keys_[k] ^ (keys_[k] >> 29)) & mask;
-      while (keys[i] != 0) i = (i + 1) & mask;
-      keys[i] = keys_[k];
-      ids[i] = ids_[k];
+    slots_.assign(std::max<size_t>(1024, slots_.size() * 2), kEmpty);
+    const size_t mask = slots_.size() - 1;
+    for (uint32_t id = 0; id < hashes_.size(); ++id) {
+      size_t i = slot_of(hashes_[id]) & mask;
+      while (slots_[i] != kEmpty) i = (i + 1) & mask;
+      slots_[i] = id;
     }
-    keys_.swap(keys);
-    ids_.swap(ids);
   }
 
-  std::vector<uint64_t> keys_;  // (slots) the term's hash, 0 for none
-  std::vector<uint32_t> ids_;   // (slots)
-  size_t size_ = 0;
+  std::vector<uint32_t> slots_;   // (a power of two) a term's id, kEmpty for none
+  std::vector<uint64_t> hashes_;  // (terms) the hash of each id
 };
 
 // Sentences and their terms; term ids in order of first appearance.
@@ -212,9 +208,9 @@ std::pair<size_t, size_t> body_region(std::string_view text) {
 // needs no more than float's seven digits, and double would take a third more memory.
 struct Vectors {
   std::vector<size_t> row_begin;    // (n + 1) offsets into row_term / row_weight
-  std::vector<uint32_t> row_term;   // distinct terms of each row, ascending
+  std::vector<uint32_t> row_term;   // distinct terms of each row that other rows share, ascending
   std::vector<float> row_weight;    // tf * idf / the row's L2 norm
-  std::vector<size_t> post_begin;   // (n_terms + 1) offsets into post_row / post_weight
+  std::vector<size_t> post_begin;   // (terms of two rows or more + 1) offsets into post_row / post_weight
   std::vector<uint32_t> post_row;   // rows holding each term, ascending
   std::vector<float> post_weight;
 
@@ -268,9 +264,37 @@ Vectors build_vectors(SentenceReader& reader, const std::vector<size_t>& cand) {
     for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k)
       v.row_weight[k] = norm > 0 ? static_cast<float>(weight[k - v.row_begin[r]] / norm) : 0.0f;
   }
-  v.post_begin.assign(n_terms + 1, 0);
-  for (size_t t = 0; t < n_terms; ++t) v.post_begin[t + 1] = v.post_begin[t] + df[t];
+  // A term of one row only takes part in no cosine between two rows (it adds to the row's norm,
+  // counted above): it is left out of the rows and the index, and the other terms are numbered again
+  // in the same order, so that every sum runs as before. Most Chinese bigrams of a long document are
+  // such terms.
+  std::vector<uint32_t> renumber(n_terms, UINT32_MAX);
+  uint32_t shared = 0;
+  for (size_t t = 0; t < n_terms; ++t)
+    if (df[t] >= 2) renumber[t] = shared++;
+  size_t kept = 0;
+  for (size_t r = 0, k = 0; r < n; ++r) {
+    const size_t end = v.row_begin[r + 1];
+    v.row_begin[r] = kept;
+    for (; k < end; ++k) {
+      const uint32_t t = renumber[v.row_term[k]];
+      if (t == UINT32_MAX) continue;
+      v.row_term[kept] = t;
+      v.row_weight[kept] = v.row_weight[k];
+      ++kept;
+    }
+  }
+  v.row_begin[n] = kept;
+  v.row_term.resize(kept);
+  v.row_term.shrink_to_fit();
+  v.row_weight.resize(kept);
+  v.row_weight.shrink_to_fit();
+  v.post_begin.assign(size_t{shared} + 1, 0);
+  for (size_t t = 0; t < n_terms; ++t)
+    if (renumber[t] != UINT32_MAX) v.post_begin[renumber[t] + 1] = df[t];
+  for (size_t t = 0; t < shared; ++t) v.post_begin[t + 1] += v.post_begin[t];
   df = {};
+  renumber = {};
   v.post_row.resize(v.row_term.size());
   v.post_weight.resize(v.row_term.size());
   std::vector<size_t> fill(v.post_begin.begin(), v.post_begin.end() - 1);
