@@ -57,15 +57,18 @@ constexpr double kMinFillHeading = 0.2;  // ... or this full when it falls befor
 constexpr size_t kCohesionTerms = 40;    // content words on each side of a candidate cut
 constexpr size_t kCohesionUnits = 6;
 
+// One per sentence, list item or kept line end (a text of short lines has one a line): 32 bytes.
+// Counts and indexes fit 32 bits: a unit's tokens, the terms and the units are fewer than the text's
+// bytes, which the reader keeps far below 4 GiB (checked in push_unit).
 struct Unit {
   size_t begin = 0;
-  size_t tokens = 0;
+  uint32_t tokens = 0;
+  uint32_t section = 0;
+  uint32_t block = 0;
+  uint32_t terms_begin = 0;  // its terms are terms_[terms_begin, the next unit's terms_begin)
   uint8_t rank = kRankParagraph;
   bool admissible = true;  // false: inside a block kept whole, or right after a heading
   bool forced = false;     // a top-level heading: always starts a chunk
-  uint32_t section = 0;
-  uint32_t block = 0;
-  size_t terms_begin = 0, terms_end = 0;
 };
 
 // Content terms of a unit's text (terms.h), hashed.
@@ -211,19 +214,19 @@ class Chunker {
 
   void push_unit(size_t begin, size_t tokens, std::string_view text, uint8_t rank, bool after_heading, bool forced,
                  size_t block) {
-    ABRIDGE_CHECK(tokens <= budget_);
+    ABRIDGE_CHECK(tokens <= budget_ && tokens <= UINT32_MAX);
     Unit u;
     u.begin = begin;
-    u.tokens = tokens;
+    u.tokens = static_cast<uint32_t>(tokens);  // <= budget_, and fewer than the text's bytes
     u.rank = rank;
     u.admissible = !after_heading;
     u.forced = forced;
     u.section = static_cast<uint32_t>(sections_.size() - 1);
     u.block = static_cast<uint32_t>(block);
-    u.terms_begin = terms_.size();
+    ABRIDGE_CHECK(terms_.size() < UINT32_MAX && units_.size() < UINT32_MAX);
+    u.terms_begin = static_cast<uint32_t>(terms_.size());
     extract_terms(scanner_, text, terms_);
     std::sort(terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_begin), terms_.end());
-    u.terms_end = terms_.size();
     units_.push_back(u);
   }
 
@@ -335,8 +338,10 @@ class Chunker {
         const auto idx = static_cast<std::ptrdiff_t>(from) + step * static_cast<std::ptrdiff_t>(n);
         if (idx < 0 || idx >= static_cast<std::ptrdiff_t>(units_.size())) break;
         const Unit& u = units_[static_cast<size_t>(idx)];
+        const size_t end = static_cast<size_t>(idx) + 1 < units_.size() ? units_[static_cast<size_t>(idx) + 1].terms_begin
+                                                                           : terms_.size();
         out.insert(out.end(), terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_begin),
-                   terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_end));
+                   terms_.begin() + static_cast<std::ptrdiff_t>(end));
       }
       std::sort(out.begin(), out.end());
     };
@@ -472,7 +477,7 @@ class Chunker {
   Options options_;
   size_t budget_;  // for a chunk's own text: max_tokens - overlap_tokens
   std::vector<Unit> units_;
-  std::vector<uint32_t> terms_;  // per unit, sorted: units_[k].terms_begin .. terms_end
+  std::vector<uint32_t> terms_;  // per unit, sorted (see Unit::terms_begin)
   TermScanner scanner_;
   std::vector<std::string> sections_;
   std::vector<uint32_t> left_, right_;  // scratch for cohesion_gap
