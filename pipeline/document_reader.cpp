@@ -22,7 +22,7 @@ std::string lower_extension(const std::string& path) {
 Document read_text(std::string bytes, const ReadOptions& o) {
   Document doc;
   DecodedText d = decode_text(std::move(bytes), o.encoding, o.keep_invalid_utf8);
-  doc.text = normalize_text(d.text, TextSource::kTextFile);
+  doc.text = normalize_text(std::move(d.text), TextSource::kTextFile);
   doc.encoding = std::move(d.encoding);
   return doc;
 }
@@ -41,7 +41,7 @@ Document read_pdf(std::string bytes, const ReadOptions& o) {
   bytes.clear();
   bytes.shrink_to_fit();
   if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
-  doc.text = normalize_text(pdf.text, TextSource::kPdf);
+  doc.text = normalize_text(std::move(pdf.text), TextSource::kPdf);
   doc.pages = pdf.pages;
   doc.page_starts.push_back(0);
   for (size_t ff = doc.text.find('\f'); ff != std::string::npos; ff = doc.text.find('\f', ff + 1))

@@ -126,7 +126,7 @@ std::string SummaryRules::cache_key(const PlanRequest& r) const {
 }
 
 int64_t SummaryRules::count(std::string_view text) const {
-  return text.empty() ? 0 : static_cast<int64_t>(tokenizer->encode(text, engine::AddedTokens::kPlain).size());
+  return text.empty() ? 0 : static_cast<int64_t>(tokenizer->count(text, engine::AddedTokens::kPlain));
 }
 
 PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rules, const OutputDir& out) {

@@ -1,5 +1,6 @@
 #include "pipeline/summarize.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -124,6 +125,7 @@ struct Summarizer::Impl {
     } else {
       own_tokenizer.emplace(engine::Tokenizer::from_json(engine::bundled_tokenizer_json()));
     }
+    ::malloc_trim(0);
   }
 
   // A request's prompt + summary at most: the model's context, capped by the KV pool (a request runs
