@@ -55,6 +55,12 @@ void check_step_tokens(int64_t tokens) {
                 " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(tokens));
 }
 
+void check_gpu_memory_limit(uint64_t bytes) {
+  if (bytes != 0 && bytes < kMinGpuMemoryLimit)
+    throw Error("--gpu-memory-limit must be 0 (no limit) or at least " + format_bytes(kMinGpuMemoryLimit) + ", not " +
+                format_bytes(bytes));
+}
+
 void EngineOptions::validate() const {
   if (device != "auto" && device != "cpu" && device != "cuda")
     throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
@@ -62,9 +68,7 @@ void EngineOptions::validate() const {
   if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), not " + std::to_string(threads));
   if (!(gpu_memory_fraction >= 0.01 && gpu_memory_fraction <= 1))
     throw Error("--gpu-memory-fraction must be in 0.01..1, not " + std::to_string(gpu_memory_fraction));
-  if (gpu_memory_limit != 0 && gpu_memory_limit < kMinGpuMemoryLimit)
-    throw Error("--gpu-memory-limit must be 0 (no limit) or at least " + format_bytes(kMinGpuMemoryLimit) + ", not " +
-                format_bytes(gpu_memory_limit));
+  check_gpu_memory_limit(gpu_memory_limit);
   if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
     throw Error("--kv-cache-tokens must be 0 (as much as memory allows) or 1.." + std::to_string(kMaxKvCacheTokens) +
                 ", not " + std::to_string(kv_cache_tokens));

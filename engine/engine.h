@@ -40,6 +40,10 @@ struct EngineOptions {
 // naming the option and its range otherwise.
 void check_step_tokens(int64_t tokens);
 
+// --gpu-memory-limit in bytes: 0 (no limit) or at least kMinGpuMemoryLimit; throws abridge::Error
+// naming the option and its range otherwise.
+void check_gpu_memory_limit(uint64_t bytes);
+
 // How to build a backend: user knobs, separate from the model's config.
 enum class Device { kCpu, kCuda };
 

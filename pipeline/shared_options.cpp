@@ -5,7 +5,7 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
-#include "engine/defaults.h"
+#include "engine/engine.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -33,9 +33,7 @@ uint64_t gpu_memory_limit_bytes(const std::string& size) {
   const auto bytes = parse_bytes(size);
   if (!bytes)
     throw Error("--gpu-memory-limit must be a size such as 22GiB or 500MiB (0: no limit), not \"" + size + "\"");
-  if (*bytes != 0 && *bytes < engine::kMinGpuMemoryLimit)
-    throw Error("--gpu-memory-limit must be 0 (no limit) or at least " + format_bytes(engine::kMinGpuMemoryLimit) +
-                ", not " + format_bytes(*bytes));
+  engine::check_gpu_memory_limit(*bytes);
   return *bytes;
 }
 

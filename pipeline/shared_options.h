@@ -17,7 +17,7 @@ void check_range(const std::string& option, double value, double lo, double hi);
 void check_device(const std::string& device);
 
 // --gpu-memory-limit SIZE ("22GiB", "500MiB", "0"; base/bytes.h) in bytes, 0 for none; throws
-// abridge::Error naming the option for anything else, or for a size below engine::kMinGpuMemoryLimit.
+// abridge::Error naming the option for anything else (engine::check_gpu_memory_limit for the range).
 uint64_t gpu_memory_limit_bytes(const std::string& size);
 inline constexpr const char* kGpuMemoryLimitHelp =
     "CUDA: most device memory the engine may hold, weights, buffers and KV cache together, e.g. 22GiB "

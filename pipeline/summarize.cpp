@@ -51,6 +51,7 @@ engine::EngineOptions engine_options(const SummarizeOptions& o) {
   e.threads = o.threads;
   e.gpu_memory_fraction = o.gpu_memory_fraction;
   e.gpu_memory_limit = gpu_memory_limit_bytes(o.gpu_memory_limit);
+  // Checked as given: with no window the sinks are dropped below, so validate() would not see them.
   if (o.attention_window < 0 || o.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
   e.attention = {o.attention_window, o.attention_window > 0 ? o.sink_tokens : 0};
   e.kv_cache_tokens = o.kv_cache_tokens;
