@@ -3,13 +3,18 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <algorithm>
+#include <cctype>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "engine/read_file.h"
 #include "pipeline/document_reader.h"
+#include "pipeline/shared_options.h"
 #include "pipeline/summarize.h"
 #include "pipeline/text_input.h"
 
@@ -34,9 +39,65 @@ struct Usage : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A Boost.Program_options error as one line "--option: reason" (the option first, once; Boost's own
+// sentences name it in the middle). `positional` names the arguments that are given without a name
+// (FILE, INPUT): a missing one is "FILE is missing". `command` and `synopsis` (its usage) for the advice.
+inline std::string describe_option_error(const po::error& e, const po::positional_options_description* positional,
+                                         const std::string& command, const std::string& synopsis) {
+  const auto* named = dynamic_cast<const po::error_with_option_name*>(&e);
+  std::string name = named ? named->get_option_name() : "";
+  if (name.empty()) {
+    if (dynamic_cast<const po::too_many_positional_options_error*>(&e))
+      return "too many arguments (" + synopsis + ")";
+    return e.what();
+  }
+  if (name[0] != '-') name = "--" + name;  // a config file's key
+  const std::string what = e.what();
+  std::string reason;
+  if (dynamic_cast<const po::unknown_option*>(&e)) {
+    reason = command.empty() ? "unknown option" : "unknown option (abridge " + command + " --help lists them)";
+  } else if (const auto* a = dynamic_cast<const po::ambiguous_option*>(&e)) {
+    reason = "ambiguous (";
+    for (size_t k = 0; k < a->alternatives().size(); ++k) reason += (k ? ", --" : "--") + a->alternatives()[k];
+    reason += ")";
+  } else if (dynamic_cast<const po::multiple_occurrences*>(&e)) {
+    reason = "given more than once";
+  } else if (dynamic_cast<const po::required_option*>(&e)) {
+    if (positional)
+      for (unsigned k = 0; k < std::min(positional->max_total_count(), 8u); ++k)
+        if ("--" + positional->name_for_position(k) == name) {
+          std::string upper = name.substr(2);
+          for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+          return upper + " is missing (" + synopsis + ")";
+        }
+    reason = "required (" + synopsis + ")";
+  } else if (const auto* syntax = dynamic_cast<const po::invalid_syntax*>(&e)) {
+    switch (syntax->kind()) {
+      case po::invalid_syntax::missing_parameter: reason = "needs a value"; break;
+      case po::invalid_syntax::extra_parameter: reason = "takes no value"; break;
+      default: reason = what; break;
+    }
+  } else if (const auto* v = dynamic_cast<const po::validation_error*>(&e)) {
+    // Boost says "the argument ('VALUE') for option '--name' is invalid".
+    const size_t open = what.find("('"), close = what.rfind("')");
+    const std::string value = open != std::string::npos && close != std::string::npos && close >= open + 2
+                                  ? what.substr(open + 2, close - open - 2)
+                                  : "";
+    switch (v->kind()) {
+      case po::validation_error::multiple_values_not_allowed: reason = "takes one value"; break;
+      case po::validation_error::at_least_one_value_required: reason = "needs a value"; break;
+      default: reason = "invalid value '" + value + "'"; break;
+    }
+  } else {
+    reason = what;
+  }
+  return name + ": " + reason;
+}
+
 // Parses `args` (the words after the command) against `desc` with `pos` positional names.
 // Returns false when --help was asked for (help already printed).
-// `hidden` options are accepted but not shown.
+// `hidden` options are accepted but not shown. A Boost.Program_options error becomes a Usage of one
+// line (describe_option_error).
 inline bool parse(const std::string& command, const std::string& synopsis, po::options_description& desc,
            const po::positional_options_description& pos, const std::vector<std::string>& args, po::variables_map& vm,
            const po::options_description* hidden = nullptr) {
@@ -44,15 +105,18 @@ inline bool parse(const std::string& command, const std::string& synopsis, po::o
   po::options_description all;
   all.add(desc);
   if (hidden) all.add(*hidden);
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << "Usage: abridge " << command << " " << synopsis << "\n\n" << desc << '\n';
-    return false;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: abridge " << command << " " << synopsis << "\n\n" << desc << '\n';
+      return false;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Usage(describe_option_error(e, &pos, command, "abridge " + command + " " + synopsis));
   }
-  po::notify(vm);
   return true;
 }
-
 
 // The options of `abridge summarize` (also taken by `abridge watch`), bound to `o`; --config to `config`.
 inline void add_summarize_options(po::options_description& desc, pipeline::SummarizeOptions& o, std::string& config) {
@@ -88,29 +152,57 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");
 }
 
-// The reading options checked before any work starts (an unknown --encoding, a missing OCR language).
-inline void check_read_options(const pipeline::SummarizeOptions& o) {
+// The options checked before any work starts: the reading options (an unknown --encoding, a missing
+// OCR language) and the --include/--exclude globs.
+inline void check_early_options(const pipeline::SummarizeOptions& o) {
   try {
     pipeline::make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
+    for (const std::string& g : o.include) pipeline::check_glob("--include", g);
+    for (const std::string& g : o.exclude) pipeline::check_glob("--exclude", g);
   } catch (const std::exception& e) {
     throw Usage(e.what());
   }
 }
 
-// Reads --config FILE (key = value lines); values given on the command line stay.
+// Reads --config FILE (key = value lines, the long option names without "--"); values given on the
+// command line stay. An empty file sets nothing. Inputs come from the command line only: a file that
+// names `input` (or `dir`, `config`, `help`) is refused, as is a key that is no option.
 // The file is read as every small input is (one open, a regular file, at most 1 MiB): a folder, a FIFO
 // or /dev/zero is refused, not read as an empty file or waited on.
 inline void apply_config_file(const std::string& config, const po::options_description& desc, po::variables_map& vm) {
   if (config.empty()) return;
   std::string text;
   try {
-    text = pipeline::read_text_file(config, size_t{1} << 20);
+    text = pipeline::read_text_file(config, engine::kMaxOptionFileBytes);
   } catch (const std::exception& e) {
     throw Usage(std::string("--config: ") + e.what());
   }
-  std::istringstream cf(text);
-  po::store(po::parse_config_file(cf, desc), vm);
-  po::notify(vm);
+  static const std::map<std::string, std::string> kNotInFile = {
+      {"input", "inputs are given on the command line"},
+      {"dir", "the directories to watch are given on the command line"},
+      {"config", "one --config file, given on the command line"},
+      {"help", "an option of the command line"}};
+  po::options_description allowed;
+  for (const auto& option : desc.options())
+    if (!kNotInFile.contains(option->long_name())) allowed.add(option);
+  const std::string where = "--config " + config + ": ";
+  try {
+    std::istringstream cf(text);
+    const po::parsed_options parsed = po::parse_config_file(cf, allowed, /*allow_unregistered=*/true);
+    for (const po::option& o : parsed.options) {
+      if (!o.unregistered) continue;
+      const auto it = kNotInFile.find(o.string_key);
+      if (it != kNotInFile.end())
+        throw Usage(where + "'" + o.string_key + "' is not allowed in a config file (" + it->second + ")");
+      throw Usage(where + "'" + o.string_key + "' is no option");
+    }
+    po::store(parsed, vm);
+    po::notify(vm);
+  } catch (const po::invalid_config_file_syntax& e) {
+    throw Usage(where + "'" + e.tokens() + "' is not a 'key = value' line");
+  } catch (const po::error& e) {
+    throw Usage(where + describe_option_error(e, nullptr, "", ""));
+  }
 }
 
 // `abridge watch` (cli/watch_cli.cpp).

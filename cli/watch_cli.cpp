@@ -39,13 +39,19 @@ int cmd_watch(const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("dir", -1);
   po::variables_map vm;
-  if (!parse("watch", "DIR... -o OUT_DIR [summarize options] [--settle S] [--rescan S] [--once] [--no-inotify]", desc,
-             pos, args, vm, &hidden))
-    return pipeline::kExitOk;
-  po::options_description file_options;
-  file_options.add(desc).add(hidden);
-  apply_config_file(config, file_options, vm);
-  check_read_options(o.summarize);
+  // Option errors are log lines too: stamped like every other line of watch.
+  try {
+    if (!parse("watch", "DIR... -o OUT_DIR [summarize options] [--settle S] [--rescan S] [--once] [--no-inotify]", desc,
+               pos, args, vm, &hidden))
+      return pipeline::kExitOk;
+    po::options_description file_options;
+    file_options.add(desc).add(hidden);
+    apply_config_file(config, file_options, vm);
+    check_early_options(o.summarize);
+  } catch (const Usage& e) {
+    pipeline::write_watch_line(std::cerr, e.what());
+    return pipeline::kExitFatal;
+  }
   o.inotify = !no_inotify;
   return pipeline::run_watch(o, std::cerr);
 }

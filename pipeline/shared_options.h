@@ -16,4 +16,9 @@ void check_range(const std::string& option, double value, double lo, double hi);
 // --device: auto | cpu | cuda; throws abridge::Error otherwise.
 void check_device(const std::string& device);
 
+// A glob of --include/--exclude as fnmatch(3) reads it (the rules of glob(7)). glibc takes a '[' without
+// its ']' as a literal and a trailing '\\' or an unknown [:class:] as matching nothing, all without a
+// word; these are refused: abridge::Error("PATTERN: invalid pattern (OPTION: an unmatched '[' ...)").
+void check_glob(const std::string& option, const std::string& pattern);
+
 }  // namespace abridge::pipeline
