@@ -14,6 +14,7 @@
 
 #include "engine/read_file.h"
 #include "pipeline/document_reader.h"
+#include "pipeline/memory.h"
 #include "pipeline/shared_options.h"
 #include "pipeline/summarize.h"
 #include "pipeline/text_input.h"
@@ -26,9 +27,14 @@ inline constexpr const char* kPrefillChunkHelp =
     "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "
     "or 64..65536): larger keeps a GPU busier on long documents, smaller lets decodes go on between chunks";
 
+inline constexpr const char* kMaxDocumentHelp =
+    "refuse documents larger than this many MiB before reading them (1..2048); summarizing one takes about 100 MiB "
+    "plus up to 6 times its size in memory (docs/OPERATIONS.md)";
+static_assert(pipeline::kDocumentMemoryFactor == 6 && pipeline::kMaxDocumentMiB == 2048, "kMaxDocumentHelp states them");
+
 inline constexpr const char* kEncodingHelp =
     "read text files in this encoding (an iconv name: GB18030, BIG5, SHIFT_JIS, EUC-KR, WINDOWS-1252, ...) "
-    "instead of detecting it";
+    "instead of detecting it (default: detected)";
 inline constexpr const char* kOcrHelp =
     "auto | never | always: read PDF pages by OCR (tesseract); auto: the pages without a text layer, when "
     "tesseract's language data is installed";
@@ -122,22 +128,23 @@ inline bool parse(const std::string& command, const std::string& synopsis, po::o
 inline void add_summarize_options(po::options_description& desc, pipeline::SummarizeOptions& o, std::string& config) {
   desc.add_options()
       ("output,o", po::value(&o.out_dir), "output directory (required)")
-      ("model,m", po::value(&o.model), "Qwen3 model directory (config.json, *.safetensors, tokenizer.json)")
+      ("model,m", po::value(&o.model), "Qwen3 model directory (config.json, *.safetensors, tokenizer.json); default: none, the built-in extractive engine")
       ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("engine", po::value(&o.engine)->default_value("auto"), "auto | llm | extractive (auto: llm with --model)")
       ("format", po::value(&o.format)->default_value("md"), "md | json | txt")
       ("summary-tokens", po::value(&o.summary_tokens)->default_value(400), "length of a summary in tokens (16..16384)")
       ("lang", po::value(&o.lang)->default_value("auto"), "auto | en | zh: the summary's language (auto: the document's)")
-      ("prompt", po::value(&o.prompt_file), "file with an instruction that replaces the built-in prompts")
+      ("prompt", po::value(&o.prompt_file), "file with an instruction that replaces the built-in prompts (not empty; at most 1 MiB; default: the built-in prompts, English or Chinese)")
       ("context-tokens", po::value(&o.context_tokens)->default_value(0), "largest prompt + summary in tokens (0: the model's context, or at least 4 x summary-tokens + 512; cut to the model's)")
       ("chunk-tokens", po::value(&o.chunk_tokens)->default_value(0), "chunk size for map-reduce in tokens (0: half the context, 512..32768; or at least 16)")
-      ("include", po::value(&o.include)->composing(), "only paths matching this glob (repeatable)")
-      ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (repeatable)")
-      ("outline", po::bool_switch(&o.outline), "md and json: after the summary, a short summary of each top-level section with its pages (a model summarizes each section of a one-pass document in a request of its own, or joins the summaries of its chunks)")
-      ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date")
-      ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line")
+      ("include", po::value(&o.include)->composing(), "only paths matching this glob (glob(7): * ? [...]; repeatable; default: every .txt, .md and .pdf)")
+      ("exclude", po::value(&o.exclude)->composing(), "skip paths matching this glob (glob(7): * ? [...]; repeatable; default: none)")
+      ("outline", po::bool_switch(&o.outline), "md and json: after the summary, a short summary of each top-level section with its pages (a model summarizes each section of a one-pass document in a request of its own, or joins the summaries of its chunks; default: off)")
+      ("force", po::bool_switch(&o.force), "summarize even inputs whose output is up to date (default: they are skipped)")
+      ("quiet,q", po::bool_switch(&o.quiet), "no progress, only errors and the final line (default: a line per document)")
       ("pdf-timeout", po::value(&o.pdf_timeout)->default_value(60, "60"), "seconds allowed to extract one PDF's text, and again for each page read by OCR (0.1..86400)")
       ("pdf-max-memory", po::value(&o.pdf_max_memory_mb)->default_value(2048), "MiB allowed to extract one PDF (64..1048576)")
+      ("max-document-size", po::value(&o.max_document_mb)->default_value(pipeline::kDefaultMaxDocumentMiB), kMaxDocumentHelp)
       ("encoding", po::value(&o.encoding), kEncodingHelp)
       ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
       ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
@@ -146,10 +153,10 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
-      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE (- for standard output; a FIFO or terminal is written through, a regular file replaced atomically)")
-      ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them")
-      ("shard", po::value(&o.shard), "K/N: only the inputs whose stable path hash falls in shard K of N (0-based), for job arrays")
-      ("config", po::value(&config), "read options from FILE (key = value lines); the command line wins");
+      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE (- for standard output; a FIFO or terminal is written through, a regular file replaced atomically; default: none)")
+      ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them (default: one engine, on --device)")
+      ("shard", po::value(&o.shard), "K/N with 0 <= K < N: only the inputs whose stable path hash falls in shard K of N, for job arrays (default: all inputs)")
+      ("config", po::value(&config), "read options from FILE (key = value lines, long option names without --; not input: inputs come from the command line; an empty file sets nothing; at most 1 MiB); the command line wins (default: none)");
 }
 
 // The options checked before any work starts: the reading options (an unknown --encoding, a missing

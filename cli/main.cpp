@@ -244,7 +244,7 @@ int cmd_summarize(const std::vector<std::string>& args) {
       "A bad input is reported and the rest go on (exit code 1).\n\nOptions");
   add_summarize_options(desc, o, config);
   desc.add_options()
-      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories (default: only the files directly in a directory named as INPUT)")
       ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)");
   po::positional_options_description pos;
   pos.add("input", -1);

@@ -14,6 +14,10 @@
 namespace abridge::pipeline {
 
 inline constexpr int kDocumentMemoryFactor = 6;
+// --max-document-size: documents larger are refused before a byte is read (default 512 MiB; at most
+// 2 GiB, which takes some 12 GiB to summarize).
+inline constexpr int64_t kDefaultMaxDocumentMiB = 512;
+inline constexpr int64_t kMaxDocumentMiB = 2048;
 
 // "out of memory (the document is 512.0 MiB; reading it takes up to about 6 times that: give abridge
 // more memory or split the document)"; without the size when `document_bytes` is 0 (not known).

@@ -38,8 +38,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-constexpr size_t kMaxDocumentBytes = size_t{512} << 20;  // a document larger than this is refused unread
-
 double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
 }
@@ -77,6 +75,7 @@ void check_options(const SummarizeOptions& o) {
                 ", not " + std::to_string(o.chunk_tokens));
   check_range("--pdf-timeout", o.pdf_timeout, 0.1, 86400.0);
   check_range("--pdf-max-memory", o.pdf_max_memory_mb, 64, int64_t{1} << 20);
+  check_range("--max-document-size", o.max_document_mb, 1, kMaxDocumentMiB);
   for (const std::string& g : o.include) check_glob("--include", g);
   for (const std::string& g : o.exclude) check_glob("--exclude", g);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
@@ -101,7 +100,7 @@ struct Summarizer::Impl {
   Impl(const SummarizeOptions& options, std::ostream& err) : o(options), log(err) {
     check_options(o);
     read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
-    read.max_bytes = kMaxDocumentBytes;
+    read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
     const engine::EngineOptions eo = engine_options(o);
     eo.validate();  // before the model is read

@@ -252,6 +252,7 @@ std::vector<NumericOption> numeric_options() {
     t.push_back({c, "--chunk-tokens", "or at least 16)", "(=0)", {"-1", "15"}});
     t.push_back({c, "--pdf-timeout", "(0.1..86400)", "(=60)", {"0.05", "86401"}});
     t.push_back({c, "--pdf-max-memory", "(64..1048576)", "(=2048)", {"63", "1048577"}});
+    t.push_back({c, "--max-document-size", "(1..2048)", "(=512)", {"0", "2049"}});
     t.push_back({c, "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
     t.push_back({c, "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
     t.push_back({c, "--threads", "(0: one per core, or 1..1024)", "(=0)", {"-1", "1025"}});
@@ -324,6 +325,28 @@ TEST(Cli, HelpGivesEachNumericOptionsRangeAndDefault) {
       EXPECT_EQ(r.exit_code, 2) << o.command << " " << o.option << "=" << v << ": " << r.err;
       EXPECT_TRUE(contains(r.err, o.option) && contains(r.err, " must ")) << o.command << " " << o.option << "=" << v << ": " << r.err;
     }
+  }
+}
+
+// Every option of summarize and watch says what it is when it is not given: its default, "(=...)" or
+// "default: ...", or that it is required or positional.
+TEST(Cli, HelpGivesEveryOptionOfSummarizeAndWatchADefault) {
+  for (const std::string command : {"summarize", "watch"}) {
+    const std::string help = run_abridge(command + " --help").out;
+    std::istringstream in(help);
+    size_t options = 0;
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (!std::regex_search(line, m, std::regex("^  (?:-[a-zA-Z] \\[ )?(--[a-z-]+)"))) continue;
+      const std::string option = m[1].str();
+      if (option == "--help") continue;
+      ++options;
+      const std::string entry = option_entry(help, option);
+      EXPECT_TRUE(contains(entry, "(=") || contains(entry, "default") || contains(entry, "(required)") ||
+                  contains(entry, "(positional)"))
+          << command << " " << option << " does not say its default: " << entry;
+    }
+    EXPECT_GT(options, 25u) << command;
   }
 }
 

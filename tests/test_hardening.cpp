@@ -1349,3 +1349,20 @@ TEST(HardeningMessages, OptionErrorsAreOneExactLine) {
   EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
   EXPECT_FALSE(fs::exists(t / "out" / "other.txt.summary.md"));
 }
+
+// --max-document-size: a larger document is refused before it is read, in one line that tells its size
+// from the limit, and the others are summarized.
+TEST(HardeningMemory, MaxDocumentSizeRefusesLargerDocumentsUnread) {
+  TempDir t;
+  fs::create_directories(t / "docs");
+  write_file(t / "docs" / "a.txt", kText);
+  write_file(t / "docs" / "b.txt", zipf_prose(2000000, 3));
+  const RunResult r = abridge_within(120, "summarize " + sq(t / "docs") + " -o " + sq(t / "out") + " --max-document-size 1");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "abridge: " + (t / "docs" / "b.txt").string() + ": too large (" +
+                                  abridge::engine::format_bytes(fs::file_size(t / "docs" / "b.txt")) +
+                                  "; the limit is 1.0 MiB)\n"))
+      << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "out" / "b.txt.summary.md"));
+}
