@@ -477,14 +477,19 @@ struct Session::Impl {
         driver.fail_all("engine: " + error_text(e));
         ran = true;
       }
-      {
+      try {
         std::lock_guard lock(mu);
         if (ran && report.first_step_seconds < 0) report.first_step_seconds = since(t0);
         counters[k] = driver.counters();
         for (const RequestRecord& r : driver.take_requests()) report.requests.push_back(r);
+      } catch (const std::exception& e) {
+        survive(e, "");  // the run report's figures of this step are lost, not the documents
       }
       if (ran) {
-        progress(false);
+        try {
+          progress(false);
+        } catch (const std::exception&) {
+        }
         continue;
       }
       std::unique_lock lock(mu);
