@@ -106,6 +106,8 @@ bool ends_sentence(const Line& line) {
 }
 
 Document::Document(std::string_view text, const Options& options) : text_(text) {
+  if (text.size() >= UINT32_MAX)
+    throw Error("a text of " + std::to_string(text.size()) + " bytes (the chunker reads texts under 4 GiB)");
   if (options.invalid_utf8 == InvalidUtf8::kReject) {
     const size_t bad = find_invalid_utf8(text);
     if (bad != std::string_view::npos) throw InvalidUtf8Error(bad);
@@ -616,7 +618,7 @@ std::string Document::clean(size_t s, size_t e) const {
   for (size_t i = line_of(s); i < lines_.size() && lines_[i].begin < e; ++i) {
     const Line& line = lines_[i];
     if (!is_content(i)) continue;
-    const size_t a = std::max(s, line.begin), b = std::min(e, line.end);
+    const size_t a = std::max<size_t>(s, line.begin), b = std::min<size_t>(e, line.end);
     if (a > b) continue;
     const bool verbatim = line.kind == LineKind::kCode || line.kind == LineKind::kFence || line.kind == LineKind::kTable;
     piece.clear();

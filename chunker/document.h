@@ -25,12 +25,13 @@ enum class LineKind : uint8_t { kBlank, kProse, kHeading, kListItem, kListCont, 
 // How the break after a content line reads when the next content line follows in the same text.
 enum class Join : uint8_t { kNewline, kSpace, kNone, kDehyphen, kParagraph };
 
-// One per line of the text: a document of short lines holds many, so the struct is kept small (64
-// bytes; counts in 32 bits, flags in bits). The next line starts at lines()[i + 1].begin.
+// One per line of the text: a document of short lines holds many, so the struct is kept small (48
+// bytes: offsets and counts in 32 bits, as a Document reads texts under 4 GiB; flags in bits). The
+// next line starts at lines()[i + 1].begin.
 struct Line {
-  size_t begin = 0;       // first byte of the content
-  size_t end = 0;         // one past the content (a terminator \n, \r\n, \r or \f follows, or a split heading)
-  size_t vis_begin = 0;   // first visible non-space character (== end for a blank line)
+  uint32_t begin = 0;     // first byte of the content
+  uint32_t end = 0;       // one past the content (a terminator \n, \r\n, \r or \f follows, or a split heading)
+  uint32_t vis_begin = 0; // first visible non-space character (== end for a blank line)
   uint32_t width = 0;     // visible characters (at most 2^32 - 1: counted up to that)
   uint32_t columns = 0;   // visible non-space characters, CJK counting two (likewise)
   uint32_t indent = 0;    // leading spaces/tabs (likewise)
@@ -54,7 +55,7 @@ struct Line {
                                 // finished sentence or another title: a poem's title and author,
                                 // "CHAPTER I", a caption
 };
-static_assert(sizeof(Line) <= 64);
+static_assert(sizeof(Line) <= 48);
 inline constexpr size_t kTitleColumns = 40;
 
 struct Block {
@@ -75,7 +76,8 @@ struct Section {
 
 class Document {
  public:
-  // Throws InvalidUtf8Error when options.invalid_utf8 is kReject and the text is not valid UTF-8.
+  // Throws InvalidUtf8Error when options.invalid_utf8 is kReject and the text is not valid UTF-8, and
+  // abridge::Error for a text of 4 GiB or more (the reader refuses documents far smaller).
   Document(std::string_view text, const Options& options);
 
   std::string_view text() const { return text_; }

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/memory.h"
 #include "pipeline/model_quantize.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
@@ -245,20 +246,21 @@ int cmd_summarize(const std::vector<std::string>& args) {
       "A bad input is reported and the rest go on (exit code 1).\n\nOptions");
   add_summarize_options(desc, o, config);
   desc.add_options()
-      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories (default: only the files directly in a directory named as INPUT)")
       ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)");
   po::positional_options_description pos;
   pos.add("input", -1);
   po::variables_map vm;
   if (!parse("summarize", "INPUT... -o OUT_DIR [options]", desc, pos, args, vm)) return kExitOk;
   apply_config_file(config, desc, vm);
-  check_read_options(o);
+  check_early_options(o);
   return run_summarize(o, std::cin, std::cout, std::cerr);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  arm_memory_reserve();  // running out of memory ends in one line, not an abort (pipeline/memory.h)
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
     std::cerr << kMainHelp;
@@ -284,10 +286,14 @@ int main(int argc, char** argv) {
     if (command == "watch") return cmd_watch(rest);
     throw Usage("unknown command '" + command + "'");
   } catch (const Usage& e) {
-    std::cerr << "abridge: " << shown_message(e.what()) << "\nTry 'abridge --help'.\n";
+    std::cerr << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   } catch (const po::error& e) {
-    std::cerr << "abridge " << shown_message(command) << ": " << shown_message(e.what()) << "\nTry 'abridge " << command << " --help'.\n";
+    std::cerr << "abridge: " << shown_message(describe_option_error(e, nullptr, command, "abridge " + command + " --help")) << '\n';
+    return kExitFatal;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "abridge: out of memory (abridge needs about 100 MiB, plus up to " << kDocumentMemoryFactor
+              << " times the document it reads: docs/OPERATIONS.md)\n";
     return kExitFatal;
   } catch (const std::exception& e) {
     std::cerr << "abridge: " << shown_message(e.what()) << '\n';

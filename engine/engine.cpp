@@ -6,6 +6,7 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
+#include "base/format.h"
 #include "engine/cpu_backend.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/kv_blocks.h"
@@ -67,7 +68,7 @@ void EngineOptions::validate() const {
   if (gpu < 0) throw Error("the GPU index must be >= 0, got " + std::to_string(gpu));
   if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), not " + std::to_string(threads));
   if (!(gpu_memory_fraction >= 0.01 && gpu_memory_fraction <= 1))
-    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + std::to_string(gpu_memory_fraction));
+    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + shortest_number(gpu_memory_fraction));
   check_gpu_memory_limit(gpu_memory_limit);
   if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
     throw Error("--kv-cache-tokens must be 0 (as much as memory allows) or 1.." + std::to_string(kMaxKvCacheTokens) +

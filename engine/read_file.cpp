@@ -24,15 +24,22 @@ struct Closer {
   }
 };
 
-std::string mib(unsigned long long bytes) {
-  if (bytes < (1ull << 20)) return std::to_string(bytes) + " bytes";
-  return std::to_string(bytes >> 20) + " MiB";
-}
-
 }  // namespace
 
+std::string format_bytes(unsigned long long bytes) {
+  if (bytes < (1ull << 20)) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / static_cast<double>(1ull << 20));
+  return buf;
+}
+
 std::string too_large_message(unsigned long long bytes, size_t max_bytes) {
-  return "too large (" + mib(bytes) + "; the limit is " + mib(max_bytes) + ")";
+  std::string size = format_bytes(bytes), limit = format_bytes(max_bytes);
+  if (size == limit) {  // 1 MiB and one byte against 1 MiB: the bytes tell them apart
+    size = std::to_string(bytes) + " bytes";
+    limit = std::to_string(max_bytes) + " bytes";
+  }
+  return "too large (" + size + "; the limit is " + limit + ")";
 }
 
 std::string read_regular_fd(int fd, size_t max_bytes) {
@@ -65,7 +72,7 @@ std::string read_stream_bounded(std::istream& in, size_t max_bytes) {
     in.read(buf, sizeof buf);
     const auto n = static_cast<size_t>(in.gcount());
     if (n == 0) break;
-    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + mib(max_bytes) + ")");
+    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + format_bytes(max_bytes) + ")");
     bytes.append(buf, n);
   }
   if (in.bad()) throw Error("read error");

@@ -1,6 +1,8 @@
 // `abridge chunk`: a document's chunks as the summarizer will send them, with their byte spans.
 #include <malloc.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -13,6 +15,7 @@
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"
+#include "pipeline/memory.h"
 #include "pipeline/run_report.h"
 #include "pipeline/token_counter.h"
 
@@ -43,6 +46,9 @@ engine::Tokenizer load_chunk_tokenizer(const std::string& path) {
 }  // namespace
 
 int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err) {
+  const std::string source = opt.file == "-" ? "<stdin>" : opt.file;
+  uint64_t document_bytes = 0;  // once read
+  bool reading = false;         // the tokenizer is loaded: running out of memory is the document's doing
   try {
     if (opt.max_tokens < kMinChunkTokens)
       throw Error("--max-tokens must be at least " + std::to_string(kMinChunkTokens));
@@ -50,10 +56,16 @@ int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err) {
       throw Error("--overlap must be at least 0 and less than --max-tokens / 2");
     if (opt.format != "jsonl" && opt.format != "text")
       throw Error("--format must be jsonl or text, not \"" + opt.format + "\"");
-    const std::string source = opt.file == "-" ? "<stdin>" : opt.file;
     const engine::Tokenizer tok = load_chunk_tokenizer(opt.tokenizer);
     ::malloc_trim(0);  // what reading the tokenizer freed goes back before the document is read
+    reading = true;
+    if (opt.file != "-") {
+      std::error_code ec;
+      document_bytes = std::filesystem::file_size(opt.file, ec);
+      if (ec) document_bytes = 0;
+    }
     const std::string text = read_input(opt, source);
+    document_bytes = std::max<uint64_t>(document_bytes, text.size());
 
     chunker::Options options;
     options.max_tokens = static_cast<size_t>(opt.max_tokens);
@@ -98,6 +110,10 @@ int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err) {
     return kExitOk;
   } catch (const Error& e) {
     err << "abridge: " << shown_message(e.what()) << '\n';
+    return kExitFatal;
+  } catch (const std::bad_alloc&) {
+    if (!reading) throw;
+    err << "abridge: " << shown_path(source) << ": " << out_of_memory_message(document_bytes) << '\n';
     return kExitFatal;
   }
 }

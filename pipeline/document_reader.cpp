@@ -4,6 +4,7 @@
 
 #include "base/error.h"
 #include "engine/read_file.h"
+#include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -90,7 +91,7 @@ ReadOptions make_read_options(const std::string& encoding, const std::string& oc
     split_ocr_languages(o.ocr.languages);  // the syntax still
   }
   o.pdf.timeout_seconds = pdf_timeout;
-  if (pdf_max_memory_mb <= 0) throw Error("--pdf-max-memory must be a positive number of MiB");
+  check_range("--pdf-max-memory", pdf_max_memory_mb, 64, int64_t{1} << 20);  // MiB, as --help says
   o.pdf.max_memory_bytes = static_cast<size_t>(pdf_max_memory_mb) << 20;
   return o;
 }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -604,23 +605,28 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
 
   chunker::Options doc_options;
   doc_options.invalid_utf8 = chunker::InvalidUtf8::kReplace;
-  const Document doc(text, doc_options);
-  const auto& lines = doc.lines();
-  const auto& sections = doc.sections();
+  // The document model is let go while the vectors and the graph are built, and built again for the
+  // selection (the same text and options give the same model): its lines are the third largest
+  // structure of a long document, and the three need not be held at once.
+  std::optional<Document> doc_model;
+  doc_model.emplace(text, doc_options);
+  const Document* doc = &*doc_model;
+  const auto& lines = doc->lines();
+  const auto& sections = doc->sections();
   const auto [region_b, region_e] = body_region(text);
 
   // Sentences: runs of lines that hold prose, cut where the document breaks a paragraph, at a list
   // item, and at a dropped running line (so that a sentence's span holds nothing left out).
   auto prose = [&](size_t li) {
     const chunker::Line& l = lines[li];
-    return doc.is_content(li) && chunker::is_prose_like(l.kind) && !l.leaders && !l.numeric && !l.code_like &&
+    return doc->is_content(li) && chunker::is_prose_like(l.kind) && !l.leaders && !l.numeric && !l.code_like &&
            !l.title && l.begin >= region_b && l.end <= region_e;
   };
   SentenceReader reader(text, summary.language);
   std::vector<size_t> starts;
   auto read_run = [&](size_t first, size_t last) {
     starts.clear();
-    doc.sentence_starts(first, last, starts);
+    doc->sentence_starts(first, last, starts);
     size_t start = lines[first].vis_begin;
     for (const size_t end : starts) {
       reader.add(start, end);
@@ -644,7 +650,7 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   if (sent.empty()) {  // no prose line at all: read every content line as one paragraph
     size_t first = lines.size(), last = 0;
     for (size_t li = 0; li < lines.size(); ++li)
-      if (doc.is_content(li)) first = std::min(first, li), last = li;
+      if (doc->is_content(li)) first = std::min(first, li), last = li;
     if (first < lines.size()) read_run(first, last);
   }
   if (sent.empty()) return summary;
@@ -669,7 +675,7 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
     for (size_t i = 0; i < sections.size(); ++i) {
       if (sections[i].depth != 0 || sections[i].end <= region_b || sections[i].begin >= region_e) continue;
       SectionSummary ss;
-      ss.title = doc.headings()[sections[i].heading].title;
+      ss.title = doc->headings()[sections[i].heading].title;
       ss.begin = std::max(sections[i].begin, region_b);
       ss.end = std::min(sections[i].end, region_e);
       top_of_section[i] = static_cast<int>(summary.sections.size());
@@ -687,13 +693,13 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
       x.top = in >= 0 ? top_of_section[in] : (preamble ? 0 : -1);
     }
     for (SectionSummary& ss : summary.sections) {
-      ss.first_page = doc.page_of(ss.begin);
-      ss.last_page = doc.page_of(ss.end > ss.begin ? ss.end - 1 : ss.begin);
+      ss.first_page = doc->page_of(ss.begin);
+      ss.last_page = doc->page_of(ss.end > ss.begin ? ss.end - 1 : ss.begin);
     }
   }
   std::vector<Prior> section_prior(sections.size(), Prior::kNone);
   for (size_t i = 0; i < sections.size(); ++i) {
-    section_prior[i] = title_prior(doc.headings()[sections[i].heading].title);
+    section_prior[i] = title_prior(doc->headings()[sections[i].heading].title);
     if (sections[i].parent >= 0 && section_prior[i] == Prior::kNone) section_prior[i] = section_prior[sections[i].parent];
   }
 
@@ -705,6 +711,14 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
     std::iota(cand.begin(), cand.end(), size_t{0});
   }
   const size_t n = cand.size();
+
+  // Back matter (acknowledgements, references, appendices) ends a document: what follows it is too.
+  std::vector<bool> back_matter(summary.sections.size(), false);
+  for (size_t i = 0; i < sections.size(); ++i)
+    if (top_of_section[i] >= 0 && sections[i].depth == 0 && section_prior[i] == Prior::kBackMatter)
+      std::fill(back_matter.begin() + top_of_section[i], back_matter.end(), true);
+  doc = nullptr;
+  doc_model.reset();  // `lines` and `sections` are not used below
 
   // Relevance: centrality times priors.
   const Vectors vectors = build_vectors(reader, cand);
@@ -744,11 +758,6 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   // Coverage: the major top-level sections (kMajorShare of the candidates or more, not back
   // matter) are each worth covering once.
   std::vector<double> section_weight(summary.sections.size(), 0.0);
-  // Back matter (acknowledgements, references, appendices) ends a document: what follows it is too.
-  std::vector<bool> back_matter(summary.sections.size(), false);
-  for (size_t i = 0; i < sections.size(); ++i)
-    if (top_of_section[i] >= 0 && sections[i].depth == 0 && section_prior[i] == Prior::kBackMatter)
-      std::fill(back_matter.begin() + top_of_section[i], back_matter.end(), true);
   for (size_t r = 0; r < n; ++r)
     if (const int t = sent[cand[r]].top; t >= 0) section_weight[t] += 1.0;
   // A document that has a summary of its own (Abstract, Summary, Highlights) is covered by it.
@@ -767,12 +776,14 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   const double room = majors > 0 ? std::clamp((fits / static_cast<double>(majors) - 1.0) / 2.0, 0.0, 1.0) : 0.0;
   for (double& w : section_weight) w *= room;
 
-  Selector sel{doc, sent, cand, vectors, rel, counter, diversity, {}};
+  doc_model.emplace(text, doc_options);
+  doc = &*doc_model;
+  Selector sel{*doc, sent, cand, vectors, rel, counter, diversity, {}};
   auto sentences_of = [&](const std::vector<size_t>& rows) {
     std::vector<ExtractedSentence> out;
     for (const size_t r : rows) {
       const Sentence& s = sent[cand[r]];
-      out.push_back({s.begin, s.end, doc.page_of(s.begin), doc.page_of(s.end - 1), s.top, sel.show(r)});
+      out.push_back({s.begin, s.end, doc->page_of(s.begin), doc->page_of(s.end - 1), s.top, sel.show(r)});
     }
     return out;
   };
@@ -782,13 +793,13 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
     if (rows.empty()) return out;
     const size_t best = *std::max_element(rows.begin(), rows.end(), [&](size_t a, size_t b) { return rel[a] < rel[b]; });
     const Sentence& s = sent[cand[best]];
-    auto [shown, end] = summary.language == Language::kEnglish ? fitting_prefix(doc, s.begin, s.end, true, limit, counter)
+    auto [shown, end] = summary.language == Language::kEnglish ? fitting_prefix(*doc, s.begin, s.end, true, limit, counter)
                                                                : std::pair<std::string, size_t>{"", s.begin};
-    if (end == s.begin) std::tie(shown, end) = fitting_prefix(doc, s.begin, s.end, false, limit, counter);
+    if (end == s.begin) std::tie(shown, end) = fitting_prefix(*doc, s.begin, s.end, false, limit, counter);
     if (end == s.begin) return out;
     *out_tokens = static_cast<int64_t>(counter.count(shown));
     *out_text = shown;
-    out.push_back({s.begin, end, doc.page_of(s.begin), doc.page_of(end - 1), s.top, std::move(shown)});
+    out.push_back({s.begin, end, doc->page_of(s.begin), doc->page_of(end - 1), s.top, std::move(shown)});
     return out;
   };
 

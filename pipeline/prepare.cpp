@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "engine/read_file.h"
 #include "engine/tokenizer.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
@@ -134,8 +135,10 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   PreparedDoc d;
   d.input = input;
   d.started = std::chrono::steady_clock::now();
+  uint64_t document_bytes = static_cast<uint64_t>(std::max<int64_t>(input.bytes, 0));  // as found, then as read
   try {
     std::string bytes = read_document_bytes(d.input, rules.read.max_bytes);  // read once: hashed, then decoded
+    document_bytes = bytes.size();
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
     if (!o.force && out.up_to_date(input.output_rel, d.job_key, summary_mode(d.input.mode, d.input.reach))) {
@@ -181,8 +184,18 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
     const std::string why = plan_document(d, rules);
     if (!why.empty()) throw Error(why);
     d.state = PreparedDoc::State::kPlanned;
+  } catch (const std::bad_alloc&) {
+    // A document larger than the memory it needs (docs/OPERATIONS.md): its text and plan go at once,
+    // and the batch goes on with the next one.
+    const auto started = d.started;
+    d = PreparedDoc{};
+    d.input = input;
+    d.started = started;
+    d.state = PreparedDoc::State::kFailed;
+    d.error = out_of_memory_message(document_bytes);
+    arm_memory_reserve();  // for the next one
   } catch (const std::exception& e) {
-    // Anything one document does (a filesystem_error, a bad_alloc on a hostile file) fails that document.
+    // Anything one document does (a filesystem_error, a length_error on a hostile file) fails that document.
     d.state = PreparedDoc::State::kFailed;
     d.error = e.what();
     if (d.error.empty()) d.error = "cannot be read";

@@ -25,4 +25,9 @@ inline constexpr const char* kGpuMemoryLimitHelp =
     "--gpu-memory-fraction, the smaller of the two wins. The CUDA context takes about 0.5 GiB on top: "
     "22GiB behaves like a 24 GB card";
 
+// A glob of --include/--exclude as fnmatch(3) reads it (the rules of glob(7)). glibc takes a '[' without
+// its ']' as a literal and a trailing '\\' or an unknown [:class:] as matching nothing, all without a
+// word; these are refused: abridge::Error("PATTERN: invalid pattern (OPTION: an unmatched '[' ...)").
+void check_glob(const std::string& option, const std::string& pattern);
+
 }  // namespace abridge::pipeline

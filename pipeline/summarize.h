@@ -51,6 +51,7 @@ struct SummarizeOptions {
   bool quiet = false;
   double pdf_timeout = 60;          // seconds for a PDF's text layer, and again for each page read by OCR
   int64_t pdf_max_memory_mb = 2048;
+  int64_t max_document_mb = 512;    // larger documents are refused unread (MiB); see pipeline/memory.h
   std::string encoding;             // text files: "" detects; else an iconv name that is forced
   std::string ocr = "auto";         // PDFs: auto | never | always (which pages are read by OCR)
   std::string ocr_lang = "auto";    // PDFs: tesseract languages ("eng+chi_sim"), or auto

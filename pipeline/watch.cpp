@@ -29,6 +29,7 @@
 
 #include "base/error.h"
 #include "pipeline/commands.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
@@ -609,6 +610,12 @@ int Watch::forever() {
 
 }  // namespace
 
+void write_watch_line(std::ostream& err, const std::string& message) {
+  StampedBuf stamped(err.rdbuf());
+  std::ostream log(&stamped);
+  log << "abridge watch: " << shown_message(message) << '\n' << std::flush;
+}
+
 int run_watch(const WatchOptions& options, std::ostream& err) {
   StampedBuf stamped(err.rdbuf());
   std::ostream log(&stamped);
@@ -667,7 +674,7 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
   } catch (const std::exception& e) {
     // Summarizer::run reports document errors itself; what escapes is the environment (a full disk,
     // a failed device). Exit non-zero so that a service manager restarts the watch, which resumes.
-    log << "abridge watch: fatal: " << shown_message(e.what()) << '\n';
+    log << "abridge watch: fatal: " << shown_message(error_text(e)) << '\n';
     return kExitFatal;
   }
 }

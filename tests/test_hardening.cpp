@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,12 +27,14 @@
 #include <sstream>
 #include <thread>
 
+#include "base/rng.h"
 #include "engine/embedded_data.h"
 #include "base/error.h"
 #include "engine/read_file.h"
 #include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 #include "pipeline/discovery.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/summarize.h"
 #include "tests/model_fixture.h"
@@ -1041,8 +1044,8 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
       {"model info " + sq(model_with("tokenizer.json", fifo)), "tokenizer.json: not a regular file"},
       {"model info " + sq(model_with("model.safetensors", fifo)), "model.safetensors: not a regular file"},
       {"model info " + sq(model_with("config.json", zero)), "config.json: not a regular file"},
-      {"model info " + sq(model_with("config.json", huge)), "config.json: too large (1024 MiB; the limit is 16 MiB)"},
-      {"model info " + sq(model_with("tokenizer.json", huge)), "tokenizer.json: too large (1024 MiB; the limit is 64 MiB)"},
+      {"model info " + sq(model_with("config.json", huge)), "config.json: too large (1024.0 MiB; the limit is 16.0 MiB)"},
+      {"model info " + sq(model_with("tokenizer.json", huge)), "tokenizer.json: too large (1024.0 MiB; the limit is 64.0 MiB)"},
       {"summarize " + sq(t / "a.txt") + " -o " + sq(t / "o1") + " --config " + sq(t / "fifo"), "--config: "},
       {"summarize " + sq(t / "a.txt") + " -o " + sq(t / "o2") + " --config " + sq(t.path()), "is a directory"},
       {"summarize " + sq(t / "a.txt") + " -o " + sq(t / "o3") + " --prompt " + sq(t / "fifo"), "--prompt: "},
@@ -1055,7 +1058,7 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
       {"summarize " + sq(t / "zero.txt") + " " + sq(t / "fifo") + ".txt -o " + sq(t / "o5"), "zero.txt: not a regular file"},
   };
   // Standard input is read up to a bound: an endless stream of NULs is refused there.
-  cases.push_back({"summarize - -o " + sq(t / "o6") + " </dev/zero", "the paths on standard input: too large (more than 64 MiB)"});
+  cases.push_back({"summarize - -o " + sq(t / "o6") + " </dev/zero", "the paths on standard input: too large (more than 64.0 MiB)"});
   make_fifo(t / "fifo.txt");
   for (const Case& c : cases) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -1433,4 +1436,280 @@ TEST(HardeningSignals, AnEmptySummaryFromTheModelFailsTheDocument) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "a.txt: the model returned an empty summary")) << r.err;
   EXPECT_FALSE(fs::exists(out2 / "a.txt.summary.json"));
+}
+
+// ---- 19. memory -----------------------------------------------------------------------------------------
+
+namespace {
+
+// Prose of `bytes` bytes (about), the same on every run: sentences of 8 to 30 words drawn from a
+// vocabulary of 20,000 made-up words with Zipf's law (word r with probability ~ 1/r, as in real text),
+// paragraphs of 3 to 8 sentences, lines broken at 72 columns. Every word is a content term, so the
+// extractive engine's vectors and graph are as large as prose makes them.
+std::string zipf_prose(size_t bytes, uint64_t seed) {
+  abridge::Xoshiro256 rng(seed);
+  auto uniform = [&] { return static_cast<double>(rng.next() >> 11) * 0x1.0p-53; };
+  const char* const syllables[] = {"ka", "lo", "mi", "ten", "ra", "vo", "sel", "du", "pa", "ri", "gon", "be",
+                                   "an", "tor", "sis", "el", "mu", "ne", "hal", "qui", "fe", "dor", "ba", "wen"};
+  std::vector<std::string> vocab;
+  for (int k = 0; k < 20000; ++k) {
+    std::string w;
+    for (int s = 0, n = 1 + static_cast<int>(rng.next() % 3); s < n; ++s) w += syllables[rng.next() % 24];
+    vocab.push_back(w);
+  }
+  std::string text, line;
+  text.reserve(bytes + 4096);
+  while (text.size() < bytes) {
+    for (int s = 0, n = 3 + static_cast<int>(rng.next() % 6); s < n; ++s) {
+      for (int w = 0, m = 8 + static_cast<int>(rng.next() % 23); w < m; ++w) {
+        // Rank r = e^(u ln V) - 1 has density ~ 1/r: Zipf's law.
+        const auto r = static_cast<size_t>(std::exp(uniform() * std::log(20000.0)) - 1.0);
+        std::string word = vocab[std::min<size_t>(r, 19999)];
+        if (w == 0) word[0] = static_cast<char>(word[0] - 32);
+        if (w + 1 == m) word += '.';
+        if (!line.empty() && line.size() + 1 + word.size() > 72) {
+          text += line + '\n';
+          line.clear();
+        }
+        line += (line.empty() ? "" : " ") + word;
+      }
+    }
+    text += line + "\n\n";
+    line.clear();
+  }
+  return text;
+}
+
+// abridge ARGS in a child process: its exit code, standard error, peak resident memory (ru_maxrss of
+// wait4, the child's own) and wall time. `as_limit`: RLIMIT_AS set in the child before exec (0: none).
+// `tunables`: GLIBC_TUNABLES for the child ("" leaves the environment alone).
+struct MeasuredRun {
+  int exit_code = -1;
+  std::string err;
+  double peak_mib = 0;
+  double seconds = 0;
+};
+MeasuredRun run_measured(const std::vector<std::string>& args, const fs::path& err_file, rlim_t as_limit = 0,
+                         const std::string& tunables = "") {
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+    if (!tunables.empty()) ::setenv("GLIBC_TUNABLES", tunables.c_str(), 1);
+    if (as_limit > 0) {
+      const struct rlimit as {as_limit, as_limit};
+      if (::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(126);
+    }
+    const std::string binary = abridge_binary();
+    std::vector<char*> argv = {const_cast<char*>("abridge")};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  MeasuredRun r;
+  int status = 0;
+  struct rusage usage {};
+  if (::wait4(pid, &status, 0, &usage) != pid) return r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.peak_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  r.err = read_file(err_file);
+  return r;
+}
+
+}  // namespace
+
+// The figure docs/OPERATIONS.md states: a document's peak memory is abridge's own (what a one-line
+// document takes: the tokenizer's tables) plus at most kDocumentMemoryFactor times its text. Prose of
+// 12 MiB, with the extractive engine and with `abridge chunk`.
+TEST(HardeningMemory, PeakMemoryOfALongDocumentIsWithinTheStatedFactor) {
+  TempDir t;
+  write_file(t / "tiny.txt", kText);
+  const std::string prose = zipf_prose(size_t{12} << 20, 1);
+  write_file(t / "long.txt", prose);
+  const double mib = static_cast<double>(prose.size()) / (1 << 20);
+  const double factor = abridge::pipeline::kDocumentMemoryFactor;
+  struct Command {
+    std::string name;
+    std::vector<std::string> tiny, long_;
+  };
+  const std::vector<Command> commands = {
+      {"summarize --engine extractive",
+       {"summarize", "-q", "--engine", "extractive", (t / "tiny.txt").string(), "-o", (t / "o1").string()},
+       {"summarize", "-q", "--engine", "extractive", (t / "long.txt").string(), "-o", (t / "o2").string()}},
+      {"chunk", {"chunk", "--max-tokens", "2048", (t / "tiny.txt").string()},
+       {"chunk", "--max-tokens", "2048", (t / "long.txt").string()}},
+  };
+  for (const Command& c : commands) {
+    const MeasuredRun base = run_measured(c.tiny, t / "err");
+    ASSERT_EQ(base.exit_code, 0) << c.name << ": " << base.err;
+    const MeasuredRun run = run_measured(c.long_, t / "err");
+    ASSERT_EQ(run.exit_code, 0) << c.name << ": " << run.err;
+    EXPECT_LE(run.peak_mib, base.peak_mib + factor * mib)
+        << c.name << ": " << run.peak_mib << " MiB for " << mib << " MiB of text, " << base.peak_mib << " MiB alone";
+    std::printf("[ measured ] %s, %.1f MiB of prose: peak %.0f MiB (%.0f MiB for a one-line document; %.1f x the "
+                "text on top), %.1f s\n",
+                c.name.c_str(), mib, run.peak_mib, base.peak_mib, (run.peak_mib - base.peak_mib) / mib, run.seconds);
+  }
+}
+
+// A document larger than the memory abridge may take (RLIMIT_AS, as `ulimit -v` or a container sets
+// it): one line "PATH: out of memory (the document is N MiB; ...)", never a bare std::bad_alloc or an
+// abort, and the batch goes on (the other documents are summarized; two such documents, two lines).
+// The limit leaves room for abridge itself and for 1.5 times a document, far less than it needs. Per
+// thread arenas are turned off (glibc.malloc.arena_max=1) so that the address space abridge takes at
+// start does not grow with the machine's cores; each thread's stack is counted.
+TEST(HardeningMemory, ADocumentBeyondTheMemoryLimitIsOneLineAndTheBatchGoesOn) {
+  TempDir t;
+  fs::create_directories(t / "docs");
+  write_file(t / "docs" / "a.txt", kText);
+  write_file(t / "docs" / "c.txt", kOtherText);
+  const std::string prose = zipf_prose(size_t{24} << 20, 2);
+  write_file(t / "docs" / "big1.txt", prose);
+  write_file(t / "docs" / "big2.txt", prose + "\nThe end.\n");
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const rlim_t limit = (rlim_t{200} << 20) + cores * (rlim_t{10} << 20) + prose.size() * 3 / 2;
+  const std::string tunables = "glibc.malloc.arena_max=1";
+
+  MeasuredRun r = run_measured({"summarize", "--engine", "extractive", (t / "docs").string(), "-o", (t / "out").string()},
+                               t / "err", limit, tunables);
+  EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.exit_code << ": " << r.err;
+  EXPECT_FALSE(contains(r.err, "bad_alloc")) << r.err;
+  EXPECT_FALSE(contains(r.err, "terminate")) << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "c.txt.summary.md")) << r.err;
+  size_t out_of_memory = 0;
+  for (const std::string big : {"big1.txt", "big2.txt"}) {
+    const fs::path path = t / "docs" / big;
+    const std::string line = "abridge: " + path.string() + ": out of memory (the document is " +
+                             abridge::engine::format_bytes(fs::file_size(path)) +
+                             "; reading it takes up to about 6 times that: give abridge more memory or split the "
+                             "document)\n";
+    const bool failed = contains(r.err, line);
+    EXPECT_TRUE(failed || fs::exists(t / "out" / (big + ".summary.md"))) << big << ": " << r.err;
+    EXPECT_LE(count(r.err, path.string()), 1u) << r.err;
+    out_of_memory += failed;
+  }
+  EXPECT_EQ(r.exit_code, out_of_memory > 0 ? 1 : 0) << r.err;
+  std::printf("[ measured ] under RLIMIT_AS %.0f MiB: %zu of 2 documents of %.0f MiB out of memory, %.1f s\n",
+              static_cast<double>(limit) / (1 << 20), out_of_memory, static_cast<double>(prose.size()) / (1 << 20),
+              r.seconds);
+
+  // `abridge chunk` (one document): the same line, exit 2.
+  const fs::path big = t / "docs" / "big1.txt";
+  r = run_measured({"chunk", "--max-tokens", "2048", big.string()}, t / "err", limit - cores * (rlim_t{10} << 20),
+                   tunables);
+  EXPECT_FALSE(contains(r.err, "bad_alloc")) << r.err;
+  if (r.exit_code != 0) {
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "abridge: " + big.string() + ": out of memory (the document is " +
+                         abridge::engine::format_bytes(fs::file_size(big)) +
+                         "; reading it takes up to about 6 times that: give abridge more memory or split the "
+                         "document)\n");
+  }
+}
+
+// ---- 20. option messages --------------------------------------------------------------------------------
+
+// Each a line of its own, exactly: sizes that tell the file from the limit, a value as it was given, one
+// line for an option that the option library refuses (stamped in watch), the advice that names the
+// option at fault, globs that cannot match as meant, an empty --prompt, and inputs in a --config file.
+TEST(HardeningMessages, OptionErrorsAreOneExactLine) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  write_file(t / "big.prompt", std::string(2000000, 'x'));
+  write_file(t / "edge.prompt", std::string((1 << 20) + 1, 'x'));
+  write_file(t / "empty.prompt", "");
+  write_file(t / "blank.prompt", " \n\t\n");
+  write_file(t / "empty.conf", "");
+  write_file(t / "input.conf", "input = " + (t / "other.txt").string() + "\n");
+  write_file(t / "other.txt", kOtherText);
+  write_file(t / "dir.conf", "dir = " + t.path().string() + "\n");
+  write_file(t / "bogus.conf", "summary-tokens = 100\nbogus = 1\n");
+  const std::string a = sq(t / "a.txt"), p = t.path().string();
+  const std::string s = "summarize " + a + " -o " + sq(t / "out") + " ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {s + "--prompt " + sq(t / "big.prompt"),
+       "abridge summarize: --prompt: " + p + "/big.prompt: too large (1.9 MiB; the limit is 1.0 MiB)\n"},
+      {s + "--prompt " + sq(t / "edge.prompt"),
+       "abridge summarize: --prompt: " + p + "/edge.prompt: too large (1048577 bytes; the limit is 1048576 bytes)\n"},
+      {s + "--config " + sq(t / "big.prompt"), "abridge: --config: " + p + "/big.prompt: too large (1.9 MiB; the limit is 1.0 MiB)\n"},
+      {s + "--gpu-memory-fraction 1.0000001",
+       "abridge summarize: --gpu-memory-fraction must be in 0.01..1, not 1.0000001\n"},
+      {s + "--pdf-max-memory -1", "abridge: --pdf-max-memory must be in 64..1048576, not -1\n"},
+      {s + "--summary-tokens abc", "abridge: --summary-tokens: invalid value 'abc'\n"},
+      {s + "--no-such-option", "abridge: --no-such-option: unknown option (abridge summarize --help lists them)\n"},
+      {s + "-o", "abridge: --output: needs a value\n"},
+      {s + "--outline=yes", "abridge: --outline: takes no value\n"},
+      {"chunk --max-tokens 64", "abridge: FILE is missing (abridge chunk FILE --max-tokens N [--tokenizer PATH] "
+                                "[--overlap N] [--format jsonl|text])\n"},
+      {s + "--include '[abc'", "abridge: [abc: invalid pattern (--include: an unmatched '[': write \\[ for a literal '[')\n"},
+      {s + "--exclude '*.txt\\'", "abridge: *.txt\\: invalid pattern (--exclude: it ends with a '\\' that escapes nothing)\n"},
+      {s + "--include '[[:letter:]]*'", "abridge: [[:letter:]]*: invalid pattern (--include: no character class [:letter:])\n"},
+      {s + "--prompt " + sq(t / "empty.prompt"),
+       "abridge summarize: --prompt: " + p + "/empty.prompt: empty (an instruction is needed; without --prompt the "
+       "built-in prompts are used)\n"},
+      {s + "--prompt " + sq(t / "blank.prompt"),
+       "abridge summarize: --prompt: " + p + "/blank.prompt: only blanks (an instruction is needed; without --prompt "
+       "the built-in prompts are used)\n"},
+      {s + "--config " + sq(t / "input.conf"), "abridge: --config " + p + "/input.conf: 'input' is not allowed in a "
+                                               "config file (inputs are given on the command line)\n"},
+      {s + "--config " + sq(t / "bogus.conf"), "abridge: --config " + p + "/bogus.conf: 'bogus' is no option\n"},
+      {"summarize " + a + " -o " + sq(t / "out") + " -m " + sq(random_model_dir()) + " --device cpu --kv-cache-tokens 1",
+       "abridge summarize: the context (16 tokens) is too small for summaries of 400 tokens (at least 4 x "
+       "--summary-tokens + 512 = 2112); the KV cache is capped at 16 tokens: raise --kv-cache-tokens (0: as much as "
+       "memory allows) or lower --summary-tokens\n"},
+  };
+  for (const auto& [args, line] : cases) {
+    const RunResult r = abridge_within(120, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_EQ(r.err, line) << args;
+  }
+  // A bad glob is refused before OUT_DIR is made or a directory is read.
+  EXPECT_EQ(abridge_within(60, "summarize " + sq(t.path()) + " -o " + sq(t / "gout") + " --include '*.[tx'").exit_code, 2);
+  EXPECT_FALSE(fs::exists(t / "gout"));
+
+  // Watch: the same lines, stamped as its other log lines are.
+  const std::string w = "watch " + sq(t.path()) + " -o " + sq(t / "wout") + " --once ";
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {w + "--no-such-option", "--no-such-option: unknown option (abridge watch --help lists them)"},
+           {w + "--settle abc", "--settle: invalid value 'abc'"},
+           {w + "--exclude '[x'", "[x: invalid pattern (--exclude: an unmatched '[': write \\[ for a literal '[')"},
+           {w + "--config " + sq(t / "dir.conf"), "--config " + p + "/dir.conf: 'dir' is not allowed in a config file "
+                                                  "(the directories to watch are given on the command line)"},
+       }) {
+    const RunResult r = abridge_within(60, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << args << ": " << r.err;
+    const size_t z = r.err.find("Z abridge watch: ");
+    EXPECT_EQ(z, 23u) << r.err;  // 2024-05-01T12:00:00.000Z
+    EXPECT_EQ(r.err.substr(z == std::string::npos ? 0 : z + 17), message + "\n") << args;
+  }
+
+  // An empty --config sets nothing, and is accepted; an input it named would not have been read.
+  const RunResult r = abridge_within(60, s + "--config " + sq(t / "empty.conf"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "out" / "other.txt.summary.md"));
+}
+
+// --max-document-size: a larger document is refused before it is read, in one line that tells its size
+// from the limit, and the others are summarized.
+TEST(HardeningMemory, MaxDocumentSizeRefusesLargerDocumentsUnread) {
+  TempDir t;
+  fs::create_directories(t / "docs");
+  write_file(t / "docs" / "a.txt", kText);
+  write_file(t / "docs" / "b.txt", zipf_prose(2000000, 3));
+  const RunResult r = abridge_within(120, "summarize " + sq(t / "docs") + " -o " + sq(t / "out") + " --max-document-size 1");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "abridge: " + (t / "docs" / "b.txt").string() + ": too large (" +
+                                  abridge::engine::format_bytes(fs::file_size(t / "docs" / "b.txt")) +
+                                  "; the limit is 1.0 MiB)\n"))
+      << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "out" / "b.txt.summary.md"));
 }
