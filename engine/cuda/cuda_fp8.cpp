@@ -163,7 +163,12 @@ void CudaFp8::linear(const CudaFp8Input& in, const CudaFp8Linear& w, float* y, i
     }
     return;
   }
-  const int64_t n_pad = kernels::fp8_gemm_rows(static_cast<int>(n));
+  // cuBLASLt was asked at upload for 16 rows and for max_tokens; should it refuse the rows of this
+  // step, the step runs on max_tokens' rows (zero padding: the same products, more work).
+  int64_t n_pad = kernels::fp8_gemm_rows(static_cast<int>(n));
+  for (const auto& p : w.parts)
+    if (p.block_gemm && !gemm_->supports(p.w.m, p.w.k, static_cast<int>(n_pad), static_cast<int>(ldy)))
+      n_pad = kernels::fp8_gemm_rows(static_cast<int>(max_tokens_));
   quantize(in, w, n, n_pad, s);
   for (const auto& p : w.parts) {
     if (p.block_gemm) {

@@ -65,11 +65,11 @@ class CudaFp8 {
   void finish();
 
   // y (n, ldy) f32 = input . W^T + beta * y, columns [0, w.m) of each row. y must hold
-  // kernels::fp8_gemm_rows(n) rows: the GEMM writes its padding rows too (with 0 + beta * y).
+  // kernels::fp8_gemm_rows(max_tokens) rows: the GEMM writes its padding rows too (0 + beta * y).
   void linear(const CudaFp8Input& in, const CudaFp8Linear& w, float* y, int64_t ldy, int64_t n, float beta,
               cudaStream_t s);
   // act (n, ffn) bf16 = silu(input . gate^T) * (input . up^T) for w = [gate; up] (2 ffn rows);
-  // gu: (fp8_gemm_rows(n), 2 ffn) f32 scratch for steps the GEMV does not take.
+  // gu: (fp8_gemm_rows(max_tokens), 2 ffn) f32 scratch for steps the GEMV does not take.
   void swiglu(const CudaFp8Input& in, const CudaFp8Linear& w, float* gu, kernels::bf16* act, int64_t n, cudaStream_t s);
 
   // "FP8 GEMV decode, cuBLASLt block-scaled FP8 GEMM" or "... dequantized bf16 GEMM".
