@@ -100,6 +100,17 @@ inline bool ascii8(const unsigned char* p) {
 // Whether the byte continues a sequence (10xxxxxx): never the first byte of a character.
 inline bool is_utf8_continuation(unsigned char b) { return (b & 0xC0) == 0x80; }
 
+// Whether a character, shown raw, can change how a terminal or a viewer shows what follows it, so that
+// a name holding it must be escaped in messages, logs and JSON: the C0 and C1 controls and DEL
+// (U+0000..U+001F, U+007F..U+009F: U+009B is a one-character CSI where 8-bit controls are honoured,
+// U+0085 NEL a line break), the line and paragraph separators U+2028 and U+2029, and the characters of
+// Unicode's Bidi_Control property (PropList.txt: U+061C, U+200E, U+200F, U+202A..U+202E,
+// U+2066..U+2069), which reorder the text around them (CVE-2021-42574, "Trojan Source").
+constexpr bool is_display_control(char32_t cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || cp == 0x061C || cp == 0x200E ||
+         cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
 // The byte offset of the first invalid or incomplete sequence in `text`, or npos when it is valid.
 size_t find_invalid_utf8(std::string_view text);
 

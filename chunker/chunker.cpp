@@ -57,15 +57,18 @@ constexpr double kMinFillHeading = 0.2;  // ... or this full when it falls befor
 constexpr size_t kCohesionTerms = 40;    // content words on each side of a candidate cut
 constexpr size_t kCohesionUnits = 6;
 
+// One per sentence, list item or kept line end (a text of short lines has one a line): 32 bytes.
+// Counts and indexes fit 32 bits: a unit's tokens, the terms and the units are fewer than the text's
+// bytes, which the reader keeps far below 4 GiB (checked in push_unit).
 struct Unit {
   size_t begin = 0;
-  size_t tokens = 0;
+  uint32_t tokens = 0;
+  uint32_t section = 0;
+  uint32_t block = 0;
+  uint32_t terms_begin = 0;  // its terms are terms_[terms_begin, the next unit's terms_begin)
   uint8_t rank = kRankParagraph;
   bool admissible = true;  // false: inside a block kept whole, or right after a heading
   bool forced = false;     // a top-level heading: always starts a chunk
-  uint32_t section = 0;
-  uint32_t block = 0;
-  size_t terms_begin = 0, terms_end = 0;
 };
 
 // Content terms of a unit's text (terms.h), hashed.
@@ -211,19 +214,19 @@ class Chunker {
 
   void push_unit(size_t begin, size_t tokens, std::string_view text, uint8_t rank, bool after_heading, bool forced,
                  size_t block) {
-    ABRIDGE_CHECK(tokens <= budget_);
+    ABRIDGE_CHECK(tokens <= budget_ && tokens <= UINT32_MAX);
     Unit u;
     u.begin = begin;
-    u.tokens = tokens;
+    u.tokens = static_cast<uint32_t>(tokens);  // <= budget_, and fewer than the text's bytes
     u.rank = rank;
     u.admissible = !after_heading;
     u.forced = forced;
     u.section = static_cast<uint32_t>(sections_.size() - 1);
     u.block = static_cast<uint32_t>(block);
-    u.terms_begin = terms_.size();
+    ABRIDGE_CHECK(terms_.size() < UINT32_MAX && units_.size() < UINT32_MAX);
+    u.terms_begin = static_cast<uint32_t>(terms_.size());
     extract_terms(scanner_, text, terms_);
     std::sort(terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_begin), terms_.end());
-    u.terms_end = terms_.size();
     units_.push_back(u);
   }
 
@@ -257,50 +260,71 @@ class Chunker {
   }
 
   // The last resort: the longest prefix, on a character boundary, whose text fits the budget. The
-  // prefix is found by doubling, then bisection, so a long run costs O(length * log) to split.
+  // prefix is found by doubling, then bisection, so a long run costs O(length * log) to split. The
+  // character starts are found as the search reaches them and dropped once a piece is cut: a run of
+  // megabytes without a space would otherwise hold 8 bytes a character.
   void split_chars(size_t begin, size_t end, uint8_t rank, bool after_heading, bool forced, size_t block) {
     const std::string_view text = doc_.text();
-    std::vector<size_t> offsets;  // character starts after `begin`, then `end`
-    for (size_t i = begin; i < end;) {
-      if (const size_t esc = escape_length(text, i)) {
-        i += esc;
-        continue;
+    std::vector<size_t> offsets;  // character starts after `begin`, then `end`: [base, base + size)
+    size_t base = 0, scan = begin;
+    bool complete = false;
+    // The index of the last offset at or below k, making offsets up to k known (or all of them).
+    auto reach = [&](size_t k) {
+      while (!complete && base + offsets.size() <= k) {
+        // Cut only before a visible character, so that no piece is blank.
+        bool found = false;
+        while (scan < end && !found) {
+          if (const size_t esc = escape_length(text, scan)) {
+            scan += esc;
+            continue;
+          }
+          const Utf8Char c = decode_utf8(text, scan);
+          if (scan > begin && !is_space(c.cp) && !is_invisible(c.cp) && c.cp != '\r' &&
+              !doc_.lines()[doc_.line_of(scan)].dropped) {
+            offsets.push_back(scan);
+            found = true;
+          }
+          scan += c.len;
+        }
+        if (!found) {
+          offsets.push_back(end);
+          complete = true;
+        }
       }
-      const Utf8Char c = decode_utf8(text, i);
-      // Cut only before a visible character, so that no piece is blank.
-      if (i > begin && !is_space(c.cp) && !is_invisible(c.cp) && c.cp != '\r' && !doc_.lines()[doc_.line_of(i)].dropped)
-        offsets.push_back(i);
-      i += c.len;
-    }
-    offsets.push_back(end);
+      return std::min(k, base + offsets.size() - 1);
+    };
+    auto at = [&](size_t k) { return offsets[k - base]; };
     auto fits = [&](size_t a, size_t k, size_t* tokens) {
-      *tokens = counter_.count(doc_.clean(a, offsets[k]));
+      *tokens = counter_.count(doc_.clean(a, at(k)));
       return *tokens <= budget_;
     };
     size_t a = begin, first = 0;
     while (a < end) {
       size_t tokens = 0;
-      size_t good = first, bad = offsets.size();  // offsets[good] fits (one character always does)
+      size_t good = reach(first), bad = SIZE_MAX;  // offsets[good] fits (one character always does)
       for (size_t step = std::max<size_t>(budget_, 1);; step *= 2) {
-        const size_t k = std::min(first + step, offsets.size() - 1);
+        const size_t k = reach(first + step);
         if (!fits(a, k, &tokens)) {
           bad = k;
           break;
         }
         good = k;
-        if (k == offsets.size() - 1) break;
+        if (complete && k == base + offsets.size() - 1) break;
       }
+      if (bad == SIZE_MAX) bad = base + offsets.size();
       while (bad - good > 1) {
         const size_t mid = good + (bad - good) / 2;
         if (fits(a, mid, &tokens)) good = mid;
         else bad = mid;
       }
-      const size_t b = offsets[good];
+      const size_t b = at(good);
       const std::string piece = doc_.clean(a, b);
       push_unit(a, counter_.count(piece), piece, a == begin ? rank : static_cast<uint8_t>(kRankChar),
                 a == begin && after_heading, a == begin && forced, block);
       a = b;
       first = good + 1;
+      offsets.erase(offsets.begin(), offsets.begin() + static_cast<std::ptrdiff_t>(std::min(first - base, offsets.size())));
+      base = first;
     }
   }
 
@@ -314,8 +338,10 @@ class Chunker {
         const auto idx = static_cast<std::ptrdiff_t>(from) + step * static_cast<std::ptrdiff_t>(n);
         if (idx < 0 || idx >= static_cast<std::ptrdiff_t>(units_.size())) break;
         const Unit& u = units_[static_cast<size_t>(idx)];
+        const size_t end = static_cast<size_t>(idx) + 1 < units_.size() ? units_[static_cast<size_t>(idx) + 1].terms_begin
+                                                                           : terms_.size();
         out.insert(out.end(), terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_begin),
-                   terms_.begin() + static_cast<std::ptrdiff_t>(u.terms_end));
+                   terms_.begin() + static_cast<std::ptrdiff_t>(end));
       }
       std::sort(out.begin(), out.end());
     };
@@ -451,7 +477,7 @@ class Chunker {
   Options options_;
   size_t budget_;  // for a chunk's own text: max_tokens - overlap_tokens
   std::vector<Unit> units_;
-  std::vector<uint32_t> terms_;  // per unit, sorted: units_[k].terms_begin .. terms_end
+  std::vector<uint32_t> terms_;  // per unit, sorted (see Unit::terms_begin)
   TermScanner scanner_;
   std::vector<std::string> sections_;
   std::vector<uint32_t> left_, right_;  // scratch for cohesion_gap

@@ -106,6 +106,8 @@ bool ends_sentence(const Line& line) {
 }
 
 Document::Document(std::string_view text, const Options& options) : text_(text) {
+  if (text.size() >= UINT32_MAX)
+    throw Error("a text of " + std::to_string(text.size()) + " bytes (the chunker reads texts under 4 GiB)");
   if (options.invalid_utf8 == InvalidUtf8::kReject) {
     const size_t bad = find_invalid_utf8(text);
     if (bad != std::string_view::npos) throw InvalidUtf8Error(bad);
@@ -121,6 +123,11 @@ Document::Document(std::string_view text, const Options& options) : text_(text) 
 
 void Document::split_lines() {
   const size_t n = text_.size();
+  // Reserved once: a text of short lines has as many lines as bytes / 2, and a vector grown by doubling
+  // holds up to three times that while it moves.
+  size_t breaks = 0;
+  for (const char c : text_) breaks += c == '\n' || c == '\r' || c == '\f';
+  lines_.reserve(breaks + 1);
   size_t begin = 0;
   bool page_start = false;
   uint32_t page = 1;
@@ -136,7 +143,6 @@ void Document::split_lines() {
     page_start = i < n && text_[i] == '\f';
     size_t next = i;
     if (i < n) next = (text_[i] == '\r' && i + 1 < n && text_[i + 1] == '\n') ? i + 2 : i + 1;
-    line.next = next;
     measure(line);
     lines_.push_back(line);
     begin = next;
@@ -146,7 +152,7 @@ void Document::split_lines() {
 // Visible metrics of [line.begin, line.end); the kind is kBlank or kProse.
 void Document::measure(Line& line) const {
   line.vis_begin = line.end;
-  line.width = line.columns = line.indent = 0;
+  size_t width = 0, columns = 0, indent = 0;
   line.first = line.last = line.before_last = 0;
   bool leading = true;
   for (size_t i = line.begin; i < line.end;) {
@@ -159,21 +165,25 @@ void Document::measure(Line& line) const {
       i += c.len;
       continue;
     }
-    ++line.width;
+    ++width;
     if (is_space(c.cp)) {
-      if (leading) ++line.indent;
+      if (leading) ++indent;
     } else {
       if (leading) {
         line.vis_begin = i;
         line.first = c.cp;
       }
       leading = false;
-      line.columns += is_cjk(c.cp) ? 2 : 1;
+      columns += is_cjk(c.cp) ? 2 : 1;
       line.before_last = line.last;
       line.last = c.cp;
     }
     i += c.len;
   }
+  constexpr size_t kMax = UINT32_MAX;
+  line.width = static_cast<uint32_t>(std::min(width, kMax));
+  line.columns = static_cast<uint32_t>(std::min(columns, kMax));
+  line.indent = static_cast<uint32_t>(std::min(indent, kMax));
   line.kind = leading ? LineKind::kBlank : LineKind::kProse;
 }
 
@@ -227,13 +237,10 @@ void Document::drop_running_lines() {
 // "... in Section 3. 4 of them were" a sentence).
 void Document::split_glued_headings() {
   constexpr size_t kMaxTail = 80;
-  std::vector<Line> out;
-  out.reserve(lines_.size());
-  for (Line& line : lines_) {
-    if (line.dropped || line.kind == LineKind::kBlank || line.end - line.begin < 16 || !is_letter(line.last)) {
-      out.push_back(line);
-      continue;
-    }
+  std::vector<std::pair<size_t, size_t>> cuts;  // (line, the heading's first byte)
+  for (size_t li = 0; li < lines_.size(); ++li) {
+    const Line& line = lines_[li];
+    if (line.dropped || line.kind == LineKind::kBlank || line.end - line.begin < 16 || !is_letter(line.last)) continue;
     size_t cut = line.end;  // the heading's first byte, or line.end for none
     const size_t lo = line.end - line.begin > kMaxTail ? line.end - kMaxTail : line.begin + 1;
     for (size_t p = lo; p < line.end && cut == line.end; ++p) {
@@ -252,12 +259,20 @@ void Document::split_glued_headings() {
       }
       if (upper >= 4 && lower * 10 <= upper) cut = p;
     }
-    if (cut == line.end) {
+    if (cut != line.end) cuts.emplace_back(li, cut);
+  }
+  if (cuts.empty()) return;  // the usual case: the lines stay where they are
+  std::vector<Line> out;
+  out.reserve(lines_.size() + cuts.size());
+  size_t next_cut = 0;
+  for (size_t li = 0; li < lines_.size(); ++li) {
+    const Line& line = lines_[li];
+    if (next_cut == cuts.size() || cuts[next_cut].first != li) {
       out.push_back(line);
       continue;
     }
+    const size_t cut = cuts[next_cut++].second;
     Line head = line, tail = line;
-    head.next = cut;
     head.end = cut;
     while (head.end > head.begin && (text_[head.end - 1] == ' ' || text_[head.end - 1] == '\t')) --head.end;
     tail.begin = cut;
@@ -364,7 +379,7 @@ void Document::classify() {
     line.title = !(p && is_prose_like(p->kind) && !p->leaders && !p->numeric && !p->code_like && !p->title && !ends_sentence(*p));
   }
   // Typical line width: the 80th percentile of prose lines.
-  std::vector<size_t> widths;
+  std::vector<uint32_t> widths;
   for (const Line& line : lines_)
     if (!line.dropped && line.kind == LineKind::kProse) widths.push_back(line.width);
   if (!widths.empty()) {
@@ -520,24 +535,25 @@ std::string Document::section_path(int s) const {
 uint32_t Document::page_of(size_t offset) const { return lines_.empty() ? 1 : lines_[line_of(offset)].page; }
 
 void Document::sentence_starts(size_t first_line, size_t last_line, std::vector<size_t>& starts) const {
-  std::vector<VisChar> chars;
-  bool first = true;
-  for (size_t li = first_line; li <= last_line && li < lines_.size(); ++li) {
-    if (!is_content(li)) continue;
-    if (!first) chars.push_back({'\n', lines_[li].begin});
-    first = false;
-    const Line& line = lines_[li];
-    for (size_t i = line.begin; i < line.end;) {
-      if (const size_t esc = escape_length(text_, i)) {
-        i += esc;
-        continue;
-      }
-      const Utf8Char c = decode_utf8(text_, i);
-      if (!is_invisible(c.cp)) chars.push_back({c.cp, i});
-      i += c.len;
+  // The content lines of the run, one piece each.
+  class ContentLines final : public detail::Pieces {
+   public:
+    ContentLines(const Document& doc, size_t first, size_t last) : doc_(doc), first_(first), last_(last) {}
+    Kind piece(size_t k, size_t& begin, size_t& end) const override {
+      const size_t li = first_ + k;
+      if (li > last_ || li >= doc_.lines_.size()) return kEnd;
+      if (!doc_.is_content(li)) return kSkip;
+      begin = doc_.lines_[li].begin;
+      end = doc_.lines_[li].end;
+      return kPiece;
     }
-  }
-  detail::sentence_starts(chars, starts);
+
+   private:
+    const Document& doc_;
+    size_t first_, last_;
+  };
+  const ContentLines pieces(*this, first_line, last_line);
+  detail::sentence_starts(detail::VisCursor(text_, pieces), starts);
 }
 
 std::string Document::gap(size_t a, size_t b) const {
@@ -602,7 +618,7 @@ std::string Document::clean(size_t s, size_t e) const {
   for (size_t i = line_of(s); i < lines_.size() && lines_[i].begin < e; ++i) {
     const Line& line = lines_[i];
     if (!is_content(i)) continue;
-    const size_t a = std::max(s, line.begin), b = std::min(e, line.end);
+    const size_t a = std::max<size_t>(s, line.begin), b = std::min<size_t>(e, line.end);
     if (a > b) continue;
     const bool verbatim = line.kind == LineKind::kCode || line.kind == LineKind::kFence || line.kind == LineKind::kTable;
     piece.clear();

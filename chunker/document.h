@@ -25,34 +25,37 @@ enum class LineKind : uint8_t { kBlank, kProse, kHeading, kListItem, kListCont, 
 // How the break after a content line reads when the next content line follows in the same text.
 enum class Join : uint8_t { kNewline, kSpace, kNone, kDehyphen, kParagraph };
 
+// One per line of the text: a document of short lines holds many, so the struct is kept small (48
+// bytes: offsets and counts in 32 bits, as a Document reads texts under 4 GiB; flags in bits). The
+// next line starts at lines()[i + 1].begin.
 struct Line {
-  size_t begin = 0;       // first byte of the content
-  size_t end = 0;         // one past the content (a terminator \n, \r\n, \r or \f follows, or a split heading)
-  size_t next = 0;        // first byte of the next line
-  size_t vis_begin = 0;   // first visible non-space character (== end for a blank line)
-  size_t width = 0;       // visible characters
-  size_t columns = 0;     // visible non-space characters, CJK counting two
-  size_t indent = 0;      // leading spaces/tabs
+  uint32_t begin = 0;     // first byte of the content
+  uint32_t end = 0;       // one past the content (a terminator \n, \r\n, \r or \f follows, or a split heading)
+  uint32_t vis_begin = 0; // first visible non-space character (== end for a blank line)
+  uint32_t width = 0;     // visible characters (at most 2^32 - 1: counted up to that)
+  uint32_t columns = 0;   // visible non-space characters, CJK counting two (likewise)
+  uint32_t indent = 0;    // leading spaces/tabs (likewise)
   char32_t first = 0;     // first and last visible non-space characters
   char32_t last = 0;
   char32_t before_last = 0;
   uint32_t page = 1;      // 1 + the form feeds before the line
+  int32_t heading = -1;   // index into Document::headings
   LineKind kind = LineKind::kBlank;
   Join join = Join::kParagraph;  // towards the next content line
-  bool page_start = false;       // a form feed ends the line before
-  bool dropped = false;          // a running header/footer
-  int heading = -1;              // index into Document::headings
+  bool page_start : 1 = false;   // a form feed ends the line before
+  bool dropped : 1 = false;      // a running header/footer
   // Shapes of a content line: lines that hold no prose even where their kind is kProse.
-  bool leaders = false;   // table-of-contents dot leaders: four dots in a row, spaced or not
-  bool numeric = false;   // fewer than 40% letters: page numbers, tables of figures, "* * *"
-  bool code_like = false; // 12% or more code symbols ({}[]<>=;$\|_#@~^`+*&%), a shell or R prompt
-                          // ("> ", "$ ", "+ "), or a brace at either end
-  bool short_open = false;  // at most kTitleColumns columns, no comma, and no sentence or clause
-                            // punctuation at the end
-  bool title = false;       // a short open prose line that starts its paragraph, or follows a
-                            // finished sentence or another title: a poem's title and author,
-                            // "CHAPTER I", a caption
+  bool leaders : 1 = false;   // table-of-contents dot leaders: four dots in a row, spaced or not
+  bool numeric : 1 = false;   // fewer than 40% letters: page numbers, tables of figures, "* * *"
+  bool code_like : 1 = false; // 12% or more code symbols ({}[]<>=;$\|_#@~^`+*&%), a shell or R prompt
+                              // ("> ", "$ ", "+ "), or a brace at either end
+  bool short_open : 1 = false;  // at most kTitleColumns columns, no comma, and no sentence or clause
+                                // punctuation at the end
+  bool title : 1 = false;       // a short open prose line that starts its paragraph, or follows a
+                                // finished sentence or another title: a poem's title and author,
+                                // "CHAPTER I", a caption
 };
+static_assert(sizeof(Line) <= 48);
 inline constexpr size_t kTitleColumns = 40;
 
 struct Block {
@@ -73,7 +76,8 @@ struct Section {
 
 class Document {
  public:
-  // Throws InvalidUtf8Error when options.invalid_utf8 is kReject and the text is not valid UTF-8.
+  // Throws InvalidUtf8Error when options.invalid_utf8 is kReject and the text is not valid UTF-8, and
+  // abridge::Error for a text of 4 GiB or more (the reader refuses documents far smaller).
   Document(std::string_view text, const Options& options);
 
   std::string_view text() const { return text_; }

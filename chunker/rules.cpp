@@ -10,7 +10,7 @@
 namespace abridge::chunker {
 namespace {
 
-using detail::VisChar;
+using namespace detail;
 
 // Words that end with a dot without ending the sentence (lower case, without the final dot).
 constexpr std::array<std::string_view, 62> kAbbreviations = {
@@ -221,83 +221,200 @@ std::optional<Heading> parse_heading(std::string_view line) {
 
 namespace detail {
 
-void sentence_starts(const std::vector<VisChar>& chars, std::vector<size_t>& ends) {
-  const size_t n = chars.size();
-  auto skip_spaces = [&](size_t j) {
-    while (j < n && is_space(chars[j].cp)) ++j;
-    return j;
+VisCursor::VisCursor(std::string_view text, const Pieces& pieces) : text_(text), pieces_(&pieces) {
+  piece_ = static_cast<size_t>(-1);
+  if (enter_next()) settle();
+}
+
+bool VisCursor::enter_next() {
+  for (;;) {
+    size_t b = 0, e = 0;
+    const Pieces::Kind kind = pieces_->piece(++piece_, b, e);
+    if (kind == Pieces::kEnd) {
+      done_ = true;
+      return false;
+    }
+    if (kind == Pieces::kSkip) continue;
+    pos_ = b;
+    end_ = e;
+    separator_ = entered_;
+    entered_ = true;
+    return true;
+  }
+}
+
+void VisCursor::settle() {
+  for (;;) {
+    if (separator_) {
+      cp_ = '\n';
+      offset_ = pos_;
+      len_ = 0;
+      return;
+    }
+    if (pos_ >= end_) {
+      if (!enter_next()) return;
+      continue;
+    }
+    if (const size_t esc = escape_length(text_, pos_)) {
+      pos_ = std::min(pos_ + esc, end_);
+      continue;
+    }
+    const Utf8Char c = decode_utf8(text_, pos_);
+    char32_t cp = c.cp;
+    if (cp == '\r' || cp == '\f') cp = '\n';
+    if (is_invisible(cp)) {
+      pos_ += c.len;
+      continue;
+    }
+    cp_ = cp;
+    offset_ = pos_;
+    len_ = c.len;
+    return;
+  }
+}
+
+void VisCursor::next() {
+  ++index_;
+  if (separator_) {
+    separator_ = false;
+  } else {
+    pos_ += len_;
+  }
+  settle();
+}
+
+namespace {
+
+// The last characters read, for the word before a dot. Abbreviations, initials and list numbers are
+// at most 6 characters, so a word longer than the window is none of them.
+class Behind {
+ public:
+  static constexpr size_t kSize = 32;
+  void push(char32_t c) { ring_[seen_++ % kSize] = c; }
+  size_t seen() const { return seen_; }                       // characters read so far
+  size_t held() const { return std::min(seen_, kSize); }
+  char32_t back(size_t d) const { return ring_[(seen_ - d) % kSize]; }  // 1 <= d <= held()
+
+ private:
+  char32_t ring_[kSize] = {};
+  size_t seen_ = 0;
+};
+
+}  // namespace
+
+void sentence_starts(VisCursor i, std::vector<size_t>& ends) {
+  Behind behind;
+  auto step = [&](VisCursor& c) {
+    behind.push(c.cp());
+    c.next();
   };
-  for (size_t i = 0; i < n; ++i) {
-    const char32_t c = chars[i].cp;
-    if (!is_terminal(c)) continue;
-    const bool cjk_context = is_cjk_terminal(c) && (c != 0x2026 || (i > 0 && is_cjk(chars[i - 1].cp)) ||
-                                                    (i + 1 < n && is_cjk(chars[i + 1].cp)));
-    size_t j = i + 1;
-    while (j < n && is_terminal(chars[j].cp)) ++j;
-    while (j < n && is_closer(chars[j].cp)) ++j;
+  auto skip_spaces = [](VisCursor c) {
+    while (!c.done() && is_space(c.cp())) c.next();
+    return c;
+  };
+  while (!i.done()) {
+    const char32_t c = i.cp();
+    if (!is_terminal(c)) {
+      step(i);
+      continue;
+    }
+    VisCursor after = i;  // chars[i + 1]
+    after.next();
+    const bool cjk_context = is_cjk_terminal(c) && (c != 0x2026 || (behind.seen() > 0 && is_cjk(behind.back(1))) ||
+                                                    (!after.done() && is_cjk(after.cp())));
+    VisCursor j = after;
+    while (!j.done() && is_terminal(j.cp())) j.next();
+    bool closed = false;  // chars[j - 1] is a closer
+    while (!j.done() && is_closer(j.cp())) {
+      j.next();
+      closed = true;
+    }
+    auto go_to_j = [&] {  // i = j (the loop's "i = j - 1; continue")
+      while (i.index() < j.index()) step(i);
+    };
     if (cjk_context) {
       // Japanese quotes go on with a particle: 「行きましょう！」と言った。
-      if (j > i + 1 && is_closer(chars[j - 1].cp) && j < n && chars[j].cp >= 0x3041 && chars[j].cp <= 0x309F) {
-        i = j - 1;
+      if (closed && !j.done() && j.cp() >= 0x3041 && j.cp() <= 0x309F) {
+        go_to_j();
         continue;
       }
-      const size_t k = skip_spaces(j);
-      if (k < n) ends.push_back(chars[k].offset);
-      i = j - 1;
+      const VisCursor k = skip_spaces(j);
+      if (!k.done()) ends.push_back(k.offset());
+      go_to_j();
       continue;
     }
-    if (j < n && !is_space(chars[j].cp)) {  // "3.14", "www.example.org", "e.g.x": not an end
+    if (!j.done() && !is_space(j.cp())) {  // "3.14", "www.example.org", "e.g.x": not an end
+      step(i);
       continue;
     }
-    const size_t k = skip_spaces(j);
-    if (k >= n) break;
-    const char32_t next = chars[k].cp;
+    const VisCursor k = skip_spaces(j);
+    if (k.done()) break;
+    const char32_t next = k.cp();
     if (is_lower(next) || next == ',' || next == ';' || next == ':') {
-      i = j - 1;
+      go_to_j();
       continue;
     }
-    if (c == '.' && (i + 1 >= n || chars[i + 1].cp != '.')) {
-      // The word before the dot: letters, digits and inner dots back to a space.
-      size_t b = i;
-      while (b > 0 && !is_space(chars[b - 1].cp) && !is_closer(chars[b - 1].cp) && chars[b - 1].cp != '(') --b;
-      std::string word;
-      bool all_digits = b < i, inner_dot = false;
-      for (size_t t = b; t < i; ++t) {
-        const char32_t w = chars[t].cp;
-        if (!is_ascii_digit(w)) all_digits = false;
-        if (w == '.') inner_dot = true;
-        append_utf8(word, to_lower(w));
+    if (c == '.' && (after.done() || after.cp() != '.')) {
+      // The word before the dot: letters, digits and inner dots back to a space (within the window).
+      size_t letters = 0;
+      while (letters < behind.held()) {
+        const char32_t w = behind.back(letters + 1);
+        if (is_space(w) || is_closer(w) || w == '(') break;
+        ++letters;
       }
-      const bool line_start = b == 0 || chars[b - 1].cp == '\n';
-      const size_t letters = i - b;
-      if (all_digits && letters <= 3 && line_start) continue;  // "1. " opening a list item
-      if (letters == 1 && is_letter(chars[b].cp)) continue;    // an initial: "John M. Chambers"
-      if (inner_dot && letters <= 6) continue;                 // "e.g.", "U.S.", "a.m."
-      if (is_abbreviation(word)) continue;
+      const bool whole = letters < behind.held() || letters == behind.seen();  // its start was seen
+      if (whole) {
+        std::string word;
+        bool all_digits = letters > 0, inner_dot = false;
+        for (size_t d = letters; d >= 1; --d) {
+          const char32_t w = behind.back(d);
+          if (!is_ascii_digit(w)) all_digits = false;
+          if (w == '.') inner_dot = true;
+          append_utf8(word, to_lower(w));
+        }
+        const bool line_start = letters == behind.seen() || behind.back(letters + 1) == '\n';
+        if (all_digits && letters <= 3 && line_start) {  // "1. " opening a list item
+          step(i);
+          continue;
+        }
+        if ((letters == 1 && is_letter(behind.back(1))) ||  // an initial: "John M. Chambers"
+            (inner_dot && letters <= 6) ||                  // "e.g.", "U.S.", "a.m."
+            is_abbreviation(word)) {
+          step(i);
+          continue;
+        }
+      }
     }
-    ends.push_back(chars[k].offset);
-    i = j - 1;
+    ends.push_back(k.offset());
+    go_to_j();
   }
 }
 
 }  // namespace detail
 
-std::vector<size_t> split_sentences(std::string_view text) {
-  std::vector<VisChar> chars;
-  chars.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    if (const size_t esc = detail::escape_length(text, i)) {
-      i += esc;
-      continue;
-    }
-    const auto c = decode_utf8(text, i);
-    char32_t cp = c.cp;
-    if (cp == '\r' || cp == '\f') cp = '\n';
-    if (!detail::is_invisible(cp)) chars.push_back({cp, i});
-    i += c.len;
+namespace {
+
+// The whole text as one piece.
+class WholeText final : public detail::Pieces {
+ public:
+  explicit WholeText(size_t size) : size_(size) {}
+  Kind piece(size_t k, size_t& begin, size_t& end) const override {
+    if (k > 0) return kEnd;
+    begin = 0;
+    end = size_;
+    return kPiece;
   }
+
+ private:
+  size_t size_;
+};
+
+}  // namespace
+
+std::vector<size_t> split_sentences(std::string_view text) {
+  const WholeText whole(text.size());
   std::vector<size_t> ends;
-  detail::sentence_starts(chars, ends);
+  detail::sentence_starts(detail::VisCursor(text, whole), ends);
   return ends;
 }
 

@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/memory.h"
 #include "pipeline/model_quantize.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
@@ -109,6 +110,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take: weights, buffers, KV cache (0.01..1)")
+      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), kGpuMemoryLimitHelp)
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
       ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only (plus the sink tokens), so memory stays bounded (0: full attention, or 1 or more)")
       ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to (0 or more)")
@@ -220,6 +222,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run (1..1048576)")
       ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(abridge::engine::kDefaultStepTokens), "prompt tokens per forward step (0: the default, or 64..65536); run several values to compare")
       ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "share of GPU memory the engine may take (0.01..1)")
+      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), kGpuMemoryLimitHelp)
       ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: the measured figure for H100/H200, or more than 0)")
       ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200, or more than 0)")
       ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped (0..86400)");
@@ -243,20 +246,21 @@ int cmd_summarize(const std::vector<std::string>& args) {
       "A bad input is reported and the rest go on (exit code 1).\n\nOptions");
   add_summarize_options(desc, o, config);
   desc.add_options()
-      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories")
+      ("recursive,r", po::bool_switch(&o.recursive), "descend into directories (default: only the files directly in a directory named as INPUT)")
       ("input", po::value(&o.inputs)->composing(), "files, directories, or - for paths on stdin (positional)");
   po::positional_options_description pos;
   pos.add("input", -1);
   po::variables_map vm;
   if (!parse("summarize", "INPUT... -o OUT_DIR [options]", desc, pos, args, vm)) return kExitOk;
   apply_config_file(config, desc, vm);
-  check_read_options(o);
+  check_early_options(o);
   return run_summarize(o, std::cin, std::cout, std::cerr);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  arm_memory_reserve();  // running out of memory ends in one line, not an abort (pipeline/memory.h)
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) {
     std::cerr << kMainHelp;
@@ -282,10 +286,14 @@ int main(int argc, char** argv) {
     if (command == "watch") return cmd_watch(rest);
     throw Usage("unknown command '" + command + "'");
   } catch (const Usage& e) {
-    std::cerr << "abridge: " << shown_message(e.what()) << "\nTry 'abridge --help'.\n";
+    std::cerr << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   } catch (const po::error& e) {
-    std::cerr << "abridge " << shown_message(command) << ": " << shown_message(e.what()) << "\nTry 'abridge " << command << " --help'.\n";
+    std::cerr << "abridge: " << shown_message(describe_option_error(e, nullptr, command, "abridge " + command + " --help")) << '\n';
+    return kExitFatal;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "abridge: out of memory (abridge needs about 100 MiB, plus up to " << kDocumentMemoryFactor
+              << " times the document it reads: docs/OPERATIONS.md)\n";
     return kExitFatal;
   } catch (const std::exception& e) {
     std::cerr << "abridge: " << shown_message(e.what()) << '\n';

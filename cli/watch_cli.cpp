@@ -29,8 +29,8 @@ int cmd_watch(const std::vector<std::string>& args) {
   desc.add_options()
       ("settle", po::value(&o.settle)->default_value(2, "2"), "seconds a file's size and mtime must stay unchanged before it is taken (0..86400)")
       ("rescan", po::value(&o.rescan)->default_value(60, "60"), "seconds between full rescans of the DIRs (0.1..86400)")
-      ("once", po::bool_switch(&o.once), "scan once, summarize what is there, exit (for cron and tests)")
-      ("no-inotify", po::bool_switch(&no_inotify), "no change events: the rescan alone finds changes (NFS and other network file systems)")
+      ("once", po::bool_switch(&o.once), "scan once, summarize what is there, exit (for cron and tests; default: keep running)")
+      ("no-inotify", po::bool_switch(&no_inotify), "no change events: the rescan alone finds changes (NFS and other network file systems; default: change events and the rescan)")
       ("dir", po::value(&o.summarize.inputs)->composing(), "directories to watch (positional)");
   // Watching is always recursive: --recursive (a summarize option) is accepted, so that one command
   // line or --config file serves both commands, but not listed.
@@ -39,13 +39,19 @@ int cmd_watch(const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("dir", -1);
   po::variables_map vm;
-  if (!parse("watch", "DIR... -o OUT_DIR [summarize options] [--settle S] [--rescan S] [--once] [--no-inotify]", desc,
-             pos, args, vm, &hidden))
-    return pipeline::kExitOk;
-  po::options_description file_options;
-  file_options.add(desc).add(hidden);
-  apply_config_file(config, file_options, vm);
-  check_read_options(o.summarize);
+  // Option errors are log lines too: stamped like every other line of watch.
+  try {
+    if (!parse("watch", "DIR... -o OUT_DIR [summarize options] [--settle S] [--rescan S] [--once] [--no-inotify]", desc,
+               pos, args, vm, &hidden))
+      return pipeline::kExitOk;
+    po::options_description file_options;
+    file_options.add(desc).add(hidden);
+    apply_config_file(config, file_options, vm);
+    check_early_options(o.summarize);
+  } catch (const Usage& e) {
+    pipeline::write_watch_line(std::cerr, e.what());
+    return pipeline::kExitFatal;
+  }
   o.inotify = !no_inotify;
   return pipeline::run_watch(o, std::cerr);
 }

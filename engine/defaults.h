@@ -19,6 +19,9 @@ inline constexpr int64_t kMaxStepTokens = 65536;
 // (--gpu-memory-fraction); the rest is left to the CUDA context and other processes.
 inline constexpr double kDefaultGpuMemoryFraction = 0.90;
 
+// The smallest --gpu-memory-limit (bytes; 0 means none): below it not even a tiny model's buffers fit.
+inline constexpr uint64_t kMinGpuMemoryLimit = uint64_t{256} << 20;
+
 // The largest KV pool a user may ask for (--kv-cache-tokens), in tokens.
 inline constexpr int64_t kMaxKvCacheTokens = int64_t{1} << 31;
 

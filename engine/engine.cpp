@@ -4,8 +4,11 @@
 #include <cmath>
 #include <ostream>
 
+#include "base/bytes.h"
 #include "base/error.h"
+#include "base/format.h"
 #include "engine/cpu_backend.h"
+#include "engine/kv_blocks.h"
 #ifdef ABRIDGE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
 #include "kernels/device.h"
@@ -31,6 +34,7 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
       cuda.device = options.gpu;
       cuda.attention = options.attention;
       cuda.gpu_memory_fraction = options.gpu_memory_fraction;
+      cuda.gpu_memory_limit = options.gpu_memory_limit;
       cuda.max_batch_tokens = options.max_batch_tokens;
       cuda.max_logit_rows = options.max_logit_rows;
       if (options.kv_cache_tokens > 0) cuda.max_kv_blocks = (options.kv_cache_tokens + cuda.block_size - 1) / cuda.block_size;
@@ -49,13 +53,20 @@ void check_step_tokens(int64_t tokens) {
                 " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(tokens));
 }
 
+void check_gpu_memory_limit(uint64_t bytes) {
+  if (bytes != 0 && bytes < kMinGpuMemoryLimit)
+    throw Error("--gpu-memory-limit must be 0 (no limit) or at least " + format_bytes(kMinGpuMemoryLimit) + ", not " +
+                format_bytes(bytes));
+}
+
 void EngineOptions::validate() const {
   if (device != "auto" && device != "cpu" && device != "cuda")
     throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
   if (gpu < 0) throw Error("the GPU index must be >= 0, got " + std::to_string(gpu));
   if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), not " + std::to_string(threads));
   if (!(gpu_memory_fraction >= 0.01 && gpu_memory_fraction <= 1))
-    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + std::to_string(gpu_memory_fraction));
+    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + shortest_number(gpu_memory_fraction));
+  check_gpu_memory_limit(gpu_memory_limit);
   if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
     throw Error("--kv-cache-tokens must be 0 (as much as memory allows) or 1.." + std::to_string(kMaxKvCacheTokens) +
                 ", not " + std::to_string(kv_cache_tokens));
@@ -94,6 +105,7 @@ std::unique_ptr<Engine> Engine::open(const EngineOptions& options, std::ostream&
   bo.threads = options.threads;
   bo.gpu = options.gpu;
   bo.gpu_memory_fraction = options.gpu_memory_fraction;
+  bo.gpu_memory_limit = options.gpu_memory_limit;
   bo.attention = options.attention;
   bo.max_batch_tokens = options.step_tokens > 0 ? options.step_tokens : kDefaultStepTokens;
   bo.max_logit_rows = options.max_running;
@@ -117,7 +129,10 @@ Engine::Engine(ModelDir model, std::unique_ptr<Backend> backend, const EngineOpt
 
 int64_t Engine::max_context() const {
   const int64_t model_context = model_.config.max_position_embeddings;
-  if (options_.attention.window > 0) return model_context;
+  if (options_.attention.window > 0) {
+    const KvBlockManager shape(1, scheduler_.block_size, options_.attention);  // only its arithmetic is used
+    if (shape.min_blocks_to_run(model_context) <= scheduler_.num_blocks) return model_context;
+  }
   return std::min(model_context, kv_pool_tokens());
 }
 

@@ -25,6 +25,7 @@ struct EngineOptions {
   int gpu = 0;                        // CUDA device index
   int threads = 0;                    // CPU backend threads; 0: one per core
   double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // of the card's memory, weights and KV pool included; (0, 1]
+  uint64_t gpu_memory_limit = 0;      // bytes of device memory the engine may hold (weights, buffers, KV pool); 0: no limit
   int64_t kv_cache_tokens = 0;        // caps the KV pool at this many tokens; 0: as many as memory allows
   int64_t step_tokens = 0;            // tokens per engine step (--prefill-chunk); 0: kDefaultStepTokens
   int32_t max_running = 64;           // sequences in one batch at once
@@ -39,6 +40,10 @@ struct EngineOptions {
 // naming the option and its range otherwise.
 void check_step_tokens(int64_t tokens);
 
+// --gpu-memory-limit in bytes: 0 (no limit) or at least kMinGpuMemoryLimit; throws abridge::Error
+// naming the option and its range otherwise.
+void check_gpu_memory_limit(uint64_t bytes);
+
 // How to build a backend: user knobs, separate from the model's config.
 enum class Device { kCpu, kCuda };
 
@@ -48,6 +53,7 @@ struct BackendOptions {
   AttentionOptions attention;
   int gpu = 0;                        // CUDA: device index
   double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // CUDA: of the card's memory, KV pool included
+  uint64_t gpu_memory_limit = 0;      // CUDA: bytes the backend may hold in all; 0: no limit
   int64_t max_batch_tokens = kDefaultStepTokens;  // CUDA: tokens per forward step
   int64_t max_logit_rows = 256;       // CUDA: logits rows per step
   int64_t kv_cache_tokens = 0;        // CUDA: caps the KV pool at this many tokens; 0: as memory allows
@@ -84,7 +90,8 @@ class Engine {
   // The scheduler options every ServingEngine on this backend uses (pool, step budget, admission).
   const SchedulerOptions& scheduler_options() const { return scheduler_; }
   // The most tokens (prompt + new tokens) one sequence can have: the model's context, capped by the KV
-  // pool when there is no attention window (a sequence runs alone if it must).
+  // pool (a sequence runs alone if it must) unless an attention window bounds what a sequence holds to
+  // less than the pool (KvBlockManager::min_blocks_to_run).
   int64_t max_context() const;
   // Tokens the KV pool holds (every sequence together).
   int64_t kv_pool_tokens() const { return int64_t{scheduler_.num_blocks} * scheduler_.block_size; }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/utf8.h"
 
 namespace abridge::engine {
 namespace {
@@ -23,15 +24,22 @@ struct Closer {
   }
 };
 
-std::string mib(unsigned long long bytes) {
-  if (bytes < (1ull << 20)) return std::to_string(bytes) + " bytes";
-  return std::to_string(bytes >> 20) + " MiB";
-}
-
 }  // namespace
 
+std::string format_bytes(unsigned long long bytes) {
+  if (bytes < (1ull << 20)) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / static_cast<double>(1ull << 20));
+  return buf;
+}
+
 std::string too_large_message(unsigned long long bytes, size_t max_bytes) {
-  return "too large (" + mib(bytes) + "; the limit is " + mib(max_bytes) + ")";
+  std::string size = format_bytes(bytes), limit = format_bytes(max_bytes);
+  if (size == limit) {  // 1 MiB and one byte against 1 MiB: the bytes tell them apart
+    size = std::to_string(bytes) + " bytes";
+    limit = std::to_string(max_bytes) + " bytes";
+  }
+  return "too large (" + size + "; the limit is " + limit + ")";
 }
 
 std::string read_regular_fd(int fd, size_t max_bytes) {
@@ -64,7 +72,7 @@ std::string read_stream_bounded(std::istream& in, size_t max_bytes) {
     in.read(buf, sizeof buf);
     const auto n = static_cast<size_t>(in.gcount());
     if (n == 0) break;
-    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + mib(max_bytes) + ")");
+    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + format_bytes(max_bytes) + ")");
     bytes.append(buf, n);
   }
   if (in.bad()) throw Error("read error");
@@ -79,6 +87,13 @@ std::string read_regular_file(const std::string& path, size_t max_bytes, bool no
     if (e == ENOENT) throw Error("no such file");
     if (e == ELOOP && no_follow) throw Error("a symbolic link (not followed here)");
     if (e == ELOOP) throw Error("a symbolic link loop");
+    // open(2) of a socket, or of a device node with no driver behind it, fails with ENXIO ("No such
+    // device or address"): say what the file is instead (only named here, nothing is opened).
+    struct stat st {};
+    if (e == ENXIO && ::fstatat(dir_fd, path.c_str(), &st, no_follow ? AT_SYMLINK_NOFOLLOW : 0) == 0 &&
+        !S_ISREG(st.st_mode))
+      throw Error(S_ISSOCK(st.st_mode) ? "not a regular file (a socket; a FIFO, device or socket is not read)"
+                                       : "not a regular file (a FIFO, device or socket is not read)");
     throw Error(std::string("cannot open: ") + std::strerror(e));
   }
   Closer closer{fd};
@@ -89,9 +104,15 @@ std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii) {
   // The limit is on what is shown: an escaped byte takes four.
   std::string out;
   size_t i = 0;
+  uint32_t run = 0;  // bytes left of a display control (U+009B, U+202E, ...): escaped like a C0 control
   for (; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
-    const bool escape = c < 0x20 || c == 0x7f || (escape_non_ascii && c >= 0x80);
+    if (run == 0 && c >= 0x80 && !escape_non_ascii) {
+      const Utf8Char u = decode_utf8(s, i);
+      if (u.valid && is_display_control(u.cp)) run = u.len;
+    }
+    const bool escape = c < 0x20 || c == 0x7f || (escape_non_ascii && c >= 0x80) || run > 0;
+    if (run > 0) --run;
     if (out.size() + (escape ? 4 : 1) > limit) break;
     if (escape) {
       char hex[8];

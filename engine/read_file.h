@@ -31,7 +31,7 @@ inline constexpr int kMaxJsonDepth = 64;
 // AT_FDCWD), at most `max_bytes` bytes. `no_follow`: a symbolic link as the last component is refused
 // (O_NOFOLLOW). Throws abridge::Error with the reason alone, without the path (the caller names it
 // once): "no such file", "is a directory", "not a regular file (a FIFO, device or socket is not read)",
-// "cannot open: Permission denied", "too large (N bytes; the limit is M)".
+// "cannot open: Permission denied", "too large (1.9 MiB; the limit is 1.0 MiB)" (too_large_message).
 std::string read_regular_file(const std::string& path, size_t max_bytes, bool no_follow = false,
                               int dir_fd = AT_FDCWD);
 
@@ -41,11 +41,15 @@ std::string read_regular_file(const std::string& path, size_t max_bytes, bool no
 std::string read_regular_fd(int fd, size_t max_bytes);
 
 // Reads `in` (standard input: a pipe, a terminal, /dev/zero) to its end, at most `max_bytes`: one byte
-// more is abridge::Error("too large (more than M MiB)"), so an endless stream is refused at the bound
+// more is abridge::Error("too large (more than 64.0 MiB)"), so an endless stream is refused at the bound
 // instead of filling memory.
 std::string read_stream_bounded(std::istream& in, size_t max_bytes);
 
-// "too large (N MiB; the limit is M MiB)", the one wording for size bounds.
+// A size for a message: "N bytes" below 1 MiB, else MiB with one decimal ("1.9 MiB").
+std::string format_bytes(unsigned long long bytes);
+
+// "too large (N MiB; the limit is M MiB)", the one wording for size bounds (format_bytes; both in
+// bytes when they would read the same).
 std::string too_large_message(unsigned long long bytes, size_t max_bytes);
 
 // Parses JSON text whose arrays and objects nest at most `max_depth` deep, rejecting NUL bytes (and
@@ -53,9 +57,9 @@ std::string too_large_message(unsigned long long bytes, size_t max_bytes);
 // abridge::Error("not valid JSON: ...") with one line of at most about 300 bytes.
 nlohmann::json parse_json_bounded(std::string_view text, int max_depth = kMaxJsonDepth, bool unique_keys = false);
 
-// `s` made safe for a one-line message: control characters (and, with `escape_non_ascii`, bytes of
-// 0x80 and above) as \xNN, at most `limit` bytes of it (escapes counted), cut at a character boundary
-// with "..." after.
+// `s` made safe for a one-line message: control characters (is_display_control(): C0 and C1 controls,
+// U+2028/U+2029, bidi controls; with `escape_non_ascii`, every byte of 0x80 and above) as
+// \xNN, at most `limit` bytes of it (escapes counted), cut at a character boundary with "..." after.
 std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii = false);
 
 }  // namespace abridge::engine

@@ -614,8 +614,10 @@ struct Tokenizer::Impl {
     s.cache.insert(piece, h, out.data() + before, out.size() - before);
   }
 
-  // Text between added tokens: NFC, pre-tokenize, BPE.
-  void encode_ordinary(std::string_view text, EncodeScratch& s, std::vector<int32_t>& out) const {
+  // Text between added tokens: NFC, pre-tokenize, BPE. With `counted`, the ids are only counted:
+  // added to *counted and dropped as they pile up, so that counting a long text holds no list of ids.
+  void encode_ordinary(std::string_view text, EncodeScratch& s, std::vector<int32_t>& out,
+                       size_t* counted = nullptr) const {
     if (text.empty()) return;
     if (nfc) text = normalize_nfc(text, s.normalized);
     const unsigned char* p = bytes_of(text);
@@ -623,6 +625,10 @@ struct Tokenizer::Impl {
       const size_t end = next_piece_end(p, text.size(), i);
       encode_piece(text.substr(i, end - i), s, out);
       i = end;
+      if (counted && out.size() >= 4096) {
+        *counted += out.size();
+        out.clear();
+      }
     }
   }
 };
@@ -849,6 +855,24 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, AddedTokens added)
   }
   impl_->encode_ordinary(text.substr(pos), scratch, ids);
   return ids;
+}
+
+size_t Tokenizer::count(std::string_view text, AddedTokens added) const {
+  if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
+    throw Error("invalid UTF-8 at byte " + std::to_string(bad));
+  std::vector<int32_t> ids;
+  EncodeScratch scratch;
+  size_t n = 0, pos = 0;
+  if (added == AddedTokens::kMatch && !impl_->added.empty()) {
+    size_t which = 0;
+    for (size_t at; (at = impl_->find_added(text, pos, which)) != std::string_view::npos;) {
+      impl_->encode_ordinary(text.substr(pos, at - pos), scratch, ids, &n);
+      ++n;
+      pos = at + impl_->added[which].content.size();
+    }
+  }
+  impl_->encode_ordinary(text.substr(pos), scratch, ids, &n);
+  return n + ids.size();
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {

@@ -31,6 +31,8 @@ class Tokenizer {
 
   // Throws abridge::Error on invalid UTF-8, naming the byte offset.
   std::vector<int32_t> encode(std::string_view text, AddedTokens added = AddedTokens::kPlain) const;
+  // encode(text, added).size(), without the list of ids (a document of 100 MB has some 25 million).
+  size_t count(std::string_view text, AddedTokens added = AddedTokens::kPlain) const;
   // Concatenated bytes of the tokens (special tokens included unless skip_special). Ids out of range
   // throw abridge::Error. The bytes may end inside a UTF-8 sequence; see StreamDecoder.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;

@@ -881,7 +881,10 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* log
 // ---- GEMV for decode steps
 
 constexpr int kGemvWarps = 8;  // block of 256 threads
-constexpr int kGemvDepth = 4;  // 16-byte weight loads in flight per lane
+// 16-byte weight loads in flight per lane. Two, not more: H200, 4B shapes, batch 1 at context 64: 2.80 ms a
+// step with 2, 2.88 with 3 or 4, 3.01 with 6, 3.32 with 8, 3.65 with 16 (two rows at 4K: 3.62 against
+// 3.86 ms with 4). Measured, not derived: deeper was slower at every batch tried.
+constexpr int kGemvDepth = 2;
 
 // grid ceil(m / (8 / SPLIT)), block 256. SPLIT warps share an output row, each streaming its share of
 // the row's 16-byte pieces with four loads in flight per lane (a layer's smaller matrices give each

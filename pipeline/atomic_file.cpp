@@ -1,6 +1,8 @@
 #include "pipeline/atomic_file.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <ostream>
 
 #include "base/error.h"
+#include "pipeline/path_walk.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -56,12 +59,12 @@ bool is_temp_name(std::string_view name) {
   return name.find_first_not_of("0123456789abcdef", kTempPrefix.size()) == std::string_view::npos;
 }
 
-void write_atomic_at(int dirfd, const std::string& name, std::string_view bytes, const std::string& shown) {
+void write_atomic_at(int dirfd, const std::string& name, std::string_view bytes, const std::string& shown, mode_t mode) {
   std::string tmp;
   int fd = -1;
   for (int attempt = 0; fd < 0; ++attempt) {
     tmp = std::string(kTempPrefix) + random_hex(kTempDigits);
-    fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0 && (errno != EEXIST || attempt > 8)) fail(shown + ": cannot create a temporary file", errno);
   }
   try {
@@ -103,75 +106,120 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 
 namespace {
 
-// How --report PATH is written: to standard output, replaced, or written through. Throws for what is
-// refused.
-enum class ReportTarget { kStdout, kReplace, kWriteThrough };
-struct ReportPlan {
-  ReportTarget target = ReportTarget::kReplace;
-  struct stat lst {}, st {};  // the path itself, and what it leads to (kWriteThrough)
-};
+// "/dev/stdout", "/dev/stderr", "/dev/fd/N", "/proc/self/fd/N": the descriptor N; -1 for other paths.
+int descriptor_named(const std::string& path) {
+  if (path == "/dev/stdout") return 1;
+  if (path == "/dev/stderr") return 2;
+  for (const std::string_view prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+    if (path.size() <= prefix.size() || path.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = path.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+    return std::stoi(digits);
+  }
+  return -1;
+}
 
-ReportPlan plan_report(const std::string& path) {
-  ReportPlan p;
-  if (path == "-") {
-    p.target = ReportTarget::kStdout;
-    return p;
+// Writes to a FIFO, a terminal or an inherited descriptor with SIGPIPE held back: a reader that has gone
+// away is EPIPE, an error line, instead of the signal killing the run at its very end.
+void write_no_sigpipe(int fd, std::string_view bytes, const std::string& shown) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  sigset_t pending;
+  sigpending(&pending);
+  const bool was_pending = sigismember(&pending, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  int error = 0;
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      error = w < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<size_t>(w);
   }
-  if (::lstat(path.c_str(), &p.lst) != 0) {
-    if (errno != ENOENT) fail(path, errno);
-    return p;  // created
+  if (error == EPIPE && !was_pending) {
+    const timespec zero{0, 0};
+    while (sigtimedwait(&pipe_only, nullptr, &zero) < 0 && errno == EINTR) {
+    }
   }
-  if (S_ISREG(p.lst.st_mode)) return p;
-  p.st = p.lst;
-  if (S_ISLNK(p.lst.st_mode)) {
-    if (p.lst.st_uid != 0 && p.lst.st_uid != ::geteuid())
-      throw Error(path + ": a symbolic link that belongs to another user: not followed (--report writes a regular "
-                         "file, a FIFO or a terminal; give the real path, or - for standard output)");
-    if (::stat(path.c_str(), &p.st) != 0) fail(path + ": cannot follow the symbolic link", errno);
-    if (S_ISREG(p.st.st_mode) || S_ISDIR(p.st.st_mode))
-      throw Error(path + ": a symbolic link to " + kind_of(p.st.st_mode) +
-                  ": not replaced or followed (give the real path, or - for standard output)");
-  }
-  if (!S_ISFIFO(p.st.st_mode) && !S_ISCHR(p.st.st_mode))
-    throw Error(path + ": " + kind_of(p.st.st_mode) + ": --report writes a regular file, a FIFO or a terminal");
-  p.target = ReportTarget::kWriteThrough;
-  return p;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (error != 0) fail(shown + (error == EPIPE ? ": its reader has gone away" : ": write failed"), error);
 }
 
 }  // namespace
 
-void check_report_file(const std::string& path) { plan_report(path); }
-
-void write_report_file(const std::string& path, std::string_view bytes, std::ostream& out) {
-  const ReportPlan p = plan_report(path);
-  if (p.target == ReportTarget::kStdout) {
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw Error("--report -: cannot write to standard output");
+ReportFile::ReportFile(const std::string& path, const struct stat* out_dir) : path_(path) {
+  if (path.empty()) throw Error("--report: an empty path");
+  if (path == "-") {
+    kind_ = Kind::kStdout;
     return;
   }
-  if (p.target == ReportTarget::kReplace) return write_file_atomic(path, bytes);
+  if (const int n = descriptor_named(path); n >= 0) {
+    // The descriptor the caller gave (a shell's `>> log`): used as it is, never looked up by name (the
+    // name leads to the file's path, which a rename would replace, truncating or losing the log).
+    const int flags = ::fcntl(n, F_GETFL);
+    if (flags < 0) throw Error(path + ": descriptor " + std::to_string(n) + " is not open");
+    if ((flags & O_ACCMODE) == O_RDONLY) throw Error(path + ": descriptor " + std::to_string(n) + " is not open for writing");
+    struct stat st {};
+    if (::fstat(n, &st) == 0 && S_ISDIR(st.st_mode)) throw Error(path + ": a folder");
+    fd_ = Fd(::fcntl(n, F_DUPFD_CLOEXEC, 3));
+    if (!fd_.ok()) fail(path + ": cannot use the descriptor", errno);
+    kind_ = Kind::kDescriptor;
+    stdout_fd_ = n == 1;
+    return;
+  }
+  WalkedPath w = walk_path(path, /*follow_last=*/false, out_dir);
+  if (!w.exists || S_ISREG(w.st.st_mode)) {
+    kind_ = Kind::kReplace;
+    mode_ = w.exists ? (w.st.st_mode & 0666) : 0600;
+    dir_ = std::move(w.dir);
+    name_ = w.name;
+    return;
+  }
+  if (S_ISLNK(w.st.st_mode)) {
+    w = walk_path(path, /*follow_last=*/true, out_dir);  // the owner rule for the link itself too
+    if (!w.exists) throw Error(path + ": a broken symbolic link");
+    if (S_ISREG(w.st.st_mode) || S_ISDIR(w.st.st_mode))
+      throw Error(path + ": a symbolic link to " + kind_of(w.st.st_mode) +
+                  ": not replaced or followed (give the real path, or - for standard output)");
+  }
+  if (!S_ISFIFO(w.st.st_mode) && !S_ISCHR(w.st.st_mode))
+    throw Error(path + ": " + kind_of(w.st.st_mode) + ": --report writes a regular file, a FIFO or a terminal");
   // Written through: a FIFO or a terminal is the reader's, not ours to replace. O_NONBLOCK so that a
-  // FIFO nobody reads fails at once (ENXIO) instead of waiting; then the writes block as usual.
-  const bool link = S_ISLNK(p.lst.st_mode);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | (link ? 0 : O_NOFOLLOW));
-  if (fd < 0) fail(path + (errno == ENXIO ? ": nobody reads the FIFO" : ": cannot open"), errno);
-  // What was opened is what was checked: the same file, reached through the same link.
-  struct stat opened {}, again {};
-  if (::fstat(fd, &opened) != 0 || opened.st_dev != p.st.st_dev || opened.st_ino != p.st.st_ino ||
-      (link && (::lstat(path.c_str(), &again) != 0 || again.st_dev != p.lst.st_dev || again.st_ino != p.lst.st_ino))) {
-    ::close(fd);
+  // FIFO nobody reads fails now (ENXIO) instead of waiting; held open until the end, so its reader sees
+  // the whole report and then its end.
+  fd_ = Fd(::openat(w.dir.get(), w.name.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd_.ok()) fail(path + (errno == ENXIO && S_ISFIFO(w.st.st_mode) ? ": nobody reads the FIFO" : ": cannot open"), errno);
+  struct stat opened {};
+  if (::fstat(fd_.get(), &opened) != 0 || opened.st_dev != w.st.st_dev || opened.st_ino != w.st.st_ino)
     throw Error(path + ": changed while it was opened; not written");
+  const int flags = ::fcntl(fd_.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd_.get(), F_SETFL, flags & ~O_NONBLOCK);  // then the writes wait for the reader
+  kind_ = Kind::kDescriptor;
+}
+
+void ReportFile::write(std::string_view bytes, std::ostream& out) {
+  switch (kind_) {
+    case Kind::kStdout:
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      out.flush();
+      if (!out) throw Error("--report -: cannot write to standard output");
+      return;
+    case Kind::kReplace:
+      write_atomic_at(dir_.get(), name_, bytes, path_, mode_);
+      return;
+    case Kind::kDescriptor:
+      if (stdout_fd_) out.flush();  // what was written to standard output before comes first
+      write_no_sigpipe(fd_.get(), bytes, path_);
+      if (fd_.close() != 0) fail(path_ + ": cannot flush", errno);
+      return;
   }
-  const int flags = ::fcntl(fd, F_GETFL);
-  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  try {
-    write_all(fd, bytes, path);
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
+}
+
+void write_report_file(const std::string& path, std::string_view bytes, std::ostream& out) {
+  ReportFile(path).write(bytes, out);
 }
 
 }  // namespace abridge::pipeline

@@ -62,6 +62,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;
     check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
+    const uint64_t gpu_memory_limit = gpu_memory_limit_bytes(opt.gpu_memory_limit);
     if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0) || !std::isfinite(opt.gemm_tflops) || !std::isfinite(opt.copy_tbps))
       throw Error("--gemm-tflops and --copy-tbps must be 0 (auto) or more");
     check_device(opt.device);
@@ -69,6 +70,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     const engine::ModelDir model = engine::open_model_dir(opt.model);
     engine::BackendOptions backend_options;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
+    backend_options.gpu_memory_limit = gpu_memory_limit;
     backend_options.max_batch_tokens = bo.prefill_chunk;
     int64_t max_batch = 1;
     for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
@@ -115,7 +117,8 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
           << (r.ceiling_tokens_per_s > 0 ? fmt(100.0 * r.tokens_per_s / r.ceiling_tokens_per_s, 1) + "%" : "-") << " |\n";
     }
     out << "\ndevice memory held by the engine: " << fmt(static_cast<double>(backend->device_memory_bytes()) / (1ull << 30), 1)
-        << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction << ")\n";
+        << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction
+        << (backend_options.gpu_memory_limit > 0 ? " and --gpu-memory-limit " + opt.gpu_memory_limit : std::string()) << ")\n";
     return kExitOk;
   } catch (const Error& e) {
     err << "abridge: " << shown_message(e.what()) << '\n';

@@ -280,7 +280,7 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
             << fmt(floor_ms, 2) << " | " << (ms > 0 ? fmt(100.0 * floor_ms / ms, 1) + "%" : "-") << " |\n";
       }
     }
-    if (!o.report.empty()) write_report_file(o.report, report_json(r), out);
+    run.write_report(r, out);
     return r.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {
     err << "abridge bench summarize: " << shown_message(e.what()) << '\n';

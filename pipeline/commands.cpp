@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/format.h"
 #include "base/utf8.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
@@ -112,11 +113,12 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     engine::BackendOptions backend_options;
     backend_options.threads = opt.threads;
     backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
+    backend_options.gpu_memory_limit = gpu_memory_limit_bytes(opt.gpu_memory_limit);
     backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
     engine::check_step_tokens(opt.prefill_chunk);
     if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
     if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
-      throw Error("--temperature must be a finite number, 0 or more, not " + std::to_string(opt.temperature));
+      throw Error("--temperature must be a finite number, 0 or more, not " + shortest_number(opt.temperature));
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 

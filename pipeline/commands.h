@@ -56,6 +56,7 @@ struct GenerateOptions {
   int threads = 0;             // CPU backend threads; 0: all cores
   bool stats = false;          // timings on stderr
   double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
+  std::string gpu_memory_limit = "0";  // as given; "0": none
   int64_t prefill_chunk = 0;     // tokens per engine step (0: the engine's default)
   int64_t attention_window = 0;  // StreamingLLM window (0: full attention)
   int64_t sink_tokens = 4;       // with a window: the first tokens every token still sees
@@ -89,6 +90,7 @@ struct BenchEngineOptions {
   double gemm_tflops = 0;  // 0: the measured figure for a known GPU (H100, H200)
   double copy_tbps = 0;
   double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
+  std::string gpu_memory_limit = "0";  // as given; "0": none
   int64_t prefill_chunk = engine::kDefaultStepTokens;  // prompt tokens per forward step
   double time_limit = 400;  // seconds for the prefill part
 };

@@ -105,6 +105,38 @@ int open_beneath(int root_fd, const std::string& rel, int flags) {
   return ::open(("/proc/self/fd/" + std::to_string(p.get())).c_str(), flags | O_CLOEXEC);
 }
 
+// The search bits (group 0010, others 0001) that pass every folder from / down to `dir` and `dir`
+// itself: who can reach what is in it. 0 when its real path cannot be known (the summary stays private).
+mode_t path_reach(const std::string& dir, std::map<std::string, mode_t>& cache) {
+  if (const auto it = cache.find(dir); it != cache.end()) return it->second;
+  mode_t reach = 0;
+  if (char* real = ::realpath(dir.c_str(), nullptr)) {
+    const std::string r = real;
+    ::free(real);
+    reach = 0011;
+    for (size_t end = 0; reach != 0 && end != std::string::npos;) {
+      end = r.find('/', end + 1);
+      const std::string prefix = r.substr(0, end == std::string::npos ? r.size() : end);
+      struct stat st {};
+      if (::stat(prefix.empty() ? "/" : prefix.c_str(), &st) != 0) reach = 0;
+      else reach &= st.st_mode & 0011;
+    }
+  }
+  return cache[dir] = reach;
+}
+
+std::string parent_of(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.find_last_of('/');
+  return slash == std::string::npos ? "." : slash == 0 ? "/" : p.substr(0, slash);
+}
+
+// A folder's group and other read and search bits (0055) that can be used by whoever `reach` lets in.
+mode_t reachable_bits(mode_t folder, mode_t reach) {
+  return folder & (((reach & 0010) ? 0050 : 0) | ((reach & 0001) ? 0005 : 0));
+}
+
 // Why a path (or the link at it) cannot be followed, without the path.
 std::string reach_reason(int e, bool link, const std::string& root) {
   switch (e) {
@@ -117,6 +149,12 @@ std::string reach_reason(int e, bool link, const std::string& root) {
     case ENAMETOOLONG: return "the path is too long (" + std::string(std::strerror(e)) + ")";
     default: return std::string(link ? "cannot follow the symbolic link: " : "cannot open: ") + std::strerror(e);
   }
+}
+
+// Whether the folder is an OUT_DIR: it holds abridge's state folder.
+bool holds_state(int dirfd) {
+  struct stat state {};
+  return ::fstatat(dirfd, ".abridge", &state, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(state.st_mode);
 }
 
 constexpr const char* kNotRegular = "not a regular file (a FIFO, device or socket is not read)";
@@ -152,7 +190,9 @@ class Discovery {
     if (!S_ISREG(st.st_mode)) return bad(a, file_name(a), kNotRegular);
     if (inside_out_dir(a)) return bad(a, file_name(a), std::string("lies inside OUT_DIR: ") + kOurOutputs);
     const std::string rel = file_name(a);
-    if (keep(rel)) d_.inputs.push_back({a, rel, "", {}, {}, static_cast<int64_t>(st.st_size), st.st_dev, st.st_ino});
+    if (keep(rel))
+      d_.inputs.push_back({a, rel, "", {}, {}, static_cast<int64_t>(st.st_size), st.st_dev, st.st_ino,
+                           static_cast<mode_t>(st.st_mode & 07777), real_reach(a), {}});
   }
 
  private:
@@ -163,6 +203,15 @@ class Discovery {
 
   void bad(const std::string& path, const std::string& rel, const std::string& reason) {
     d_.bad.push_back({path, rel, reason});
+  }
+
+  // Who can reach the folder a file really is in (its link, if it is one, followed).
+  mode_t real_reach(const std::string& file) {
+    char* real = ::realpath(file.c_str(), nullptr);
+    if (!real) return 0;
+    const std::string r = real;
+    ::free(real);
+    return path_reach(parent_of(r), reach_cache_);
   }
 
   bool inside_out_dir(const std::string& path) const {
@@ -179,9 +228,15 @@ class Discovery {
       return bad(a, file_name(a), std::string("is OUT_DIR or inside it: ") + kOurOutputs);
     Fd root(::open(a.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK));
     if (root.get() < 0) return bad(a, file_name(a), std::string("cannot open the folder: ") + std::strerror(errno));
+    if (holds_state(root.get())) {  // as below the top, where such a folder is not entered
+      d_.skipped.push_back({a, file_name(a), "skipped: an abridge output folder (holds .abridge)"});
+      return;
+    }
     root_ = a;
     root_fd_ = root.get();
     ancestors_ = {identity(st)};
+    folder_modes_.clear();
+    reach_ = path_reach(a, reach_cache_);
     walk(root.get(), "", 0);
   }
 
@@ -225,6 +280,7 @@ class Discovery {
         continue;
       }
       struct stat st = lst;
+      mode_t reach = reach_;
       if (S_ISLNK(lst.st_mode)) {
         Fd target(open_beneath(root_fd_, rel, O_PATH));
         if (target.get() < 0 || ::fstat(target.get(), &st) != 0) {
@@ -232,12 +288,14 @@ class Discovery {
           continue;
         }
         if (S_ISDIR(st.st_mode)) continue;  // a link to a folder is not descended
+        reach &= real_reach(fd_path(target.get()));  // the folder the file really is in
       }
       if (!S_ISREG(st.st_mode)) {
         bad(path, rel, kNotRegular);
         continue;
       }
-      d_.inputs.push_back({path, rel, root_, {}, {}, static_cast<int64_t>(st.st_size), st.st_dev, st.st_ino});
+      d_.inputs.push_back({path, rel, root_, {}, {}, static_cast<int64_t>(st.st_size), st.st_dev, st.st_ino,
+                           static_cast<mode_t>(st.st_mode & 07777), reach, folder_modes_});
     }
   }
 
@@ -256,11 +314,14 @@ class Discovery {
       return refuse("a folder that contains itself (a bind mount?): not entered");
     Fd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     if (sub.get() < 0) return refuse(std::string("cannot open the folder: ") + std::strerror(errno));
-    struct stat state {};
-    if (::fstatat(sub.get(), ".abridge", &state, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(state.st_mode))
-      return;  // another run's OUT_DIR: its files are summaries
+    if (holds_state(sub.get())) return;  // another run's OUT_DIR: its files are summaries
     ancestors_.push_back(identity(st));
+    folder_modes_.push_back(reachable_bits(st.st_mode, reach_));
+    const mode_t above = reach_;
+    reach_ &= st.st_mode & 0011;
     walk(sub.get(), rel, depth + 1);
+    reach_ = above;
+    folder_modes_.pop_back();
     ancestors_.pop_back();
   }
 
@@ -271,6 +332,9 @@ class Discovery {
   std::string root_;  // the directory being walked, as given
   int root_fd_ = -1;
   std::vector<Identity> ancestors_;
+  std::vector<mode_t> folder_modes_;  // of the folders below the root being walked (SummaryInput::folder_modes)
+  mode_t reach_ = 0;                  // who can reach the folder being walked (SummaryInput::reach)
+  std::map<std::string, mode_t> reach_cache_;  // path_reach() of folders already looked at
 };
 
 }  // namespace
@@ -367,6 +431,7 @@ void keep_shard(DiscoveredInputs& found, const std::string& spec) {
   auto mine = [&](const std::string& key) { return shard_of(key, n) == k; };
   std::erase_if(found.inputs, [&](const SummaryInput& i) { return !mine(i.rel); });
   std::erase_if(found.bad, [&](const BadInput& b) { return !mine(b.rel); });
+  std::erase_if(found.skipped, [&](const BadInput& b) { return !mine(b.rel); });
 }
 
 }  // namespace abridge::pipeline

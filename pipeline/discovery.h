@@ -9,7 +9,8 @@
 //    failed input. Links to folders are not descended. A file named on the command line or on standard
 //    input is read wherever it points: the user named it.
 //  - Hidden folders, OUT_DIR and any folder that holds a `.abridge` state folder (another run's
-//    OUT_DIR) are not entered: abridge's outputs are never its inputs.
+//    OUT_DIR) are not entered: abridge's outputs are never its inputs. Such a folder named at the top is
+//    skipped with a line saying so (DiscoveredInputs::skipped), at any level below silently.
 //  - Every problem with one path (a link loop, a broken link, an unreadable folder, a FIFO or device
 //    named .txt, a path longer than PATH_MAX, a tree deeper than kMaxFolderDepth, two inputs that would
 //    write one output) is one failed input with its reason; discovery itself never throws for a path.
@@ -44,6 +45,13 @@ struct SummaryInput {
   int64_t bytes = 0;               // its size when found (orders the work: smaller documents first)
   dev_t device = 0;                // the file's identity when found: the same file reached twice is
   ino_t inode = 0;                 // summarized once
+  // Who may read it, which its summary's permissions mirror (output_dir.h, summary_mode()):
+  mode_t mode = 0644;              // its permission bits when found (refreshed from the open file when read)
+  mode_t reach = 0011;             // group (0010) and others (0001): set when they can search every folder
+                                   // from / down to the file's folder
+  // rel's folders, outermost first: each one's group and other read and search bits (& 0055), only those
+  // that can reach it.
+  std::vector<mode_t> folder_modes{};
 };
 
 // A path that is not summarized, and why (one line, without the path).
@@ -56,6 +64,9 @@ struct BadInput {
 struct DiscoveredInputs {
   std::vector<SummaryInput> inputs;  // in the order named; sorted by name within each directory
   std::vector<BadInput> bad;         // missing, unsupported type, special files, links, collisions, ...
+  // Named on purpose but left out, not failures: a directory named at the top that is another run's
+  // OUT_DIR (it holds `.abridge`); `reason` starts with "skipped: ".
+  std::vector<BadInput> skipped;
 };
 
 // Files, directories (--recursive, --include/--exclude) and "-" (paths on `in`, one a line). When

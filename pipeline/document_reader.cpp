@@ -4,6 +4,7 @@
 
 #include "base/error.h"
 #include "engine/read_file.h"
+#include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -22,7 +23,7 @@ std::string lower_extension(const std::string& path) {
 Document read_text(std::string bytes, const ReadOptions& o) {
   Document doc;
   DecodedText d = decode_text(std::move(bytes), o.encoding, o.keep_invalid_utf8);
-  doc.text = normalize_text(d.text, TextSource::kTextFile);
+  doc.text = normalize_text(std::move(d.text), TextSource::kTextFile);
   doc.encoding = std::move(d.encoding);
   return doc;
 }
@@ -41,7 +42,7 @@ Document read_pdf(std::string bytes, const ReadOptions& o) {
   bytes.clear();
   bytes.shrink_to_fit();
   if (pdf.status != PdfStatus::kOk) throw Error(pdf.message.empty() ? to_string(pdf.status) : pdf.message);
-  doc.text = normalize_text(pdf.text, TextSource::kPdf);
+  doc.text = normalize_text(std::move(pdf.text), TextSource::kPdf);
   doc.pages = pdf.pages;
   doc.page_starts.push_back(0);
   for (size_t ff = doc.text.find('\f'); ff != std::string::npos; ff = doc.text.find('\f', ff + 1))
@@ -90,7 +91,7 @@ ReadOptions make_read_options(const std::string& encoding, const std::string& oc
     split_ocr_languages(o.ocr.languages);  // the syntax still
   }
   o.pdf.timeout_seconds = pdf_timeout;
-  if (pdf_max_memory_mb <= 0) throw Error("--pdf-max-memory must be a positive number of MiB");
+  check_range("--pdf-max-memory", pdf_max_memory_mb, 64, int64_t{1} << 20);  // MiB, as --help says
   o.pdf.max_memory_bytes = static_cast<size_t>(pdf_max_memory_mb) << 20;
   return o;
 }

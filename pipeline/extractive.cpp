@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
+#include "base/hash.h"
 #include "chunker/document.h"
 #include "chunker/terms.h"
 
@@ -93,9 +96,44 @@ struct Sentence {
   double words;      // English words; Chinese: Han characters / kHanPerWord
 };
 
-struct TransparentHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+// Term ids by the term's 64-bit FNV-1a hash, in order of first appearance: an open-addressing table of
+// ids (4 bytes a slot, at most half full) over the hashes by id (8 bytes a term). A document of a
+// million distinct terms (Chinese bigrams) would take some 80 bytes a term in a map of strings. Two
+// distinct terms of one document share a hash with a chance of about n^2 / 2^65 (1e-7 for a million).
+class TermIds {
+ public:
+  uint32_t id(std::string_view term) {
+    const uint64_t h = fnv1a64(term);
+    if ((hashes_.size() + 1) * 2 > slots_.size()) grow();
+    const size_t mask = slots_.size() - 1;
+    size_t i = slot_of(h) & mask;
+    for (; slots_[i] != kEmpty; i = (i + 1) & mask)
+      if (hashes_[slots_[i]] == h) return slots_[i];
+    slots_[i] = static_cast<uint32_t>(hashes_.size());
+    hashes_.push_back(h);
+    return slots_[i];
+  }
+  size_t size() const { return hashes_.size(); }
+  void clear() {
+    slots_ = {};
+    hashes_ = {};
+  }
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  static size_t slot_of(uint64_t h) { return static_cast<size_t>(h ^ (h >> 29)); }
+  void grow() {
+    slots_.assign(std::max<size_t>(1024, slots_.size() * 2), kEmpty);
+    const size_t mask = slots_.size() - 1;
+    for (uint32_t id = 0; id < hashes_.size(); ++id) {
+      size_t i = slot_of(hashes_[id]) & mask;
+      while (slots_[i] != kEmpty) i = (i + 1) & mask;
+      slots_[i] = id;
+    }
+  }
+
+  std::vector<uint32_t> slots_;   // (a power of two) a term's id, kEmpty for none
+  std::vector<uint64_t> hashes_;  // (terms) the hash of each id
 };
 
 // Sentences and their terms; term ids in order of first appearance.
@@ -108,11 +146,7 @@ class SentenceReader {
     const chunker::TextProfile p = scanner_.scan(text_, b, e);
     if (p.begin >= p.end) return;
     term_begin_.push_back(terms_.size());
-    for (const std::string_view t : scanner_.terms()) {
-      auto it = ids_.find(t);
-      if (it == ids_.end()) it = ids_.emplace(std::string(t), static_cast<uint32_t>(ids_.size())).first;
-      terms_.push_back(it->second);
-    }
+    for (const std::string_view t : scanner_.terms()) terms_.push_back(ids_.id(t));
     // Candidates are whole sentences of prose: they end with a terminator (one ending with a colon
     // introduces a list or code) and, in English, start like a sentence.
     bool ok = p.ends_sentence && p.letters * 2 >= p.nonspace && !p.unopened_close;
@@ -132,6 +166,12 @@ class SentenceReader {
   const std::vector<uint32_t>& terms() const { return terms_; }
   size_t terms_begin(size_t i) const { return i < term_begin_.size() ? term_begin_[i] : terms_.size(); }
   size_t n_terms() const { return ids_.size(); }
+  // The terms once the vectors are built from them: their memory goes back before the graph is built.
+  void drop_terms() {
+    terms_ = {};
+    term_begin_ = {};
+    ids_.clear();
+  }
 
  private:
   std::string_view text_;
@@ -140,7 +180,7 @@ class SentenceReader {
   std::vector<Sentence> sentences_;
   std::vector<uint32_t> terms_;
   std::vector<size_t> term_begin_;
-  std::unordered_map<std::string, uint32_t, TransparentHash, std::equal_to<>> ids_;
+  TermIds ids_;
 };
 
 // The region a Project Gutenberg text keeps between its START and END markers, else the whole text.
@@ -163,24 +203,40 @@ std::pair<size_t, size_t> body_region(std::string_view text) {
 
 // --- Vectors and the graph ---
 
-// Sparse, L2-normalized tf-idf vectors of the candidates, rows and an inverted index (by term).
+// Sparse, L2-normalized tf-idf vectors of the candidates, rows and an inverted index (by term). With
+// the graph below, the largest structure of a long document: 8 bytes an entry on each side (a sentence
+// of prose has some ten distinct terms). Weights are computed in double and kept in float: a cosine
+// needs no more than float's seven digits, and double would take a third more memory.
 struct Vectors {
   std::vector<size_t> row_begin;    // (n + 1) offsets into row_term / row_weight
-  std::vector<uint32_t> row_term;   // distinct terms of each row, ascending
-  std::vector<double> row_weight;   // tf * idf / the row's L2 norm
-  std::vector<size_t> post_begin;   // (n_terms + 1) offsets into post_row / post_weight
+  std::vector<uint32_t> row_term;   // distinct terms of each row that other rows share, ascending
+  std::vector<float> row_weight;    // tf * idf / the row's L2 norm
+  std::vector<size_t> post_begin;   // (terms of two rows or more + 1) offsets into post_row / post_weight
   std::vector<uint32_t> post_row;   // rows holding each term, ascending
-  std::vector<double> post_weight;
+  std::vector<float> post_weight;
 
   size_t rows() const { return row_begin.size() - 1; }
   size_t df(uint32_t t) const { return post_begin[t + 1] - post_begin[t]; }
 };
 
-Vectors build_vectors(const SentenceReader& reader, const std::vector<size_t>& cand) {
+// The vectors of the candidates `cand`; the reader's terms are dropped once read.
+Vectors build_vectors(SentenceReader& reader, const std::vector<size_t>& cand) {
   const size_t n = cand.size(), n_terms = reader.n_terms();
   Vectors v;
+  v.row_begin.reserve(n + 1);
   v.row_begin.assign(1, 0);
   std::vector<uint32_t> scratch;
+  // Distinct terms of each row, counted first, so that the entries are allocated once.
+  size_t entries = 0;
+  for (size_t r = 0; r < n; ++r) {
+    scratch.assign(reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r])),
+                   reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r] + 1)));
+    std::sort(scratch.begin(), scratch.end());
+    entries += static_cast<size_t>(std::unique(scratch.begin(), scratch.end()) - scratch.begin());
+  }
+  v.row_term.reserve(entries);
+  v.row_weight.reserve(entries);
+  std::vector<double> weight;  // the row being built, in double
   for (size_t r = 0; r < n; ++r) {
     scratch.assign(reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r])),
                    reader.terms().begin() + static_cast<std::ptrdiff_t>(reader.terms_begin(cand[r] + 1)));
@@ -189,25 +245,57 @@ Vectors build_vectors(const SentenceReader& reader, const std::vector<size_t>& c
       size_t m = k;
       while (m < scratch.size() && scratch[m] == scratch[k]) ++m;
       v.row_term.push_back(scratch[k]);
-      v.row_weight.push_back(1.0 + std::log(static_cast<double>(m - k)));
+      v.row_weight.push_back(static_cast<float>(m - k));  // the term frequency, for now
       k = m;
     }
     v.row_begin.push_back(v.row_term.size());
   }
-  std::vector<size_t> df(n_terms + 1, 0);
+  reader.drop_terms();
+  std::vector<uint32_t> df(n_terms + 1, 0);
   for (const uint32_t t : v.row_term) ++df[t];
   for (size_t r = 0; r < n; ++r) {
     double norm = 0;
+    weight.clear();
     for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k) {
       const double idf = std::log(static_cast<double>(n + 1) / static_cast<double>(df[v.row_term[k]]));
-      v.row_weight[k] *= idf;
-      norm += v.row_weight[k] * v.row_weight[k];
+      weight.push_back((1.0 + std::log(static_cast<double>(v.row_weight[k]))) * idf);
+      norm += weight.back() * weight.back();
     }
     norm = std::sqrt(norm);
-    for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k) v.row_weight[k] = norm > 0 ? v.row_weight[k] / norm : 0;
+    for (size_t k = v.row_begin[r]; k < v.row_begin[r + 1]; ++k)
+      v.row_weight[k] = norm > 0 ? static_cast<float>(weight[k - v.row_begin[r]] / norm) : 0.0f;
   }
-  v.post_begin.assign(n_terms + 1, 0);
-  for (size_t t = 0; t < n_terms; ++t) v.post_begin[t + 1] = v.post_begin[t] + df[t];
+  // A term of one row only takes part in no cosine between two rows (it adds to the row's norm,
+  // counted above): it is left out of the rows and the index, and the other terms are numbered again
+  // in the same order, so that every sum runs as before. Most Chinese bigrams of a long document are
+  // such terms.
+  std::vector<uint32_t> renumber(n_terms, UINT32_MAX);
+  uint32_t shared = 0;
+  for (size_t t = 0; t < n_terms; ++t)
+    if (df[t] >= 2) renumber[t] = shared++;
+  size_t kept = 0;
+  for (size_t r = 0, k = 0; r < n; ++r) {
+    const size_t end = v.row_begin[r + 1];
+    v.row_begin[r] = kept;
+    for (; k < end; ++k) {
+      const uint32_t t = renumber[v.row_term[k]];
+      if (t == UINT32_MAX) continue;
+      v.row_term[kept] = t;
+      v.row_weight[kept] = v.row_weight[k];
+      ++kept;
+    }
+  }
+  v.row_begin[n] = kept;
+  v.row_term.resize(kept);
+  v.row_term.shrink_to_fit();
+  v.row_weight.resize(kept);
+  v.row_weight.shrink_to_fit();
+  v.post_begin.assign(size_t{shared} + 1, 0);
+  for (size_t t = 0; t < n_terms; ++t)
+    if (renumber[t] != UINT32_MAX) v.post_begin[renumber[t] + 1] = df[t];
+  for (size_t t = 0; t < shared; ++t) v.post_begin[t + 1] += v.post_begin[t];
+  df = {};
+  renumber = {};
   v.post_row.resize(v.row_term.size());
   v.post_weight.resize(v.row_term.size());
   std::vector<size_t> fill(v.post_begin.begin(), v.post_begin.end() - 1);
@@ -236,18 +324,24 @@ void similarities(const Vectors& v, size_t r, size_t max_df, std::vector<double>
   }
 }
 
-// The kTopNeighbours strongest edges (cosines) of each row, by row, in ascending order of the other row.
+// The kTopNeighbours strongest edges (cosines) of each row, by row, in ascending order of the other row:
+// 8 bytes an edge.
 struct Graph {
   std::vector<size_t> edge_begin;  // (n + 1) offsets into edge_to / edge_w
   std::vector<uint32_t> edge_to;
-  std::vector<double> edge_w;
+  std::vector<float> edge_w;
 };
 
 Graph build_graph(const Vectors& v) {
   const size_t n = v.rows();
   const size_t max_df = std::max(kMinPostingCap, n / kCapDivisor);
   Graph g;
+  g.edge_begin.reserve(n + 1);
   g.edge_begin.assign(1, 0);
+  // The most edges there can be, reserved once (a vector that doubles holds three times its size while
+  // it moves); pages of the reservation that are never written take no memory.
+  g.edge_to.reserve(n * std::min(kTopNeighbours, n));
+  g.edge_w.reserve(n * std::min(kTopNeighbours, n));
   std::vector<double> acc(n, 0.0);
   std::vector<uint32_t> touched;
   std::vector<std::pair<double, uint32_t>> row;
@@ -266,7 +360,7 @@ Graph build_graph(const Vectors& v) {
     std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
     for (const auto& [w, j] : row) {
       g.edge_to.push_back(j);
-      g.edge_w.push_back(w);
+      g.edge_w.push_back(static_cast<float>(w));
     }
     g.edge_begin.push_back(g.edge_to.size());
   }
@@ -427,15 +521,22 @@ struct Selector {
 
 // The longest prefix [b, p) of the sentence [b, e) that ends before a space (words_only) or at any
 // character, whose shown text with kEllipsis fits the budget: the shown text and the prefix's end
-// (after the last character kept), or p == b when none fits.
+// (after the last character kept), or p == b when none fits. The cut points are found as the search
+// reaches them: a sentence of megabytes without a space would otherwise hold 8 bytes a character.
 std::pair<std::string, size_t> fitting_prefix(const Document& doc, size_t b, size_t e, bool words_only, int64_t budget,
                                               const chunker::TokenCounter& counter) {
   const std::string_view text = doc.text();
   std::vector<size_t> cuts;
-  for (size_t i = b + 1; i < e; ++i) {
-    if ((static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) continue;
-    if (!words_only || (text[i - 1] != ' ' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t'))) cuts.push_back(i);
-  }
+  size_t scan = b + 1;
+  // Whether cuts[k] exists, finding the cuts up to it.
+  auto has = [&](size_t k) {
+    for (; cuts.size() <= k && scan < e; ++scan) {
+      const size_t i = scan;
+      if ((static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) continue;
+      if (!words_only || (text[i - 1] != ' ' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t'))) cuts.push_back(i);
+    }
+    return k < cuts.size();
+  };
   // A cut leaves out the spaces and clause marks before it (ASCII, or full-width ， 、 ； ：).
   auto trimmed = [&](size_t p) {
     for (bool again = true; again && p > b;) {
@@ -459,8 +560,20 @@ std::pair<std::string, size_t> fitting_prefix(const Document& doc, size_t b, siz
   auto fits = [&](size_t p) {
     return trimmed(p) > b && static_cast<int64_t>(counter.count(shown(p))) <= budget;
   };
-  // Counts grow with the prefix almost always; search, then step back until one really fits.
-  size_t lo = 0, hi = cuts.size();  // cuts[0, lo) were found to fit (by the search)
+  // Counts grow with the prefix almost always: gallop to a cut that does not fit (or past the last
+  // cut), search between, then step back until one really fits.
+  size_t lo = 0, hi = 0;  // cuts[0, lo) were found to fit (by the search); cuts[hi] does not, or hi is the end
+  for (size_t probe = 0;; probe = 2 * probe + 1) {
+    if (!has(probe)) {
+      hi = cuts.size();
+      break;
+    }
+    if (!fits(cuts[probe])) {
+      hi = probe;
+      break;
+    }
+    lo = probe + 1;
+  }
   while (lo < hi) {
     const size_t mid = (lo + hi) / 2;
     if (fits(cuts[mid])) lo = mid + 1;
@@ -492,23 +605,28 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
 
   chunker::Options doc_options;
   doc_options.invalid_utf8 = chunker::InvalidUtf8::kReplace;
-  const Document doc(text, doc_options);
-  const auto& lines = doc.lines();
-  const auto& sections = doc.sections();
+  // The document model is let go while the vectors and the graph are built, and built again for the
+  // selection (the same text and options give the same model): its lines are the third largest
+  // structure of a long document, and the three need not be held at once.
+  std::optional<Document> doc_model;
+  doc_model.emplace(text, doc_options);
+  const Document* doc = &*doc_model;
+  const auto& lines = doc->lines();
+  const auto& sections = doc->sections();
   const auto [region_b, region_e] = body_region(text);
 
   // Sentences: runs of lines that hold prose, cut where the document breaks a paragraph, at a list
   // item, and at a dropped running line (so that a sentence's span holds nothing left out).
   auto prose = [&](size_t li) {
     const chunker::Line& l = lines[li];
-    return doc.is_content(li) && chunker::is_prose_like(l.kind) && !l.leaders && !l.numeric && !l.code_like &&
+    return doc->is_content(li) && chunker::is_prose_like(l.kind) && !l.leaders && !l.numeric && !l.code_like &&
            !l.title && l.begin >= region_b && l.end <= region_e;
   };
   SentenceReader reader(text, summary.language);
   std::vector<size_t> starts;
   auto read_run = [&](size_t first, size_t last) {
     starts.clear();
-    doc.sentence_starts(first, last, starts);
+    doc->sentence_starts(first, last, starts);
     size_t start = lines[first].vis_begin;
     for (const size_t end : starts) {
       reader.add(start, end);
@@ -532,7 +650,7 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   if (sent.empty()) {  // no prose line at all: read every content line as one paragraph
     size_t first = lines.size(), last = 0;
     for (size_t li = 0; li < lines.size(); ++li)
-      if (doc.is_content(li)) first = std::min(first, li), last = li;
+      if (doc->is_content(li)) first = std::min(first, li), last = li;
     if (first < lines.size()) read_run(first, last);
   }
   if (sent.empty()) return summary;
@@ -557,7 +675,7 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
     for (size_t i = 0; i < sections.size(); ++i) {
       if (sections[i].depth != 0 || sections[i].end <= region_b || sections[i].begin >= region_e) continue;
       SectionSummary ss;
-      ss.title = doc.headings()[sections[i].heading].title;
+      ss.title = doc->headings()[sections[i].heading].title;
       ss.begin = std::max(sections[i].begin, region_b);
       ss.end = std::min(sections[i].end, region_e);
       top_of_section[i] = static_cast<int>(summary.sections.size());
@@ -575,13 +693,13 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
       x.top = in >= 0 ? top_of_section[in] : (preamble ? 0 : -1);
     }
     for (SectionSummary& ss : summary.sections) {
-      ss.first_page = doc.page_of(ss.begin);
-      ss.last_page = doc.page_of(ss.end > ss.begin ? ss.end - 1 : ss.begin);
+      ss.first_page = doc->page_of(ss.begin);
+      ss.last_page = doc->page_of(ss.end > ss.begin ? ss.end - 1 : ss.begin);
     }
   }
   std::vector<Prior> section_prior(sections.size(), Prior::kNone);
   for (size_t i = 0; i < sections.size(); ++i) {
-    section_prior[i] = title_prior(doc.headings()[sections[i].heading].title);
+    section_prior[i] = title_prior(doc->headings()[sections[i].heading].title);
     if (sections[i].parent >= 0 && section_prior[i] == Prior::kNone) section_prior[i] = section_prior[sections[i].parent];
   }
 
@@ -594,12 +712,23 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   }
   const size_t n = cand.size();
 
+  // Back matter (acknowledgements, references, appendices) ends a document: what follows it is too.
+  std::vector<bool> back_matter(summary.sections.size(), false);
+  for (size_t i = 0; i < sections.size(); ++i)
+    if (top_of_section[i] >= 0 && sections[i].depth == 0 && section_prior[i] == Prior::kBackMatter)
+      std::fill(back_matter.begin() + top_of_section[i], back_matter.end(), true);
+  doc = nullptr;
+  doc_model.reset();  // `lines` and `sections` are not used below
+
   // Relevance: centrality times priors.
   const Vectors vectors = build_vectors(reader, cand);
-  const Graph graph = build_graph(vectors);
-  std::vector<double> central = textrank(graph);
+  std::vector<double> central, directed;
+  {
+    const Graph graph = build_graph(vectors);  // gone before the selection
+    central = textrank(graph);
+    directed = directed_centrality(graph, kBackWeight);
+  }
   normalize(central);
-  std::vector<double> directed = directed_centrality(graph, kBackWeight);
   normalize(directed);
   for (size_t r = 0; r < n; ++r) central[r] = (1 - kDirectedShare) * central[r] + kDirectedShare * directed[r];
   std::vector<double> rel(n);
@@ -629,11 +758,6 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   // Coverage: the major top-level sections (kMajorShare of the candidates or more, not back
   // matter) are each worth covering once.
   std::vector<double> section_weight(summary.sections.size(), 0.0);
-  // Back matter (acknowledgements, references, appendices) ends a document: what follows it is too.
-  std::vector<bool> back_matter(summary.sections.size(), false);
-  for (size_t i = 0; i < sections.size(); ++i)
-    if (top_of_section[i] >= 0 && sections[i].depth == 0 && section_prior[i] == Prior::kBackMatter)
-      std::fill(back_matter.begin() + top_of_section[i], back_matter.end(), true);
   for (size_t r = 0; r < n; ++r)
     if (const int t = sent[cand[r]].top; t >= 0) section_weight[t] += 1.0;
   // A document that has a summary of its own (Abstract, Summary, Highlights) is covered by it.
@@ -652,12 +776,14 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
   const double room = majors > 0 ? std::clamp((fits / static_cast<double>(majors) - 1.0) / 2.0, 0.0, 1.0) : 0.0;
   for (double& w : section_weight) w *= room;
 
-  Selector sel{doc, sent, cand, vectors, rel, counter, diversity, {}};
+  doc_model.emplace(text, doc_options);
+  doc = &*doc_model;
+  Selector sel{*doc, sent, cand, vectors, rel, counter, diversity, {}};
   auto sentences_of = [&](const std::vector<size_t>& rows) {
     std::vector<ExtractedSentence> out;
     for (const size_t r : rows) {
       const Sentence& s = sent[cand[r]];
-      out.push_back({s.begin, s.end, doc.page_of(s.begin), doc.page_of(s.end - 1), s.top, sel.show(r)});
+      out.push_back({s.begin, s.end, doc->page_of(s.begin), doc->page_of(s.end - 1), s.top, sel.show(r)});
     }
     return out;
   };
@@ -667,13 +793,13 @@ ExtractiveSummary summarize_extractive(std::string_view text, const chunker::Tok
     if (rows.empty()) return out;
     const size_t best = *std::max_element(rows.begin(), rows.end(), [&](size_t a, size_t b) { return rel[a] < rel[b]; });
     const Sentence& s = sent[cand[best]];
-    auto [shown, end] = summary.language == Language::kEnglish ? fitting_prefix(doc, s.begin, s.end, true, limit, counter)
+    auto [shown, end] = summary.language == Language::kEnglish ? fitting_prefix(*doc, s.begin, s.end, true, limit, counter)
                                                                : std::pair<std::string, size_t>{"", s.begin};
-    if (end == s.begin) std::tie(shown, end) = fitting_prefix(doc, s.begin, s.end, false, limit, counter);
+    if (end == s.begin) std::tie(shown, end) = fitting_prefix(*doc, s.begin, s.end, false, limit, counter);
     if (end == s.begin) return out;
     *out_tokens = static_cast<int64_t>(counter.count(shown));
     *out_text = shown;
-    out.push_back({s.begin, end, doc.page_of(s.begin), doc.page_of(end - 1), s.top, std::move(shown)});
+    out.push_back({s.begin, end, doc->page_of(s.begin), doc->page_of(end - 1), s.top, std::move(shown)});
     return out;
   };
 

@@ -11,6 +11,7 @@
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
+#include "pipeline/run_report.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -84,7 +85,7 @@ int run_model_quantize(const QuantizeOptions& opt, std::ostream& out, std::ostre
         << src.checkpoint->total_bytes() << ")\n";
     return kExitOk;
   } catch (const Error& e) {
-    err << "abridge: " << e.what() << '\n';
+    err << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }
 }

@@ -11,6 +11,7 @@
 #include <Poco/SHA2Engine.h>
 #include <cerrno>
 #include <chrono>
+#include <mutex>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -21,6 +22,8 @@
 #include "base/fd.h"
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
+#include "pipeline/path_walk.h"
+#include "pipeline/run_report.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -34,9 +37,9 @@ constexpr int kMaxDepth = 256;                        // folders below OUT_DIR t
 
 [[noreturn]] void fail(const std::string& what, int err) { throw Error(what + ": " + std::strerror(err)); }
 
-// Opens folder `name` under `at` without following a link, creating it first when asked.
-int open_dir_at(int at, const std::string& name, bool create, const std::string& shown) {
-  if (create && ::mkdirat(at, name.c_str(), 0755) != 0 && errno != EEXIST) fail(shown + ": cannot create the folder", errno);
+// Opens folder `name` under `at` without following a link, creating it first (with `mode`) when asked.
+int open_dir_at(int at, const std::string& name, bool create, const std::string& shown, mode_t mode = 0755) {
+  if (create && ::mkdirat(at, name.c_str(), mode) != 0 && errno != EEXIST) fail(shown + ": cannot create the folder", errno);
   const int fd = ::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ELOOP || errno == ENOTDIR)
@@ -131,10 +134,24 @@ OutputDir::OutputDir(const std::string& path, bool wait, std::ostream& err, cons
 void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<bool()>& give_up) {
   const std::string& path = path_;
   if (path.empty()) throw Error("-o OUT_DIR is required");
-  // OUT_DIR itself may be reached through links the user chose (a path they typed); nothing below it is.
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) fail(path + ": cannot create the output directory", errno);
-  dir_fd_ = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd_ < 0) fail(path + ": cannot open the output directory", errno);
+  // OUT_DIR itself may be reached through links of root or of the user running abridge (a path they
+  // typed, /srv -> /data), never through another user's (one planted in a shared folder); nothing below
+  // it is followed at all.
+  const WalkedPath w = walk_path(path, /*follow_last=*/true);
+  if (!w.exists && ::mkdirat(w.dir.get(), w.name.c_str(), 0755) != 0 && errno != EEXIST)
+    fail(path + ": cannot create the output directory", errno);
+  dir_fd_ = ::openat(w.dir.get(), w.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir_fd_ < 0) {
+    if (errno == ELOOP) throw Error(path + ": became a symbolic link while it was opened: not followed");
+    if (errno == ENOTDIR) throw Error(path + ": not a folder (OUT_DIR must be one)");
+    fail(path + ": cannot open the output directory", errno);
+  }
+  // Another user's OUT_DIR: they could replace anything abridge writes there (and read what it keeps).
+  struct stat own {};
+  if (::fstat(dir_fd_, &own) != 0) fail(path + ": cannot open the output directory", errno);
+  if (own.st_uid != ::geteuid() && own.st_uid != 0)
+    throw Error(path + ": OUT_DIR is owned by uid " + std::to_string(own.st_uid) + ", not by the user running abridge (uid " +
+                std::to_string(::geteuid()) + ")");
 
   // Takes an exclusive flock on `fd`; false when another run holds it and we do not (or no longer) wait.
   bool told = false;
@@ -149,7 +166,7 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
       held_by_other_ = who;
       return false;
     }
-    if (!told) err << "abridge: " << path << " is in use by " << who << "; waiting\n";
+    if (!told) err << "abridge: " << shown_path(path) << " is in use by " << who << "; waiting\n";
     told = true;
     // Polling rather than a blocking flock, so a signal to stop is seen while waiting.
     while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -167,7 +184,7 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
   // under a run does not let a second one start beside it.
   if (!lock(dir_fd_, path)) return;
   for (int attempt = 0;; ++attempt) {
-    state_fd_ = open_dir_at(dir_fd_, ".abridge", true, path + "/.abridge");
+    state_fd_ = open_dir_at(dir_fd_, ".abridge", true, path + "/.abridge", 0700);
     if (!lock(state_fd_, path + "/.abridge")) return;
     // The folder locked must still be the one at OUT_DIR/.abridge (a cleaner may have replaced it
     // between the open and the lock).
@@ -179,10 +196,75 @@ void OutputDir::open_and_lock(bool wait, std::ostream& err, const std::function<
     state_fd_ = -1;
     if (attempt >= 8) throw Error(path + "/.abridge: replaced again and again while it was being locked");
   }
+  open_state_children();
+}
+
+void OutputDir::open_state_children() const {
+  // The state is the running user's alone: the cache holds summaries of every input, private ones too,
+  // and the records name them. (A folder made by an older version, 0755, is narrowed; opened without
+  // following a link, so only abridge's own folder is changed.)
+  ::fchmod(state_fd_, 0700);
   // Who holds it, for the message of a second run (informational: the lock is the flock above).
-  write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path + "/.abridge/lock");
-  cache_fd_ = open_dir_at(state_fd_, "cache", true, path + "/.abridge/cache");
-  done_fd_ = open_dir_at(state_fd_, "done", true, path + "/.abridge/done");
+  write_atomic_at(state_fd_, "lock", std::to_string(::getpid()) + "\n", path_ + "/.abridge/lock", 0600);
+  for (int* fd : {&cache_fd_, &done_fd_})
+    if (*fd >= 0) ::close(*fd), *fd = -1;
+  cache_fd_ = open_dir_at(state_fd_, "cache", true, path_ + "/.abridge/cache", 0700);
+  done_fd_ = open_dir_at(state_fd_, "done", true, path_ + "/.abridge/done", 0700);
+}
+
+namespace {
+
+// Whether the folder open as `fd` is still the one named `name` in `at`.
+bool still_at(int fd, int at, const char* name) {
+  struct stat held {}, now {};
+  return fd >= 0 && ::fstat(fd, &held) == 0 && ::fstatat(at, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+         held.st_dev == now.st_dev && held.st_ino == now.st_ino;
+}
+
+}  // namespace
+
+bool OutputDir::state_intact() const {
+  return still_at(state_fd_, dir_fd_, ".abridge") && still_at(cache_fd_, state_fd_, "cache") &&
+         still_at(done_fd_, state_fd_, "done");
+}
+
+void OutputDir::restore_state() const {
+  {
+    std::shared_lock lock(state_mu_);
+    if (state_intact()) return;
+  }
+  std::unique_lock lock(state_mu_);
+  if (state_intact()) return;  // another thread has made them again
+  if (!still_at(state_fd_, dir_fd_, ".abridge")) {
+    // .abridge itself was deleted: a new one, locked like the first (no other run can hold it: this
+    // one holds OUT_DIR's own lock, which every run takes first).
+    Fd state(open_dir_at(dir_fd_, ".abridge", true, path_ + "/.abridge", 0700));
+    if (::flock(state.get(), LOCK_EX | LOCK_NB) != 0)
+      fail(path_ + "/.abridge: made again after it was deleted, but another process locks it", errno);
+    if (!still_at(state.get(), dir_fd_, ".abridge")) throw Error(path_ + "/.abridge: replaced while it was made again");
+    if (state_fd_ >= 0) ::close(state_fd_);
+    state_fd_ = state.release();
+  }
+  open_state_children();
+}
+
+// Runs `write` (which uses the state folders) with them in place: made again first when a cleaner has
+// deleted them, and once more when they were deleted while it wrote.
+template <class Write>
+void OutputDir::with_state(const Write& write) const {
+  restore_state();
+  {
+    std::shared_lock lock(state_mu_);
+    try {
+      write();
+      return;
+    } catch (const Error&) {
+      if (state_intact()) throw;
+    }
+  }
+  restore_state();
+  std::shared_lock lock(state_mu_);
+  write();
 }
 
 void OutputDir::close_all() {
@@ -194,6 +276,12 @@ void OutputDir::close_all() {
 
 OutputDir::~OutputDir() { close_all(); }
 
+struct stat OutputDir::folder_stat() const {
+  struct stat st {};
+  if (::fstat(dir_fd_, &st) != 0) fail(path_ + ": cannot stat the output directory", errno);
+  return st;
+}
+
 size_t OutputDir::remove_stale_temp_files() const {
   struct stat st {};
   if (::fstat(dir_fd_, &st) != 0) return 0;
@@ -202,7 +290,11 @@ size_t OutputDir::remove_stale_temp_files() const {
 
 OutputDir::CacheEntry OutputDir::cache_get(const std::string& key) const {
   CacheEntry e;
-  const auto z = read_at(cache_fd_, key + ".zst", kMaxCacheBytes);
+  std::optional<std::string> z;
+  {
+    std::shared_lock lock(state_mu_);
+    z = read_at(cache_fd_, key + ".zst", kMaxCacheBytes);
+  }
   if (!z) return e;
   e.damaged = true;
   // One zstd frame with a content checksum: the Frame_Header_Descriptor byte after the 4-byte magic has
@@ -229,12 +321,20 @@ void OutputDir::cache_put(const std::string& key, std::string_view value) const 
   ZSTD_freeCCtx(cctx);
   if (ZSTD_isError(n)) throw Error(std::string("zstd: ") + ZSTD_getErrorName(n));
   z.resize(n);
-  write_atomic_at(cache_fd_, key + ".zst", z, path_ + "/.abridge/cache/" + key + ".zst");
+  with_state([&] { write_atomic_at(cache_fd_, key + ".zst", z, path_ + "/.abridge/cache/" + key + ".zst", 0600); });
 }
 
-bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) const {
+mode_t summary_mode(mode_t input_mode, mode_t reach) {
+  return 0600 | (input_mode & (((reach & 0010) ? 0040 : 0) | ((reach & 0001) ? 0004 : 0)));
+}
+
+bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key, mode_t mode) const {
   try {
-    const auto record = read_at(done_fd_, done_name(rel), kMaxRecordBytes);
+    std::optional<std::string> record;
+    {
+      std::shared_lock lock(state_mu_);
+      record = read_at(done_fd_, done_name(rel), kMaxRecordBytes);
+    }
     if (!record) return false;
     const json j = engine::parse_json_bounded(*record, 4);  // {"key": ..., "output_sha256": ...}
     if (!j.is_object() || j.value("key", "") != job_key) return false;
@@ -245,26 +345,33 @@ bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key) c
       if (next.get() < 0) return false;
       dir = std::move(next);
     }
-    const auto output = read_at(dir.get(), parts.back(), kMaxOutputBytes);
-    return output && j.value("output_sha256", "") == sha256_hex(*output);
+    const Fd file(::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!file.ok()) return false;
+    const std::string output = engine::read_regular_fd(file.get(), kMaxOutputBytes);  // a regular file
+    if (j.value("output_sha256", "") != sha256_hex(output)) return false;
+    struct stat st {};
+    if (::fstat(file.get(), &st) == 0 && (st.st_mode & 07777 & ~mode) != 0) ::fchmod(file.get(), st.st_mode & mode & 07777);
+    return true;
   } catch (const std::exception&) {
     return false;  // a damaged record or an odd path: summarize again
   }
 }
 
 void OutputDir::write_output(const std::string& rel, std::string_view body, const std::string& job_key,
-                             const std::string& source) const {
+                             const std::string& source, mode_t mode, const std::vector<mode_t>& folder_modes) const {
   const std::vector<std::string> parts = components(rel);
   const json record = {{"key", job_key}, {"source", source}, {"output", rel}, {"output_sha256", sha256_hex(body)}};
-  write_atomic_at(done_fd_, done_name(rel), record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
-                  path_ + "/.abridge/done");
+  with_state([&] {
+    write_atomic_at(done_fd_, done_name(rel), record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
+                    path_ + "/.abridge/done", 0600);
+  });
   Fd dir(::dup(dir_fd_));
   std::string shown = path_;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     shown += "/" + parts[i];
-    dir = Fd(open_dir_at(dir.get(), parts[i], true, shown));
+    dir = Fd(open_dir_at(dir.get(), parts[i], true, shown, i < folder_modes.size() ? 0700 | (folder_modes[i] & 0055) : 0755));
   }
-  write_atomic_at(dir.get(), parts.back(), body, path_ + "/" + rel);
+  write_atomic_at(dir.get(), parts.back(), body, path_ + "/" + rel, mode & 0666);
 }
 
 }  // namespace abridge::pipeline

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "engine/read_file.h"
 #include "engine/tokenizer.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
@@ -35,7 +36,8 @@ bool is_pdf(const std::string& path) {
 // The document's bytes, read once through one descriptor (open_input: links kept inside its input
 // directory): a regular file (not a FIFO or a device, not waited on), at most `max_bytes`, read to its end
 // as it is now. Everything after reads these bytes, never the path again.
-std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
+// Its permission bits as read are set in `input` (its summary mirrors them).
+std::string read_document_bytes(SummaryInput& input, size_t max_bytes) {
   const int fd = open_input(input);
   struct Closer {
     int fd;
@@ -43,6 +45,8 @@ std::string read_document_bytes(const SummaryInput& input, size_t max_bytes) {
   } closer{fd};
   std::string bytes = engine::read_regular_fd(fd, max_bytes);
   if (bytes.empty()) throw Error("empty file");
+  struct stat st {};
+  if (::fstat(fd, &st) == 0) input.mode = st.st_mode & 07777;
   return bytes;
 }
 
@@ -123,7 +127,7 @@ std::string SummaryRules::cache_key(const PlanRequest& r) const {
 }
 
 int64_t SummaryRules::count(std::string_view text) const {
-  return text.empty() ? 0 : static_cast<int64_t>(tokenizer->encode(text, engine::AddedTokens::kPlain).size());
+  return text.empty() ? 0 : static_cast<int64_t>(tokenizer->count(text, engine::AddedTokens::kPlain));
 }
 
 PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rules, const OutputDir& out) {
@@ -131,11 +135,13 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
   PreparedDoc d;
   d.input = input;
   d.started = std::chrono::steady_clock::now();
+  uint64_t document_bytes = static_cast<uint64_t>(std::max<int64_t>(input.bytes, 0));  // as found, then as read
   try {
-    std::string bytes = read_document_bytes(input, rules.read.max_bytes);  // read once: hashed, then decoded
+    std::string bytes = read_document_bytes(d.input, rules.read.max_bytes);  // read once: hashed, then decoded
+    document_bytes = bytes.size();
     d.sha = sha256_hex(bytes);
     d.job_key = sha256_hex(d.sha + "\n" + rules.param_key + "\n" + o.format);
-    if (!o.force && out.up_to_date(input.output_rel, d.job_key)) {
+    if (!o.force && out.up_to_date(input.output_rel, d.job_key, summary_mode(d.input.mode, d.input.reach))) {
       d.state = PreparedDoc::State::kUpToDate;
       return d;
     }
@@ -178,8 +184,18 @@ PreparedDoc prepare_document(const SummaryInput& input, const SummaryRules& rule
     const std::string why = plan_document(d, rules);
     if (!why.empty()) throw Error(why);
     d.state = PreparedDoc::State::kPlanned;
+  } catch (const std::bad_alloc&) {
+    // A document larger than the memory it needs (docs/OPERATIONS.md): its text and plan go at once,
+    // and the batch goes on with the next one.
+    const auto started = d.started;
+    d = PreparedDoc{};
+    d.input = input;
+    d.started = started;
+    d.state = PreparedDoc::State::kFailed;
+    d.error = out_of_memory_message(document_bytes);
+    arm_memory_reserve();  // for the next one
   } catch (const std::exception& e) {
-    // Anything one document does (a filesystem_error, a bad_alloc on a hostile file) fails that document.
+    // Anything one document does (a filesystem_error, a length_error on a hostile file) fails that document.
     d.state = PreparedDoc::State::kFailed;
     d.error = e.what();
     if (d.error.empty()) d.error = "cannot be read";

@@ -76,15 +76,15 @@ std::string escaped(std::string_view b, bool escape_backslash) {
       ++i;
       continue;
     }
-    if (c < 0x20 || c == 0x7F) {
-      escape(c);
-      ++i;
-      continue;
-    }
     const Utf8Char u = decode_utf8(b, i);  // strict: overlongs, surrogates and stray bytes are escaped
     if (!u.valid) {
       escape(c);
       ++i;
+      continue;
+    }
+    if (is_display_control(u.cp)) {  // each of its bytes: U+009B is \xC2\x9B
+      for (uint32_t k = 0; k < u.len; ++k) escape(static_cast<unsigned char>(b[i + k]));
+      i += u.len;
       continue;
     }
     out.append(b.substr(i, u.len));

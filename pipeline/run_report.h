@@ -68,8 +68,9 @@ std::string final_line(const BatchReport& report);
 std::string report_json(const BatchReport& report);
 
 // A path (bytes) for messages and JSON: valid UTF-8 stays as it is; bytes that are not UTF-8 and
-// control characters (newlines, escapes) become \xNN, and a backslash becomes \\, so one name is one
-// line and a terminal shows what the name holds.
+// the bytes of each character that can change how what follows is shown (is_display_control(): C0 and
+// C1 controls, U+2028/U+2029, bidi controls) become \xNN, and a backslash becomes \\, so one name is
+// one line and a terminal shows what the name holds.
 std::string shown_path(std::string_view bytes);
 // A whole message (which may hold a name or a value read from a file) made one safe line the same way,
 // its backslashes kept as they are (parts already escaped by shown_path() are not escaped twice).

@@ -1,19 +1,18 @@
 #include "pipeline/shared_options.h"
 
-#include <charconv>
+#include <algorithm>
+#include <iterator>
 #include <ostream>
 
+#include "base/bytes.h"
 #include "base/error.h"
+#include "base/format.h"
+#include "engine/engine.h"
 
 namespace abridge::pipeline {
 namespace {
 
-// The shortest text that reads back as `v`: 0.01, 86400, 1e+06.
-std::string shortest(double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
+std::string shortest(double v) { return shortest_number(v); }
 
 }  // namespace
 
@@ -27,9 +26,57 @@ void check_range(const std::string& option, double value, double lo, double hi) 
     throw Error(option + " must be in " + shortest(lo) + ".." + shortest(hi) + ", not " + shortest(value));
 }
 
+uint64_t gpu_memory_limit_bytes(const std::string& size) {
+  const auto bytes = parse_bytes(size);
+  if (!bytes)
+    throw Error("--gpu-memory-limit must be a size such as 22GiB or 500MiB (0: no limit), not \"" + size + "\"");
+  engine::check_gpu_memory_limit(*bytes);
+  return *bytes;
+}
+
 void check_device(const std::string& device) {
   if (device != "auto" && device != "cpu" && device != "cuda")
     throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
+}
+
+void check_glob(const std::string& option, const std::string& pattern) {
+  auto invalid = [&](const std::string& why) {
+    throw Error(pattern + ": invalid pattern (" + option + ": " + why + ")");
+  };
+  const size_t n = pattern.size();
+  if (n == 0) invalid("empty");
+  for (size_t i = 0; i < n;) {
+    const char c = pattern[i];
+    if (c == '\\') {
+      if (i + 1 == n) invalid("it ends with a '\\' that escapes nothing");
+      i += 2;
+      continue;
+    }
+    if (c != '[') {
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    if (j < n && (pattern[j] == '!' || pattern[j] == '^')) ++j;
+    if (j < n && pattern[j] == ']') ++j;  // a ']' first is one of the set
+    while (j < n && pattern[j] != ']') {
+      if (pattern[j] == '[' && j + 1 < n && (pattern[j + 1] == ':' || pattern[j + 1] == '=' || pattern[j + 1] == '.')) {
+        const char kind = pattern[j + 1];
+        const size_t close = pattern.find(std::string{kind, ']'}, j + 2);
+        if (close == std::string::npos) invalid(std::string("an unmatched '[") + kind + "'");
+        const std::string name = pattern.substr(j + 2, close - j - 2);
+        static const char* const kClasses[] = {"alnum", "alpha", "blank", "cntrl", "digit", "graph",
+                                               "lower", "print", "punct", "space", "upper", "xdigit"};
+        if (kind == ':' && std::find(std::begin(kClasses), std::end(kClasses), name) == std::end(kClasses))
+          invalid("no character class [:" + name + ":]");
+        j = close + 2;
+        continue;
+      }
+      j += pattern[j] == '\\' && j + 1 < n ? 2 : 1;
+    }
+    if (j >= n) invalid("an unmatched '[': write \\[ for a literal '['");
+    i = j + 1;
+  }
 }
 
 }  // namespace abridge::pipeline

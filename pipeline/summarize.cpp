@@ -1,5 +1,6 @@
 #include "pipeline/summarize.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"
 #include "pipeline/driver.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/prepare.h"
 #include "pipeline/run_report.h"
@@ -36,8 +38,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-constexpr size_t kMaxDocumentBytes = size_t{512} << 20;  // a document larger than this is refused unread
-
 double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
 }
@@ -49,6 +49,10 @@ engine::EngineOptions engine_options(const SummarizeOptions& o) {
   e.gpu = o.gpu;
   e.threads = o.threads;
   e.gpu_memory_fraction = o.gpu_memory_fraction;
+  e.gpu_memory_limit = gpu_memory_limit_bytes(o.gpu_memory_limit);
+  // Checked as given: with no window the sinks are dropped below, so validate() would not see them.
+  if (o.attention_window < 0 || o.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
+  e.attention = {o.attention_window, o.attention_window > 0 ? o.sink_tokens : 0};
   e.kv_cache_tokens = o.kv_cache_tokens;
   e.step_tokens = o.prefill_chunk;
   return e;
@@ -75,6 +79,9 @@ void check_options(const SummarizeOptions& o) {
                 ", not " + std::to_string(o.chunk_tokens));
   check_range("--pdf-timeout", o.pdf_timeout, 0.1, 86400.0);
   check_range("--pdf-max-memory", o.pdf_max_memory_mb, 64, int64_t{1} << 20);
+  check_range("--max-document-size", o.max_document_mb, 1, kMaxDocumentMiB);
+  for (const std::string& g : o.include) check_glob("--include", g);
+  for (const std::string& g : o.exclude) check_glob("--exclude", g);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
   engine_options(o).validate();  // --threads, --gpu-memory-fraction, --kv-cache-tokens, --prefill-chunk
 }
@@ -97,7 +104,7 @@ struct Summarizer::Impl {
   Impl(const SummarizeOptions& options, std::ostream& err) : o(options), log(err) {
     check_options(o);
     read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
-    read.max_bytes = kMaxDocumentBytes;
+    read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
     const engine::EngineOptions eo = engine_options(o);
     eo.validate();  // before the model is read
@@ -107,6 +114,10 @@ struct Summarizer::Impl {
       } catch (const Error& e) {
         throw Error(std::string("--prompt: ") + e.what());
       }
+      // An empty instruction would summarize with none: a file saved empty by mistake, or the wrong file.
+      if (custom_prompt.find_first_not_of(" \t\r\n\f\v") == std::string::npos)
+        throw Error("--prompt: " + o.prompt_file + ": " + (custom_prompt.empty() ? "empty" : "only blanks") +
+                    " (an instruction is needed; without --prompt the built-in prompts are used)");
     }
     if (llm) {
       const auto t0 = Clock::now();
@@ -115,12 +126,28 @@ struct Summarizer::Impl {
       model_id = "model:" + sha256_hex(read_text_file(o.model + "/config.json", engine::kMaxConfigJsonBytes)) + ":" +
                  std::to_string(engine->model().checkpoint->total_bytes());
       const int64_t context = this->context();
-      if (context < 4 * o.summary_tokens + 512)
+      if (context < 4 * o.summary_tokens + 512) {
+        // The advice names what limits the context: --context-tokens is checked against the summary
+        // before this (check_options), so it is the KV cache or the model.
+        const int64_t pool = engine->kv_pool_tokens();
+        const int64_t model_context = engine->config().max_position_embeddings;
+        std::string advice;
+        if (pool < model_context && o.kv_cache_tokens > 0)
+          advice = "the KV cache is capped at " + std::to_string(pool) + " tokens: raise --kv-cache-tokens (0: as much "
+                   "as memory allows) or lower --summary-tokens";
+        else if (pool < model_context)
+          advice = "the KV cache holds " + std::to_string(pool) + " tokens in the memory given: raise "
+                   "--gpu-memory-fraction or lower --summary-tokens";
+        else
+          advice = "the model's context is " + std::to_string(model_context) + " tokens: lower --summary-tokens";
         throw Error("the context (" + std::to_string(context) + " tokens) is too small for summaries of " +
-                    std::to_string(o.summary_tokens) + " tokens; raise --context-tokens or lower --summary-tokens");
+                    std::to_string(o.summary_tokens) + " tokens (at least 4 x --summary-tokens + 512 = " +
+                    std::to_string(4 * o.summary_tokens + 512) + "); " + advice);
+      }
     } else {
       own_tokenizer.emplace(engine::Tokenizer::from_json(engine::bundled_tokenizer_json()));
     }
+    ::malloc_trim(0);
   }
 
   // A request's prompt + summary at most: the model's context, capped by the KV pool (a request runs
@@ -323,13 +350,23 @@ struct Session::Impl {
   void write_output(PreparedDoc& d) {
     const double seconds = since(d.started);
     try {
-      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path);
+      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path,
+                       summary_mode(d.input.mode, d.input.reach), d.input.folder_modes);
     } catch (const std::exception& e) {
-      d.error = e.what();
+      d.error = error_text(e);
       ended(d, "failed", seconds);
       return;
     }
     ended(d, "summarized", seconds);
+  }
+
+  // An exception out of a document's bookkeeping (memory ran out even for its report line): one line
+  // if it can be written, and the worker goes on; an exception must not end a thread (that aborts).
+  void survive(const std::exception& e, const std::string& path) {
+    try {
+      say("abridge: " + (path.empty() ? std::string() : shown_path(path) + ": ") + error_text(e));
+    } catch (const std::exception&) {
+    }
   }
 
   // Worker threads: writes first, then preparing the next document.
@@ -343,7 +380,11 @@ struct Session::Impl {
         std::function<void()> task = std::move(writes.front());
         writes.pop_front();
         lock.unlock();
-        task();
+        try {
+          task();
+        } catch (const std::exception& e) {
+          survive(e, "");
+        }
         lock.lock();
         --writing;
         cv.notify_all();
@@ -355,18 +396,22 @@ struct Session::Impl {
       ++preparing;
       in_preparation.emplace(seq, Clock::now());
       lock.unlock();
-      PreparedDoc d = prepare_document(input, rules, out);
-      switch (d.state) {
-        case PreparedDoc::State::kUpToDate: ended(d, "up to date", 0); break;
-        case PreparedDoc::State::kFailed: ended(d, "failed", since(d.started)); break;
-        case PreparedDoc::State::kSummarized: write_output(d); break;  // the extractive engine
-        case PreparedDoc::State::kPlanned: {
-          std::lock_guard l2(mu);
-          chunks_total += d.plan->level_size();
-          tokens_started += d.input_tokens;
-          ready.emplace(seq, std::move(d));
-          break;
+      try {
+        PreparedDoc d = prepare_document(input, rules, out);
+        switch (d.state) {
+          case PreparedDoc::State::kUpToDate: ended(d, "up to date", 0); break;
+          case PreparedDoc::State::kFailed: ended(d, "failed", since(d.started)); break;
+          case PreparedDoc::State::kSummarized: write_output(d); break;  // the extractive engine
+          case PreparedDoc::State::kPlanned: {
+            std::lock_guard l2(mu);
+            chunks_total += d.plan->level_size();
+            tokens_started += d.input_tokens;
+            ready.emplace(seq, std::move(d));
+            break;
+          }
         }
+      } catch (const std::exception& e) {
+        survive(e, input.path);
       }
       lock.lock();
       in_preparation.erase(seq);
@@ -427,24 +472,29 @@ struct Session::Impl {
         try {
           driver.start(std::move(*doc));
         } catch (const std::exception& e) {
-          driver.fail_all(std::string("engine: ") + e.what());  // the environment (memory): no document is lost silently
+          driver.fail_all("engine: " + error_text(e));  // the environment (memory): no document is lost silently
         }
       }
       bool ran = false;
       try {
         ran = driver.step();
       } catch (const std::exception& e) {
-        driver.fail_all(std::string("engine: ") + e.what());
+        driver.fail_all("engine: " + error_text(e));
         ran = true;
       }
-      {
+      try {
         std::lock_guard lock(mu);
         if (ran && report.first_step_seconds < 0) report.first_step_seconds = since(t0);
         counters[k] = driver.counters();
         for (const RequestRecord& r : driver.take_requests()) report.requests.push_back(r);
+      } catch (const std::exception& e) {
+        survive(e, "");  // the run report's figures of this step are lost, not the documents
       }
       if (ran) {
-        progress(false);
+        try {
+          progress(false);
+        } catch (const std::exception&) {
+        }
         continue;
       }
       std::unique_lock lock(mu);
@@ -578,7 +628,7 @@ std::vector<std::unique_ptr<Summarizer>> open_summarizers(const std::vector<Summ
     try {
       opened[i] = std::make_unique<Summarizer>(options[i], *logs[i]);
     } catch (const std::exception& e) {
-      errors[i] = e.what();
+      errors[i] = error_text(e);
       if (errors[i].empty()) errors[i] = "cannot open the engine";
     }
   };
@@ -671,13 +721,18 @@ SummarizeRun::~SummarizeRun() = default;
 std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& in, std::ostream& err) {
   check_options(o);
   if (!o.shard.empty()) parse_shard(o.shard);
-  if (!o.report.empty()) check_report_file(o.report);
   // One run per OUT_DIR at a time: cron may start the next before the last has finished.
   out_ = std::make_unique<OutputDir>(o.out_dir, o.wait_lock, err);
   if (!out_->held_by_other().empty()) {
-    err << "abridge: " << o.out_dir << " is in use by " << out_->held_by_other()
+    err << "abridge: " << shown_path(o.out_dir) << " is in use by " << out_->held_by_other()
         << "; not starting (use --wait-lock to wait for it)\n";
     return kExitLocked;
+  }
+  // --report, checked and opened before any work (OUT_DIR exists now: a report inside it is fenced
+  // by OUT_DIR's rule, and `--report OUT_DIR/last-run.json` works on the first run too).
+  if (!o.report.empty()) {
+    const struct stat out_dir = out_->folder_stat();
+    report_ = std::make_unique<ReportFile>(o.report, &out_dir);
   }
   // The engines: one, or one per GPU of --devices (each loads the model on its GPU), options and model
   // checked before any input is read.
@@ -705,6 +760,7 @@ std::optional<int> SummarizeRun::open(const SummarizeOptions& o, std::istream& i
   // OUT_DIR exists now, so discovery leaves it out; every bad path is one failed input, named here.
   found_ = discover_inputs(o, in);
   keep_shard(found_, o.shard);
+  for (const BadInput& b : found_.skipped) err << "abridge: " << shown_path(b.path) << ": " << b.reason << '\n';
   for (const BadInput& b : found_.bad) err << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << '\n';
   return std::nullopt;
 }
@@ -723,13 +779,17 @@ BatchReport SummarizeRun::run(Session::Clock::time_point start) {
   return report;
 }
 
+void SummarizeRun::write_report(const BatchReport& report, std::ostream& out) {
+  if (report_) report_->write(report_json(report), out);
+}
+
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   const auto t_start = Clock::now();
   try {
     SummarizeRun run;
     if (const auto code = run.open(o, in, err)) return *code;
     const BatchReport report = run.run(t_start);
-    if (!o.report.empty()) write_report_file(o.report, report_json(report), out);
+    run.write_report(report, out);
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
   } catch (const Error& e) {

@@ -29,6 +29,7 @@ class Engine;
 namespace abridge::pipeline {
 
 class OutputDir;
+class ReportFile;
 
 struct SummarizeOptions {
   std::vector<std::string> inputs;  // files, directories, or "-" for a list of paths on stdin
@@ -50,10 +51,14 @@ struct SummarizeOptions {
   bool quiet = false;
   double pdf_timeout = 60;          // seconds for a PDF's text layer, and again for each page read by OCR
   int64_t pdf_max_memory_mb = 2048;
+  int64_t max_document_mb = 512;    // larger documents are refused unread (MiB); see pipeline/memory.h
   std::string encoding;             // text files: "" detects; else an iconv name that is forced
   std::string ocr = "auto";         // PDFs: auto | never | always (which pages are read by OCR)
   std::string ocr_lang = "auto";    // PDFs: tesseract languages ("eng+chi_sim"), or auto
   double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
+  std::string gpu_memory_limit = "0";  // --gpu-memory-limit as given (shared_options.h parses it); "0": none
+  int64_t attention_window = 0;     // StreamingLLM window in tokens (0: full attention)
+  int64_t sink_tokens = 4;          // with a window: the first tokens every token still attends to
   int64_t kv_cache_tokens = 0;      // caps the KV pool (0: as memory allows)
   int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)
   int threads = 0;
@@ -161,9 +166,12 @@ class SummarizeRun {
   BatchReport run(Session::Clock::time_point start);
   std::vector<Summarizer*> engines() const;
   const DiscoveredInputs& found() const { return found_; }
+  // Writes the --report JSON to the file open() checked and opened (nothing without --report).
+  void write_report(const BatchReport& report, std::ostream& out);
 
  private:
   std::unique_ptr<OutputDir> out_;
+  std::unique_ptr<ReportFile> report_;  // --report, opened before the work
   std::mutex err_mu_;
   std::vector<std::unique_ptr<SyncedStream>> streams_;  // one per engine
   std::vector<std::unique_ptr<Summarizer>> engines_;

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <unordered_set>
 #include <vector>
 
 #include "base/utf8.h"
@@ -101,32 +103,42 @@ bool at_line_end(std::string_view s, size_t i) {
   return i < s.size() && (s[i] == '\n' || s[i] == '\r');
 }
 
-// Pass 1: characters.
-std::string normalize_chars(std::string_view in, TextSource source) {
+// Pass 1: characters. Copy on write: most texts have no character to change, and are returned as
+// they came.
+std::string normalize_chars(std::string in_text, TextSource source) {
+  const std::string_view in(in_text);
   std::string out;
-  out.reserve(in.size());
+  size_t flushed = 0;  // in[flushed, i) is unchanged and not yet in `out`
+  // The bytes in[i, i + len) become `with`.
+  auto change = [&](size_t i, size_t len, std::string_view with) {
+    if (flushed == 0 && out.empty()) out.reserve(in.size());
+    out.append(in.substr(flushed, i - flushed));
+    out.append(with);
+    flushed = i + len;
+  };
   int32_t last = '\n';  // the last code point written, '\n' at a line start
   for (size_t i = 0; i < in.size();) {
     const auto byte = static_cast<unsigned char>(in[i]);
     if (byte >= 0x20 && byte < 0x7F && byte != ' ') {  // the common case
-      out += in[i++];
+      ++i;
       last = byte;
       continue;
     }
+    const size_t at = i;
     const Cp c = decode_at(in, i);
     const std::string_view raw = in.substr(i, c.len);
     i += c.len;
     switch (c.cp) {
       case 0x0B: case 0x85: case 0x2028:
-        out += '\n';
+        change(at, c.len, "\n");
         last = '\n';
         continue;
       case 0x2029:
-        out += "\n\n";
+        change(at, c.len, "\n\n");
         last = '\n';
         continue;
       case kSoftHyphen:
-        if (at_line_end(in, i)) out.append(raw);  // pass 2 joins the word
+        if (!at_line_end(in, i)) change(at, c.len, "");  // at a line end, pass 2 joins the word
         continue;
       case ' ':
         if (source == TextSource::kPdf && last != '\n') {
@@ -135,26 +147,25 @@ std::string normalize_chars(std::string_view in, TextSource source) {
           const int32_t next = j < in.size() ? decode_at(in, j).cp : '\n';
           const bool cut = next != '\n' && next != '\r' && next != '\f' && next != '\t' &&
                            ((is_han_kana(last) && is_han_kana(next)) || is_cjk_punct(last) || is_cjk_punct(next));
-          if (cut) {
-            i = j;
-            continue;
-          }
-          out.append(in.substr(i - 1, j - i + 1));
+          if (cut) change(at, j - at, "");
+          else last = ' ';
           i = j;
-          last = ' ';
           continue;
         }
         break;
       default:
         if (c.cp >= 0 && folds(c.cp)) {
-          append_folded(out, raw);
+          std::string folded;
+          append_folded(folded, raw);
+          change(at, c.len, folded);
           last = decode_before(out, out.size()).cp;
           continue;
         }
     }
-    out.append(raw);
     last = c.cp == '\n' || c.cp == '\r' || c.cp == '\f' ? '\n' : c.cp;
   }
+  if (flushed == 0 && out.empty()) return in_text;  // nothing changed
+  out.append(in.substr(flushed));
   return out;
 }
 
@@ -216,7 +227,8 @@ size_t count_cps(std::string_view s) {
   return n;
 }
 
-// Pass 2: words broken at line ends.
+// Pass 2: words broken at line ends, in place: what is written never passes what is read (a break's
+// hyphen and line end are at least as long as what replaces them).
 std::string join_broken_words(std::string in) {
   std::vector<Break> breaks;
   for (size_t nl = in.find('\n'); nl != std::string::npos; nl = in.find('\n', nl + 1)) {
@@ -224,41 +236,61 @@ std::string join_broken_words(std::string in) {
     if (break_at(in, nl, b)) breaks.push_back(b);
   }
   if (breaks.empty()) return in;
-  bool any_hard = false;
-  for (const Break& b : breaks) any_hard = any_hard || !b.soft;
-  const std::string_view s(in);
-  WordCounts counts(any_hard ? s : std::string_view());
-
-  std::string out;
-  out.reserve(in.size());
-  size_t copied = 0;
+  // The decisions first, from the text as it is: the words around each hard break, counted.
+  std::unordered_set<std::string> wanted;
   for (const Break& b : breaks) {
-    bool keep = false;
-    if (!b.soft)
-      keep = keep_line_end_hyphen(hyphen_evidence(counts, s.substr(b.before_begin, b.hyphen - b.before_begin),
-                                                  s.substr(b.after_begin, b.after_end - b.after_begin)));
+    if (b.soft) continue;
+    const std::string lb = lower(std::string_view(in).substr(b.before_begin, b.hyphen - b.before_begin));
+    const std::string la = lower(std::string_view(in).substr(b.after_begin, b.after_end - b.after_begin));
+    wanted.insert({lb, la, lb + la, lb + "-" + la});
+  }
+  std::vector<bool> keep(breaks.size(), false);
+  if (!wanted.empty()) {
+    const std::string_view s(in);
+    const WordCounts counts(s, &wanted);
+    for (size_t k = 0; k < breaks.size(); ++k) {
+      const Break& b = breaks[k];
+      if (!b.soft)
+        keep[k] = keep_line_end_hyphen(hyphen_evidence(counts, s.substr(b.before_begin, b.hyphen - b.before_begin),
+                                                       s.substr(b.after_begin, b.after_end - b.after_begin)));
+    }
+  }
+  wanted.clear();
+
+  char* const d = in.data();
+  const size_t n = in.size();
+  size_t w = 0, copied = 0;  // written up to w; read up to copied (w <= copied)
+  auto put = [&](size_t from, size_t len) {
+    if (w != from) std::memmove(d + w, d + from, len);
+    w += len;
+  };
+  for (size_t k = 0; k < breaks.size(); ++k) {
+    const Break& b = breaks[k];
+    const bool crlf = b.newline > 0 && d[b.newline - 1] == '\r';  // read before anything is written there
     if (b.hyphen >= copied) {
-      out.append(s.substr(copied, b.hyphen - copied));
-      if (keep) out.append(s.substr(b.hyphen, b.hyphen_end - b.hyphen));
-    } else if (!keep) {
-      // "a-\nb-\nc": the line was only the moved part "b-", which already ends `out`.
-      out.resize(out.size() - (b.hyphen_end - b.hyphen));
+      put(copied, b.hyphen - copied);
+      if (keep[k]) put(b.hyphen, b.hyphen_end - b.hyphen);
+    } else if (!keep[k]) {
+      // "a-\nb-\nc": the line was only the moved part "b-", which already ends what is written.
+      w -= b.hyphen_end - b.hyphen;
     }
     // The second part moves up with what sticks to it ("mation," or "known.").
     size_t word_end = b.after_end;
-    while (word_end < s.size() && s[word_end] != ' ' && s[word_end] != '\t' && s[word_end] != '\n' &&
-           s[word_end] != '\r' && s[word_end] != '\f')
+    while (word_end < n && d[word_end] != ' ' && d[word_end] != '\t' && d[word_end] != '\n' && d[word_end] != '\r' &&
+           d[word_end] != '\f')
       ++word_end;
-    out.append(s.substr(b.after_begin, word_end - b.after_begin));
+    put(b.after_begin, word_end - b.after_begin);
     size_t rest = word_end;
-    while (rest < s.size() && (s[rest] == ' ' || s[rest] == '\t')) ++rest;
-    if (rest < s.size() && s[rest] != '\n' && s[rest] != '\r' && s[rest] != '\f') {
-      out += b.newline > 0 && s[b.newline - 1] == '\r' ? "\r\n" : "\n";
+    while (rest < n && (d[rest] == ' ' || d[rest] == '\t')) ++rest;
+    if (rest < n && d[rest] != '\n' && d[rest] != '\r' && d[rest] != '\f') {
+      if (crlf) d[w++] = '\r';
+      d[w++] = '\n';
     }
     copied = rest;
   }
-  out.append(s.substr(copied));
-  return out;
+  put(copied, n - copied);
+  in.resize(w);
+  return in;
 }
 
 // Soft hyphens that pass 2 left (at line ends that were no word break).
@@ -276,21 +308,35 @@ void drop_soft_hyphens(std::string& s) {
 
 }  // namespace
 
-WordCounts::WordCounts(std::string_view s) {
-  // Runs of letters/digits, each with how it is tied to the next one.
+WordCounts::WordCounts(std::string_view s, const std::unordered_set<std::string>* only) {
+  // Runs of letters/digits, each with how it is tied to the next one. A run is counted once the one
+  // after it is known: three are held, never the document's list.
   struct Run {
-    size_t b, e;
+    size_t b = 0, e = 0;
     bool compound_next = false;  // "a-b" within a line
     bool broken_next = false;    // "a-\nb": both are parts of a broken word
   };
-  std::vector<Run> runs;
+  auto add = [only](std::unordered_map<std::string, int>& to, std::string key) {
+    if (!only || only->contains(key)) ++to[std::move(key)];
+  };
+  // Counts run r, given the runs before and after it (null at either end).
+  auto count = [&](const Run& r, const Run* before, const Run* after) {
+    const bool fragment = r.broken_next || (before && before->broken_next);
+    const bool in_compound = r.compound_next || (before && before->compound_next);
+    if (r.compound_next && after && !fragment && !after->broken_next)
+      add(compounds_, lower(s.substr(r.b, r.e - r.b)) + "-" + lower(s.substr(after->b, after->e - after->b)));
+    if (!fragment && !in_compound) add(words_, lower(s.substr(r.b, r.e - r.b)));
+  };
+  Run before, current;
+  bool have_before = false, have_current = false;
   for (size_t i = 0; i < s.size();) {
     Cp c = decode_at(s, i);
     if (!is_alnum(c.cp)) {
       i += c.len;
       continue;
     }
-    Run r{i, i};
+    Run r;
+    r.b = r.e = i;
     while (r.e < s.size() && is_alnum(c.cp)) {
       r.e += c.len;
       if (r.e < s.size()) c = decode_at(s, r.e);
@@ -310,17 +356,14 @@ WordCounts::WordCounts(std::string_view s) {
         }
       }
     }
-    runs.push_back(r);
+    if (have_current) count(current, have_before ? &before : nullptr, &r);
+    before = current;
+    have_before = have_current;
+    current = r;
+    have_current = true;
     i = r.e;
   }
-  auto fragment = [&](size_t k) { return runs[k].broken_next || (k > 0 && runs[k - 1].broken_next); };
-  for (size_t k = 0; k < runs.size(); ++k) {
-    const Run& r = runs[k];
-    const bool in_compound = r.compound_next || (k > 0 && runs[k - 1].compound_next);
-    if (r.compound_next && k + 1 < runs.size() && !fragment(k) && !fragment(k + 1))
-      ++compounds_[lower(s.substr(r.b, r.e - r.b)) + "-" + lower(s.substr(runs[k + 1].b, runs[k + 1].e - runs[k + 1].b))];
-    if (!fragment(k) && !in_compound) ++words_[lower(s.substr(r.b, r.e - r.b))];
-  }
+  if (have_current) count(current, have_before ? &before : nullptr, nullptr);
 }
 
 int WordCounts::word(const std::string& w) const {
@@ -361,8 +404,8 @@ bool keep_line_end_hyphen(const HyphenEvidence& e) {
   return e.before_alone > 0 && e.after_alone > 0;
 }
 
-std::string normalize_text(std::string_view text, TextSource source) {
-  std::string out = join_broken_words(normalize_chars(text, source));
+std::string normalize_text(std::string text, TextSource source) {
+  std::string out = join_broken_words(normalize_chars(std::move(text), source));
   drop_soft_hyphens(out);
   return out;
 }

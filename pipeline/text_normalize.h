@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace abridge::pipeline {
 
@@ -28,14 +29,19 @@ enum class TextSource { kTextFile, kPdf };
 // A word is joined across a line break by moving its second part up: "infor-\nmation is" becomes
 // "information\nis" (or "information" followed by the next line's break when nothing else is on it). Form
 // feeds (page breaks) are never crossed, so the byte offsets of pages can be found after normalizing.
-std::string normalize_text(std::string_view text, TextSource source);
+// Memory: `text` is taken over and changed in place where it can be; at most one more copy of the text
+// (when a character changes) and counts of the words around line-end hyphens are held.
+std::string normalize_text(std::string text, TextSource source);
 
 // How often each word, and each hyphenated pair of words, occurs in a document. Words are runs of
 // letters, marks and digits, lower-cased; "well-known" within a line counts as the compound
 // "well-known", not as "well" and "known". The parts of a word broken at a line end do not count.
 class WordCounts {
  public:
-  explicit WordCounts(std::string_view text);
+  explicit WordCounts(std::string_view text) : WordCounts(text, nullptr) {}
+  // Only the words and compounds (lower case) in `only`, when not null: the counts take memory for
+  // what is asked, not for every distinct word of a long document.
+  WordCounts(std::string_view text, const std::unordered_set<std::string>* only);
   int word(const std::string& lower) const;      // as a word of its own
   int compound(const std::string& lower) const;  // "a-b" written with the hyphen within a line
 

@@ -10,7 +10,7 @@ class TokenizerCounter final : public chunker::TokenCounter {
  public:
   explicit TokenizerCounter(const engine::Tokenizer& tok) : tok_(tok) {}
   size_t count(std::string_view text) const override {
-    return text.empty() ? 0 : tok_.encode(text, engine::AddedTokens::kPlain).size();
+    return text.empty() ? 0 : tok_.count(text, engine::AddedTokens::kPlain);
   }
 
  private:

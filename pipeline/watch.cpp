@@ -29,6 +29,7 @@
 
 #include "base/error.h"
 #include "pipeline/commands.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
@@ -364,11 +365,12 @@ std::vector<SummaryInput> Watch::discover_all(std::vector<BadInput>* failed) {
   // Each path that cannot be taken is logged once while it stays so (and again after it was fixed and
   // broke again); the watch goes on.
   std::set<std::string> bad_now;
-  for (const BadInput& b : found.bad) {
-    const std::string key = b.path + '\0' + b.reason;
-    bad_now.insert(key);
-    if (!bad_logged_.count(key)) log_ << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << "\n";
-  }
+  for (const std::vector<BadInput>* list : {&found.bad, &found.skipped})  // a skipped root: said once the same way
+    for (const BadInput& b : *list) {
+      const std::string key = b.path + '\0' + b.reason;
+      bad_now.insert(key);
+      if (!bad_logged_.count(key)) log_ << "abridge: " << shown_path(b.path) << ": " << shown_path(b.reason) << "\n";
+    }
   bad_logged_ = std::move(bad_now);
   if (failed) *failed = found.bad;
   std::set<std::string> paths;
@@ -469,12 +471,25 @@ void Watch::gone(const std::string& path) {
 
 // Looks at one tracked file again (an event named it).
 void Watch::look_at(const std::string& path, double now, bool moved_in) {
+  // A link now (a file swapped for one): whether it is followed is discovery's rule (inside the tree
+  // only), and a link that breaks it is logged there, once; the next scan decides, not stat().
+  struct stat lst {};
+  if (::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    if (moved_in) moved_in_.insert(path);
+    need_scan_ = true;
+    return;
+  }
   if (const auto v = stat_file(path)) tracker_.observe(path, *v, now, moved_in);
   else gone(path);
 }
 
 void Watch::scan(double now) {
-  const std::vector<SummaryInput> found = discover_all();
+  std::vector<BadInput> bad;
+  const std::vector<SummaryInput> found = discover_all(&bad);
+  // A tracked file that has become a bad path (swapped for a link out of the tree, ...) was just logged
+  // as one: it is no longer an input, and is not summarized to fail a second time.
+  for (const BadInput& b : bad)
+    if (tracker_.forget(b.path).tracked) inputs_.erase(b.path);
   std::set<std::string> present;
   for (const SummaryInput& i : found) {
     present.insert(i.path);
@@ -595,6 +610,12 @@ int Watch::forever() {
 
 }  // namespace
 
+void write_watch_line(std::ostream& err, const std::string& message) {
+  StampedBuf stamped(err.rdbuf());
+  std::ostream log(&stamped);
+  log << "abridge watch: " << shown_message(message) << '\n' << std::flush;
+}
+
 int run_watch(const WatchOptions& options, std::ostream& err) {
   StampedBuf stamped(err.rdbuf());
   std::ostream log(&stamped);
@@ -629,7 +650,7 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
     OutputDir out(so.out_dir, so.wait_lock, log, [] { return StopSignals::requested(); });
     if (!out.held_by_other().empty()) {
       if (StopSignals::requested()) return kExitOk;  // stopped while waiting for the lock
-      log << "abridge watch: " << so.out_dir << " is in use by " << out.held_by_other()
+      log << "abridge watch: " << shown_path(so.out_dir) << " is in use by " << out.held_by_other()
           << "; not starting (use --wait-lock to wait for it)\n";
       return kExitLocked;
     }
@@ -653,7 +674,7 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
   } catch (const std::exception& e) {
     // Summarizer::run reports document errors itself; what escapes is the environment (a full disk,
     // a failed device). Exit non-zero so that a service manager restarts the watch, which resumes.
-    log << "abridge watch: fatal: " << shown_message(e.what()) << '\n';
+    log << "abridge watch: fatal: " << shown_message(error_text(e)) << '\n';
     return kExitFatal;
   }
 }

@@ -81,4 +81,8 @@ class SettleTracker {
 // holds OUT_DIR. Log lines on `err` start with an ISO 8601 UTC timestamp.
 int run_watch(const WatchOptions& options, std::ostream& err);
 
+// Writes "STAMP abridge watch: MESSAGE\n" to `err`, STAMP the ISO 8601 UTC time that starts every log
+// line of watch: for errors found before run_watch (options the command line or --config got wrong).
+void write_watch_line(std::ostream& err, const std::string& message);
+
 }  // namespace abridge::pipeline

@@ -1,9 +1,10 @@
-// The ground floor (base/): UTF-8, hashes, random numbers, the check macro.
+// The ground floor (base/): UTF-8, hashes, random numbers, byte sizes, the check macro.
 #include <gtest/gtest.h>
 
 #include <string>
 #include <string_view>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/rng.h"
@@ -11,6 +12,37 @@
 
 namespace abridge {
 namespace {
+
+TEST(Bytes, ParsesTheWaysSizesAreWritten) {
+  constexpr uint64_t KiB = 1024, MiB = KiB * 1024, GiB = MiB * 1024, TiB = GiB * 1024;
+  EXPECT_EQ(parse_bytes("0"), 0u);
+  EXPECT_EQ(parse_bytes("8000000000"), 8000000000u);
+  EXPECT_EQ(parse_bytes("17B"), 17u);
+  EXPECT_EQ(parse_bytes("23GiB"), 23 * GiB);
+  EXPECT_EQ(parse_bytes("23gib"), 23 * GiB);
+  EXPECT_EQ(parse_bytes("23G"), 23 * GiB);
+  EXPECT_EQ(parse_bytes("23 GiB"), 23 * GiB);
+  EXPECT_EQ(parse_bytes("23GB"), 23000000000u);
+  EXPECT_EQ(parse_bytes("500MiB"), 500 * MiB);
+  EXPECT_EQ(parse_bytes("500M"), 500 * MiB);
+  EXPECT_EQ(parse_bytes("64k"), 64 * KiB);
+  EXPECT_EQ(parse_bytes("2TiB"), 2 * TiB);
+  EXPECT_EQ(parse_bytes("1.5GiB"), GiB + GiB / 2);
+  EXPECT_EQ(parse_bytes(".5K"), 512u);
+  EXPECT_EQ(parse_bytes("1024T"), 1024 * TiB);
+  for (const char* bad : {"", "G", "-1G", "1.2.3G", "12X", "12 GiBs", "12iB", "1e9", "  12", "12  G",
+                          "99999999999999999999", "2048P", "1048577T"})
+    EXPECT_FALSE(parse_bytes(bad).has_value()) << bad;
+}
+
+TEST(Bytes, FormatsForMessages) {
+  EXPECT_EQ(format_bytes(0), "0 bytes");
+  EXPECT_EQ(format_bytes(1), "1 byte");
+  EXPECT_EQ(format_bytes(1023), "1023 bytes");
+  EXPECT_EQ(format_bytes(1536), "1.5 KiB");
+  EXPECT_EQ(format_bytes(uint64_t{23} << 30), "23.0 GiB");
+  EXPECT_EQ(format_bytes(2 * 1000 * 1000), "1.9 MiB");
+}
 
 TEST(Utf8, FindInvalid) {
   constexpr size_t npos = std::string_view::npos;

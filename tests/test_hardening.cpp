@@ -9,26 +9,32 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <thread>
 
+#include "base/rng.h"
 #include "engine/embedded_data.h"
 #include "base/error.h"
 #include "engine/read_file.h"
 #include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 #include "pipeline/discovery.h"
+#include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
 #include "pipeline/summarize.h"
 #include "tests/model_fixture.h"
@@ -275,6 +281,54 @@ TEST(HardeningOutDir, LinksPlantedInsideAreNeverWrittenThrough) {
   EXPECT_TRUE(S_ISREG(lstat_of(m / "model" / "config.json").st_mode));
 }
 
+// OUT_DIR's path is followed through a link only when the link is root's or the running user's (Linux's
+// protected_symlinks rule, whatever the sysctl says): a link another user planted in a sticky shared
+// folder, as OUT_DIR or on its way, is refused before anything is written; so is an OUT_DIR owned by
+// another user.
+TEST(HardeningOutDir, AnotherUsersLinkOrFolderAsOutDirIsRefused) {
+  if (!running_as_root()) GTEST_SKIP() << "needs root to make files owned by another user (nobody)";
+  TempDir t;
+  const fs::path shared = t / "shared", victim = t / "victim";
+  fs::create_directories(shared);
+  fs::create_directories(victim);
+  fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);  // 1777, like /tmp
+  write_file(shared / "a.txt", kText);
+  auto plant = [&](const fs::path& link) {  // a link made by nobody
+    fs::create_symlink(victim, link);
+    ASSERT_EQ(::lchown(link.c_str(), 65534, 65534), 0) << std::strerror(errno);
+  };
+  plant(shared / "summaries");
+  plant(shared / "drop");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"summarize " + sq(shared / "a.txt") + " -o " + sq(shared / "summaries"), (shared / "summaries").string()},
+      {"watch " + sq(shared) + " -o " + sq(shared / "summaries") + " --once", (shared / "summaries").string()},
+      {"summarize " + sq(shared / "a.txt") + " -o " + sq(shared / "drop" / "out"), (shared / "drop").string()},
+  };
+  for (const auto& [args, link] : cases) {
+    const RunResult r = abridge_within(60, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, link + ": a symbolic link that belongs to another user (uid 65534): not followed")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+    EXPECT_TRUE(tree(victim).empty()) << args;
+  }
+  // The same links made by root (or by the user running abridge) are followed.
+  fs::create_symlink(victim, t / "mine");
+  RunResult r = abridge_within(60, "summarize " + sq(shared / "a.txt") + " -o " + sq(t / "mine" / "out"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::is_regular_file(victim / "out" / "a.txt.summary.md"));
+  // An OUT_DIR that belongs to another user (not root) is refused, with one line naming both users.
+  const fs::path theirs = shared / "theirs";
+  fs::create_directories(theirs);
+  ASSERT_EQ(::chown(theirs.c_str(), 65534, 65534), 0);
+  for (const std::string& cmd : {"summarize " + sq(shared / "a.txt"), "watch " + sq(t / "victim") + " --once"}) {
+    r = abridge_within(60, cmd + " -o " + sq(theirs));
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, theirs.string() + ": OUT_DIR is owned by uid 65534, not by the user running abridge (uid 0)")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+    EXPECT_TRUE(tree(theirs).empty());
+  }
+}
+
 // ---- 3. --report ------------------------------------------------------------------------------------
 
 TEST(HardeningReport, SpecialFilesAreWrittenThroughOrRefusedNeverReplaced) {
@@ -345,6 +399,84 @@ TEST(HardeningReport, SpecialFilesAreWrittenThroughOrRefusedNeverReplaced) {
   EXPECT_EQ(json::parse(read_file(t / "last.json"))["summarized"], 1);
 }
 
+// The folder part of --report is walked a folder at a time: inside OUT_DIR no link is followed (a link
+// there to an outside folder would have a file outside replaced); elsewhere a link is followed only when
+// it belongs to root or to the user running abridge. Refused before any work.
+TEST(HardeningReport, LinksInItsFolderPartFollowTheOutDirAndOwnerRules) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  const fs::path out = t / "o", outside = t / "outside";
+  fs::create_directories(out / "real");
+  fs::create_directories(outside);
+  write_file(outside / "r.json", "precious");
+  fs::create_symlink(outside, out / "sub");  // root's own link, but inside OUT_DIR
+  const std::string run = "summarize " + sq(t / "a.txt") + " -o " + sq(out) + " --report ";
+  RunResult r = abridge_within(60, run + sq(out / "sub" / "r.json"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, (out / "sub").string() + ": a symbolic link inside OUT_DIR: not followed")) << r.err;
+  EXPECT_EQ(read_file(outside / "r.json"), "precious");
+  EXPECT_FALSE(fs::exists(out / "a.txt.summary.md")) << "refused after the work";
+  // A real folder inside OUT_DIR, and root's link outside it, are fine.
+  r = abridge_within(60, run + sq(out / "real" / "r.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(out / "real" / "r.json"))["summarized"], 1);
+  fs::create_symlink(outside, t / "mine");
+  r = abridge_within(60, run + sq(t / "mine" / "new.json") + " --force");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(outside / "new.json"))["summarized"], 1);
+  // Another user's link in a shared sticky folder is not followed.
+  if (running_as_root()) {
+    const fs::path shared = t / "shared";
+    fs::create_directories(shared);
+    fs::permissions(shared, fs::perms::all | fs::perms::sticky_bit);
+    fs::create_symlink(outside, shared / "reports");
+    ASSERT_EQ(::lchown((shared / "reports").c_str(), 65534, 65534), 0);
+    r = abridge_within(60, run + sq(shared / "reports" / "r.json") + " --force");
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_TRUE(contains(r.err, (shared / "reports").string() + ": a symbolic link that belongs to another user (uid 65534)")) << r.err;
+    EXPECT_EQ(read_file(outside / "r.json"), "precious");
+  }
+}
+
+// A FIFO nobody reads is refused before the work, not after it; /dev/stdout and /dev/fd/N are the
+// descriptors as the shell opened them: a cron job's `>> log` is appended to, never truncated or replaced.
+TEST(HardeningReport, CheckedBeforeTheWorkAndDescriptorsWrittenAsTheyAre) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  make_fifo(t / "fifo");
+  const std::string run = "summarize " + sq(t / "a.txt") + " -q --force -o ";
+  RunResult r = abridge_within(60, run + sq(t / "o1") + " --report " + sq(t / "fifo"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "fifo: nobody reads the FIFO")) << r.err;
+  EXPECT_EQ(count(r.err, "\n"), 1u) << r.err;
+  EXPECT_FALSE(fs::exists(t / "o1" / "a.txt.summary.md")) << "refused after the work";
+  EXPECT_TRUE(S_ISFIFO(lstat_of(t / "fifo").st_mode));
+
+  // `>> log`: what the log held stays, the report follows it.
+  write_file(t / "log", "an earlier line\n");
+  r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o2") + " --report /dev/stdout >> " + sq(t / "log"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string log = read_file(t / "log");
+  ASSERT_EQ(log.rfind("an earlier line\n", 0), 0u) << log;
+  EXPECT_EQ(json::parse(log.substr(16))["summarized"], 1);
+  EXPECT_TRUE(S_ISLNK(lstat_of("/dev/stdout").st_mode));
+  r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o2") + " --report /dev/fd/3 3>> " + sq(t / "log"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(t / "log").rfind(log, 0), 0u);
+  EXPECT_GT(read_file(t / "log").size(), log.size());
+  // `> file`: written where the shell opened it.
+  r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o2") + " --report /dev/stdout > " + sq(t / "plain"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(read_file(t / "plain"))["summarized"], 1);
+  // A descriptor that is not open, or not for writing: refused before the work.
+  for (const std::string& bad : {std::string("/dev/fd/9"), std::string("/dev/stdout 1</dev/null")}) {
+    r = run_shell("timeout 60 " + bin() + " " + run + sq(t / "o3") + " --report " + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "is not open")) << r.err;
+    EXPECT_FALSE(fs::exists(t / "o3" / "a.txt.summary.md")) << bad;
+  }
+}
+
 // ---- 4 and 5. clean-up and the lock -----------------------------------------------------------------
 
 // The lock holds while a cleaner deletes .abridge/lock or all of .abridge; temporary files are deleted
@@ -382,6 +514,32 @@ TEST(HardeningOutDir, TheLockHoldsWhenItsFilesAreDeletedAndOnlyTheHolderCleansUp
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(fs::exists(tmp));
   EXPECT_EQ(read_file(thesis), "a user's file");
+}
+
+// `rm -rf OUT_DIR/.abridge` (or of its done/ or cache/) while a watch runs: the next document makes
+// them again and is summarized, and the lock still holds (a second run is refused).
+TEST(HardeningOutDir, AWatchGoesOnAfterItsStateFolderIsDeleted) {
+  TempDir in, out, logs;
+  write_file(in / "a.txt", kText);
+  WatchProcess w(quote(in.path()) + " -o " + quote(out.path()) + " --settle 0.2 --rescan 0.5", logs / "log");
+  ASSERT_TRUE(w.started()) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "a.txt.summary.md"); }, 90s)) << w.log();
+  int n = 0;
+  for (const std::string deleted : {".abridge", ".abridge/done", ".abridge"}) {
+    SCOPED_TRACE(deleted);
+    fs::remove_all(out / deleted);
+    const std::string name = "doc" + std::to_string(++n) + ".txt";
+    write_file(in / name, n % 2 ? kOtherText : kText);
+    ASSERT_TRUE(wait_until([&] { return fs::exists(out / (name + ".summary.md")); }, 90s)) << w.log();
+    EXPECT_TRUE(fs::is_regular_file(out / ".abridge" / "done" / (abridge::pipeline::sha256_hex(name + ".summary.md") + ".json")));
+    EXPECT_TRUE(fs::is_directory(out / ".abridge" / "cache"));
+    EXPECT_EQ(read_file(out / ".abridge" / "lock"), std::to_string(w.pid()) + "\n");
+    const RunResult r = abridge_within(60, "summarize " + sq(in / "a.txt") + " -o " + sq(out.path()));
+    EXPECT_EQ(r.exit_code, 3) << r.err;
+  }
+  EXPECT_FALSE(contains(w.log(), ", 1 failed")) << w.log();
+  EXPECT_FALSE(contains(w.log(), "No such file or directory")) << w.log();
+  EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
 }
 
 // An OUT_DIR inside another run's OUT_DIR is that run's: the outer run's clean-up leaves its temporary
@@ -438,6 +596,91 @@ TEST(HardeningOutDir, OutDirInsideAnInputIsNeverAnInput) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "a.txt.summary.md: lies inside OUT_DIR")) << r.err;
   EXPECT_TRUE(contains(r.err, "summaries: is OUT_DIR or inside it")) << r.err;
+}
+
+// Another run's OUT_DIR (a folder holding .abridge) named at the top is skipped with one line, as it is
+// below the top: summaries are never summarized again. It is not a failure.
+TEST(HardeningOutDir, AnotherRunsOutDirNamedAtTheTopIsSkipped) {
+  TempDir t;
+  const fs::path docs = t / "docs", prev = t / "prev";
+  fs::create_directories(docs);
+  write_file(docs / "a.txt", kText);
+  RunResult r = abridge_within(60, "summarize " + sq(docs) + " -o " + sq(prev));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(fs::is_directory(prev / ".abridge"));
+  const std::string line = "abridge: " + prev.string() + ": skipped: an abridge output folder (holds .abridge)\n";
+  r = abridge_within(60, "summarize " + sq(prev) + " " + sq(docs) + " -r -o " + sq(t / "new") + " --report " +
+                             sq(t / "r.json"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.err, line), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "1 summarized, 0 failed")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "new" / "a.txt.summary.md.summary.md"));
+  EXPECT_EQ(json::parse(read_file(t / "r.json"))["failed"], 0);
+  // watch: the same line once, nothing taken from it.
+  r = abridge_within(60, "watch " + sq(prev) + " -o " + sq(t / "new2") + " --once");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count(r.err, line), 1u) << r.err;
+  EXPECT_TRUE(contains(r.err, "0 summarized, 0 failed")) << r.err;
+}
+
+namespace {
+mode_t mode_of(const fs::path& p) { return lstat_of(p).st_mode & 07777; }
+}  // namespace
+
+// A summary is never readable by more people than its input: it mirrors the input's read bits for group
+// and others, and only where they can search every folder on the input's way; folders made for outputs
+// mirror their input folders; OUT_DIR/.abridge is the running user's alone; a new --report is 0600.
+TEST(HardeningOutDir, SummariesAreNoMoreReadableThanTheirInputs) {
+  TempDir t;
+  const fs::path docs = t / "docs", out = t / "out";
+  fs::permissions(t.path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
+                                fs::perms::others_read | fs::perms::others_exec);
+  fs::create_directories(docs / "closed");
+  fs::create_directories(docs / "team");
+  const std::vector<std::pair<std::string, mode_t>> files = {
+      {"public.txt", 0644}, {"private.txt", 0600}, {"group.txt", 0640}, {"writable.txt", 0666},
+      {"closed/open.txt", 0644}, {"team/open.txt", 0644}};
+  for (const auto& [f, m] : files) {
+    write_file(docs / f, f == "group.txt" ? kOtherText : kText);
+    fs::permissions(docs / f, static_cast<fs::perms>(m));
+  }
+  fs::permissions(docs, static_cast<fs::perms>(0755));
+  fs::permissions(docs / "closed", static_cast<fs::perms>(0700));
+  fs::permissions(docs / "team", static_cast<fs::perms>(0750));
+  const std::string sh = "umask 022; timeout 60 " + bin() + " summarize ";
+  RunResult r = run_shell(sh + sq(docs) + " -r -q -o " + sq(out) + " --report " + sq(t / "r.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::map<std::string, mode_t> want = {
+      {"public.txt", 0644},  {"private.txt", 0600},     {"group.txt", 0640},
+      {"writable.txt", 0644},  // read bits only: a summary is written by abridge alone
+      {"closed/open.txt", 0600}, {"team/open.txt", 0640}};
+  for (const auto& [f, m] : want) EXPECT_EQ(mode_of(out / (f + ".summary.md")), m) << f;
+  EXPECT_EQ(mode_of(out / "closed"), 0700u);
+  EXPECT_EQ(mode_of(out / "team"), 0750u);
+  EXPECT_EQ(mode_of(out / ".abridge"), 0700u);
+  EXPECT_EQ(mode_of(out / ".abridge" / "lock"), 0600u);
+  for (const auto& e : fs::directory_iterator(out / ".abridge" / "done")) EXPECT_EQ(mode_of(e.path()), 0600u) << e.path();
+  EXPECT_EQ(mode_of(t / "r.json"), 0600u);  // a new report: it names every document
+
+  // A folder above the input directory closes it: its summaries stay private.
+  fs::create_directories(t / "shut" / "docs");
+  write_file(t / "shut" / "docs" / "a.txt", kText);
+  fs::permissions(t / "shut" / "docs" / "a.txt", static_cast<fs::perms>(0644));
+  fs::permissions(t / "shut", static_cast<fs::perms>(0700));
+  r = run_shell(sh + sq(t / "shut" / "docs") + " " + sq(docs / "closed" / "open.txt") + " -q -o " + sq(t / "out2"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(mode_of(t / "out2" / "a.txt.summary.md"), 0600u);
+  EXPECT_EQ(mode_of(t / "out2" / "open.txt.summary.md"), 0600u);  // named itself, in a closed folder
+
+  // An input made private after it was summarized: the up-to-date summary is narrowed on the next run;
+  // a report that replaces one keeps the permission bits it had.
+  fs::permissions(docs / "public.txt", static_cast<fs::perms>(0600));
+  fs::permissions(t / "r.json", static_cast<fs::perms>(0644));
+  r = run_shell(sh + sq(docs) + " -r -q -o " + sq(out) + " --report " + sq(t / "r.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "0 summarized, 6 up to date")) << r.err;
+  EXPECT_EQ(mode_of(out / "public.txt.summary.md"), 0600u);
+  EXPECT_EQ(mode_of(t / "r.json"), 0644u);
 }
 
 // ---- 7. cache integrity ----------------------------------------------------------------------------
@@ -571,6 +814,35 @@ TEST(HardeningBadPaths, AWatchLogsEachOnceAndKeepsServing) {
   EXPECT_EQ(w.stop(SIGTERM), 0) << w.log();
 }
 
+// A file replaced by a link out of the tree while a watch runs (one summarized, one still settling) is
+// one bad path, logged once: not also taken and failed when it is opened.
+TEST(HardeningBadPaths, AWatchLogsAFileSwappedForALinkOnce) {
+  TempDir t, out, logs;
+  const fs::path docs = t / "docs";
+  fs::create_directories(docs);
+  write_file(t / "secret.txt", kOtherText);
+  write_file(docs / "a.txt", kText);
+  WatchProcess w(quote(docs) + " -o " + quote(out.path()) + " --settle 0.5 --rescan 0.3", logs / "log");
+  ASSERT_TRUE(w.started()) << w.log();
+  ASSERT_TRUE(wait_until([&] { return fs::exists(out / "a.txt.summary.md"); }, 90s)) << w.log();
+  // a.txt: swapped as `ln -sf` does (a link renamed over it); b.txt: swapped before it settled.
+  fs::create_symlink(t / "secret.txt", docs / ".swap");
+  fs::rename(docs / ".swap", docs / "a.txt");
+  write_file(docs / "b.txt", kOtherText);
+  std::this_thread::sleep_for(100ms);
+  fs::remove(docs / "b.txt");
+  fs::create_symlink(t / "secret.txt", docs / "b.txt");
+  const std::string outside = ": a symbolic link to a file outside";
+  ASSERT_TRUE(wait_until([&] { return count(w.log(), outside) >= 2; }, 60s)) << w.log();
+  std::this_thread::sleep_for(2500ms);  // several rescans and settle windows
+  const std::string log = w.log();
+  EXPECT_EQ(count(log, "a.txt" + outside), 1u) << log;
+  EXPECT_EQ(count(log, "b.txt" + outside), 1u) << log;
+  EXPECT_FALSE(contains(log, ", 1 failed") || contains(log, ", 2 failed")) << log;  // no batch failed on them
+  EXPECT_FALSE(fs::exists(out / "b.txt.summary.md"));
+  EXPECT_EQ(w.stop(SIGTERM), 0) << log;
+}
+
 // Two inputs that would write one output: the same file is summarized once; a different one fails,
 // naming the first, and the rest go on.
 TEST(HardeningBadPaths, TwoInputsForOneOutput) {
@@ -675,6 +947,48 @@ TEST(HardeningNames, BytesOnDiskEscapedInMessagesLogsAndJson) {
   EXPECT_EQ(r.err.find('\x1B'), std::string::npos) << r.err;
 }
 
+// C1 controls (U+009B CSI, U+0085 NEL), the line and paragraph separators and the bidi controls are
+// valid UTF-8 but change how what follows is shown: each of their bytes is escaped like a C0 control, in
+// messages, the JSON report, watch's log and a fatal error naming the file.
+TEST(HardeningNames, C1ControlsSeparatorsAndBidiControlsAreEscaped) {
+  TempDir t, out, out2;
+  const fs::path docs = t / "docs";
+  fs::create_directories(docs);
+  // name on disk -> how it is shown
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {"csi\xC2\x9B" "31m.txt", "csi\\xC2\\x9B31m.txt"},      {"nel\xC2\x85x.txt", "nel\\xC2\\x85x.txt"},
+      {"st\xC2\x9Cx.txt", "st\\xC2\\x9Cx.txt"},               {"ls\xE2\x80\xA8x.txt", "ls\\xE2\\x80\\xA8x.txt"},
+      {"ps\xE2\x80\xA9x.txt", "ps\\xE2\\x80\\xA9x.txt"},      {"rlo\xE2\x80\xAEtxt.exe.txt", "rlo\\xE2\\x80\\xAEtxt.exe.txt"},
+      {"lri\xE2\x81\xA6x.txt", "lri\\xE2\\x81\\xA6x.txt"},    {"rlm\xE2\x80\x8Fx.txt", "rlm\\xE2\\x80\\x8Fx.txt"},
+      {"caf\xC3\xA9-\xE4\xB8\xAD.txt", "caf\xC3\xA9-\xE4\xB8\xAD.txt"}};  // letters stay as they are
+  for (const auto& [n, shown] : names) write_file(docs / n, kText);
+  const RunResult r = abridge_within(60, "summarize " + sq(docs) + " -o " + sq(out.path()) + " --report " + sq(t / "r.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string report = read_file(t / "r.json");
+  std::set<std::string> reported;
+  const json parsed = json::parse(report);
+  for (const auto& d : parsed["documents"]) reported.insert(d["path"].get<std::string>());
+  for (const auto& [n, shown] : names) {
+    EXPECT_TRUE(fs::is_regular_file(out / (n + ".summary.md"))) << shown;  // the exact bytes on disk
+    EXPECT_TRUE(contains(r.err, shown + " -> ")) << shown << "\n" << r.err;
+    EXPECT_TRUE(reported.count((docs / shown).string())) << shown << "\n" << report;
+  }
+  for (const char* raw : {"\xC2\x9B", "\xC2\x85", "\xC2\x9C", "\xE2\x80\xA8", "\xE2\x80\xA9", "\xE2\x80\xAE",
+                                 "\xE2\x81\xA6", "\xE2\x80\x8F"}) {
+    EXPECT_FALSE(contains(r.err, raw)) << r.err;
+    EXPECT_FALSE(contains(report, raw));
+  }
+  // watch's log, and a fatal error naming the file.
+  const RunResult w = abridge_within(60, "watch " + sq(docs) + " -o " + sq(out2.path()) + " --once");
+  EXPECT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_TRUE(contains(w.err, names[0].second)) << w.err;
+  EXPECT_FALSE(contains(w.err, "\xC2\x9B")) << w.err;
+  const RunResult m = abridge_within(60, "model info " + sq(docs / names[5].first));
+  EXPECT_EQ(m.exit_code, 2) << m.err;
+  EXPECT_TRUE(contains(m.err, names[5].second)) << m.err;
+  EXPECT_FALSE(contains(m.err, "\xE2\x80\xAE")) << m.err;
+}
+
 // ---- 10. long names, spellings of OUT_DIR -----------------------------------------------------------
 
 TEST(HardeningNames, LongNamesWhoseOutputFitsAndOneUpToDateKeyPerOutDir) {
@@ -730,8 +1044,8 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
       {"model info " + sq(model_with("tokenizer.json", fifo)), "tokenizer.json: not a regular file"},
       {"model info " + sq(model_with("model.safetensors", fifo)), "model.safetensors: not a regular file"},
       {"model info " + sq(model_with("config.json", zero)), "config.json: not a regular file"},
-      {"model info " + sq(model_with("config.json", huge)), "config.json: too large (1024 MiB; the limit is 16 MiB)"},
-      {"model info " + sq(model_with("tokenizer.json", huge)), "tokenizer.json: too large (1024 MiB; the limit is 64 MiB)"},
+      {"model info " + sq(model_with("config.json", huge)), "config.json: too large (1024.0 MiB; the limit is 16.0 MiB)"},
+      {"model info " + sq(model_with("tokenizer.json", huge)), "tokenizer.json: too large (1024.0 MiB; the limit is 64.0 MiB)"},
       {"summarize " + sq(t / "a.txt") + " -o " + sq(t / "o1") + " --config " + sq(t / "fifo"), "--config: "},
       {"summarize " + sq(t / "a.txt") + " -o " + sq(t / "o2") + " --config " + sq(t.path()), "is a directory"},
       {"summarize " + sq(t / "a.txt") + " -o " + sq(t / "o3") + " --prompt " + sq(t / "fifo"), "--prompt: "},
@@ -744,7 +1058,7 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
       {"summarize " + sq(t / "zero.txt") + " " + sq(t / "fifo") + ".txt -o " + sq(t / "o5"), "zero.txt: not a regular file"},
   };
   // Standard input is read up to a bound: an endless stream of NULs is refused there.
-  cases.push_back({"summarize - -o " + sq(t / "o6") + " </dev/zero", "the paths on standard input: too large (more than 64 MiB)"});
+  cases.push_back({"summarize - -o " + sq(t / "o6") + " </dev/zero", "the paths on standard input: too large (more than 64.0 MiB)"});
   make_fifo(t / "fifo.txt");
   for (const Case& c : cases) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -759,6 +1073,42 @@ TEST(HardeningReads, FifosDevicesAndHugeFilesAreRefusedNotWaitedOnOrReadWhole) {
 // ---- 12. text of NUL bytes ---------------------------------------------------------------------------
 
 // A 300 MB file of NUL bytes is refused in seconds, in memory proportional to it.
+// A socket cannot even be opened (open(2) says "No such device or address"): as --prompt, --config, a
+// model's config.json or a document to tokenize it is refused as what it is, with one line.
+TEST(HardeningReads, SocketsAreRefusedAsNotRegularFiles) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  const fs::path sock = t / "sock";
+  const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(s, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(sock.string().size(), sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, sock.c_str());
+  ASSERT_EQ(::bind(s, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  const fs::path model = t / "model";
+  fs::create_directories(model);
+  for (const auto& e : fs::directory_iterator(random_model_dir()))
+    if (e.path().filename() != "config.json") fs::create_symlink(e.path(), model / e.path().filename());
+  fs::create_symlink(sock, model / "config.json");
+  const std::string run = "summarize " + sq(t / "a.txt") + " -o " + sq(t / "out");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {run + " --prompt " + sq(sock), "--prompt: " + sock.string() + ": not a regular file (a socket"},
+      {run + " --config " + sq(sock), "--config: " + sock.string() + ": not a regular file (a socket"},
+      {"model info " + sq(model), "config.json: not a regular file (a socket"},
+      {"tokenize " + sq(sock), "sock: not a regular file (a socket"},
+  };
+  for (const auto& [args, expect] : cases) {
+    const RunResult r = abridge_within(60, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, expect)) << args << ":\n" << r.err;
+    EXPECT_FALSE(contains(r.err, "No such device or address")) << r.err;
+    EXPECT_EQ(count(r.err, "\n"), args.rfind("summarize", 0) == 0 && contains(args, "--config") ? 2u : 1u) << r.err;
+  }
+  EXPECT_FALSE(fs::exists(t / "out" / "a.txt.summary.md"));
+  ::close(s);
+}
+
 TEST(HardeningReads, ThreeHundredMegabytesOfNulsAreRefusedFastInBoundedMemory) {
   TempDir t;
   const size_t bytes = size_t{300} << 20;
@@ -1086,4 +1436,280 @@ TEST(HardeningSignals, AnEmptySummaryFromTheModelFailsTheDocument) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "a.txt: the model returned an empty summary")) << r.err;
   EXPECT_FALSE(fs::exists(out2 / "a.txt.summary.json"));
+}
+
+// ---- 19. memory -----------------------------------------------------------------------------------------
+
+namespace {
+
+// Prose of `bytes` bytes (about), the same on every run: sentences of 8 to 30 words drawn from a
+// vocabulary of 20,000 made-up words with Zipf's law (word r with probability ~ 1/r, as in real text),
+// paragraphs of 3 to 8 sentences, lines broken at 72 columns. Every word is a content term, so the
+// extractive engine's vectors and graph are as large as prose makes them.
+std::string zipf_prose(size_t bytes, uint64_t seed) {
+  abridge::Xoshiro256 rng(seed);
+  auto uniform = [&] { return static_cast<double>(rng.next() >> 11) * 0x1.0p-53; };
+  const char* const syllables[] = {"ka", "lo", "mi", "ten", "ra", "vo", "sel", "du", "pa", "ri", "gon", "be",
+                                   "an", "tor", "sis", "el", "mu", "ne", "hal", "qui", "fe", "dor", "ba", "wen"};
+  std::vector<std::string> vocab;
+  for (int k = 0; k < 20000; ++k) {
+    std::string w;
+    for (int s = 0, n = 1 + static_cast<int>(rng.next() % 3); s < n; ++s) w += syllables[rng.next() % 24];
+    vocab.push_back(w);
+  }
+  std::string text, line;
+  text.reserve(bytes + 4096);
+  while (text.size() < bytes) {
+    for (int s = 0, n = 3 + static_cast<int>(rng.next() % 6); s < n; ++s) {
+      for (int w = 0, m = 8 + static_cast<int>(rng.next() % 23); w < m; ++w) {
+        // Rank r = e^(u ln V) - 1 has density ~ 1/r: Zipf's law.
+        const auto r = static_cast<size_t>(std::exp(uniform() * std::log(20000.0)) - 1.0);
+        std::string word = vocab[std::min<size_t>(r, 19999)];
+        if (w == 0) word[0] = static_cast<char>(word[0] - 32);
+        if (w + 1 == m) word += '.';
+        if (!line.empty() && line.size() + 1 + word.size() > 72) {
+          text += line + '\n';
+          line.clear();
+        }
+        line += (line.empty() ? "" : " ") + word;
+      }
+    }
+    text += line + "\n\n";
+    line.clear();
+  }
+  return text;
+}
+
+// abridge ARGS in a child process: its exit code, standard error, peak resident memory (ru_maxrss of
+// wait4, the child's own) and wall time. `as_limit`: RLIMIT_AS set in the child before exec (0: none).
+// `tunables`: GLIBC_TUNABLES for the child ("" leaves the environment alone).
+struct MeasuredRun {
+  int exit_code = -1;
+  std::string err;
+  double peak_mib = 0;
+  double seconds = 0;
+};
+MeasuredRun run_measured(const std::vector<std::string>& args, const fs::path& err_file, rlim_t as_limit = 0,
+                         const std::string& tunables = "") {
+  const auto t0 = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, 0);
+    ::dup2(null, 1);
+    ::dup2(::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+    if (!tunables.empty()) ::setenv("GLIBC_TUNABLES", tunables.c_str(), 1);
+    if (as_limit > 0) {
+      const struct rlimit as {as_limit, as_limit};
+      if (::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(126);
+    }
+    const std::string binary = abridge_binary();
+    std::vector<char*> argv = {const_cast<char*>("abridge")};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  MeasuredRun r;
+  int status = 0;
+  struct rusage usage {};
+  if (::wait4(pid, &status, 0, &usage) != pid) return r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.peak_mib = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  r.err = read_file(err_file);
+  return r;
+}
+
+}  // namespace
+
+// The figure docs/OPERATIONS.md states: a document's peak memory is abridge's own (what a one-line
+// document takes: the tokenizer's tables) plus at most kDocumentMemoryFactor times its text. Prose of
+// 12 MiB, with the extractive engine and with `abridge chunk`.
+TEST(HardeningMemory, PeakMemoryOfALongDocumentIsWithinTheStatedFactor) {
+  TempDir t;
+  write_file(t / "tiny.txt", kText);
+  const std::string prose = zipf_prose(size_t{12} << 20, 1);
+  write_file(t / "long.txt", prose);
+  const double mib = static_cast<double>(prose.size()) / (1 << 20);
+  const double factor = abridge::pipeline::kDocumentMemoryFactor;
+  struct Command {
+    std::string name;
+    std::vector<std::string> tiny, long_;
+  };
+  const std::vector<Command> commands = {
+      {"summarize --engine extractive",
+       {"summarize", "-q", "--engine", "extractive", (t / "tiny.txt").string(), "-o", (t / "o1").string()},
+       {"summarize", "-q", "--engine", "extractive", (t / "long.txt").string(), "-o", (t / "o2").string()}},
+      {"chunk", {"chunk", "--max-tokens", "2048", (t / "tiny.txt").string()},
+       {"chunk", "--max-tokens", "2048", (t / "long.txt").string()}},
+  };
+  for (const Command& c : commands) {
+    const MeasuredRun base = run_measured(c.tiny, t / "err");
+    ASSERT_EQ(base.exit_code, 0) << c.name << ": " << base.err;
+    const MeasuredRun run = run_measured(c.long_, t / "err");
+    ASSERT_EQ(run.exit_code, 0) << c.name << ": " << run.err;
+    EXPECT_LE(run.peak_mib, base.peak_mib + factor * mib)
+        << c.name << ": " << run.peak_mib << " MiB for " << mib << " MiB of text, " << base.peak_mib << " MiB alone";
+    std::printf("[ measured ] %s, %.1f MiB of prose: peak %.0f MiB (%.0f MiB for a one-line document; %.1f x the "
+                "text on top), %.1f s\n",
+                c.name.c_str(), mib, run.peak_mib, base.peak_mib, (run.peak_mib - base.peak_mib) / mib, run.seconds);
+  }
+}
+
+// A document larger than the memory abridge may take (RLIMIT_AS, as `ulimit -v` or a container sets
+// it): one line "PATH: out of memory (the document is N MiB; ...)", never a bare std::bad_alloc or an
+// abort, and the batch goes on (the other documents are summarized; two such documents, two lines).
+// The limit leaves room for abridge itself and for 1.5 times a document, far less than it needs. Per
+// thread arenas are turned off (glibc.malloc.arena_max=1) so that the address space abridge takes at
+// start does not grow with the machine's cores; each thread's stack is counted.
+TEST(HardeningMemory, ADocumentBeyondTheMemoryLimitIsOneLineAndTheBatchGoesOn) {
+  TempDir t;
+  fs::create_directories(t / "docs");
+  write_file(t / "docs" / "a.txt", kText);
+  write_file(t / "docs" / "c.txt", kOtherText);
+  const std::string prose = zipf_prose(size_t{24} << 20, 2);
+  write_file(t / "docs" / "big1.txt", prose);
+  write_file(t / "docs" / "big2.txt", prose + "\nThe end.\n");
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const rlim_t limit = (rlim_t{200} << 20) + cores * (rlim_t{10} << 20) + prose.size() * 3 / 2;
+  const std::string tunables = "glibc.malloc.arena_max=1";
+
+  MeasuredRun r = run_measured({"summarize", "--engine", "extractive", (t / "docs").string(), "-o", (t / "out").string()},
+                               t / "err", limit, tunables);
+  EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.exit_code << ": " << r.err;
+  EXPECT_FALSE(contains(r.err, "bad_alloc")) << r.err;
+  EXPECT_FALSE(contains(r.err, "terminate")) << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "c.txt.summary.md")) << r.err;
+  size_t out_of_memory = 0;
+  for (const std::string big : {"big1.txt", "big2.txt"}) {
+    const fs::path path = t / "docs" / big;
+    const std::string line = "abridge: " + path.string() + ": out of memory (the document is " +
+                             abridge::engine::format_bytes(fs::file_size(path)) +
+                             "; reading it takes up to about 6 times that: give abridge more memory or split the "
+                             "document)\n";
+    const bool failed = contains(r.err, line);
+    EXPECT_TRUE(failed || fs::exists(t / "out" / (big + ".summary.md"))) << big << ": " << r.err;
+    EXPECT_LE(count(r.err, path.string()), 1u) << r.err;
+    out_of_memory += failed;
+  }
+  EXPECT_EQ(r.exit_code, out_of_memory > 0 ? 1 : 0) << r.err;
+  std::printf("[ measured ] under RLIMIT_AS %.0f MiB: %zu of 2 documents of %.0f MiB out of memory, %.1f s\n",
+              static_cast<double>(limit) / (1 << 20), out_of_memory, static_cast<double>(prose.size()) / (1 << 20),
+              r.seconds);
+
+  // `abridge chunk` (one document): the same line, exit 2.
+  const fs::path big = t / "docs" / "big1.txt";
+  r = run_measured({"chunk", "--max-tokens", "2048", big.string()}, t / "err", limit - cores * (rlim_t{10} << 20),
+                   tunables);
+  EXPECT_FALSE(contains(r.err, "bad_alloc")) << r.err;
+  if (r.exit_code != 0) {
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(r.err, "abridge: " + big.string() + ": out of memory (the document is " +
+                         abridge::engine::format_bytes(fs::file_size(big)) +
+                         "; reading it takes up to about 6 times that: give abridge more memory or split the "
+                         "document)\n");
+  }
+}
+
+// ---- 20. option messages --------------------------------------------------------------------------------
+
+// Each a line of its own, exactly: sizes that tell the file from the limit, a value as it was given, one
+// line for an option that the option library refuses (stamped in watch), the advice that names the
+// option at fault, globs that cannot match as meant, an empty --prompt, and inputs in a --config file.
+TEST(HardeningMessages, OptionErrorsAreOneExactLine) {
+  TempDir t;
+  write_file(t / "a.txt", kText);
+  write_file(t / "big.prompt", std::string(2000000, 'x'));
+  write_file(t / "edge.prompt", std::string((1 << 20) + 1, 'x'));
+  write_file(t / "empty.prompt", "");
+  write_file(t / "blank.prompt", " \n\t\n");
+  write_file(t / "empty.conf", "");
+  write_file(t / "input.conf", "input = " + (t / "other.txt").string() + "\n");
+  write_file(t / "other.txt", kOtherText);
+  write_file(t / "dir.conf", "dir = " + t.path().string() + "\n");
+  write_file(t / "bogus.conf", "summary-tokens = 100\nbogus = 1\n");
+  const std::string a = sq(t / "a.txt"), p = t.path().string();
+  const std::string s = "summarize " + a + " -o " + sq(t / "out") + " ";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {s + "--prompt " + sq(t / "big.prompt"),
+       "abridge summarize: --prompt: " + p + "/big.prompt: too large (1.9 MiB; the limit is 1.0 MiB)\n"},
+      {s + "--prompt " + sq(t / "edge.prompt"),
+       "abridge summarize: --prompt: " + p + "/edge.prompt: too large (1048577 bytes; the limit is 1048576 bytes)\n"},
+      {s + "--config " + sq(t / "big.prompt"), "abridge: --config: " + p + "/big.prompt: too large (1.9 MiB; the limit is 1.0 MiB)\n"},
+      {s + "--gpu-memory-fraction 1.0000001",
+       "abridge summarize: --gpu-memory-fraction must be in 0.01..1, not 1.0000001\n"},
+      {s + "--pdf-max-memory -1", "abridge: --pdf-max-memory must be in 64..1048576, not -1\n"},
+      {s + "--summary-tokens abc", "abridge: --summary-tokens: invalid value 'abc'\n"},
+      {s + "--no-such-option", "abridge: --no-such-option: unknown option (abridge summarize --help lists them)\n"},
+      {s + "-o", "abridge: --output: needs a value\n"},
+      {s + "--outline=yes", "abridge: --outline: takes no value\n"},
+      {"chunk --max-tokens 64", "abridge: FILE is missing (abridge chunk FILE --max-tokens N [--tokenizer PATH] "
+                                "[--overlap N] [--format jsonl|text])\n"},
+      {s + "--include '[abc'", "abridge: [abc: invalid pattern (--include: an unmatched '[': write \\[ for a literal '[')\n"},
+      {s + "--exclude '*.txt\\'", "abridge: *.txt\\: invalid pattern (--exclude: it ends with a '\\' that escapes nothing)\n"},
+      {s + "--include '[[:letter:]]*'", "abridge: [[:letter:]]*: invalid pattern (--include: no character class [:letter:])\n"},
+      {s + "--prompt " + sq(t / "empty.prompt"),
+       "abridge summarize: --prompt: " + p + "/empty.prompt: empty (an instruction is needed; without --prompt the "
+       "built-in prompts are used)\n"},
+      {s + "--prompt " + sq(t / "blank.prompt"),
+       "abridge summarize: --prompt: " + p + "/blank.prompt: only blanks (an instruction is needed; without --prompt "
+       "the built-in prompts are used)\n"},
+      {s + "--config " + sq(t / "input.conf"), "abridge: --config " + p + "/input.conf: 'input' is not allowed in a "
+                                               "config file (inputs are given on the command line)\n"},
+      {s + "--config " + sq(t / "bogus.conf"), "abridge: --config " + p + "/bogus.conf: 'bogus' is no option\n"},
+      {"summarize " + a + " -o " + sq(t / "out") + " -m " + sq(random_model_dir()) + " --device cpu --kv-cache-tokens 1",
+       "abridge summarize: the context (16 tokens) is too small for summaries of 400 tokens (at least 4 x "
+       "--summary-tokens + 512 = 2112); the KV cache is capped at 16 tokens: raise --kv-cache-tokens (0: as much as "
+       "memory allows) or lower --summary-tokens\n"},
+  };
+  for (const auto& [args, line] : cases) {
+    const RunResult r = abridge_within(120, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_EQ(r.err, line) << args;
+  }
+  // A bad glob is refused before OUT_DIR is made or a directory is read.
+  EXPECT_EQ(abridge_within(60, "summarize " + sq(t.path()) + " -o " + sq(t / "gout") + " --include '*.[tx'").exit_code, 2);
+  EXPECT_FALSE(fs::exists(t / "gout"));
+
+  // Watch: the same lines, stamped as its other log lines are.
+  const std::string w = "watch " + sq(t.path()) + " -o " + sq(t / "wout") + " --once ";
+  for (const auto& [args, message] : std::vector<std::pair<std::string, std::string>>{
+           {w + "--no-such-option", "--no-such-option: unknown option (abridge watch --help lists them)"},
+           {w + "--settle abc", "--settle: invalid value 'abc'"},
+           {w + "--exclude '[x'", "[x: invalid pattern (--exclude: an unmatched '[': write \\[ for a literal '[')"},
+           {w + "--config " + sq(t / "dir.conf"), "--config " + p + "/dir.conf: 'dir' is not allowed in a config file "
+                                                  "(the directories to watch are given on the command line)"},
+       }) {
+    const RunResult r = abridge_within(60, args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_EQ(count(r.err, "\n"), 1u) << args << ": " << r.err;
+    const size_t z = r.err.find("Z abridge watch: ");
+    EXPECT_EQ(z, 23u) << r.err;  // 2024-05-01T12:00:00.000Z
+    EXPECT_EQ(r.err.substr(z == std::string::npos ? 0 : z + 17), message + "\n") << args;
+  }
+
+  // An empty --config sets nothing, and is accepted; an input it named would not have been read.
+  const RunResult r = abridge_within(60, s + "--config " + sq(t / "empty.conf"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "out" / "other.txt.summary.md"));
+}
+
+// --max-document-size: a larger document is refused before it is read, in one line that tells its size
+// from the limit, and the others are summarized.
+TEST(HardeningMemory, MaxDocumentSizeRefusesLargerDocumentsUnread) {
+  TempDir t;
+  fs::create_directories(t / "docs");
+  write_file(t / "docs" / "a.txt", kText);
+  write_file(t / "docs" / "b.txt", zipf_prose(2000000, 3));
+  const RunResult r = abridge_within(120, "summarize " + sq(t / "docs") + " -o " + sq(t / "out") + " --max-document-size 1");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "abridge: " + (t / "docs" / "b.txt").string() + ": too large (" +
+                                  abridge::engine::format_bytes(fs::file_size(t / "docs" / "b.txt")) +
+                                  "; the limit is 1.0 MiB)\n"))
+      << r.err;
+  EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;
+  EXPECT_FALSE(fs::exists(t / "out" / "b.txt.summary.md"));
 }

@@ -249,6 +249,70 @@ TEST(Summarize, LlmMapReduceCachesAndResumes) {
   (void)t0;
 }
 
+// --attention-window bounds what one request holds in the KV cache, so a document longer than the pool
+// is read in one pass; a window at least as long as the document is full attention: the same summary.
+TEST(Summarize, AnAttentionWindowReadsALongDocumentInOnePass) {
+  TempDir in, full, windowed, wide;
+  const fs::path doc = long_text(in, 8000);  // ~3.4K tokens; the pool below holds 1,200
+  const std::string args = " --model " + quote(random_model_dir()) +
+                           " --device cpu --summary-tokens 24 --kv-cache-tokens 1200 --format json -q";
+  auto r = run_abridge("summarize " + quote(doc) + " -o " + quote(full.path()) + args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json a = json::parse(read_file(full / "long.txt.summary.json"));
+  EXPECT_GT(a["chunks"].size(), 1u);  // without a window the pool caps the context: map-reduce
+
+  r = run_abridge("summarize " + quote(doc) + " -o " + quote(windowed.path()) + args +
+                  " --attention-window 256 --sink-tokens 4");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json b = json::parse(read_file(windowed / "long.txt.summary.json"));
+  EXPECT_TRUE(b["chunks"].empty()) << b.dump();  // one pass
+  EXPECT_EQ(b["tokens"]["input"], a["tokens"]["input"]);
+  EXPECT_GT(b["parameters"]["context_tokens"].get<int64_t>(), 3000);
+  EXPECT_FALSE(b["summary"].get<std::string>().empty());
+
+  // A window the pool cannot hold (wider than it) is no help: the run plans as without one.
+  r = run_abridge("summarize " + quote(doc) + " -o " + quote(wide.path()) + args + " --attention-window 100000");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json c = json::parse(read_file(wide / "long.txt.summary.json"));
+  EXPECT_EQ(c["chunks"].size(), a["chunks"].size());
+  EXPECT_EQ(c["summary"], a["summary"]);
+}
+
+TEST(Summarize, AWindowAsLongAsTheDocumentIsFullAttention) {
+  TempDir in, full, windowed;
+  const fs::path doc = long_text(in, 3000);  // ~1.3K tokens, one pass either way
+  const std::string args = " --model " + quote(random_model_dir()) + " --device cpu --summary-tokens 24 --format json -q";
+  auto r = run_abridge("summarize " + quote(doc) + " -o " + quote(full.path()) + args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_abridge("summarize " + quote(doc) + " -o " + quote(windowed.path()) + args + " --attention-window 4096");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json a = json::parse(read_file(full / "long.txt.summary.json"));
+  const json b = json::parse(read_file(windowed / "long.txt.summary.json"));
+  EXPECT_TRUE(a["chunks"].empty());
+  EXPECT_TRUE(b["chunks"].empty());
+  EXPECT_EQ(b["summary"], a["summary"]);
+}
+
+TEST(Summarize, GpuMemoryLimitIsASizeOrOneClearLine) {
+  TempDir out;
+  for (const char* bad : {"12X", "-1G", "lots"}) {
+    const auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()) +
+                               " --gpu-memory-limit " + bad);
+    EXPECT_EQ(r.exit_code, 2) << bad;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_TRUE(contains(r.err, "--gpu-memory-limit must be a size such as 22GiB")) << r.err;
+  }
+  auto r = run_abridge("summarize " + quote(source_path("samples")) + " -o " + quote(out.path()) +
+                       " --model " + quote(random_model_dir()) + " --device cpu --gpu-memory-limit 100MiB");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--gpu-memory-limit must be 0 (no limit) or at least 256.0 MiB, not 100.0 MiB")) << r.err;
+  // Valid sizes are taken by every command that opens an engine (on the CPU they change nothing).
+  r = run_abridge("generate --model " + quote(random_model_dir()) + " --device cpu -p hi -n 2 --gpu-memory-limit 22GiB");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = run_abridge("generate --model " + quote(random_model_dir()) + " --device cpu -p hi -n 2 --gpu-memory-limit 22Q");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+}
+
 TEST(Summarize, KilledRunResumesToTheSameOutput) {
   TempDir in, ref, out;
   const fs::path doc = long_text(in, 24000);

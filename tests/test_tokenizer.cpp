@@ -162,6 +162,22 @@ TEST(Tokenizer, WholeDocumentsMatchHuggingFace) {
   EXPECT_EQ(h, 0xE04FC343DADD2BDBull);
 }
 
+// count() is encode().size() without the ids: on whole documents (one that NFC changes, CRLF, Chinese),
+// with and without added tokens, and across the point where it drops the ids it has counted.
+TEST(Tokenizer, CountIsTheNumberOfIds) {
+  for (const char* name :
+       {"sherlock-pg1661.txt", "tang300.txt", "R-intro.txt", "debian-edu-bookworm-manual.zh-cn.txt"}) {
+    const std::string text = read_text(name);
+    for (const AddedTokens added : {AddedTokens::kPlain, AddedTokens::kMatch})
+      EXPECT_EQ(qwen().count(text, added), qwen().encode(text, added).size()) << name;
+  }
+  const std::string chat = "<|im_start|>user\nhi<|im_end|><think>";
+  EXPECT_EQ(qwen().count(chat, AddedTokens::kMatch), qwen().encode(chat, AddedTokens::kMatch).size());
+  EXPECT_EQ(qwen().count(chat, AddedTokens::kPlain), qwen().encode(chat, AddedTokens::kPlain).size());
+  EXPECT_EQ(qwen().count(""), 0u);
+  EXPECT_THROW(qwen().count("abc\xFF"), Error);
+}
+
 TEST(Tokenizer, NormalizesToNfcBeforeSplitting) {
   EXPECT_EQ(qwen().encode("cafe\xCC\x81"), qwen().encode("caf\xC3\xA9"));      // e + U+0301 -> é
   EXPECT_EQ(qwen().encode("\xE2\x84\xAB"), qwen().encode("\xC3\x85"));          // U+212B ANGSTROM SIGN -> Å

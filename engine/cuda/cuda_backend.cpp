@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "engine/cuda/cuda_fp8.h"
 #include "engine/fp8_checkpoint.h"
@@ -299,14 +300,20 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   // The KV pool: what the memory fraction leaves after everything else.
   size_t free_b = 0, total_b = 0;
   CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
-  const double budget = options.gpu_memory_fraction * static_cast<double>(total_b) - static_cast<double>(total_b - free_b);
+  double budget = options.gpu_memory_fraction * static_cast<double>(total_b) - static_cast<double>(total_b - free_b);
+  if (options.gpu_memory_limit > 0)
+    budget = std::min(budget, static_cast<double>(options.gpu_memory_limit) - static_cast<double>(m.allocated));
   const int64_t max_position_blocks = (c.max_position_embeddings + options.block_size - 1) / options.block_size;
   m.num_blocks = budget > 0 ? kv_blocks_for_memory(c, static_cast<uint64_t>(budget), static_cast<int32_t>(options.block_size)) : 0;
   if (options.max_kv_blocks > 0) m.num_blocks = std::min(m.num_blocks, options.max_kv_blocks);
   if (m.num_blocks < 2 * (T + options.block_size - 1) / options.block_size)
     throw Error("CUDA: not enough GPU memory for the KV cache on " + m.device_name + " (" +
                 std::to_string(m.num_blocks) + " blocks of " + std::to_string(options.block_size) +
-                " tokens fit); raise --gpu-memory-fraction or lower the batch size");
+                " tokens fit" +
+                (options.gpu_memory_limit > 0
+                     ? "; weights and buffers take " + format_bytes(m.allocated) + " of --gpu-memory-limit " +
+                           format_bytes(options.gpu_memory_limit) + "): raise --gpu-memory-limit or lower --prefill-chunk"
+                     : "); raise --gpu-memory-fraction or lower the batch size"));
   const size_t pool_elements = static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd);
   m.kv_pool = m.alloc<bf16>(pool_elements);
   // Zeros, not whatever the allocation held: attention may read a block's rows past a sequence's end

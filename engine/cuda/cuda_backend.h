@@ -24,6 +24,9 @@ namespace abridge::engine {
 struct CudaOptions {
   int device = 0;
   double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // of the card's total memory, weights and buffers included
+  // Bytes this backend may hold in all (weights, buffers, KV pool: what device_memory_bytes() reports);
+  // 0: no limit. The CUDA context and cuBLAS's own state come on top (about 0.5 GiB).
+  uint64_t gpu_memory_limit = 0;
   int64_t max_batch_tokens = kDefaultStepTokens;  // tokens per forward step (prefill chunk + decodes)
   int64_t max_logit_rows = 256;       // rows of logits per step
   // Tokens per KV block. 64: the Hopper prefill kernel copies whole blocks with TMA, and fewer, larger
