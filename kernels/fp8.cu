@@ -46,8 +46,10 @@ __device__ __forceinline__ float decode_e4m3(uint8_t code) {
   return __half2float(__half(__nv_cvt_fp8_to_halfraw(code, __NV_E4M3)));
 }
 
-// grid n_pad, block 256 (8 warps). One token row per block: with norm_w, the row's RMS scale first;
-// then each warp quantizes 128-wide groups, four elements per lane. Divisions are IEEE (no fast math),
+// grid (n_pad, ceil(groups / 8)), block 256 (8 warps). One token row and up to eight 128-wide groups
+// per block (a decode step's row is spread over several multiprocessors): with norm_w, the row's RMS
+// scale first (each block of the row sums the same squares in the same order); then each warp
+// quantizes one group, four elements per lane. Divisions are IEEE (no fast math),
 // so scales and codes equal the CPU's for the same inputs.
 __global__ void __launch_bounds__(256) fp8_quantize_kernel(Fp8QuantizeParams p) {
   __shared__ float partial[8];
@@ -66,7 +68,7 @@ __global__ void __launch_bounds__(256) fp8_quantize_kernel(Fp8QuantizeParams p) 
     ss = fp8_warp_sum(ss);
     rscale = rsqrtf(ss / static_cast<float>(k) + p.eps);
   }
-  for (int g = warp; g < groups; g += 8) {
+  for (int g = blockIdx.y * 8 + warp; g < groups; g += 8 * gridDim.y) {
     const int c0 = g * kFp8Block + 4 * lane;
     float v[4];
     float amax = 0.0f;
@@ -263,6 +265,145 @@ __global__ void __launch_bounds__(256) fp8_gemv_kernel(Fp8GemvParams p) {
   }
 }
 
+// ---- tensor-core decode GEMV (compute capability 8.9 and up)
+//
+// mma.sync m16n8k32 with e4m3 operands and f32 accumulation: the 16 x 32 A tile is 16 weight rows, the
+// 32 x 8 B tile is up to 8 token rows of quantized activations (the missing ones zero), so the tensor
+// cores multiply the codes as stored and no lane decodes a weight. A warp takes 16 rows and a run of
+// whole 128-wide K blocks, a block per step: lane (g = lane / 4, t = lane % 4) loads 16 bytes of row g
+// and of row g + 8 at K offsets 16 t and 64 + 16 t (each load instruction reads 64 contiguous bytes, two
+// whole sectors, of each of 8 rows), and the same bytes of token g's codes. The dot product does not depend on the order of K, so
+// the bytes a lane holds stand for the K positions the fragments name: for each of the four mmas of a
+// block, 8 bytes of each row (A: columns 4t.. and 16+4t..) and the same 8 bytes of the token (B).
+// Each block's products are summed by the tensor cores, then scaled by the token's group scale times
+// the weight tile's scale and added in f32, as the reference does.
+constexpr int kMmaMaxRows = 8;  // the n of m16n8k32
+
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  __trap();  // the launcher takes this kernel only on compute capability 8.9 and up
+#endif
+}
+
+// One 128-wide K block: the lane's 2 x 16 bytes of row g (r0), of row g + 8 (r1) and of the token (x).
+struct MmaSlice {
+  uint4 r0[2], r1[2], x[2];
+  float xs0, xs1, ws;  // the block's scales: tokens 2t and 2t + 1, the weight tile
+};
+__device__ __forceinline__ void mma_block(float (&acc)[4], const uint4 (&r0)[2], const uint4 (&r1)[2], const uint4 (&x)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mma_e4m3(acc, r0[h].x, r1[h].x, r0[h].y, r1[h].y, x[h].x, x[h].y);
+    mma_e4m3(acc, r0[h].z, r1[h].z, r0[h].w, r1[h].w, x[h].z, x[h].w);
+  }
+}
+
+// grid ceil(row groups * split / 8), block 256: `split` warps share a group of 16 rows, each taking a
+// run of K blocks; their sums meet in shared memory. DEPTH K blocks are in flight per warp.
+template <bool GLU, int DEPTH>
+__global__ void __launch_bounds__(256) fp8_gemv_mma_kernel(Fp8GemvParams p, int split) {
+  __shared__ float partial[kGemvWarps][32][GLU ? 8 : 4];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int m = p.w.m, k = p.w.k, n = p.n, groups = fp8_blocks(k), sld = fp8_scale_ld(k);
+  const int rg = (blockIdx.x * kGemvWarps + warp) / split, part = warp % split;
+  const int r0 = rg * 16;
+  const bool active = r0 < m;
+  const int gb = part * groups / split, ge = active ? (part + 1) * groups / split : gb;
+  const bool row0 = active && r0 + g < m, row1 = active && r0 + g + 8 < m, tok = g < n;
+  const uint8_t* w0 = p.w.codes + static_cast<int64_t>(row0 ? r0 + g : 0) * k + 16 * t;
+  const uint8_t* w1 = p.w.codes + static_cast<int64_t>(row1 ? r0 + g + 8 : 0) * k + 16 * t;
+  const uint8_t* u0 = GLU ? p.up.codes + static_cast<int64_t>(row0 ? r0 + g : 0) * k + 16 * t : w0;
+  const uint8_t* u1 = GLU ? p.up.codes + static_cast<int64_t>(row1 ? r0 + g + 8 : 0) * k + 16 * t : w1;
+  const uint8_t* xr = p.x_codes + static_cast<int64_t>(tok ? g : 0) * k + 16 * t;
+  const float* ws = p.w.scales + static_cast<int64_t>(active ? r0 / kFp8Block : 0) * sld;
+  const float* us = GLU ? p.up.scales + static_cast<int64_t>(active ? r0 / kFp8Block : 0) * sld : ws;
+  const int tok0 = 2 * t, tok1 = 2 * t + 1;
+
+  MmaSlice wv[DEPTH], uv[GLU ? DEPTH : 1];
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  auto load = [&](int u, int blk) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int c = kFp8Block * blk + 64 * h + 16 * t;  // this lane's K offset
+      const bool in = blk < ge && c < k;
+      const int64_t o = static_cast<int64_t>(kFp8Block) * blk + 64 * h;
+      wv[u].r0[h] = in && row0 ? __ldg(reinterpret_cast<const uint4*>(w0 + o)) : zero;
+      wv[u].r1[h] = in && row1 ? __ldg(reinterpret_cast<const uint4*>(w1 + o)) : zero;
+      if constexpr (GLU) {
+        uv[u].r0[h] = in && row0 ? __ldg(reinterpret_cast<const uint4*>(u0 + o)) : zero;
+        uv[u].r1[h] = in && row1 ? __ldg(reinterpret_cast<const uint4*>(u1 + o)) : zero;
+      }
+      wv[u].x[h] = in && tok ? __ldg(reinterpret_cast<const uint4*>(xr + o)) : zero;
+    }
+    const bool live = blk < ge;
+    wv[u].xs0 = live && tok0 < n ? __ldg(p.x_scales + static_cast<int64_t>(blk) * n + tok0) : 0.0f;
+    wv[u].xs1 = live && tok1 < n ? __ldg(p.x_scales + static_cast<int64_t>(blk) * n + tok1) : 0.0f;
+    wv[u].ws = live ? __ldg(ws + blk) : 0.0f;
+    if constexpr (GLU) uv[u].ws = live ? __ldg(us + blk) : 0.0f;
+  };
+#pragma unroll
+  for (int u = 0; u < DEPTH; ++u) load(u, gb + u);
+
+  float acc[4] = {0, 0, 0, 0}, acc_u[4] = {0, 0, 0, 0};
+  for (int b0 = gb; b0 < ge; b0 += DEPTH) {
+#pragma unroll
+    for (int u = 0; u < DEPTH; ++u) {
+      const int gi = b0 + u;
+      if (gi >= ge) break;
+      float blk[4] = {0, 0, 0, 0}, blk_u[4] = {0, 0, 0, 0};
+      mma_block(blk, wv[u].r0, wv[u].r1, wv[u].x);
+      if constexpr (GLU) mma_block(blk_u, uv[u].r0, uv[u].r1, wv[u].x);
+      const float x0 = wv[u].xs0, x1 = wv[u].xs1, w = wv[u].ws;
+      const float wu = GLU ? uv[u].ws : 0.0f;
+      load(u, gi + DEPTH);
+      acc[0] += blk[0] * (x0 * w), acc[1] += blk[1] * (x1 * w);
+      acc[2] += blk[2] * (x0 * w), acc[3] += blk[3] * (x1 * w);
+      if constexpr (GLU) {
+        acc_u[0] += blk_u[0] * (x0 * wu), acc_u[1] += blk_u[1] * (x1 * wu);
+        acc_u[2] += blk_u[2] * (x0 * wu), acc_u[3] += blk_u[3] * (x1 * wu);
+      }
+    }
+  }
+
+  if (split > 1) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      partial[warp][lane][i] = acc[i];
+      if constexpr (GLU) partial[warp][lane][GLU ? 4 + i : i] = acc_u[i];
+    }
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc[i] = acc_u[i] = 0.0f;
+      for (int q = 0; q < split; ++q) {
+        acc[i] += partial[warp + q][lane][i];
+        if constexpr (GLU) acc_u[i] += partial[warp + q][lane][GLU ? 4 + i : i];
+      }
+    }
+  }
+  if (!active) return;
+  const int ldy = p.ldy > 0 ? p.ldy : m;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int row = r0 + g + 8 * (i >> 1), token = 2 * t + (i & 1);
+    if (row >= m || token >= n) continue;
+    if constexpr (GLU) {
+      p.act[static_cast<int64_t>(token) * m + row] = __float2bfloat16(fp8_silu(acc[i]) * acc_u[i]);
+    } else {
+      float* y = p.y + static_cast<int64_t>(token) * ldy + row;
+      *y = p.beta == 0.0f ? acc[i] : p.beta * *y + acc[i];
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // launchers
 
@@ -319,7 +460,8 @@ void fp8_quantize(const Fp8QuantizeParams& p, cudaStream_t s) {
   if (p.k <= 0) throw std::invalid_argument("fp8_quantize: k must be positive");
   if ((p.x == nullptr) == (p.x_f32 == nullptr) || (p.x_f32 != nullptr) != (p.norm_w != nullptr))
     throw std::invalid_argument("fp8_quantize: give x, or x_f32 with norm_w");
-  fp8_quantize_kernel<<<p.n_pad, 256, 0, s>>>(p);
+  const dim3 grid(static_cast<unsigned>(p.n_pad), static_cast<unsigned>((fp8_blocks(p.k) + 7) / 8));
+  fp8_quantize_kernel<<<grid, 256, 0, s>>>(p);
 }
 
 void fp8_dequantize(const Fp8Matrix& w, bf16* out, cudaStream_t s) {
@@ -329,8 +471,31 @@ void fp8_dequantize(const Fp8Matrix& w, bf16* out, cudaStream_t s) {
   fp8_dequantize_kernel<<<static_cast<unsigned>((chunks + 255) / 256), 256, 0, s>>>(w, out);
 }
 
+bool fp8_gemv_tensor_core_device() {
+  static std::atomic<int> known[64] = {};  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
+  int v = known[device].load(std::memory_order_relaxed);
+  if (v == 0) {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    v = major * 10 + minor >= 89 ? 2 : 1;
+    known[device].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
+}
+
+int fp8_gemv_max_rows() { return fp8_gemv_tensor_core_device() ? kMmaMaxRows : kFp8GemvMaxRows; }
+
+// One row streams faster on the CUDA cores (a 16 x 8 tensor-core tile would be one eighth used, and the
+// warp's 16 rows read as 64-byte pieces); two and more on the tensor cores, where the device has them.
+bool fp8_gemv_tensor_cores(int n) { return n >= 2 && fp8_gemv_tensor_core_device(); }
+
 bool fp8_gemv_supports(int n, int k) {
-  return n >= 1 && n <= kFp8GemvMaxRows && k > 0 && k % 16 == 0 && gemv_smem_bytes(n, k) <= kGemvSmemMax;
+  if (n < 1 || k <= 0 || k % 16 != 0) return false;
+  if (fp8_gemv_tensor_cores(n)) return n <= kMmaMaxRows;
+  return n <= kFp8GemvMaxRows && gemv_smem_bytes(n, k) <= kGemvSmemMax;
 }
 
 void fp8_gemv(const Fp8GemvParams& p, cudaStream_t s) {
@@ -338,6 +503,17 @@ void fp8_gemv(const Fp8GemvParams& p, cudaStream_t s) {
   if (!fp8_gemv_supports(p.n, p.w.k))
     throw std::invalid_argument("fp8_gemv: " + std::to_string(p.n) + " rows of width " + std::to_string(p.w.k));
   if (p.act && (p.up.m != p.w.m || p.up.k != p.w.k)) throw std::invalid_argument("fp8_gemv: gate and up shapes differ");
+  if (fp8_gemv_tensor_cores(p.n)) {
+    // Warps split K until the grid holds about eight warps per multiprocessor (a whole K block each).
+    const int64_t row_groups = (p.w.m + 15) / 16, target = 8 * static_cast<int64_t>(multiprocessor_count());
+    int split = 1;
+    while (split < kGemvWarps && row_groups * split < target && 2 * split <= fp8_blocks(p.w.k)) split *= 2;
+    const dim3 grid(static_cast<unsigned>((row_groups * split + kGemvWarps - 1) / kGemvWarps));
+    // K blocks in flight per warp: 2 of gate and up together (8 KiB), 4 of one matrix (8 KiB).
+    if (p.act) fp8_gemv_mma_kernel<true, 2><<<grid, 32 * kGemvWarps, 0, s>>>(p, split);
+    else fp8_gemv_mma_kernel<false, 4><<<grid, 32 * kGemvWarps, 0, s>>>(p, split);
+    return;
+  }
   const size_t smem = (gemv_smem_bytes(p.n, p.w.k) + 15) / 16 * 16;
   const int64_t target = 4 * static_cast<int64_t>(multiprocessor_count());
   // Rows split between warps until the grid gives every multiprocessor about four blocks.

@@ -73,9 +73,11 @@ void fp8_dequantize(const Fp8Matrix& w, bf16* out, cudaStream_t s);
 
 // Decode-step products over FP8 weights, from activations quantized by fp8_quantize() (n_pad == n):
 // y (n, ldy) f32 = x . w^T + beta * y (columns [0, w.m) of each row), or, with act set,
-// act (n, w.m) bf16 = silu(x . w^T) * (x . up^T). One warp (or 2 or 4 splitting a row, when the matrix is
-// small) per output row streams the row's codes with 16-byte loads (16 weights) and several in flight;
-// the block stages the quantized input rows in shared memory as halves (e4m3 values are exact there).
+// act (n, w.m) bf16 = silu(x . w^T) * (x . up^T). On compute capability 8.9 and up the tensor cores
+// multiply the codes (one warp per 16 rows and a run of K blocks, 16-byte loads, several in flight).
+// Elsewhere one warp (or 2 or 4 splitting a row, when the matrix is small) per output row streams the
+// row's codes, and the block stages the quantized input rows in shared memory as halves (e4m3 values
+// are exact there).
 struct Fp8GemvParams {
   const uint8_t* x_codes = nullptr;  // (n, k)
   const float* x_scales = nullptr;   // (fp8_blocks(k), n)
@@ -88,7 +90,14 @@ struct Fp8GemvParams {
   int n = 0;
 };
 inline constexpr int kFp8GemvMaxRows = 2;
-// Whether fp8_gemv() takes n rows of width k (n <= 2, k % 16 == 0, the staged rows fit in shared memory).
+// Whether fp8_gemv() of n rows runs on the tensor cores on the current device (2..8 rows on compute
+// capability 8.9 and up: mma.sync m16n8k32 over e4m3 codes, the tensor cores' sums within each
+// 128-wide K block); else the CUDA-core kernel (up to kFp8GemvMaxRows rows, f32 sums throughout).
+bool fp8_gemv_tensor_cores(int n);
+// The most token rows fp8_gemv() takes on the current device: 8 on the tensor cores, else 2.
+int fp8_gemv_max_rows();
+// Whether fp8_gemv() takes n rows of width k (n <= fp8_gemv_max_rows(), k % 16 == 0; the CUDA-core
+// kernel also needs the staged rows to fit in shared memory).
 bool fp8_gemv_supports(int n, int k);
 void fp8_gemv(const Fp8GemvParams& p, cudaStream_t s);
 
