@@ -5,7 +5,9 @@
 #include <ostream>
 
 #include "base/error.h"
+#include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
+#include "engine/weights.h"
 
 namespace abridge::engine {
 namespace {
@@ -46,9 +48,24 @@ double attention_flops(const ModelConfig& c, int64_t position) {
          static_cast<double>(position + 1);
 }
 
-double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context) {
-  return 2.0 * static_cast<double>(c.n_params()) +
+double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes) {
+  return (weight_bytes > 0 ? weight_bytes : 2.0 * static_cast<double>(c.n_params())) +
          static_cast<double>(batch) * static_cast<double>(context) * static_cast<double>(c.kv_bytes_per_token(2));
+}
+
+double device_weight_bytes(const ModelConfig& c, const Checkpoint& ckpt) {
+  double bytes = 0;
+  for (const TensorEntry& e : tensor_table(c)) {
+    const TensorView* v = ckpt.find(e.name);
+    if (!v) continue;
+    if (v->dtype != DType::kF8E4M3) {
+      bytes += 2.0 * static_cast<double>(v->numel());
+      continue;
+    }
+    bytes += static_cast<double>(v->numel());
+    if (const TensorView* s = ckpt.find(scale_name(e.name))) bytes += 4.0 * static_cast<double>(s->numel());
+  }
+  return bytes;
 }
 
 std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOptions& o, std::ostream& progress) {
@@ -102,7 +119,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
     r.what = "decode b" + std::to_string(d.batch) + " ctx" + std::to_string(d.context);
     if (o.copy_tbps > 0)
       r.ceiling_tokens_per_s =
-          static_cast<double>(d.batch) / (decode_step_bytes(c, d.batch, d.context) / (o.copy_tbps * 1e12));
+          static_cast<double>(d.batch) / (decode_step_bytes(c, d.batch, d.context, o.weight_bytes) / (o.copy_tbps * 1e12));
     try {
       const auto tables = contiguous_block_tables(b, d.batch, d.context + o.decode_steps + 2);
       prefill(b, tables, d.context, o.prefill_chunk, logits);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/safetensors.h"
 
 namespace abridge::engine {
 
@@ -22,6 +23,7 @@ struct EngineBenchOptions {
   int64_t prefill_chunk = kDefaultStepTokens;  // prompt tokens per forward step (at most the backend's limit)
   double gemm_tflops = 0;      // ceiling: bf16 GEMM TFLOP/s of this device (0: not shown)
   double copy_tbps = 0;        // ceiling: device copy TB/s, read + write (0: not shown)
+  double weight_bytes = 0;     // bytes of weights a decode step reads (0: 2 per parameter, as bf16)
   double time_limit_s = 300;   // skip a prefill length whose predicted time exceeds what is left
 };
 
@@ -42,7 +44,11 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& backend, const EngineBench
 // position p (4 x layers x heads x head_dim x (p + 1)), as in the project's performance notes.
 double linear_flops_per_token(const ModelConfig& c);
 double attention_flops(const ModelConfig& c, int64_t position);
-// Bytes one decode step must read: every weight once, plus each sequence's K and V.
-double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context);
+// Bytes one decode step must read: every weight once (weight_bytes; 0: 2 bytes per parameter), plus
+// each sequence's K and V.
+double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes = 0);
+// The bytes of the weights the CUDA backend holds for this checkpoint: F8_E4M3 codes at one byte with
+// their f32 tile scales, everything else as bf16.
+double device_weight_bytes(const ModelConfig& c, const Checkpoint& ckpt);
 
 }  // namespace abridge::engine

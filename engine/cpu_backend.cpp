@@ -94,7 +94,13 @@ void CpuBackend::linear(const float* x, const Linear& w, float* out, int64_t n, 
     return;
   }
   ABRIDGE_CHECK(w.fp8.rows == m && w.fp8.cols == k);
-  quantize_activations(x, n, k, fp8_act_);
+  // The model's activations are bf16 where an FP8 product reads them (transformers runs FP8 checkpoints
+  // with bf16 activations, and so does the CUDA backend): each is rounded to bf16 before it is quantized.
+  // Quantizing the float32 value instead moves an activation near an e4m3 rounding edge to the
+  // neighbouring code whenever the two backends' float32 values differ in the last bits.
+  fp8_in_.resize(static_cast<size_t>(n * k));
+  for (size_t i = 0; i < fp8_in_.size(); ++i) fp8_in_[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  quantize_activations(fp8_in_.data(), n, k, fp8_act_);
   pool_.parallel_for(m, [&](int64_t begin, int64_t end) { fp8_linear(fp8_act_, w.fp8, out, begin, end); });
 }
 

@@ -70,6 +70,7 @@ class CpuBackend final : public Backend {
   std::vector<float> inv_freq_;   // (head_dim / 2) RoPE frequencies
   std::unordered_map<int32_t, SlotCache> caches_;
   Fp8Activations fp8_act_;        // (n, k) scratch of the FP8 linears
+  std::vector<float> fp8_in_;     // (n, k) the FP8 linears' input rounded to bf16
 };
 
 }  // namespace abridge::engine

@@ -8,7 +8,6 @@
 #include "base/error.h"
 #include "base/format.h"
 #include "engine/cpu_backend.h"
-#include "engine/fp8_checkpoint.h"
 #include "engine/kv_blocks.h"
 #ifdef ABRIDGE_HAVE_CUDA
 #include "engine/cuda/cuda_backend.h"
@@ -30,8 +29,6 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
     case Device::kCpu:
       return std::make_unique<CpuBackend>(model.config, *model.checkpoint, options.threads, options.attention);
     case Device::kCuda: {
-      // Checked before the build's own CUDA support, so that every build says the same about FP8.
-      if (has_fp8_weights(model.config, *model.checkpoint)) throw Error(kCudaNoFp8);
 #ifdef ABRIDGE_HAVE_CUDA
       CudaOptions cuda;
       cuda.device = options.gpu;

@@ -62,11 +62,8 @@ struct BackendOptions {
 // CUDA devices visible to this process; 0 without CUDA (in the build or the machine).
 int gpu_count();
 
-// What make_backend says when asked to run an FP8 checkpoint on CUDA (no FP8 kernels yet).
-inline constexpr const char* kCudaNoFp8 = "the CUDA backend does not run FP8 checkpoints yet; use --device cpu";
-
-// Builds the backend; kCuda throws abridge::Error when this build or machine has no CUDA, or with
-// kCudaNoFp8 when the checkpoint has FP8 weights.
+// Builds the backend; kCuda throws abridge::Error when this build or machine has no CUDA (or, for an
+// FP8 checkpoint, a GPU older than compute capability 8.0).
 std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options);
 
 // Builds the backend that `device` names (auto | cpu | cuda). cpu and cuda are taken as said (cuda

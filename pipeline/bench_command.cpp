@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "engine/bench.h"
 #include "engine/engine.h"
+#include "engine/fp8_checkpoint.h"
 #include "pipeline/commands.h"
 #include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
@@ -80,6 +81,8 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     const std::string device = backend->device_description();
     bo.gemm_tflops = opt.gemm_tflops;
     bo.copy_tbps = opt.copy_tbps;
+    const bool fp8 = engine::has_fp8_weights(model.config, *model.checkpoint);
+    bo.weight_bytes = engine::device_weight_bytes(model.config, *model.checkpoint);
     if (bo.gemm_tflops == 0 && device.find("H100") != std::string::npos) bo.gemm_tflops = 809, bo.copy_tbps = 3.03;
     if (bo.gemm_tflops == 0 && device.find("H200") != std::string::npos) bo.gemm_tflops = 790, bo.copy_tbps = 4.3;
 
@@ -96,6 +99,10 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     if (bo.gemm_tflops > 0)
       out << "ceilings: bf16 GEMM " << fmt(bo.gemm_tflops, 0) << " TFLOP/s, copy " << fmt(bo.copy_tbps, 2)
           << " TB/s (prefill: FLOPs / GEMM rate; decode: weight + KV bytes / copy rate)\n";
+    if (fp8)
+      out << "FP8 checkpoint: " << fmt(bo.weight_bytes / 1e9, 2)
+          << " GB of weights a decode step reads; FP8 tensor cores run twice the bf16 GEMM rate, so prefill may pass "
+             "the ceiling\n";
     out << "\n| measurement | time | tok/s | ceiling tok/s | % of ceiling |\n|---|---:|---:|---:|---:|\n";
     for (const auto& r : rows) {
       out << "| " << r.what << " | ";

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "engine/bench.h"
 #include "engine/engine.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
@@ -194,7 +195,9 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     const engine::ModelConfig& c = eng.config();
     const int value_bytes = eng.on_gpu() ? 2 : 4;  // bf16 on the GPU, float32 in the CPU reference
     const double kv_per_token = static_cast<double>(c.kv_bytes_per_token(value_bytes));
-    const double weight_bytes = static_cast<double>(c.n_params()) * value_bytes;
+    // On the GPU the weights as the CUDA backend holds them (an FP8 model's linear layers at one byte).
+    const double weight_bytes = eng.on_gpu() ? engine::device_weight_bytes(c, *eng.model().checkpoint)
+                                             : static_cast<double>(c.n_params()) * value_bytes;
 
     double prefill_floor = 0, kv_bytes = 0;
     int64_t prompt_tokens = 0, generated = 0, longest_reply = 0;

@@ -258,7 +258,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                             human_bytes(model.checkpoint->total_bytes()) + ")");
     row("bytes by dtype", dtype_bytes);
     row("quantization", c.quantization ? c.quantization->describe() +
-                                             (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU backend"
+                                             (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU and CUDA backends"
                                                                                             : "; no FP8 tensors")
                                        : "none");
     row("KV bytes per token", std::to_string(c.kv_bytes_per_token(2)) + " (bf16; " +

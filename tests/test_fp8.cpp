@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "engine/bench.h"
 #include "engine/cpu_backend.h"
 #include "base/error.h"
 #include "engine/fp8.h"
@@ -670,10 +671,48 @@ TEST(Fp8Commands, GenerateRunsTheFp8ModelOnTheCpu) {
   EXPECT_TRUE(abridge::testing::contains(r.err, "8 new tokens")) << r.err;
 }
 
-TEST(Fp8Commands, CudaRefusesFp8WithOneLine) {
-  const auto r = run_abridge("generate --device cuda --model " + quote(fp8_model_dir()) + " --prompt hi");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.err, std::string("abridge: ") + kCudaNoFp8 + "\n");
+// --device cuda runs an FP8 checkpoint where a GPU is (tests/test_cuda.cpp compares it with the CPU);
+// without one it stops with the same one line as for any model, which does not blame FP8.
+TEST(Fp8Commands, CudaRunsFp8OrSaysWhyNotInOneLine) {
+  const auto r = run_abridge("generate --device cuda --model " + quote(fp8_model_dir()) +
+                             " --prompt 'Summarize: the sky is blue.' --max-new-tokens 8 --stats");
+  if (gpu_count() > 0) {
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(abridge::testing::contains(r.err, "8 new tokens")) << r.err;
+    return;
+  }
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(r.err.starts_with("abridge: ")) << r.err;
+  EXPECT_FALSE(abridge::testing::contains(r.err, "FP8")) << r.err;
+  const auto bf16 = run_abridge("generate --device cuda --model " + quote(random_model_dir()) + " --prompt hi");
+  EXPECT_EQ(bf16.err, r.err);
+}
+
+// bench engine reads an FP8 model's decode ceiling from the bytes the GPU holds: codes at one byte with
+// f32 tile scales, the rest bf16 (a bf16 model: 2 bytes a parameter, as before).
+TEST(Fp8Commands, BenchEngineCountsTheFp8WeightBytes) {
+  const ModelDir f8 = open_model_dir(fp8_model_dir().string());
+  const ModelDir b16 = open_model_dir(random_model_dir().string());
+  double want = 0;
+  for (const TensorEntry& e : tensor_table(f8.config)) {
+    if (!f8.checkpoint->find(e.name)) continue;
+    int64_t numel = 1;
+    for (int64_t d : e.shape) numel *= d;
+    want += is_linear(e.role) && e.role != TensorRole::kLmHead
+                ? static_cast<double>(numel + 4 * fp8_blocks(e.shape[0]) * fp8_blocks(e.shape[1]))
+                : 2.0 * static_cast<double>(numel);
+  }
+  EXPECT_EQ(device_weight_bytes(f8.config, *f8.checkpoint), want);
+  EXPECT_EQ(device_weight_bytes(b16.config, *b16.checkpoint), 2.0 * static_cast<double>(b16.config.n_params()));
+  EXPECT_EQ(decode_step_bytes(f8.config, 1, 0, want), want);
+  const auto r = run_abridge("bench engine --device cpu --model " + quote(fp8_model_dir()) +
+                             " --prefill 64 --decode 1x32 --steps 2 --gemm-tflops 1 --copy-tbps 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  char line[128];
+  std::snprintf(line, sizeof line, "FP8 checkpoint: %.2f GB of weights a decode step reads", want / 1e9);
+  EXPECT_TRUE(abridge::testing::contains(r.out, line)) << r.out;
+  EXPECT_TRUE(abridge::testing::contains(r.out, "| decode b1 ctx32 | ")) << r.out;
 }
 
 TEST(Fp8Commands, HostileFp8FilesRejectedWithOneLineAndStatus) {

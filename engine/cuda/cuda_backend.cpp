@@ -13,6 +13,8 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
+#include "engine/cuda/cuda_fp8.h"
+#include "engine/fp8_checkpoint.h"
 #include "engine/kv_blocks.h"
 #include "engine/weights.h"
 #include "kernels/ops.h"
@@ -43,6 +45,9 @@ struct CudaBackend::Impl {
     float* post_norm = nullptr;   // (d)
     float* q_norm = nullptr;      // (head_dim)
     float* k_norm = nullptr;      // (head_dim)
+    // FP8 checkpoints: the same products as block-scaled FP8 (engine/cuda/cuda_fp8.h); where one is
+    // set, its bf16 pointer above is null.
+    CudaFp8Linear qkv8, o8, gu8, d8;
   };
 
   ModelConfig cfg;
@@ -58,6 +63,7 @@ struct CudaBackend::Impl {
   float* final_norm = nullptr;  // (d)
   float* inv_freq = nullptr;    // (head_dim / 2)
   std::vector<Layer> layers;
+  std::unique_ptr<CudaFp8> fp8;  // FP8 checkpoints only
 
   // Activations, for up to T = max_batch_tokens tokens and R = max_logit_rows logits rows.
   float* x = nullptr;       // (T, d) residual stream
@@ -128,11 +134,17 @@ struct CudaBackend::Impl {
 
 namespace {
 
-// Copies a checkpoint tensor into device memory as bf16 (converting F16/F32 on the host).
-void upload_bf16(const TensorView& v, bf16* dst) {
+// Copies a checkpoint tensor into device memory as bf16 (converting F16/F32 on the host, and
+// dequantizing an F8_E4M3 weight that runs in bf16: an lm_head, or a group of mixed dtypes).
+void upload_bf16(const Checkpoint& ckpt, const TensorView& v, bf16* dst) {
   const size_t n = static_cast<size_t>(v.numel());
   if (v.dtype == DType::kBF16) {
     CUDA_OK(cudaMemcpy(dst, v.data, n * 2, cudaMemcpyHostToDevice));
+    return;
+  }
+  if (v.dtype == DType::kF8E4M3) {
+    const std::vector<uint16_t> b = dequantize_fp8_bf16(ckpt, v);
+    CUDA_OK(cudaMemcpy(dst, b.data(), n * 2, cudaMemcpyHostToDevice));
     return;
   }
   std::vector<float> f(n);
@@ -187,13 +199,41 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   const int64_t d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.intermediate_size, hd = c.head_dim;
   const int64_t T = options.max_batch_tokens, R = options.max_logit_rows, V = c.vocab_size;
 
+  // FP8 checkpoints: a group of linear layers runs as FP8 when all its members are F8_E4M3; the GEMM
+  // writes whole 16-row blocks, so the buffers it writes hold Tp rows.
+  if (has_fp8_weights(c, ckpt)) {
+    if (prop.major < 8)
+      throw Error("CUDA backend: FP8 checkpoints need compute capability 8.0 or newer; " + m.device_name + " has " +
+                  std::to_string(prop.major) + "." + std::to_string(prop.minor) + " (use --device cpu)");
+    Impl* impl = &m;
+    m.fp8 = std::make_unique<CudaFp8>([impl](size_t bytes) { return static_cast<void*>(impl->alloc<unsigned char>(bytes)); },
+                                      m.blas, m.blas_workspace, kBlasWorkspace, T, !options.fp8_dequantized_gemm);
+  }
+  const int64_t Tp = m.fp8 ? kernels::fp8_gemm_rows(static_cast<int>(T)) : T;
+  std::vector<std::map<TensorRole, std::string>> layer_names(static_cast<size_t>(c.num_hidden_layers));
+  for (const TensorEntry& e : tensor_table(c))
+    if (e.layer >= 0) layer_names[static_cast<size_t>(e.layer)][e.role] = e.name;
+  auto fp8_group = [&](int64_t l, std::initializer_list<TensorRole> roles) {
+    std::vector<std::string> names;
+    for (TensorRole r : roles) {
+      names.push_back(layer_names[static_cast<size_t>(l)].at(r));
+      if (!m.fp8 || ckpt.find(names.back())->dtype != DType::kF8E4M3) return CudaFp8Linear{};
+    }
+    return m.fp8->upload(ckpt, names);
+  };
+
   // Weights.
   m.layers.resize(static_cast<size_t>(c.num_hidden_layers));
-  for (auto& L : m.layers) {
-    L.wqkv = m.alloc<bf16>((qd + 2 * kvd) * d);
-    L.wo = m.alloc<bf16>(d * qd);
-    L.wgu = m.alloc<bf16>(2 * ffn * d);
-    L.wd = m.alloc<bf16>(d * ffn);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    Impl::Layer& L = m.layers[static_cast<size_t>(l)];
+    L.qkv8 = fp8_group(l, {TensorRole::kQ, TensorRole::kK, TensorRole::kV});
+    L.o8 = fp8_group(l, {TensorRole::kO});
+    L.gu8 = fp8_group(l, {TensorRole::kGate, TensorRole::kUp});
+    L.d8 = fp8_group(l, {TensorRole::kDown});
+    if (!L.qkv8) L.wqkv = m.alloc<bf16>((qd + 2 * kvd) * d);
+    if (!L.o8) L.wo = m.alloc<bf16>(d * qd);
+    if (!L.gu8) L.wgu = m.alloc<bf16>(2 * ffn * d);
+    if (!L.d8) L.wd = m.alloc<bf16>(d * ffn);
     L.input_norm = m.alloc<float>(d);
     L.post_norm = m.alloc<float>(d);
     L.q_norm = m.alloc<float>(hd);
@@ -206,24 +246,28 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
     const TensorView* v = ckpt.find(e.name);
     if (!v) continue;  // the optional tied lm_head
     Impl::Layer* L = e.layer >= 0 ? &m.layers[static_cast<size_t>(e.layer)] : nullptr;
+    if (L && ((L->qkv8 && (e.role == TensorRole::kQ || e.role == TensorRole::kK || e.role == TensorRole::kV)) ||
+              (L->o8 && e.role == TensorRole::kO) || (L->gu8 && (e.role == TensorRole::kGate || e.role == TensorRole::kUp)) ||
+              (L->d8 && e.role == TensorRole::kDown)))
+      continue;  // uploaded as FP8 above
     switch (e.role) {
-      case TensorRole::kEmbedding: upload_bf16(*v, m.embed); break;
+      case TensorRole::kEmbedding: upload_bf16(ckpt, *v, m.embed); break;
       case TensorRole::kLmHead:
         m.lm_head = m.alloc<bf16>(V * d);
-        upload_bf16(*v, m.lm_head);
+        upload_bf16(ckpt, *v, m.lm_head);
         break;
       case TensorRole::kFinalNorm: upload_f32(*v, m.final_norm); break;
       case TensorRole::kInputNorm: upload_f32(*v, L->input_norm); break;
       case TensorRole::kPostNorm: upload_f32(*v, L->post_norm); break;
       case TensorRole::kQNorm: upload_f32(*v, L->q_norm); break;
       case TensorRole::kKNorm: upload_f32(*v, L->k_norm); break;
-      case TensorRole::kQ: upload_bf16(*v, L->wqkv); break;
-      case TensorRole::kK: upload_bf16(*v, L->wqkv + qd * d); break;
-      case TensorRole::kV: upload_bf16(*v, L->wqkv + (qd + kvd) * d); break;
-      case TensorRole::kO: upload_bf16(*v, L->wo); break;
-      case TensorRole::kGate: upload_bf16(*v, L->wgu); break;
-      case TensorRole::kUp: upload_bf16(*v, L->wgu + ffn * d); break;
-      case TensorRole::kDown: upload_bf16(*v, L->wd); break;
+      case TensorRole::kQ: upload_bf16(ckpt, *v, L->wqkv); break;
+      case TensorRole::kK: upload_bf16(ckpt, *v, L->wqkv + qd * d); break;
+      case TensorRole::kV: upload_bf16(ckpt, *v, L->wqkv + (qd + kvd) * d); break;
+      case TensorRole::kO: upload_bf16(ckpt, *v, L->wo); break;
+      case TensorRole::kGate: upload_bf16(ckpt, *v, L->wgu); break;
+      case TensorRole::kUp: upload_bf16(ckpt, *v, L->wgu + ffn * d); break;
+      case TensorRole::kDown: upload_bf16(ckpt, *v, L->wd); break;
     }
   }
   std::vector<float> inv(static_cast<size_t>(hd / 2));
@@ -231,14 +275,15 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
     inv[i] = static_cast<float>(1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / static_cast<double>(hd)));
   m.inv_freq = m.alloc<float>(inv.size());
   CUDA_OK(cudaMemcpy(m.inv_freq, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+  if (m.fp8) m.fp8->finish();
 
   // Activations.
-  m.x = m.alloc<float>(T * d);
+  m.x = m.alloc<float>(Tp * d);
   m.h = m.alloc<bf16>(T * std::max(d, qd));
-  m.qkv = m.alloc<float>(T * (qd + 2 * kvd));
+  m.qkv = m.alloc<float>(Tp * (qd + 2 * kvd));
   m.q = m.alloc<bf16>(T * qd);
   m.att = m.alloc<bf16>(T * qd);
-  m.gu = m.alloc<float>(T * 2 * ffn);
+  m.gu = m.alloc<float>(Tp * 2 * ffn);
   m.act = m.alloc<bf16>(T * ffn);
   m.hl = m.alloc<bf16>(R * d);
   m.logits = m.alloc<float>(R * V);
@@ -307,6 +352,7 @@ int64_t CudaBackend::kv_blocks() const { return impl_->num_blocks; }
 int64_t CudaBackend::max_batch_tokens() const { return impl_->opt.max_batch_tokens; }
 int64_t CudaBackend::max_logit_rows() const { return impl_->opt.max_logit_rows; }
 std::string CudaBackend::device_description() const { return impl_->device_name; }
+std::string CudaBackend::fp8_paths() const { return impl_->fp8 ? impl_->fp8->describe() : ""; }
 size_t CudaBackend::device_memory_bytes() const { return impl_->allocated; }
 
 void CudaBackend::release(int32_t slot) { impl_->cached.erase(slot); }
@@ -450,7 +496,9 @@ void CudaBackend::run(const BatchPlan& plan) {
     kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       const Impl::Layer& L = m.layers[static_cast<size_t>(l)];
-      if (fused) {
+      if (L.qkv8) {
+        m.fp8->linear({nullptr, m.x, L.input_norm, eps}, L.qkv8, m.qkv, qd + 2 * kvd, n, 0.0f, m.stream);
+      } else if (fused) {
         normed_gemv(L.input_norm, L.wqkv, qd + 2 * kvd, m.qkv, nullptr);
       } else {
         kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
@@ -489,15 +537,19 @@ void CudaBackend::run(const BatchPlan& plan) {
       ap.decode_first = m.decode_d + 3 * n_decode_items;
       ap.n_decode_items = n_decode_items;
       kernels::attention(ap, max_splits, m.stream);
-      m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
-      if (fused) {
+      if (L.o8) m.fp8->linear({m.att}, L.o8, m.x, d, n, 1.0f, m.stream);
+      else m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
+      if (L.gu8) {
+        m.fp8->swiglu({nullptr, m.x, L.post_norm, eps}, L.gu8, m.gu, m.act, n, m.stream);
+      } else if (fused) {
         normed_gemv(L.post_norm, L.wgu, ffn, nullptr, m.act);
       } else {
         kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
         m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
         kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
       }
-      m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
+      if (L.d8) m.fp8->linear({m.act}, L.d8, m.x, d, n, 1.0f, m.stream);
+      else m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
     }
     if (nl > 0) {
       kernels::rms_norm(m.x, logit_rows_d, m.final_norm, m.hl, static_cast<int>(nl), static_cast<int>(d), eps, m.stream);

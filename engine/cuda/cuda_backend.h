@@ -1,7 +1,8 @@
 // The CUDA backend: the Qwen3 forward pass on one GPU, on a paged KV cache.
 //
 // Weights are bf16 on the device, with q/k/v and gate/up fused into single GEMMs (cuBLAS, bf16 inputs,
-// float32 accumulation and output). The residual stream stays float32; o_proj and down_proj add into
+// float32 accumulation and output); FP8 checkpoints keep their linear layers as block-scaled FP8
+// (engine/cuda/cuda_fp8.h) and embeddings, norms and the LM head in bf16. The residual stream stays float32; o_proj and down_proj add into
 // it directly (beta = 1). Everything is allocated when the backend is built: activation buffers for
 // `max_batch_tokens` tokens and `max_logit_rows` logits rows, the attention workspace, and a KV pool
 // of fixed-size blocks sized from the free memory (`gpu_memory_fraction` of the card in all). The
@@ -33,6 +34,9 @@ struct CudaOptions {
   int64_t block_size = 64;
   int64_t max_kv_blocks = 0;          // 0: as many as the memory fraction allows
   bool cuda_graphs = true;            // replay decode steps as CUDA graphs
+  // FP8 checkpoints: run steps of more than two tokens as dequantized bf16 GEMMs even where cuBLASLt's
+  // block-scaled FP8 GEMM exists (Hopper), as on compute capability 8.0-8.9; for tests and comparisons.
+  bool fp8_dequantized_gemm = false;
   AttentionOptions attention;
 };
 
@@ -57,6 +61,8 @@ class CudaBackend final : public Backend {
   int64_t max_logit_rows() const override;
   std::string device_description() const override;
   size_t device_memory_bytes() const override;
+  // FP8 checkpoints: which kernels run the products (CudaFp8::describe); empty otherwise.
+  std::string fp8_paths() const;
 
  private:
   // Enqueues the plan's forward pass up to the logits (on the device); does not wait for it.
