@@ -111,6 +111,12 @@ void sync_ok() {
 
 constexpr double kBf16OutTolerance = 1e-2;
 
+// The current device's capabilities, as the backend passes them to the launchers (looked up once).
+const kernels::DeviceCaps& caps() {
+  static const kernels::DeviceCaps c = kernels::query_device_caps();
+  return c;
+}
+
 }  // namespace
 
 TEST(CudaOps, EmbedRmsNormSiluMul) {
@@ -141,7 +147,7 @@ TEST(CudaOps, EmbedRmsNormSiluMul) {
       Dev<float> xs_d(xs), w_d(w);
       Dev<int32_t> rows_d(rows);
       Dev<bf16> y_d(static_cast<size_t>(n) * d);
-      kernels::rms_norm(xs_d.p, rows_d.p, w_d.p, y_d.p, n, d, 1e-6f, nullptr);
+      kernels::rms_norm(xs_d.p, rows_d.p, w_d.p, y_d.p, n, d, 1e-6f, caps(), nullptr);
       sync_ok();
       std::vector<double> ref(static_cast<size_t>(n) * d);
       for (int i = 0; i < n; ++i) {
@@ -321,8 +327,8 @@ TEST(CudaOps, PagedAttention) {
     // Both prefill kernels where the device has two: 64-query mma.sync tiles everywhere, and the
     // tile size attention_tile_queries() picks here (128-query wgmma tiles on compute capability 9.0).
     std::vector<int> tile_sizes = {kernels::kAttentionTileQueries};
-    if (kernels::attention_tile_queries(cs.hd) != kernels::kAttentionTileQueries)
-      tile_sizes.push_back(kernels::attention_tile_queries(cs.hd));
+    if (kernels::attention_tile_queries(cs.hd, caps()) != kernels::kAttentionTileQueries)
+      tile_sizes.push_back(kernels::attention_tile_queries(cs.hd, caps()));
     for (int tile_queries : tile_sizes) {
       std::vector<int32_t> tiles(4 * n), singles(n);
       int n_tiles = 0, n_singles = 0;
@@ -331,7 +337,7 @@ TEST(CudaOps, PagedAttention) {
       Dev<int32_t> tiles_d(tiles), singles_d(singles);
       for (int max_splits : {1, 64}) {
         Dev<float> ws(kernels::attention_workspace_floats(n, cs.heads, cs.hd, max_splits));
-        const int n_items = kernels::decode_item_count(n_singles, cs.kv_heads, cs.hd, std::max(n_singles, 1) * max_splits);
+        const int n_items = kernels::decode_item_count(n_singles, cs.kv_heads, cs.hd, std::max(n_singles, 1) * max_splits, caps());
         std::vector<int32_t> plan(static_cast<size_t>(3 * n_items + n_singles + 1));
         kernels::plan_decode_items(positions.data(), singles.data(), n_singles, n_items, plan.data(), plan.data() + 3 * n_items);
         Dev<int32_t> plan_d(plan);
@@ -346,7 +352,7 @@ TEST(CudaOps, PagedAttention) {
         p.tile_queries = tile_queries;
         p.decode_items = plan_d.p, p.decode_first = plan_d.p + 3 * n_items, p.n_decode_items = n_items;
         ASSERT_EQ(cudaMemset(out_d.p, 0xFF, out_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
-        kernels::attention(p, max_splits, nullptr);
+        kernels::attention(p, max_splits, caps(), nullptr);
         sync_ok();
         const auto out = to_f32(out_d.download());
         const double err = rel_l2(out, ref);
@@ -425,7 +431,7 @@ TEST(CudaOps, DecodeGemv) {
       Dev<bf16> x_d(to_bf16(x)), w_d(to_bf16(w));
       for (float beta : {0.0f, 1.0f}) {
         Dev<float> y_d(y0);
-        kernels::gemv_bf16(x_d.p, w_d.p, y_d.p, n, k, m, beta, nullptr);
+        kernels::gemv_bf16(x_d.p, w_d.p, y_d.p, n, k, m, beta, caps(), nullptr);
         sync_ok();
         std::vector<double> ref(static_cast<size_t>(n) * m);
         for (int t = 0; t < n; ++t)
@@ -474,7 +480,7 @@ TEST(CudaOps, DecodeGemvNormAndSwiGlu) {
 
       Dev<float> y_d(static_cast<size_t>(n) * m);
       p.y = y_d.p;
-      kernels::gemv(p, nullptr);
+      kernels::gemv(p, caps(), nullptr);
       sync_ok();
       std::vector<double> ref(static_cast<size_t>(n) * m);
       for (int t = 0; t < n; ++t)
@@ -484,7 +490,7 @@ TEST(CudaOps, DecodeGemvNormAndSwiGlu) {
       Dev<bf16> act_d(static_cast<size_t>(n) * m);
       ASSERT_EQ(cudaMemset(act_d.p, 0xFF, act_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
       p.y = nullptr, p.act = act_d.p;
-      kernels::gemv(p, nullptr);
+      kernels::gemv(p, caps(), nullptr);
       sync_ok();
       for (int t = 0; t < n; ++t)
         for (int j = 0; j < m; ++j) {
@@ -917,7 +923,7 @@ TEST(CudaFp8, DecodeGemvMatchesTheCpuTwin) {
         Dev<float> y_d(y0);
         kernels::Fp8GemvParams g;
         g.x_codes = codes_d.p, g.x_scales = scales_d.p, g.w = w.view(), g.y = y_d.p, g.ldy = ldy, g.beta = beta, g.n = n;
-        kernels::fp8_gemv(g, nullptr);
+        kernels::fp8_gemv(g, caps(), nullptr);
         sync_ok();
         const auto y = y_d.download();
         std::vector<float> got;
@@ -945,7 +951,7 @@ TEST(CudaFp8, DecodeGemvMatchesTheCpuTwin) {
       ASSERT_EQ(cudaMemset(act_d.p, 0xFF, act_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
       kernels::Fp8GemvParams g;
       g.x_codes = codes_d.p, g.x_scales = scales_d.p, g.w = w.view(), g.up = up.view(), g.act = act_d.p, g.n = n;
-      kernels::fp8_gemv(g, nullptr);
+      kernels::fp8_gemv(g, caps(), nullptr);
       sync_ok();
       std::vector<double> want(static_cast<size_t>(n) * m);
       for (size_t i = 0; i < want.size(); ++i) want[i] = silu_d(ref[i]) * ref_up[i];
@@ -1103,7 +1109,7 @@ TEST(CudaFp8, LinearPathsMatchTheCpuTwin) {
   for (bool block_gemm : {true, false}) {
     std::vector<std::unique_ptr<Dev<unsigned char>>> memory;
     CudaFp8 fp8([&](size_t bytes) { return static_cast<void*>(memory.emplace_back(std::make_unique<Dev<unsigned char>>(bytes))->p); },
-                blas, ws.p, ws_bytes, max_tokens, block_gemm);
+                blas, ws.p, ws_bytes, max_tokens, block_gemm, caps());
     std::vector<CudaFp8Linear> lins, glus;
     for (const auto& g : linear_groups) lins.push_back(fp8.upload(*f.ckpt, g));
     for (const auto& g : glu_groups) glus.push_back(fp8.upload(*f.ckpt, g));
