@@ -121,11 +121,13 @@ size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_spli
 // Throws std::invalid_argument for tiles of a head size without a tensor-core kernel (64, 128).
 void attention(const AttentionParams& p, int max_splits, const DeviceCaps& dev, cudaStream_t s);
 
-// Token sampling on the device, one block per logits row: greedy (temperature <= 0: the first
-// maximum), or softmax at the temperature restricted to the top-p nucleus (the smallest set of most
-// likely tokens whose probability reaches top_p, found by bisecting a probability threshold) and a
-// draw from it. The draw's uniform number is counter_uniform(seed, counter) (base/rng.h), so a sequence
-// samples the same tokens whatever batch it runs in. Only ids below vocab_limit are candidates.
+// Token sampling on the device, one block per logits row, by the rule of base/sampling.h (whose
+// sampling::sample_token() is its host twin, token for token): greedy (temperature <= 0: the first
+// maximum), or integer weights of the softmax at the temperature restricted to the top-p nucleus (the
+// smallest set of most likely tokens whose mass reaches top_p, ties kept) and a draw from it. The draw's
+// uniform number is counter_bits53(seed, counter) (base/rng.h), so a sequence samples the same tokens
+// whatever batch it runs in. Only ids below vocab_limit are candidates. Throws std::invalid_argument
+// for a vocabulary outside [1, sampling::kMaxCandidates).
 struct SampleRow {
   float temperature;
   float top_p;

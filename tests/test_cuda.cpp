@@ -26,6 +26,7 @@
 #include <cstring>
 #include <set>
 
+#include "base/sampling.h"
 #include "engine/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_fp8.h"
@@ -562,6 +563,81 @@ TEST(CudaOps, Sampling) {
   const auto sharp = draw(0.1f, 1.0f, 2000);
   EXPECT_NEAR(std::count(sharp.begin(), sharp.end(), 5) / 2000.0, 0.994, 0.006);
   EXPECT_EQ(draw(1.0f, 1.0f, n), all);  // (seed, counter) fixes every draw
+}
+
+// The device sampler against the host rule (base/sampling.h), token for token: the same logits, seed
+// and counter give the same token on both, whatever the temperature, top-p, vocabulary limit, logit
+// scale, masked (-inf) ids, NaN logits or ties.
+TEST(CudaOps, SamplingMatchesTheHostRuleTokenForToken) {
+  REQUIRE_GPU();
+  std::mt19937 rng(21);
+  const float temperatures[] = {0.0f, 0.3f, 0.7f, 1.0f, 1.5f};
+  const float top_ps[] = {1.0f, 0.95f, 0.8f, 0.5f, 0.1f};
+  const float scales[] = {1.0f, 3.0f, 8.0f};
+  int compared = 0, non_greedy = 0;
+  for (const int vocab : {151936, 32007, 1000}) {
+    const int rows = 100;
+    for (int round = 0; round < 3; ++round) {
+      std::vector<float> logits(static_cast<size_t>(rows) * vocab);
+      std::vector<kernels::SampleRow> how(rows);
+      for (int r = 0; r < rows; ++r) {
+        float* row = logits.data() + static_cast<size_t>(r) * vocab;
+        std::normal_distribution<float> dist(0.0f, scales[(r + round) % 3]);
+        for (int i = 0; i < vocab; ++i) row[i] = dist(rng);
+        if (r % 7 == 1)  // masked ids
+          for (int i = 0; i < vocab; i += 3) row[i] = -INFINITY;
+        if (r % 11 == 2) row[r] = NAN;
+        if (r % 13 == 3) row[5] = row[9] = row[17] = 40.0f;  // a tie at the top
+        const int32_t limit = r % 5 == 4 ? vocab - 37 : 0;
+        how[r] = {temperatures[r % 5], top_ps[(r / 5 + round) % 5], rng(), static_cast<uint64_t>(rng() % 5000), limit, 0};
+      }
+      Dev<float> logits_d(logits);
+      Dev<kernels::SampleRow> how_d(how);
+      Dev<int32_t> out_d(rows);
+      kernels::sample(logits_d.p, vocab, how_d.p, rows, out_d.p, nullptr);
+      sync_ok();
+      const auto out = out_d.download();
+      for (int r = 0; r < rows; ++r) {
+        const int n = how[r].vocab_limit > 0 ? how[r].vocab_limit : vocab;
+        const int32_t want = sampling::sample_token(logits.data() + static_cast<size_t>(r) * vocab, n, how[r].temperature,
+                                                    how[r].top_p, how[r].seed, how[r].counter);
+        EXPECT_EQ(out[r], want) << "vocab " << vocab << " round " << round << " row " << r << " T " << how[r].temperature
+                                << " top_p " << how[r].top_p << " seed " << how[r].seed << " counter " << how[r].counter;
+        ++compared;
+        non_greedy += want != sampling::greedy_token(logits.data() + static_cast<size_t>(r) * vocab, n);
+      }
+    }
+  }
+  EXPECT_EQ(compared, 900);
+  EXPECT_GT(non_greedy, 200);  // the draws, not only the greedy rows, were compared
+}
+
+// One sequence's draws over many counters: the device and the host pick the same token at every step.
+TEST(CudaOps, SamplingSameTokensAsTheHostOverManySeeds) {
+  REQUIRE_GPU();
+  std::mt19937 rng(5);
+  const int vocab = 151936, rows = 256;
+  std::vector<float> row(vocab);
+  std::normal_distribution<float> dist(0.0f, 2.5f);
+  for (float& x : row) x = dist(rng);
+  std::vector<float> logits;
+  std::vector<kernels::SampleRow> how;
+  for (int r = 0; r < rows; ++r) {
+    logits.insert(logits.end(), row.begin(), row.end());
+    how.push_back({0.8f, 0.95f, static_cast<uint64_t>(1000 + r / 8), static_cast<uint64_t>(r % 8), 0, 0});
+  }
+  Dev<float> logits_d(logits);
+  Dev<kernels::SampleRow> how_d(how);
+  Dev<int32_t> out_d(rows);
+  kernels::sample(logits_d.p, vocab, how_d.p, rows, out_d.p, nullptr);
+  sync_ok();
+  const auto out = out_d.download();
+  std::set<int32_t> distinct;
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_EQ(out[r], sampling::sample_token(row.data(), vocab, 0.8f, 0.95f, how[r].seed, how[r].counter)) << "row " << r;
+    distinct.insert(out[r]);
+  }
+  EXPECT_GT(distinct.size(), 20u);  // a flat distribution: the seeds do draw different tokens
 }
 
 namespace {
