@@ -1,5 +1,6 @@
 // Random numbers that repeat on every platform: SplitMix64 and xoshiro256** (Blackman and Vigna,
-// https://prng.di.unimi.it/), and a counter-based uniform draw that host and device code share.
+// https://prng.di.unimi.it/), and a counter-based uniform draw that host and device code share (the
+// sampling rule's, base/sampling.h).
 // No libm and no std:: distributions (whose output differs between standard libraries), so the same
 // seed gives the same bytes everywhere: random checkpoints are compared with stored references.
 #pragma once
@@ -22,12 +23,15 @@ ABRIDGE_HOST_DEVICE constexpr uint64_t mix64(uint64_t z) {
 // One SplitMix64 step: advances `state` and returns the next value.
 constexpr uint64_t splitmix64(uint64_t& state) { return mix64(state += kGoldenGamma); }
 
-// The uniform number in [0, 1) (53 bits) of draw `counter` of stream `seed`. Counter-based: draw i of
+// The uniform number in [0, 2^53) of draw `counter` of stream `seed`. Counter-based: draw i of
 // a stream does not depend on how many draws other streams made, so a sequence samples the same
 // tokens whatever batch it runs in, on the CPU and on the GPU.
+ABRIDGE_HOST_DEVICE constexpr uint64_t counter_bits53(uint64_t seed, uint64_t counter) {
+  return mix64(mix64(seed + kGoldenGamma) ^ (counter * 0xD1B54A32D192ED03ull + 1)) >> 11;
+}
+// The same draw as a double: counter_bits53() * 2^-53.
 ABRIDGE_HOST_DEVICE constexpr double counter_uniform(uint64_t seed, uint64_t counter) {
-  const uint64_t z = mix64(mix64(seed + kGoldenGamma) ^ (counter * 0xD1B54A32D192ED03ull + 1));
-  return static_cast<double>(z >> 11) * 0x1.0p-53;
+  return static_cast<double>(counter_bits53(seed, counter)) * 0x1.0p-53;
 }
 
 // xoshiro256**, its state seeded by SplitMix64 as its authors recommend.

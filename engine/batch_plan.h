@@ -8,6 +8,7 @@
 #include <map>
 #include <vector>
 
+#include "base/attention_span.h"
 #include "engine/defaults.h"
 
 namespace abridge::engine {
@@ -41,19 +42,11 @@ struct AttentionOptions {
   // sliding window where its config declares one).
   int64_t window = 0;
   int64_t sinks = 0;
-  // The keys of the token at position p: [0, sink_end) and [begin, p]. `layer_window` is the
-  // model's own window for the layer (ModelConfig::layer_window), used when no engine window is set.
-  struct Span {
-    int64_t sink_end;
-    int64_t begin;
-  };
-  Span span(int64_t p, int64_t layer_window) const {
-    const int64_t w = window > 0 ? window : layer_window;
-    if (w <= 0) return {0, 0};
-    const int64_t begin = p - w + 1 > 0 ? p - w + 1 : 0;
-    const int64_t sink_end = window > 0 ? (sinks < begin ? sinks : begin) : 0;
-    return {sink_end, begin};
-  }
+  // The keys of the token at position p: [0, sink_end) and [begin, p] (base/attention_span.h, the rule
+  // the CUDA kernels follow too). `layer_window` is the model's own window for the layer
+  // (ModelConfig::layer_window), used when no engine window is set.
+  using Span = AttentionSpan;
+  Span span(int64_t p, int64_t layer_window) const { return attention_span(p, window, sinks, layer_window); }
 };
 
 }  // namespace abridge::engine

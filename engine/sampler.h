@@ -1,11 +1,9 @@
-// Token sampling: greedy, temperature, top-p (nucleus), with a seeded generator so runs repeat.
+// Token sampling on the host: greedy, temperature, top-p (nucleus), by the rule the GPU sampler
+// follows too (base/sampling.h), so a seed gives the same tokens on the CPU and on the GPU.
 #pragma once
 
 #include <cstdint>
 #include <span>
-#include <vector>
-
-#include "base/rng.h"
 
 namespace abridge::engine {
 
@@ -18,14 +16,16 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
-  // Picks a token from one row of logits (vocab_size float32).
+  // Picks a token from one row of logits (the candidates: ids below logits.size(), fewer than
+  // sampling::kMaxCandidates). Call i uses draw i of the seed's stream (counter_uniform(seed, i)), as
+  // the GPU sampler does for the i-th token of a sequence.
   int32_t sample(std::span<const float> logits);
+  // Tokens sampled so far: the next call's draw index.
+  uint64_t draws() const { return draws_; }
 
  private:
   SamplingParams params_;
-  Xoshiro256 rng_;
-  std::vector<int32_t> order_;  // scratch: candidate ids
-  std::vector<float> probs_;    // scratch
+  uint64_t draws_ = 0;
 };
 
 // Index of the largest value; ties go to the lowest index (as torch.argmax).

@@ -4,9 +4,10 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <atomic>
 #include <stdexcept>
 #include <string>
+
+#include "kernels/device_helpers.cuh"
 
 namespace abridge::kernels {
 
@@ -27,16 +28,6 @@ namespace {
 // kernels
 
 constexpr float kE4M3Max = 448.0f;
-
-__device__ __forceinline__ float fp8_warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float fp8_warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float fp8_silu(float x) { return x / (1.0f + __expf(-x)); }
 
 // e4m3fn code of v: round to nearest even, saturating at +-448 (engine/fp8.h's f32_to_e4m3).
 __device__ __forceinline__ uint8_t encode_e4m3(float v) {
@@ -61,11 +52,11 @@ __global__ void __launch_bounds__(256) fp8_quantize_kernel(Fp8QuantizeParams p) 
     const float* xr = p.x_f32 + static_cast<int64_t>(i) * k;
     float ss = 0;
     for (int c = threadIdx.x; c < k; c += blockDim.x) ss += xr[c] * xr[c];
-    ss = fp8_warp_sum(ss);
+    ss = warp_sum(ss);
     if (lane == 0) partial[warp] = ss;
     __syncthreads();
     ss = lane < 8 ? partial[lane] : 0.0f;
-    ss = fp8_warp_sum(ss);
+    ss = warp_sum(ss);
     rscale = rsqrtf(ss / static_cast<float>(k) + p.eps);
   }
   for (int g = blockIdx.y * 8 + warp; g < groups; g += 8 * gridDim.y) {
@@ -82,7 +73,7 @@ __global__ void __launch_bounds__(256) fp8_quantize_kernel(Fp8QuantizeParams p) 
       }
       amax = fmaxf(amax, fabsf(v[e]));
     }
-    amax = fp8_warp_max(amax);
+    amax = warp_max(amax);
     const float s = amax / kE4M3Max;
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
@@ -228,8 +219,8 @@ __global__ void __launch_bounds__(256) fp8_gemv_kernel(Fp8GemvParams p) {
 
 #pragma unroll
   for (int t = 0; t < N; ++t) {
-    acc0[t] = fp8_warp_sum(acc0[t]);
-    if constexpr (GLU) acc1[t] = fp8_warp_sum(acc1[t]);
+    acc0[t] = warp_sum(acc0[t]);
+    if constexpr (GLU) acc1[t] = warp_sum(acc1[t]);
   }
   if constexpr (SPLIT > 1) {
     if (lane == 0) {
@@ -257,7 +248,7 @@ __global__ void __launch_bounds__(256) fp8_gemv_kernel(Fp8GemvParams p) {
   for (int t = 0; t < N; ++t) {
     if (lane != t) continue;
     if constexpr (GLU) {
-      p.act[static_cast<int64_t>(t) * m + row] = __float2bfloat16(fp8_silu(acc0[t]) * acc1[t]);
+      p.act[static_cast<int64_t>(t) * m + row] = __float2bfloat16(silu(acc0[t]) * acc1[t]);
     } else {
       float* y = p.y + static_cast<int64_t>(t) * ldy + row;
       *y = p.beta == 0.0f ? acc0[t] : p.beta * *y + acc0[t];
@@ -415,19 +406,6 @@ size_t gemv_smem_bytes(int n, int k) {
   return static_cast<size_t>(n) * k * sizeof(__half) + static_cast<size_t>(n) * fp8_blocks(k) * sizeof(float);
 }
 
-int multiprocessor_count() {
-  static std::atomic<int> counts[64] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 132;
-  int c = counts[device].load(std::memory_order_relaxed);
-  if (c == 0) {
-    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
-    if (c <= 0) c = 132;
-    counts[device].store(c, std::memory_order_relaxed);
-  }
-  return c;
-}
-
 template <int N, int SPLIT, bool GLU>
 void launch_gemv_as(const Fp8GemvParams& p, size_t smem, dim3 grid, cudaStream_t s) {
   if (smem > 48 * 1024)
@@ -443,7 +421,8 @@ void launch_gemv_split(const Fp8GemvParams& p, int split, size_t smem, dim3 grid
   switch (split) {
     case 1: launch_gemv_glu<N, 1>(p, smem, grid, s); break;
     case 2: launch_gemv_glu<N, 2>(p, smem, grid, s); break;
-    default: launch_gemv_glu<N, 4>(p, smem, grid, s); break;
+    case 4: launch_gemv_glu<N, 4>(p, smem, grid, s); break;
+    default: throw std::invalid_argument("fp8_gemv: " + std::to_string(split) + " warps per row");
   }
 }
 
@@ -498,7 +477,7 @@ bool fp8_gemv_supports(int n, int k) {
   return n <= kFp8GemvMaxRows && gemv_smem_bytes(n, k) <= kGemvSmemMax;
 }
 
-void fp8_gemv(const Fp8GemvParams& p, cudaStream_t s) {
+void fp8_gemv(const Fp8GemvParams& p, const DeviceCaps& dev, cudaStream_t s) {
   if (p.n <= 0 || p.w.m <= 0) return;
   if (!fp8_gemv_supports(p.n, p.w.k))
     throw std::invalid_argument("fp8_gemv: " + std::to_string(p.n) + " rows of width " + std::to_string(p.w.k));
@@ -515,14 +494,17 @@ void fp8_gemv(const Fp8GemvParams& p, cudaStream_t s) {
     return;
   }
   const size_t smem = (gemv_smem_bytes(p.n, p.w.k) + 15) / 16 * 16;
-  const int64_t target = 4 * static_cast<int64_t>(multiprocessor_count());
+  const int64_t target = 4 * static_cast<int64_t>(dev.multiprocessors);
   // Rows split between warps until the grid gives every multiprocessor about four blocks.
   int split = 1;
   while (split < 4 && (static_cast<int64_t>(p.w.m) * split + kGemvWarps - 1) / kGemvWarps < target) split *= 2;
   const int rows_per_block = kGemvWarps / split;
   const dim3 grid((p.w.m + rows_per_block - 1) / rows_per_block);
-  if (p.n == 1) launch_gemv_split<1>(p, split, smem, grid, s);
-  else launch_gemv_split<2>(p, split, smem, grid, s);
+  switch (p.n) {
+    case 1: launch_gemv_split<1>(p, split, smem, grid, s); break;
+    case 2: launch_gemv_split<2>(p, split, smem, grid, s); break;
+    default: throw std::invalid_argument("fp8_gemv: " + std::to_string(p.n) + " rows");
+  }
 }
 
 // ---- cuBLASLt block-scaled FP8 GEMM

@@ -31,6 +31,8 @@
 #include <memory>
 #include <tuple>
 
+#include "kernels/device.h"
+
 namespace abridge::kernels {
 
 using bf16 = __nv_bfloat16;
@@ -99,7 +101,7 @@ int fp8_gemv_max_rows();
 // Whether fp8_gemv() takes n rows of width k (n <= fp8_gemv_max_rows(), k % 16 == 0; the CUDA-core
 // kernel also needs the staged rows to fit in shared memory).
 bool fp8_gemv_supports(int n, int k);
-void fp8_gemv(const Fp8GemvParams& p, cudaStream_t s);
+void fp8_gemv(const Fp8GemvParams& p, const DeviceCaps& dev, cudaStream_t s);
 
 // y (n_pad, ldy) f32 = x . w^T + beta * y on cuBLASLt's block-scaled FP8 matmul (compute capability 9.0
 // only; cuBLASLt offers no such algorithm elsewhere). Plans (descriptors and the chosen algorithm) are

@@ -2,13 +2,17 @@
 // attention, SwiGLU, sampling). Each is a function over device pointers, sizes and a stream; none knows
 // a model: the engine maps a model's layers onto them. Shapes are given as (rows, cols) row-major; "bf16" is __nv_bfloat16.
 // Every op has a CPU twin in tests/test_cuda.cpp that it is compared with on random inputs.
+// Sources, one per op family: misc.cu (embed, silu_mul), norm.cu, rope_kv.cu (qkv_post), attention.cu,
+// sampling.cu, gemv.cu; their shared device helpers are in device_helpers.cuh. Launchers that size
+// their grids by the device take its DeviceCaps (kernels/device.h), looked up once by the backend.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <string>
+
+#include "kernels/device.h"
 
 namespace abridge::kernels {
 
@@ -18,7 +22,8 @@ using bf16 = __nv_bfloat16;
 void embed(const int32_t* tokens, const bf16* table, float* x, int n, int d, cudaStream_t s);
 
 // y (n, d) bf16 = x[rows[i]] * rsqrt(mean(x[rows[i]]^2) + eps) * w. rows == nullptr: row i.
-void rms_norm(const float* x, const int32_t* rows, const float* w, bf16* y, int n, int d, float eps, cudaStream_t s);
+void rms_norm(const float* x, const int32_t* rows, const float* w, bf16* y, int n, int d, float eps, const DeviceCaps& dev,
+              cudaStream_t s);
 
 // After the fused QKV projection: per token, q heads and k heads get their RMSNorm (q_norm, k_norm:
 // (head_dim) f32) and RoPE (rotate-half, angle = position * inv_freq[j]); q goes to q_out, k and v
@@ -49,7 +54,7 @@ inline constexpr int kMinTileRun = 16;
 // tensor-core flash-attention kernel in tiles of 64 queries; the other tokens (decodes) go to a
 // split-key kernel that spreads long contexts over many blocks. Token i at position p
 // attends to keys at positions [0, sink_end) and [begin, p] of its sequence, where
-// (sink_end, begin) follow AttentionOptions::span (engine/backend.h): window and sinks here are the
+// (sink_end, begin) follow attention_span() (base/attention_span.h): window and sinks here are the
 // engine's, layer_window the model's own for this layer. Keys are split across blocks (flash-decoding)
 // and the partial results combined, so long contexts fill the GPU at batch 1.
 struct AttentionParams {
@@ -80,12 +85,10 @@ struct AttentionParams {
   int n_decode_items = 0;
 };
 
-// The tile size attention() runs fastest with on the current device for this head size.
-int attention_tile_queries(int head_dim);
-// ABRIDGE_PREFILL_ATTENTION, a diagnostic for comparing kernels: "mma" makes attention_tile_queries()
-// choose the mma.sync prefill kernel on Hopper too, "wgmma-cp-async" runs the Hopper kernel without
-// TMA; read once per process, empty when unset.
-const std::string& prefill_attention_override();
+// The tile size attention() runs fastest with on the device for this head size (kAttentionTileQueriesSm90
+// for head_dim 128 on compute capability 9.0 when the Hopper kernels are built, unless
+// dev.prefill_attention is kMma).
+int attention_tile_queries(int head_dim, const DeviceCaps& dev);
 
 // Splits a batch's tokens (host arrays) into tensor-core tiles of up to tile_queries queries and
 // single tokens. `tiles` receives 4 ints per tile, `singles` token indices; both must hold n entries
@@ -101,7 +104,10 @@ inline constexpr int kMaxAttentionSplits = 256;
 // decode_item_count() gives the number of items (the grid) from the shape alone, so that a CUDA
 // graph captured for a shape fits every step of it: about two thirds of the GPU's block slots, or a
 // few per token in large batches, between n_singles and max_items (which must be >= n_singles).
-int decode_item_count(int n_singles, int n_kv_heads, int head_dim, int max_items);
+int decode_item_count(int n_singles, int n_kv_heads, int head_dim, int max_items, const DeviceCaps& dev);
+// Blocks of the decode kernel for this head size (64, or 128; others count as 64) that the current
+// device holds at once: query_device_caps() fills DeviceCaps::decode_slots_* with it.
+int attention_decode_slots(int head_dim, int multiprocessors);
 // Host arrays: positions of the batch's tokens and singles from partition_attention(); writes
 // items (3 ints per item: single index c, first and end virtual key of the run; c = -1 for an unused
 // item) and first (n_singles + 1: token c's items are [first[c], first[c + 1]), at least one and at
@@ -112,13 +118,16 @@ void plan_decode_items(const int32_t* positions, const int32_t* singles, int n_s
 // Floats of workspace attention() needs for n single tokens (at most `max_splits` key splits or decode
 // items each).
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits);
-void attention(const AttentionParams& p, int max_splits, cudaStream_t s);
+// Throws std::invalid_argument for tiles of a head size without a tensor-core kernel (64, 128).
+void attention(const AttentionParams& p, int max_splits, const DeviceCaps& dev, cudaStream_t s);
 
-// Token sampling on the device, one block per logits row: greedy (temperature <= 0: the first
-// maximum), or softmax at the temperature restricted to the top-p nucleus (the smallest set of most
-// likely tokens whose probability reaches top_p, found by bisecting a probability threshold) and a
-// draw from it. The draw's uniform number is counter_uniform(seed, counter) (base/rng.h), so a sequence
-// samples the same tokens whatever batch it runs in. Only ids below vocab_limit are candidates.
+// Token sampling on the device, one block per logits row, by the rule of base/sampling.h (whose
+// sampling::sample_token() is its host twin, token for token): greedy (temperature <= 0: the first
+// maximum), or integer weights of the softmax at the temperature restricted to the top-p nucleus (the
+// smallest set of most likely tokens whose mass reaches top_p, ties kept) and a draw from it. The draw's
+// uniform number is counter_bits53(seed, counter) (base/rng.h), so a sequence samples the same tokens
+// whatever batch it runs in. Only ids below vocab_limit are candidates. Throws std::invalid_argument
+// for a vocabulary outside [1, sampling::kMaxCandidates).
 struct SampleRow {
   float temperature;
   float top_p;
@@ -150,14 +159,15 @@ struct GemvParams {
   bf16* act = nullptr;
   int n = 0, k = 0, m = 0;
 };
-void gemv(const GemvParams& p, cudaStream_t s);
+void gemv(const GemvParams& p, const DeviceCaps& dev, cudaStream_t s);
 // Whether gemv() takes n rows of width k (else it throws std::invalid_argument).
 bool gemv_supports(int n, int k);
 // Whether gemv() can normalize n rows of width k itself (the rows are staged in shared memory);
 // callers check it before setting norm_w.
 bool gemv_can_normalize(int n, int k);
 // Plain form: y = x . w^T + beta * y.
-void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, cudaStream_t s);
+void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, const DeviceCaps& dev,
+               cudaStream_t s);
 
 // out (n, ffn) bf16 = silu(gu[:, :ffn]) * gu[:, ffn:], gu (n, 2 ffn) f32.
 void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s);

@@ -1,13 +1,20 @@
 // The ground floor (base/): UTF-8, hashes, random numbers, byte sizes, the check macro.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/rng.h"
+#include "base/sampling.h"
 #include "base/utf8.h"
 
 namespace abridge {
@@ -158,6 +165,95 @@ TEST(Rng, CounterUniformIsUniform) {
     ++bins[static_cast<int>(u * 10)];
   }
   for (const int b : bins) EXPECT_NEAR(b, 10000, 400);
+}
+
+// ---- the sampling rule (base/sampling.h)
+
+TEST(SamplingRule, ExpIsCloseToLibm) {
+  for (int i = 0; i <= 30000; ++i) {
+    const float z = -static_cast<float>(i) * 0.001f;
+    const double want = std::exp(static_cast<double>(z));
+    EXPECT_NEAR(sampling::exp_nonpositive(z) / want, 1.0, 3e-7) << "z " << z;
+  }
+  EXPECT_EQ(sampling::exp_nonpositive(0.0f), 1.0f);
+  // Weights: the maximum weighs 2^40; more than 30 temperatures below it, NaN and -inf weigh 0.
+  EXPECT_EQ(sampling::token_weight(2.5f, 2.5f, 1.0f), uint64_t{1} << 40);
+  EXPECT_EQ(sampling::token_weight(-28.0f, 2.5f, 1.0f), 0u);
+  EXPECT_GT(sampling::token_weight(-20.0f, 2.5f, 1.0f), 0u);
+  EXPECT_EQ(sampling::token_weight(NAN, 2.5f, 1.0f), 0u);
+  EXPECT_EQ(sampling::token_weight(-INFINITY, 2.5f, 1.0f), 0u);
+}
+
+TEST(SamplingRule, GreedyIsTheFirstMaximumWithNaNIgnored) {
+  const std::vector<float> a = {0.1f, 3.0f, NAN, 3.0f};
+  EXPECT_EQ(sampling::sample_token(a.data(), 4, 0.0f, 1.0f, 1, 0), 1);
+  const std::vector<float> b = {NAN, -1.0f, 2.0f};
+  EXPECT_EQ(sampling::greedy_token(b.data(), 3), 2);
+  const std::vector<float> none = {-INFINITY, NAN, -INFINITY};
+  EXPECT_EQ(sampling::greedy_token(none.data(), 3), 0);
+  // No token with a weight (no finite logit, or an infinite one): greedy at any temperature.
+  EXPECT_EQ(sampling::sample_token(none.data(), 3, 1.0f, 0.9f, 5, 3), 0);
+  const std::vector<float> inf = {0.0f, INFINITY, 1.0f};
+  for (uint64_t c = 0; c < 20; ++c) EXPECT_EQ(sampling::sample_token(inf.data(), 3, 1.0f, 1.0f, 5, c), 1);
+  EXPECT_THROW(sampling::sample_token(a.data(), 0, 1.0f, 1.0f, 1, 0), std::invalid_argument);
+}
+
+TEST(SamplingRule, TiesAtTheNucleusBoundaryAreAllKept) {
+  // Three tokens tied at the top: top-p 0.1 keeps all three (the smallest set reaching 10% would be
+  // one of them, but a tie has no order), and nothing else.
+  std::vector<float> logits(100, -3.0f);
+  logits[10] = logits[40] = logits[70] = 1.0f;
+  std::map<int32_t, int> counts;
+  for (uint64_t c = 0; c < 3000; ++c) ++counts[sampling::sample_token(logits.data(), 100, 1.0f, 0.1f, 9, c)];
+  ASSERT_EQ(counts.size(), 3u);
+  for (int32_t t : {10, 40, 70}) EXPECT_NEAR(counts[t], 1000, 120) << t;
+}
+
+// The rule against a plain double-precision reading of it: softmax at the temperature, the nucleus by
+// sorting, the token whose interval of cumulative probability (in id order) holds u * kept. The two
+// agree wherever the draw is not within rounding of an interval's edge.
+TEST(SamplingRule, PicksTheTokenWhoseIntervalHoldsTheDraw) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  for (const auto& [temperature, top_p] : std::vector<std::pair<float, float>>{{1.0f, 1.0f}, {0.7f, 0.9f}, {1.3f, 0.5f}}) {
+    const int n = 700;
+    std::vector<float> logits(n);
+    for (float& x : logits) x = dist(rng);
+    const double mx = *std::max_element(logits.begin(), logits.end());
+    std::vector<double> p(n);
+    double sum = 0;
+    for (int i = 0; i < n; ++i) sum += p[i] = std::exp((logits[i] - mx) / temperature);
+    std::vector<double> sorted = p;
+    std::sort(sorted.rbegin(), sorted.rend());
+    double theta = 0, mass = 0;
+    for (double v : sorted) {
+      mass += v;
+      theta = v;
+      if (top_p < 1.0f && mass >= top_p * sum) break;
+    }
+    double kept = 0;
+    for (double v : p)
+      if (v >= theta) kept += v;
+    int skipped = 0;
+    for (uint64_t c = 0; c < 2000; ++c) {
+      const double target = counter_uniform(77, c) * kept;
+      double acc = 0, edge = 1e300;
+      int want = -1;
+      for (int i = 0; i < n && want < 0; ++i) {
+        if (p[i] < theta) continue;
+        edge = std::min(edge, std::abs(target - acc));
+        acc += p[i];
+        edge = std::min(edge, std::abs(target - acc));
+        if (target < acc) want = i;
+      }
+      if (edge < 1e-6 * kept) {  // the weights' float exponentials are within 3e-7 of the true ones
+        ++skipped;
+        continue;
+      }
+      EXPECT_EQ(sampling::sample_token(logits.data(), n, temperature, top_p, 77, c), want) << "counter " << c;
+    }
+    EXPECT_LT(skipped, 20) << "T " << temperature << " top_p " << top_p;
+  }
 }
 
 TEST(Check, AbortsWithThePlaceAndTheValues) {

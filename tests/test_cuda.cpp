@@ -26,6 +26,7 @@
 #include <cstring>
 #include <set>
 
+#include "base/sampling.h"
 #include "engine/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_fp8.h"
@@ -111,6 +112,12 @@ void sync_ok() {
 
 constexpr double kBf16OutTolerance = 1e-2;
 
+// The current device's capabilities, as the backend passes them to the launchers (looked up once).
+const kernels::DeviceCaps& caps() {
+  static const kernels::DeviceCaps c = kernels::query_device_caps();
+  return c;
+}
+
 }  // namespace
 
 TEST(CudaOps, EmbedRmsNormSiluMul) {
@@ -141,7 +148,7 @@ TEST(CudaOps, EmbedRmsNormSiluMul) {
       Dev<float> xs_d(xs), w_d(w);
       Dev<int32_t> rows_d(rows);
       Dev<bf16> y_d(static_cast<size_t>(n) * d);
-      kernels::rms_norm(xs_d.p, rows_d.p, w_d.p, y_d.p, n, d, 1e-6f, nullptr);
+      kernels::rms_norm(xs_d.p, rows_d.p, w_d.p, y_d.p, n, d, 1e-6f, caps(), nullptr);
       sync_ok();
       std::vector<double> ref(static_cast<size_t>(n) * d);
       for (int i = 0; i < n; ++i) {
@@ -321,8 +328,8 @@ TEST(CudaOps, PagedAttention) {
     // Both prefill kernels where the device has two: 64-query mma.sync tiles everywhere, and the
     // tile size attention_tile_queries() picks here (128-query wgmma tiles on compute capability 9.0).
     std::vector<int> tile_sizes = {kernels::kAttentionTileQueries};
-    if (kernels::attention_tile_queries(cs.hd) != kernels::kAttentionTileQueries)
-      tile_sizes.push_back(kernels::attention_tile_queries(cs.hd));
+    if (kernels::attention_tile_queries(cs.hd, caps()) != kernels::kAttentionTileQueries)
+      tile_sizes.push_back(kernels::attention_tile_queries(cs.hd, caps()));
     for (int tile_queries : tile_sizes) {
       std::vector<int32_t> tiles(4 * n), singles(n);
       int n_tiles = 0, n_singles = 0;
@@ -331,7 +338,7 @@ TEST(CudaOps, PagedAttention) {
       Dev<int32_t> tiles_d(tiles), singles_d(singles);
       for (int max_splits : {1, 64}) {
         Dev<float> ws(kernels::attention_workspace_floats(n, cs.heads, cs.hd, max_splits));
-        const int n_items = kernels::decode_item_count(n_singles, cs.kv_heads, cs.hd, std::max(n_singles, 1) * max_splits);
+        const int n_items = kernels::decode_item_count(n_singles, cs.kv_heads, cs.hd, std::max(n_singles, 1) * max_splits, caps());
         std::vector<int32_t> plan(static_cast<size_t>(3 * n_items + n_singles + 1));
         kernels::plan_decode_items(positions.data(), singles.data(), n_singles, n_items, plan.data(), plan.data() + 3 * n_items);
         Dev<int32_t> plan_d(plan);
@@ -346,7 +353,7 @@ TEST(CudaOps, PagedAttention) {
         p.tile_queries = tile_queries;
         p.decode_items = plan_d.p, p.decode_first = plan_d.p + 3 * n_items, p.n_decode_items = n_items;
         ASSERT_EQ(cudaMemset(out_d.p, 0xFF, out_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
-        kernels::attention(p, max_splits, nullptr);
+        kernels::attention(p, max_splits, caps(), nullptr);
         sync_ok();
         const auto out = to_f32(out_d.download());
         const double err = rel_l2(out, ref);
@@ -425,7 +432,7 @@ TEST(CudaOps, DecodeGemv) {
       Dev<bf16> x_d(to_bf16(x)), w_d(to_bf16(w));
       for (float beta : {0.0f, 1.0f}) {
         Dev<float> y_d(y0);
-        kernels::gemv_bf16(x_d.p, w_d.p, y_d.p, n, k, m, beta, nullptr);
+        kernels::gemv_bf16(x_d.p, w_d.p, y_d.p, n, k, m, beta, caps(), nullptr);
         sync_ok();
         std::vector<double> ref(static_cast<size_t>(n) * m);
         for (int t = 0; t < n; ++t)
@@ -474,7 +481,7 @@ TEST(CudaOps, DecodeGemvNormAndSwiGlu) {
 
       Dev<float> y_d(static_cast<size_t>(n) * m);
       p.y = y_d.p;
-      kernels::gemv(p, nullptr);
+      kernels::gemv(p, caps(), nullptr);
       sync_ok();
       std::vector<double> ref(static_cast<size_t>(n) * m);
       for (int t = 0; t < n; ++t)
@@ -484,7 +491,7 @@ TEST(CudaOps, DecodeGemvNormAndSwiGlu) {
       Dev<bf16> act_d(static_cast<size_t>(n) * m);
       ASSERT_EQ(cudaMemset(act_d.p, 0xFF, act_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
       p.y = nullptr, p.act = act_d.p;
-      kernels::gemv(p, nullptr);
+      kernels::gemv(p, caps(), nullptr);
       sync_ok();
       for (int t = 0; t < n; ++t)
         for (int j = 0; j < m; ++j) {
@@ -556,6 +563,81 @@ TEST(CudaOps, Sampling) {
   const auto sharp = draw(0.1f, 1.0f, 2000);
   EXPECT_NEAR(std::count(sharp.begin(), sharp.end(), 5) / 2000.0, 0.994, 0.006);
   EXPECT_EQ(draw(1.0f, 1.0f, n), all);  // (seed, counter) fixes every draw
+}
+
+// The device sampler against the host rule (base/sampling.h), token for token: the same logits, seed
+// and counter give the same token on both, whatever the temperature, top-p, vocabulary limit, logit
+// scale, masked (-inf) ids, NaN logits or ties.
+TEST(CudaOps, SamplingMatchesTheHostRuleTokenForToken) {
+  REQUIRE_GPU();
+  std::mt19937 rng(21);
+  const float temperatures[] = {0.0f, 0.3f, 0.7f, 1.0f, 1.5f};
+  const float top_ps[] = {1.0f, 0.95f, 0.8f, 0.5f, 0.1f};
+  const float scales[] = {1.0f, 3.0f, 8.0f};
+  int compared = 0, non_greedy = 0;
+  for (const int vocab : {151936, 32007, 1000}) {
+    const int rows = 100;
+    for (int round = 0; round < 3; ++round) {
+      std::vector<float> logits(static_cast<size_t>(rows) * vocab);
+      std::vector<kernels::SampleRow> how(rows);
+      for (int r = 0; r < rows; ++r) {
+        float* row = logits.data() + static_cast<size_t>(r) * vocab;
+        std::normal_distribution<float> dist(0.0f, scales[(r + round) % 3]);
+        for (int i = 0; i < vocab; ++i) row[i] = dist(rng);
+        if (r % 7 == 1)  // masked ids
+          for (int i = 0; i < vocab; i += 3) row[i] = -INFINITY;
+        if (r % 11 == 2) row[r] = NAN;
+        if (r % 13 == 3) row[5] = row[9] = row[17] = 40.0f;  // a tie at the top
+        const int32_t limit = r % 5 == 4 ? vocab - 37 : 0;
+        how[r] = {temperatures[r % 5], top_ps[(r / 5 + round) % 5], rng(), static_cast<uint64_t>(rng() % 5000), limit, 0};
+      }
+      Dev<float> logits_d(logits);
+      Dev<kernels::SampleRow> how_d(how);
+      Dev<int32_t> out_d(rows);
+      kernels::sample(logits_d.p, vocab, how_d.p, rows, out_d.p, nullptr);
+      sync_ok();
+      const auto out = out_d.download();
+      for (int r = 0; r < rows; ++r) {
+        const int n = how[r].vocab_limit > 0 ? how[r].vocab_limit : vocab;
+        const int32_t want = sampling::sample_token(logits.data() + static_cast<size_t>(r) * vocab, n, how[r].temperature,
+                                                    how[r].top_p, how[r].seed, how[r].counter);
+        EXPECT_EQ(out[r], want) << "vocab " << vocab << " round " << round << " row " << r << " T " << how[r].temperature
+                                << " top_p " << how[r].top_p << " seed " << how[r].seed << " counter " << how[r].counter;
+        ++compared;
+        non_greedy += want != sampling::greedy_token(logits.data() + static_cast<size_t>(r) * vocab, n);
+      }
+    }
+  }
+  EXPECT_EQ(compared, 900);
+  EXPECT_GT(non_greedy, 200);  // the draws, not only the greedy rows, were compared
+}
+
+// One sequence's draws over many counters: the device and the host pick the same token at every step.
+TEST(CudaOps, SamplingSameTokensAsTheHostOverManySeeds) {
+  REQUIRE_GPU();
+  std::mt19937 rng(5);
+  const int vocab = 151936, rows = 256;
+  std::vector<float> row(vocab);
+  std::normal_distribution<float> dist(0.0f, 2.5f);
+  for (float& x : row) x = dist(rng);
+  std::vector<float> logits;
+  std::vector<kernels::SampleRow> how;
+  for (int r = 0; r < rows; ++r) {
+    logits.insert(logits.end(), row.begin(), row.end());
+    how.push_back({0.8f, 0.95f, static_cast<uint64_t>(1000 + r / 8), static_cast<uint64_t>(r % 8), 0, 0});
+  }
+  Dev<float> logits_d(logits);
+  Dev<kernels::SampleRow> how_d(how);
+  Dev<int32_t> out_d(rows);
+  kernels::sample(logits_d.p, vocab, how_d.p, rows, out_d.p, nullptr);
+  sync_ok();
+  const auto out = out_d.download();
+  std::set<int32_t> distinct;
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_EQ(out[r], sampling::sample_token(row.data(), vocab, 0.8f, 0.95f, how[r].seed, how[r].counter)) << "row " << r;
+    distinct.insert(out[r]);
+  }
+  EXPECT_GT(distinct.size(), 20u);  // a flat distribution: the seeds do draw different tokens
 }
 
 namespace {
@@ -923,7 +1005,7 @@ TEST(CudaFp8, DecodeGemvMatchesTheCpuTwin) {
         Dev<float> y_d(y0);
         kernels::Fp8GemvParams g;
         g.x_codes = codes_d.p, g.x_scales = scales_d.p, g.w = w.view(), g.y = y_d.p, g.ldy = ldy, g.beta = beta, g.n = n;
-        kernels::fp8_gemv(g, nullptr);
+        kernels::fp8_gemv(g, caps(), nullptr);
         sync_ok();
         const auto y = y_d.download();
         std::vector<float> got;
@@ -951,7 +1033,7 @@ TEST(CudaFp8, DecodeGemvMatchesTheCpuTwin) {
       ASSERT_EQ(cudaMemset(act_d.p, 0xFF, act_d.n * sizeof(bf16)), cudaSuccess);  // NaN: every output is written
       kernels::Fp8GemvParams g;
       g.x_codes = codes_d.p, g.x_scales = scales_d.p, g.w = w.view(), g.up = up.view(), g.act = act_d.p, g.n = n;
-      kernels::fp8_gemv(g, nullptr);
+      kernels::fp8_gemv(g, caps(), nullptr);
       sync_ok();
       std::vector<double> want(static_cast<size_t>(n) * m);
       for (size_t i = 0; i < want.size(); ++i) want[i] = silu_d(ref[i]) * ref_up[i];
@@ -1109,7 +1191,7 @@ TEST(CudaFp8, LinearPathsMatchTheCpuTwin) {
   for (bool block_gemm : {true, false}) {
     std::vector<std::unique_ptr<Dev<unsigned char>>> memory;
     CudaFp8 fp8([&](size_t bytes) { return static_cast<void*>(memory.emplace_back(std::make_unique<Dev<unsigned char>>(bytes))->p); },
-                blas, ws.p, ws_bytes, max_tokens, block_gemm);
+                blas, ws.p, ws_bytes, max_tokens, block_gemm, caps());
     std::vector<CudaFp8Linear> lins, glus;
     for (const auto& g : linear_groups) lins.push_back(fp8.upload(*f.ckpt, g));
     for (const auto& g : glu_groups) glus.push_back(fp8.upload(*f.ckpt, g));

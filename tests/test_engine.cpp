@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/sampling.h"
 #include "engine/chat.h"
 #include "engine/cpu_backend.h"
 #include "engine/generate.h"
@@ -156,6 +158,22 @@ TEST(Sampler, SameSeedSameDraws) {
     differ += x != z;
   }
   EXPECT_GT(differ, 0);
+}
+
+// Call i of a Sampler is draw i of the shared rule (base/sampling.h), the draw the GPU makes for the
+// i-th token of a sequence with the same seed.
+TEST(Sampler, CallIIsTheRulesDrawI) {
+  std::vector<float> logits(1000);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = std::sin(static_cast<float>(i) * 0.37f) * 4;
+  Sampler s({0.9f, 0.9f, 1234});
+  std::set<int32_t> distinct;
+  for (uint64_t i = 0; i < 300; ++i) {
+    ASSERT_EQ(s.draws(), i);
+    const int32_t t = s.sample(logits);
+    EXPECT_EQ(t, sampling::sample_token(logits.data(), 1000, 0.9f, 0.9f, 1234, i)) << "draw " << i;
+    distinct.insert(t);
+  }
+  EXPECT_GT(distinct.size(), 10u);
 }
 
 TEST(Sampler, TopPKeepsOnlyTheNucleus) {

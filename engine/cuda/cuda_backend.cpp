@@ -96,6 +96,7 @@ struct CudaBackend::Impl {
 
   bf16* kv_pool = nullptr;  // K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
   int64_t num_blocks = 0;
+  kernels::DeviceCaps dev;  // the device's capabilities, looked up once
   int tile_queries = kernels::kAttentionTileQueries;  // prefill attention tiles for this device
   std::unordered_map<int32_t, int64_t> cached;  // tokens held per slot
   std::map<std::array<int64_t, 5>, cudaGraphExec_t> graphs;  // decode steps by shape
@@ -122,7 +123,7 @@ struct CudaBackend::Impl {
   // C (n, m) f32 = A (n, k) bf16 . W (m, k)^T bf16 + beta * C.
   void gemm(const bf16* a, const bf16* w, float* c, int64_t n, int64_t k, int64_t m, float beta) {
     if (kernels::gemv_supports(static_cast<int>(n), static_cast<int>(k))) {  // decode: bound by reading w once
-      kernels::gemv_bf16(a, w, c, static_cast<int>(n), static_cast<int>(k), static_cast<int>(m), beta, stream);
+      kernels::gemv_bf16(a, w, c, static_cast<int>(n), static_cast<int>(k), static_cast<int>(m), beta, dev, stream);
       return;
     }
     const float alpha = 1.0f;
@@ -187,7 +188,17 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   cudaDeviceProp prop{};
   CUDA_OK(cudaGetDeviceProperties(&prop, options.device));
   m.device_name = prop.name;
-  m.tile_queries = kernels::attention_tile_queries(static_cast<int>(c.head_dim));
+  {
+    // ABRIDGE_PREFILL_ATTENTION, a diagnostic for comparing kernels (docs/PERFORMANCE.md): "mma" keeps
+    // the mma.sync prefill kernel on Hopper too, "wgmma-cp-async" runs the Hopper kernel without TMA.
+    const char* prefill = std::getenv("ABRIDGE_PREFILL_ATTENTION");
+    try {
+      m.dev = kernels::query_device_caps(kernels::parse_prefill_attention(prefill ? prefill : ""));
+    } catch (const std::exception& e) {
+      throw Error(std::string("CUDA backend: ") + e.what());
+    }
+  }
+  m.tile_queries = kernels::attention_tile_queries(static_cast<int>(c.head_dim), m.dev);
   CUDA_OK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   BLAS_OK(cublasCreate(&m.blas));
   BLAS_OK(cublasSetStream(m.blas, m.stream));
@@ -207,7 +218,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
                   std::to_string(prop.major) + "." + std::to_string(prop.minor) + " (use --device cpu)");
     Impl* impl = &m;
     m.fp8 = std::make_unique<CudaFp8>([impl](size_t bytes) { return static_cast<void*>(impl->alloc<unsigned char>(bytes)); },
-                                      m.blas, m.blas_workspace, kBlasWorkspace, T, !options.fp8_dequantized_gemm);
+                                      m.blas, m.blas_workspace, kBlasWorkspace, T, !options.fp8_dequantized_gemm, m.dev);
   }
   const int64_t Tp = m.fp8 ? kernels::fp8_gemm_rows(static_cast<int>(T)) : T;
   std::vector<std::map<TensorRole, std::string>> layer_names(static_cast<size_t>(c.num_hidden_layers));
@@ -453,7 +464,7 @@ void CudaBackend::run(const BatchPlan& plan) {
   // The single tokens' keys as work items of about equal length (a fixed count for the step's shape).
   const int n_decode_items =
       kernels::decode_item_count(n_singles, static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim),
-                                 static_cast<int>(m.decode_item_capacity));
+                                 static_cast<int>(m.decode_item_capacity), m.dev);
   if (n_singles > 0) {
     kernels::plan_decode_items(positions, attn_singles, n_singles, n_decode_items, m.decode_h,
                                m.decode_h + 3 * n_decode_items);
@@ -490,7 +501,7 @@ void CudaBackend::run(const BatchPlan& plan) {
     kernels::GemvParams gp;
     gp.x_f32 = m.x, gp.norm_w = norm_w, gp.eps = eps, gp.w = w, gp.y = y, gp.act = act;
     gp.n = static_cast<int>(n), gp.k = static_cast<int>(d), gp.m = static_cast<int>(rows);
-    kernels::gemv(gp, m.stream);
+    kernels::gemv(gp, m.dev, m.stream);
   };
   auto enqueue = [&] {
     kernels::embed(tokens_d, m.embed, m.x, static_cast<int>(n), static_cast<int>(d), m.stream);
@@ -501,7 +512,7 @@ void CudaBackend::run(const BatchPlan& plan) {
       } else if (fused) {
         normed_gemv(L.input_norm, L.wqkv, qd + 2 * kvd, m.qkv, nullptr);
       } else {
-        kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+        kernels::rms_norm(m.x, nullptr, L.input_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.dev, m.stream);
         m.gemm(m.h, L.wqkv, m.qkv, n, d, qd + 2 * kvd, 0.0f);
       }
       kernels::QkvParams qp{m.qkv, L.q_norm, L.k_norm, m.inv_freq, positions_d, kv_rows_d, m.q, m.k_cache(l), m.v_cache(l),
@@ -536,7 +547,7 @@ void CudaBackend::run(const BatchPlan& plan) {
       ap.decode_items = m.decode_d;
       ap.decode_first = m.decode_d + 3 * n_decode_items;
       ap.n_decode_items = n_decode_items;
-      kernels::attention(ap, max_splits, m.stream);
+      kernels::attention(ap, max_splits, m.dev, m.stream);
       if (L.o8) m.fp8->linear({m.att}, L.o8, m.x, d, n, 1.0f, m.stream);
       else m.gemm(m.att, L.wo, m.x, n, qd, d, 1.0f);
       if (L.gu8) {
@@ -544,7 +555,7 @@ void CudaBackend::run(const BatchPlan& plan) {
       } else if (fused) {
         normed_gemv(L.post_norm, L.wgu, ffn, nullptr, m.act);
       } else {
-        kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.stream);
+        kernels::rms_norm(m.x, nullptr, L.post_norm, m.h, static_cast<int>(n), static_cast<int>(d), eps, m.dev, m.stream);
         m.gemm(m.h, L.wgu, m.gu, n, d, 2 * ffn, 0.0f);
         kernels::silu_mul(m.gu, m.act, static_cast<int>(n), static_cast<int>(ffn), m.stream);
       }
@@ -552,7 +563,7 @@ void CudaBackend::run(const BatchPlan& plan) {
       else m.gemm(m.act, L.wd, m.x, n, ffn, d, 1.0f);
     }
     if (nl > 0) {
-      kernels::rms_norm(m.x, logit_rows_d, m.final_norm, m.hl, static_cast<int>(nl), static_cast<int>(d), eps, m.stream);
+      kernels::rms_norm(m.x, logit_rows_d, m.final_norm, m.hl, static_cast<int>(nl), static_cast<int>(d), eps, m.dev, m.stream);
       m.gemm(m.hl, m.lm_head, m.logits, nl, d, V, 0.0f);
     }
   };

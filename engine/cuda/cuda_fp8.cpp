@@ -33,8 +33,8 @@ std::vector<float> padded_scales(const TensorView& s, int64_t m, int64_t k) {
 }  // namespace
 
 CudaFp8::CudaFp8(Alloc alloc, cublasHandle_t blas, void* workspace, size_t workspace_bytes, int64_t max_tokens,
-                 bool block_gemm)
-    : alloc_(std::move(alloc)), blas_(blas), max_tokens_(max_tokens), try_block_gemm_(block_gemm) {
+                 bool block_gemm, const kernels::DeviceCaps& dev)
+    : alloc_(std::move(alloc)), blas_(blas), dev_(dev), max_tokens_(max_tokens), try_block_gemm_(block_gemm) {
   ABRIDGE_CHECK(max_tokens >= 1);
   try {
     gemm_ = std::make_unique<kernels::Fp8BlockGemm>(workspace, workspace_bytes);
@@ -159,7 +159,7 @@ void CudaFp8::linear(const CudaFp8Input& in, const CudaFp8Linear& w, float* y, i
       kernels::Fp8GemvParams g;
       g.x_codes = act_codes_, g.x_scales = act_scales_, g.w = p.w;
       g.y = y + p.col, g.ldy = static_cast<int>(ldy), g.beta = beta, g.n = static_cast<int>(n);
-      kernels::fp8_gemv(g, s);
+      kernels::fp8_gemv(g, dev_, s);
     }
     return;
   }
@@ -208,7 +208,7 @@ void CudaFp8::swiglu(const CudaFp8Input& in, const CudaFp8Linear& w, float* gu, 
       ABRIDGE_CHECK(w.parts.size() == 2);
       g.w = w.parts[0].w, g.up = w.parts[1].w;
     }
-    kernels::fp8_gemv(g, s);
+    kernels::fp8_gemv(g, dev_, s);
     return;
   }
   linear(in, w, gu, w.m, n, 0.0f, s);

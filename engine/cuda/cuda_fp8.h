@@ -54,7 +54,9 @@ class CudaFp8 {
   using Alloc = std::function<void*(size_t bytes)>;  // device memory that lives as long as the backend
   // blas: the backend's handle, on its stream. workspace: shared with cuBLAS (stream-ordered).
   // max_tokens: rows of the largest step. block_gemm: try cuBLASLt's block-scaled GEMM at all.
-  CudaFp8(Alloc alloc, cublasHandle_t blas, void* workspace, size_t workspace_bytes, int64_t max_tokens, bool block_gemm);
+  // dev: the backend's device (grid sizing of the GEMV).
+  CudaFp8(Alloc alloc, cublasHandle_t blas, void* workspace, size_t workspace_bytes, int64_t max_tokens, bool block_gemm,
+          const kernels::DeviceCaps& dev);
   ~CudaFp8();
 
   // Uploads the F8_E4M3 weights `names` (checked by check_fp8_tensors; the same in_features) as one
@@ -82,6 +84,7 @@ class CudaFp8 {
 
   Alloc alloc_;
   cublasHandle_t blas_;
+  kernels::DeviceCaps dev_;
   int64_t max_tokens_;
   bool try_block_gemm_;
   std::unique_ptr<kernels::Fp8BlockGemm> gemm_;

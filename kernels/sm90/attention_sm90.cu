@@ -1,6 +1,6 @@
 // Prefill attention for Hopper (sm_90a): warpgroup matrix instructions (wgmma) on shared-memory tiles
 // in the 128-byte swizzled layout, two consumer warpgroups of 64 queries each sharing every K/V tile.
-// Built only when the project targets compute capability 9.0; ops.cu calls it for 128-query tiles of
+// Built only when the project targets compute capability 9.0; attention.cu calls it for 128-query tiles of
 // head_dim 128 on such a device and keeps the mma.sync kernel for every other case.
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "base/attention_span.h"
+#include "kernels/device_helpers.cuh"
 #include "kernels/ops.h"
 #include "kernels/sm90/attention_sm90.h"
 
@@ -19,21 +21,6 @@ namespace {
 #define ABRIDGE_SM90A_DEVICE 1
 #endif
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait_group() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
@@ -166,13 +153,8 @@ __global__ void __launch_bounds__(Layout<BC, kTma>::kThreads, 1)
   // Key ranges: the sinks [0, sink_hi), then the main range [lo, last], its tiles starting at a
   // multiple of BC (keys below lo are masked). Positions fit in int32.
   const int last = p0 + count - 1;
-  const int64_t w64 = p.window > 0 ? p.window : p.layer_window;
-  const int w = w64 > 0 && w64 < (int64_t{1} << 30) ? static_cast<int>(w64) : 0;
-  int lo = 0, sink_hi = 0;
-  if (w > 0) {
-    lo = p0 - w + 1 > 0 ? p0 - w + 1 : 0;
-    if (p.window > 0) sink_hi = p.sinks < lo ? static_cast<int>(p.sinks) : lo;
-  }
+  const AttentionSpan first_span = attention_span(p0, p.window, p.sinks, p.layer_window);
+  const int lo = static_cast<int>(first_span.begin), sink_hi = static_cast<int>(first_span.sink_end);
   const int lo_tile = lo - lo % BC;
   const int n_sink_tiles = (sink_hi + BC - 1) / BC;
   const int n_key_tiles = n_sink_tiles + (last + 1 - lo_tile + BC - 1) / BC;
@@ -269,11 +251,8 @@ __global__ void __launch_bounds__(Layout<BC, kTma>::kThreads, 1)
   const int qpos[2] = {p0 + wg * kRows + rl, p0 + wg * kRows + rl + 8};
   int q_sink_end[2], q_begin[2];
   for (int j = 0; j < 2; ++j) {
-    q_begin[j] = 0, q_sink_end[j] = 0;
-    if (w > 0) {
-      q_begin[j] = qpos[j] - w + 1 > 0 ? qpos[j] - w + 1 : 0;
-      q_sink_end[j] = p.window > 0 ? (p.sinks < q_begin[j] ? static_cast<int>(p.sinks) : q_begin[j]) : 0;
-    }
+    const AttentionSpan q_span = attention_span(qpos[j], p.window, p.sinks, p.layer_window);
+    q_begin[j] = static_cast<int>(q_span.begin), q_sink_end[j] = static_cast<int>(q_span.sink_end);
   }
 
   float o[kHd / 2];
@@ -482,8 +461,7 @@ void launch(const CUtensorMap& k_map, const CUtensorMap& v_map, const AttentionP
 
 }  // namespace
 
-void attention_tiles(const AttentionParams& p, cudaStream_t s) {
-  static const bool cp_async_only = prefill_attention_override() == "wgmma-cp-async";
+void attention_tiles(const AttentionParams& p, bool cp_async_only, cudaStream_t s) {
   CUtensorMap k_map{}, v_map{};
   // TMA boxes are whole cache blocks: 8 to 128 rows that tile a 128-key tile, rows addressable as int.
   const bool tma = !cp_async_only && p.block_size >= 8 && p.block_size <= kKeys && kKeys % p.block_size == 0 &&

@@ -8,7 +8,8 @@
 namespace abridge::kernels::sm90 {
 
 // Prefill attention over tiles of up to 128 queries (AttentionParams::tiles made with
-// kAttentionTileQueriesSm90), head_dim 128 only.
-void attention_tiles(const AttentionParams& p, cudaStream_t s);
+// kAttentionTileQueriesSm90), head_dim 128 only. cp_async_only: copy K/V with cp.async instead of TMA
+// (PrefillAttention::kWgmmaCpAsync, a diagnostic).
+void attention_tiles(const AttentionParams& p, bool cp_async_only, cudaStream_t s);
 
 }  // namespace abridge::kernels::sm90

@@ -1,15 +1,17 @@
+// Paged grouped-query attention: tensor-core prefill tiles, tensor-core and split-key decode, and the
+// combination of split partials (kernels/ops.h).
 #include <cuda_bf16.h>
 
-#include <cfloat>
 #include <algorithm>
-#include <atomic>
+#include <cfloat>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
-#include "base/rng.h"
+#include "base/attention_span.h"
+#include "kernels/device_helpers.cuh"
 #include "kernels/ops.h"
 #ifdef ABRIDGE_HAVE_SM90A
 #include "kernels/sm90/attention_sm90.h"
@@ -21,159 +23,6 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // kernels
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Sum over the block; every thread gets the result. `scratch` holds 32 floats.
-__device__ float block_sum(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // scratch may still be read from a previous call
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < n_warps ? scratch[lane] : 0.0f;
-  return warp_sum(v);
-}
-
-// Maximum over the block; every thread gets the result. `scratch` holds 32 floats.
-__device__ float block_max(float v, float* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < n_warps ? scratch[lane] : -FLT_MAX;
-  return warp_max(v);
-}
-
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
-
-__device__ __forceinline__ float sum_squares(const float4& v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
-
-// Four elements of an RMS-normalized row as bf16: w * (x * scale), as rms_norm_kernel writes each.
-__device__ __forceinline__ void store_normalized(__nv_bfloat162* out, const float4& x, const float4& w, float scale) {
-  out[0] = __floats2bfloat162_rn(w.x * (x.x * scale), w.y * (x.y * scale));
-  out[1] = __floats2bfloat162_rn(w.z * (x.z * scale), w.w * (x.w * scale));
-}
-
-__global__ void embed_kernel(const int32_t* tokens, const bf16* table, float* x, int d) {
-  const int i = blockIdx.x;
-  const bf16* row = table + static_cast<int64_t>(tokens[i]) * d;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) x[static_cast<int64_t>(i) * d + j] = __bfloat162float(row[j]);
-}
-
-__global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* w, bf16* y, int d, float eps) {
-  __shared__ float scratch[32];
-  const int i = blockIdx.x;
-  const float* xr = x + static_cast<int64_t>(rows ? rows[i] : i) * d;
-  float ss = 0;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xr[j] * xr[j];
-  ss = block_sum(ss, scratch);
-  const float scale = rsqrtf(ss / static_cast<float>(d) + eps);
-  for (int j = threadIdx.x; j < d; j += blockDim.x)
-    y[static_cast<int64_t>(i) * d + j] = __float2bfloat16(w[j] * (xr[j] * scale));
-}
-
-// Many rows of width d % 4 == 0: one warp per row, 16-byte loads, the row re-read from L1 for the
-// output. grid ceil(n / 8), block 256.
-__global__ void __launch_bounds__(256) rms_norm_rows_kernel(const float* x, const int32_t* rows, const float* w, bf16* y,
-                                                            int n, int d, float eps) {
-  const int lane = threadIdx.x & 31, i = blockIdx.x * 8 + (threadIdx.x >> 5);
-  if (i >= n) return;
-  const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(rows ? rows[i] : i) * d);
-  const float4* w4 = reinterpret_cast<const float4*>(w);
-  float ss = 0;
-  for (int j = lane; j < d / 4; j += 32) ss += sum_squares(xr[j]);
-  const float scale = rsqrtf(warp_sum(ss) / static_cast<float>(d) + eps);
-  __nv_bfloat162* out = reinterpret_cast<__nv_bfloat162*>(y + static_cast<int64_t>(i) * d);
-  for (int j = lane; j < d / 4; j += 32) store_normalized(out + 2 * j, xr[j], w4[j], scale);
-}
-
-// grid (n, n_heads + 2 n_kv_heads), block head_dim / 2: thread j owns the pair (j, j + head_dim/2).
-__global__ void qkv_post_kernel(QkvParams p) {
-  __shared__ float scratch[32];
-  const int i = blockIdx.x, h = blockIdx.y, j = threadIdx.x, half = p.head_dim / 2;
-  const int width = (p.n_heads + 2 * p.n_kv_heads) * p.head_dim;
-  const float* src = p.qkv + static_cast<int64_t>(i) * width + h * p.head_dim;
-  float a = src[j], b = src[j + half];
-  const int64_t row = p.kv_rows[i];
-  if (h >= p.n_heads + p.n_kv_heads) {  // v: copied as is
-    const int kvh = h - p.n_heads - p.n_kv_heads;
-    bf16* dst = p.v_cache + (row * p.n_kv_heads + kvh) * p.head_dim;
-    dst[j] = __float2bfloat16(a);
-    dst[j + half] = __float2bfloat16(b);
-    return;
-  }
-  const bool is_q = h < p.n_heads;
-  const float* w = is_q ? p.q_norm : p.k_norm;
-  const float ss = block_sum(a * a + b * b, scratch);
-  const float scale = rsqrtf(ss / static_cast<float>(p.head_dim) + p.eps);
-  a = w[j] * (a * scale);
-  b = w[j + half] * (b * scale);
-  // RoPE: the angle is rounded to float32 as transformers computes it; sin/cos in double so that
-  // large angles (long contexts) lose nothing more.
-  const float angle = static_cast<float>(p.positions[i]) * p.inv_freq[j];
-  double sn, cs;
-  sincos(static_cast<double>(angle), &sn, &cs);
-  const float c = static_cast<float>(cs), s = static_cast<float>(sn);
-  const float ra = a * c - b * s, rb = b * c + a * s;
-  bf16* dst = is_q ? p.q_out + (static_cast<int64_t>(i) * p.n_heads + h) * p.head_dim
-                   : p.k_cache + (row * p.n_kv_heads + (h - p.n_heads)) * p.head_dim;
-  dst[j] = __float2bfloat16(ra);
-  dst[j + half] = __float2bfloat16(rb);
-}
-
-// The same for head_dim / 2 a multiple of 32 (PAIRS = head_dim / 64): grid (n, ceil(heads / 8)),
-// block 256, one warp per head, lane l owning the pairs (l + 32 u, l + 32 u + head_dim/2), so the
-// norm is a warp sum and a block does eight heads.
-template <int PAIRS>
-__global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
-  const int i = blockIdx.x, lane = threadIdx.x & 31, h = blockIdx.y * 8 + (threadIdx.x >> 5);
-  if (h >= p.n_heads + 2 * p.n_kv_heads) return;
-  const int hd = p.head_dim, half = hd / 2;
-  const float* src = p.qkv + static_cast<int64_t>(i) * (p.n_heads + 2 * p.n_kv_heads) * hd + h * hd;
-  const int64_t row = p.kv_rows[i];
-  float a[PAIRS], b[PAIRS];
-#pragma unroll
-  for (int u = 0; u < PAIRS; ++u) a[u] = src[lane + 32 * u], b[u] = src[lane + 32 * u + half];
-  bf16* dst;
-  if (h >= p.n_heads + p.n_kv_heads) {  // v: copied as is
-    dst = p.v_cache + (row * p.n_kv_heads + (h - p.n_heads - p.n_kv_heads)) * hd;
-  } else {
-    const bool is_q = h < p.n_heads;
-    const float* w = is_q ? p.q_norm : p.k_norm;
-    float ss = 0;
-#pragma unroll
-    for (int u = 0; u < PAIRS; ++u) ss += a[u] * a[u] + b[u] * b[u];
-    const float scale = rsqrtf(warp_sum(ss) / static_cast<float>(hd) + p.eps);
-#pragma unroll
-    for (int u = 0; u < PAIRS; ++u) {
-      const int j = lane + 32 * u;
-      // As in qkv_post_kernel: the angle rounded to float32, sin/cos in double.
-      const float angle = static_cast<float>(p.positions[i]) * p.inv_freq[j];
-      double sn, cs;
-      sincos(static_cast<double>(angle), &sn, &cs);
-      const float c = static_cast<float>(cs), s = static_cast<float>(sn);
-      const float na = w[j] * (a[u] * scale), nb = w[j + half] * (b[u] * scale);
-      a[u] = na * c - nb * s;
-      b[u] = nb * c + na * s;
-    }
-    dst = is_q ? p.q_out + (static_cast<int64_t>(i) * p.n_heads + h) * hd
-               : p.k_cache + (row * p.n_kv_heads + (h - p.n_heads)) * hd;
-  }
-#pragma unroll
-  for (int u = 0; u < PAIRS; ++u) {
-    dst[lane + 32 * u] = __float2bfloat16(a[u]);
-    dst[lane + 32 * u + half] = __float2bfloat16(b[u]);
-  }
-}
-
 constexpr int kTileKeys = 32;   // keys per shared-memory tile: one per lane when scoring
 constexpr int kMaxHeadDim = 256;
 
@@ -182,14 +31,8 @@ struct KeySpan {
 };
 
 __device__ __forceinline__ KeySpan key_span(const AttentionParams& p, int64_t pos) {
-  const int64_t w = p.window > 0 ? p.window : p.layer_window;
-  KeySpan k{0, 0, pos + 1};
-  if (w > 0) {
-    k.begin = pos - w + 1 > 0 ? pos - w + 1 : 0;
-    k.sink_end = p.window > 0 ? (p.sinks < k.begin ? p.sinks : k.begin) : 0;
-    k.count = k.sink_end + (pos - k.begin + 1);
-  }
-  return k;
+  const AttentionSpan a = attention_span(pos, p.window, p.sinks, p.layer_window);
+  return {a.sink_end, a.begin, a.sink_end + (pos - a.begin + 1)};
 }
 
 // grid (n, n_kv_heads, splits), block 32 * group: warp g handles query head g of the group that
@@ -340,38 +183,6 @@ __global__ void attention_combine_kernel(AttentionParams p, int uniform_splits) 
 
 // ---- tensor-core flash attention for prefill tiles (mma.sync m16n8k16 bf16, FlashAttention-2 style)
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
-}
-__device__ __forceinline__ void mma_bf16(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const int bytes = valid ? 16 : 0;  // 0: fill with zeros
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait_group() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
 // S (16 rows, 8 NT keys) f32 = Q K^T for one warp: Q as mma A fragments (16 rows, HD), K rows in
 // shared memory `stride` elements apart, read as B fragments with ldmatrix.
 template <int HD, int NT>
@@ -458,12 +269,8 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
 
   // Key range of the tile: sinks [0, sink_hi) then the main range [lo, hi).
   const int64_t last = p0 + count - 1;
-  const int64_t w = p.window > 0 ? p.window : p.layer_window;
-  int64_t lo = 0, sink_hi = 0;
-  if (w > 0) {
-    lo = p0 - w + 1 > 0 ? p0 - w + 1 : 0;
-    if (p.window > 0) sink_hi = p.sinks < lo ? p.sinks : lo;
-  }
+  const AttentionSpan first_span = attention_span(p0, p.window, p.sinks, p.layer_window);
+  const int64_t lo = first_span.begin, sink_hi = first_span.sink_end;
   const int64_t n_sink_tiles = (sink_hi + kFlashK - 1) / kFlashK;
   const int64_t n_main_tiles = (last + 1 - lo + kFlashK - 1) / kFlashK;
 
@@ -472,11 +279,8 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
   const int64_t qpos[2] = {p0 + row0, p0 + row0 + 8};
   int64_t q_sink_end[2], q_begin[2];
   for (int j = 0; j < 2; ++j) {
-    q_begin[j] = 0, q_sink_end[j] = 0;
-    if (w > 0) {
-      q_begin[j] = qpos[j] - w + 1 > 0 ? qpos[j] - w + 1 : 0;
-      q_sink_end[j] = p.window > 0 ? (p.sinks < q_begin[j] ? p.sinks : q_begin[j]) : 0;
-    }
+    const AttentionSpan q_span = attention_span(qpos[j], p.window, p.sinks, p.layer_window);
+    q_begin[j] = q_span.begin, q_sink_end[j] = q_span.sink_end;
   }
 
   float o[HD / 8][4];
@@ -775,285 +579,6 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
 }
 
 
-// ---- sampling
-
-constexpr int kSampleThreads = 1024;
-
-__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int vocab, const SampleRow* rows,
-                                                                int32_t* out) {
-  __shared__ float scratch[32];
-  __shared__ int iscratch[32];
-  __shared__ float prefix[kSampleThreads];
-  const int r = blockIdx.x, tid = threadIdx.x;
-  const SampleRow row = rows[r];
-  const int n = row.vocab_limit > 0 && row.vocab_limit < vocab ? row.vocab_limit : vocab;
-  const float* x = logits + static_cast<int64_t>(r) * vocab;
-
-  // The maximum and, for greedy, its first index.
-  float best = -FLT_MAX;
-  int best_i = n;
-  for (int i = tid; i < n; i += kSampleThreads)
-    if (x[i] > best) best = x[i], best_i = i;
-  const float mx = block_max(best, scratch);
-  if (row.temperature <= 0.0f) {
-    int cand = best == mx ? best_i : n;
-    for (int o = 16; o > 0; o >>= 1) cand = min(cand, __shfl_xor_sync(0xffffffffu, cand, o));
-    __syncthreads();
-    if ((tid & 31) == 0) iscratch[tid >> 5] = cand;
-    __syncthreads();
-    if (tid < 32) {
-      int c = iscratch[tid];
-      for (int o = 16; o > 0; o >>= 1) c = min(c, __shfl_xor_sync(0xffffffffu, c, o));
-      if (tid == 0) out[r] = c;
-    }
-    return;
-  }
-  // Probabilities up to the normalizer: q_i = exp((x_i - max) / T) / sum.
-  const float inv_t = 1.0f / row.temperature;
-  float local = 0;
-  for (int i = tid; i < n; i += kSampleThreads) local += __expf((x[i] - mx) * inv_t);
-  const float sum = block_sum(local, scratch);
-  // Nucleus: the largest threshold theta whose kept mass {q_i >= theta} still reaches top_p.
-  float theta = 0.0f;
-  if (row.top_p < 1.0f) {
-    float lo = 0.0f, hi = 1.0f;
-    for (int it = 0; it < 24; ++it) {
-      const float mid = 0.5f * (lo + hi);
-      float m = 0;
-      for (int i = tid; i < n; i += kSampleThreads) {
-        const float q = __expf((x[i] - mx) * inv_t) / sum;
-        if (q >= mid) m += q;
-      }
-      m = block_sum(m, scratch);
-      if (m >= row.top_p) lo = mid;
-      else hi = mid;
-    }
-    theta = lo;
-  }
-  // Draw: walk the kept tokens in id order; each thread owns a contiguous range of ids.
-  const int per = (n + kSampleThreads - 1) / kSampleThreads;
-  const int begin = tid * per, end = min(n, begin + per);
-  float mine = 0;
-  for (int i = begin; i < end; ++i) {
-    const float q = __expf((x[i] - mx) * inv_t) / sum;
-    if (q >= theta) mine += q;
-  }
-  __syncthreads();
-  prefix[tid] = mine;
-  __syncthreads();
-  if (tid == 0) {  // exclusive scan of the per-thread masses (1024 values)
-    float acc = 0;
-    for (int t = 0; t < kSampleThreads; ++t) {
-      const float v = prefix[t];
-      prefix[t] = acc;
-      acc += v;
-    }
-    scratch[0] = acc;  // the kept mass
-  }
-  __syncthreads();
-  const float target = static_cast<float>(counter_uniform(row.seed, row.counter)) * scratch[0];
-  const float start = prefix[tid];
-  if (target >= start && target < start + mine) {
-    float acc = start;
-    int pick = -1, last_kept = -1;
-    for (int i = begin; i < end; ++i) {
-      const float q = __expf((x[i] - mx) * inv_t) / sum;
-      if (q < theta) continue;
-      last_kept = i;
-      acc += q;
-      if (target < acc) {
-        pick = i;
-        break;
-      }
-    }
-    out[r] = pick >= 0 ? pick : last_kept;
-  }
-  // Rounding can leave the target past the last range: then the last kept token wins.
-  if (tid == kSampleThreads - 1 && target >= start + mine) {
-    int last_kept = -1;
-    for (int i = n - 1; i >= 0 && last_kept < 0; --i)
-      if (__expf((x[i] - mx) * inv_t) / sum >= theta) last_kept = i;
-    out[r] = last_kept;
-  }
-}
-
-
-// ---- GEMV for decode steps
-
-constexpr int kGemvWarps = 8;  // block of 256 threads
-// 16-byte weight loads in flight per lane. Two, not more: H200, 4B shapes, batch 1 at context 64: 2.80 ms a
-// step with 2, 2.88 with 3 or 4, 3.01 with 6, 3.32 with 8, 3.65 with 16 (two rows at 4K: 3.62 against
-// 3.86 ms with 4). Measured, not derived: deeper was slower at every batch tried.
-constexpr int kGemvDepth = 2;
-
-// grid ceil(m / (8 / SPLIT)), block 256. SPLIT warps share an output row, each streaming its share of
-// the row's 16-byte pieces with four loads in flight per lane (a layer's smaller matrices give each
-// multiprocessor few rows: splitting them keeps more loads in flight and spreads the rows evenly over
-// the multiprocessors). NORM: the block first RMS-normalizes the N input rows into shared memory,
-// with its first weight loads already issued. GLU: each warp reads a gate row and the matching up row
-// and writes silu(gate) * up.
-template <int N, int SPLIT, bool NORM, bool GLU>
-__global__ void __launch_bounds__(256) gemv_kernel(GemvParams p) {
-  extern __shared__ __align__(16) unsigned char gemv_smem[];  // NORM: the normalized rows, (N, k) bf16
-  __shared__ float partial[kGemvWarps][GLU ? 2 : 1][N];
-  __shared__ float scratch[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int row = blockIdx.x * (kGemvWarps / SPLIT) + warp / SPLIT, part = warp % SPLIT;
-  const bool active = row < p.m;
-  const int k = p.k, chunks = k / 8;
-  const int begin = part * chunks / SPLIT, end = (part + 1) * chunks / SPLIT;
-  const uint4* w0 = reinterpret_cast<const uint4*>(p.w) + static_cast<int64_t>(active ? row : 0) * chunks;
-  const uint4* w1 = w0 + static_cast<int64_t>(p.m) * chunks;  // GLU: the up row
-  const bf16* xs = NORM ? reinterpret_cast<const bf16*>(gemv_smem) : p.x;
-
-  float acc0[N], acc1[N];
-#pragma unroll
-  for (int t = 0; t < N; ++t) acc0[t] = acc1[t] = 0;
-  uint4 wv0[kGemvDepth], wv1[kGemvDepth];
-  auto load = [&](int c0) {
-#pragma unroll
-    for (int u = 0; u < kGemvDepth; ++u) {
-      const int c = c0 + 32 * u;
-      if (active && c < end) {
-        wv0[u] = __ldg(w0 + c);
-        if constexpr (GLU) wv1[u] = __ldg(w1 + c);
-      }
-    }
-  };
-  auto dot = [](const uint4& wv, const uint4& xv, float& acc) {
-    const __nv_bfloat162* wp = reinterpret_cast<const __nv_bfloat162*>(&wv);
-    const __nv_bfloat162* xp = reinterpret_cast<const __nv_bfloat162*>(&xv);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 wf = __bfloat1622float2(wp[e]), xf = __bfloat1622float2(xp[e]);
-      acc += wf.x * xf.x + wf.y * xf.y;
-    }
-  };
-  auto consume = [&](int c0) {
-#pragma unroll
-    for (int u = 0; u < kGemvDepth; ++u) {
-      const int c = c0 + 32 * u;
-      if (!active || c >= end) continue;
-#pragma unroll
-      for (int t = 0; t < N; ++t) {
-        const uint4* xr = reinterpret_cast<const uint4*>(xs + static_cast<int64_t>(t) * k) + c;
-        const uint4 xv = NORM ? *xr : __ldg(xr);
-        dot(wv0[u], xv, acc0[t]);
-        if constexpr (GLU) dot(wv1[u], xv, acc1[t]);
-      }
-    }
-  };
-
-  int c0 = begin + lane;
-  load(c0);
-  if constexpr (NORM) {
-    bf16* out = reinterpret_cast<bf16*>(gemv_smem);
-    const float4* norm_w = reinterpret_cast<const float4*>(p.norm_w);
-    for (int t = 0; t < N; ++t) {
-      const float4* xr = reinterpret_cast<const float4*>(p.x_f32 + static_cast<int64_t>(t) * k);
-      float ss = 0;
-      for (int j = threadIdx.x; j < k / 4; j += blockDim.x) ss += sum_squares(xr[j]);
-      const float scale = rsqrtf(block_sum(ss, scratch) / static_cast<float>(k) + p.eps);
-      for (int j = threadIdx.x; j < k / 4; j += blockDim.x)
-        store_normalized(reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(t) * k + 4 * j), xr[j], norm_w[j], scale);
-    }
-    __syncthreads();
-  }
-  for (;;) {
-    consume(c0);
-    c0 += 32 * kGemvDepth;
-    if (c0 - lane >= end) break;
-    load(c0);
-  }
-
-#pragma unroll
-  for (int t = 0; t < N; ++t) {
-    acc0[t] = warp_sum(acc0[t]);
-    if constexpr (GLU) acc1[t] = warp_sum(acc1[t]);
-  }
-  if constexpr (SPLIT > 1) {
-    if (lane == 0) {
-#pragma unroll
-      for (int t = 0; t < N; ++t) {
-        partial[warp][0][t] = acc0[t];
-        if constexpr (GLU) partial[warp][GLU ? 1 : 0][t] = acc1[t];
-      }
-    }
-    __syncthreads();
-    if (part != 0) return;
-#pragma unroll
-    for (int t = 0; t < N; ++t) {
-      acc0[t] = acc1[t] = 0;
-#pragma unroll
-      for (int q = 0; q < SPLIT; ++q) {
-        acc0[t] += partial[warp + q][0][t];
-        if constexpr (GLU) acc1[t] += partial[warp + q][GLU ? 1 : 0][t];
-      }
-    }
-  }
-  if (!active) return;
-#pragma unroll
-  for (int t = 0; t < N; ++t) {
-    if (lane != t) continue;
-    const int64_t o = static_cast<int64_t>(t) * p.m + row;
-    if constexpr (GLU) {
-      p.act[o] = __float2bfloat16(silu(acc0[t]) * acc1[t]);
-    } else {
-      p.y[o] = p.beta == 0.0f ? acc0[t] : p.beta * p.y[o] + acc0[t];
-    }
-  }
-}
-
-// ffn % 4 == 0: four elements per thread, 16-byte loads. grid (n, ceil(ffn / 1024)), block 256 (rows
-// in x: a step may have more than 65,535).
-__global__ void silu_mul4_kernel(const float* gu, bf16* out, int ffn) {
-  const int i = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
-  if (j >= ffn / 4) return;
-  const float4* g4 = reinterpret_cast<const float4*>(gu + static_cast<int64_t>(i) * 2 * ffn);
-  const float4 g = g4[j], u = g4[ffn / 4 + j];
-  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + static_cast<int64_t>(i) * ffn) + 2 * j;
-  o[0] = __floats2bfloat162_rn(silu(g.x) * u.x, silu(g.y) * u.y);
-  o[1] = __floats2bfloat162_rn(silu(g.z) * u.z, silu(g.w) * u.w);
-}
-
-// grid (n, ceil(ffn / 256)): one element per thread, so a single decode row still fills the GPU.
-__global__ void silu_mul_kernel(const float* gu, bf16* out, int ffn) {
-  const int i = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
-  if (j >= ffn) return;
-  const float* g = gu + static_cast<int64_t>(i) * 2 * ffn;
-  out[static_cast<int64_t>(i) * ffn + j] = __float2bfloat16(silu(g[j]) * g[ffn + j]);
-}
-
-// Multiprocessors of the current device, looked up once per device.
-int multiprocessors() {
-  static std::atomic<int> counts[64] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 132;
-  int c = counts[device].load(std::memory_order_relaxed);
-  if (c == 0) {
-    cudaDeviceGetAttribute(&c, cudaDevAttrMultiProcessorCount, device);
-    if (c <= 0) c = 132;
-    counts[device].store(c, std::memory_order_relaxed);
-  }
-  return c;
-}
-
-// Blocks of the decode attention kernel the current device holds at once (all multiprocessors).
-int decode_slots(void (*kernel)(AttentionParams), int head_dim, size_t smem) {
-  static std::atomic<int> cached[64][2] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) device = 0;
-  std::atomic<int>& slot = cached[device][head_dim == 128 ? 1 : 0];
-  int n = slot.load(std::memory_order_relaxed);
-  if (n == 0) {
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem) != cudaSuccess || per_sm <= 0) per_sm = 1;
-    n = per_sm * multiprocessors();
-    slot.store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 // Key splits for `blocks` (token, KV head) pairs of up to `keys` keys. A few pairs (batch 1) are split
 // until they fill about two thirds of the GPU's block slots: more splits only add partials to merge.
 // Where they take more than one round of slots (large batches), the splits make the last round
@@ -1085,48 +610,25 @@ int split_chunk(int max_position, int max_splits) {
   return (chunk + kTileKeys - 1) / kTileKeys * kTileKeys;
 }
 
-
-// Largest shared-memory stage of normalized input rows that gemv() takes on (above 48 KB the kernel is
-// opted in to more).
-constexpr size_t kGemvNormSmemMax = 96 * 1024;
-
-template <int N, int SPLIT, bool NORM, bool GLU>
-void launch_gemv_as(const GemvParams& p, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
-  if (smem > 48 * 1024)
-    cudaFuncSetAttribute(gemv_kernel<N, SPLIT, NORM, GLU>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-  gemv_kernel<N, SPLIT, NORM, GLU><<<grid, block, smem, s>>>(p);
-}
-template <int N, int SPLIT>
-void launch_gemv_split(const GemvParams& p, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
-  if (p.norm_w)
-    p.act ? launch_gemv_as<N, SPLIT, true, true>(p, smem, grid, block, s) : launch_gemv_as<N, SPLIT, true, false>(p, smem, grid, block, s);
-  else
-    p.act ? launch_gemv_as<N, SPLIT, false, true>(p, smem, grid, block, s) : launch_gemv_as<N, SPLIT, false, false>(p, smem, grid, block, s);
-}
-template <int N>
-void launch_gemv_rows(const GemvParams& p, int split, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
-  switch (split) {
-    case 1: launch_gemv_split<N, 1>(p, smem, grid, block, s); break;
-    case 2: launch_gemv_split<N, 2>(p, smem, grid, block, s); break;
-    default: launch_gemv_split<N, 4>(p, smem, grid, block, s); break;
-  }
-}
-void launch_gemv(const GemvParams& p, int split, size_t smem, dim3 grid, dim3 block, cudaStream_t s) {
-  switch (p.n) {
-    case 1: launch_gemv_rows<1>(p, split, smem, grid, block, s); break;
-    case 2: launch_gemv_rows<2>(p, split, smem, grid, block, s); break;
-    default: throw std::invalid_argument("gemv: " + std::to_string(p.n) + " rows for the scalar kernel");
-  }
-}
-
 }  // namespace
 
-int decode_item_count(int n_singles, int n_kv_heads, int head_dim, int max_items) {
+// ---------------------------------------------------------------------------------------------
+// launchers
+
+int attention_decode_slots(int head_dim, int multiprocessors) {
+  auto kernel = head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
+  const size_t smem = decode_smem_bytes(head_dim == 128 ? 128 : 64);
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem) != cudaSuccess || per_sm <= 0) per_sm = 1;
+  return per_sm * multiprocessors;
+}
+
+int decode_item_count(int n_singles, int n_kv_heads, int head_dim, int max_items, const DeviceCaps& dev) {
   if (n_singles <= 0) return 0;
   if (max_items < n_singles) throw std::invalid_argument("decode_item_count: fewer items than tokens");
-  auto kernel = head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
-  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(decode_smem_bytes(head_dim)));
-  const int slots = decode_slots(kernel, head_dim, decode_smem_bytes(head_dim));
+  const int known = head_dim == 128 ? dev.decode_slots_hd128 : dev.decode_slots_hd64;
+  const int slots = known > 0 ? known : dev.multiprocessors;
   // As many items as equal splits per token would make (decode_splits), and one more per token: the
   // room plan_decode_items() needs to round each token's share up to a whole item.
   const int per_token = decode_splits(n_singles * n_kv_heads, std::numeric_limits<int>::max() / 2, kMaxAttentionSplits, slots);
@@ -1161,56 +663,16 @@ void plan_decode_items(const int32_t* positions, const int32_t* singles, int n_s
   for (int j = next; j < n_items; ++j) items[3 * j] = -1, items[3 * j + 1] = items[3 * j + 2] = 0;
 }
 
-// ---------------------------------------------------------------------------------------------
-// launchers
-
-void embed(const int32_t* tokens, const bf16* table, float* x, int n, int d, cudaStream_t s) {
-  if (n > 0) embed_kernel<<<n, 256, 0, s>>>(tokens, table, x, d);
-}
-
-void rms_norm(const float* x, const int32_t* rows, const float* w, bf16* y, int n, int d, float eps, cudaStream_t s) {
-  if (n <= 0) return;
-  // A warp per row needs many rows to fill the GPU (a prefill chunk); a few rows (decode steps) each
-  // get a block, whose threads share the row's loads.
-  if (d % 4 == 0 && n >= 16 * multiprocessors())
-    rms_norm_rows_kernel<<<(n + 7) / 8, 256, 0, s>>>(x, rows, w, y, n, d, eps);
-  else
-    rms_norm_kernel<<<n, d >= 1024 ? 1024 : 256, 0, s>>>(x, rows, w, y, d, eps);
-}
-
-void qkv_post(const QkvParams& p, cudaStream_t s) {
-  if (p.n == 0) return;
-  const dim3 warps_grid(p.n, (p.n_heads + 2 * p.n_kv_heads + 7) / 8);
-  switch (p.head_dim) {
-    case 64: qkv_post_warps_kernel<1><<<warps_grid, 256, 0, s>>>(p); break;
-    case 128: qkv_post_warps_kernel<2><<<warps_grid, 256, 0, s>>>(p); break;
-    case 256: qkv_post_warps_kernel<4><<<warps_grid, 256, 0, s>>>(p); break;
-    default: qkv_post_kernel<<<dim3(p.n, p.n_heads + 2 * p.n_kv_heads), p.head_dim / 2, 0, s>>>(p); break;
-  }
-}
-
 size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_splits) {
   return static_cast<size_t>(n) * n_heads * max_splits * (head_dim + 2);
 }
 
-const std::string& prefill_attention_override() {
-  static const std::string value = [] {
-    const char* v = std::getenv("ABRIDGE_PREFILL_ATTENTION");
-    return std::string(v ? v : "");
-  }();
-  return value;
-}
-
-int attention_tile_queries(int head_dim) {
+int attention_tile_queries(int head_dim, const DeviceCaps& dev) {
 #ifdef ABRIDGE_HAVE_SM90A
-  int device = 0, major = 0, minor = 0;
-  if (head_dim == 128 && prefill_attention_override() != "mma" && cudaGetDevice(&device) == cudaSuccess &&
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess && major == 9 &&
-      minor == 0)
+  if (head_dim == 128 && dev.prefill_attention != PrefillAttention::kMma && dev.sm_major == 9 && dev.sm_minor == 0)
     return kAttentionTileQueriesSm90;
 #else
-  (void)head_dim;
+  (void)head_dim, (void)dev;
 #endif
   return kAttentionTileQueries;
 }
@@ -1239,25 +701,33 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
   }
 }
 
-void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
+void attention(const AttentionParams& p, int max_splits, const DeviceCaps& dev, cudaStream_t s) {
   if (p.n == 0) return;
   max_splits = std::clamp(max_splits, 1, kMaxAttentionSplits);
 #ifdef ABRIDGE_HAVE_SM90A
   if (p.n_tiles > 0 && p.tile_queries == kAttentionTileQueriesSm90 && p.head_dim == 128) {
-    sm90::attention_tiles(p, s);
+    sm90::attention_tiles(p, dev.prefill_attention == PrefillAttention::kWgmmaCpAsync, s);
   } else
+#else
+  (void)dev;
 #endif
   if (p.n_tiles > 0) {
     const size_t smem = sizeof(bf16) * (kFlashQ + 4 * kFlashK) * (p.head_dim + 8) + sizeof(int64_t) * 2 * kFlashK;
     const dim3 grid(p.n_tiles, p.n_heads);
     // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
     // so engines on several GPUs in one process all get it.
-    if (p.head_dim == 128) {
-      cudaFuncSetAttribute(attention_flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-      attention_flash_kernel<128><<<grid, 128, smem, s>>>(p);
-    } else {
-      cudaFuncSetAttribute(attention_flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-      attention_flash_kernel<64><<<grid, 128, smem, s>>>(p);
+    switch (p.head_dim) {
+      case 128:
+        cudaFuncSetAttribute(attention_flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+        attention_flash_kernel<128><<<grid, 128, smem, s>>>(p);
+        break;
+      case 64:
+        cudaFuncSetAttribute(attention_flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+        attention_flash_kernel<64><<<grid, 128, smem, s>>>(p);
+        break;
+      default:
+        throw std::invalid_argument("attention: prefill tiles of head_dim " + std::to_string(p.head_dim) +
+                                    " (partition_attention() tiles 64 and 128 only)");
     }
   }
   if (p.n_singles == 0) return;
@@ -1280,44 +750,6 @@ void attention(const AttentionParams& p, int max_splits, cudaStream_t s) {
                       sizeof(float) * group * p.head_dim + sizeof(int64_t) * kTileKeys;
   attention_split_kernel<<<dim3(p.n_singles, p.n_kv_heads, splits), 32 * group, smem, s>>>(p, chunk, splits);
   attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, splits);
-}
-
-void sample(const float* logits, int vocab, const SampleRow* rows, int n_rows, int32_t* out, cudaStream_t s) {
-  if (n_rows > 0) sample_kernel<<<n_rows, kSampleThreads, 0, s>>>(logits, vocab, rows, out);
-}
-
-
-bool gemv_supports(int n, int k) { return n >= 1 && n <= kGemvMaxRows && k % 8 == 0; }
-
-bool gemv_can_normalize(int n, int k) {
-  return gemv_supports(n, k) && static_cast<size_t>(n) * k * sizeof(bf16) <= kGemvNormSmemMax;
-}
-
-void gemv(const GemvParams& p, cudaStream_t s) {
-  if (p.n <= 0 || p.m <= 0) return;
-  if (!gemv_supports(p.n, p.k)) throw std::invalid_argument("gemv: " + std::to_string(p.n) + " rows of width " + std::to_string(p.k));
-  const size_t smem = p.norm_w ? static_cast<size_t>(p.n) * p.k * sizeof(bf16) : 0;
-  const int64_t target = 4 * static_cast<int64_t>(multiprocessors());
-  // Rows split between warps until the grid gives every multiprocessor about four blocks.
-  int split = 1;
-  while (split < 4 && (static_cast<int64_t>(p.m) * split + kGemvWarps - 1) / kGemvWarps < target) split *= 2;
-  const int rows_per_block = kGemvWarps / split;
-  const dim3 grid((p.m + rows_per_block - 1) / rows_per_block), block(32 * kGemvWarps);
-  launch_gemv(p, split, smem, grid, block, s);
-}
-
-void gemv_bf16(const bf16* x, const bf16* w, float* y, int n, int k, int m, float beta, cudaStream_t s) {
-  GemvParams p;
-  p.x = x, p.w = w, p.y = y, p.beta = beta, p.n = n, p.k = k, p.m = m;
-  gemv(p, s);
-}
-
-void silu_mul(const float* gu, bf16* out, int n, int ffn, cudaStream_t s) {
-  if (n <= 0) return;
-  if (ffn % 4 == 0)
-    silu_mul4_kernel<<<dim3(n, (ffn / 4 + 255) / 256), 256, 0, s>>>(gu, out, ffn);
-  else
-    silu_mul_kernel<<<dim3(n, (ffn + 255) / 256), 256, 0, s>>>(gu, out, ffn);
 }
 
 }  // namespace abridge::kernels
