@@ -387,7 +387,7 @@ __global__ void __launch_bounds__(256) fp8_gemv_mma_kernel(Fp8GemvParams p, int 
     const int row = r0 + g + 8 * (i >> 1), token = 2 * t + (i & 1);
     if (row >= m || token >= n) continue;
     if constexpr (GLU) {
-      p.act[static_cast<int64_t>(token) * m + row] = __float2bfloat16(fp8_silu(acc[i]) * acc_u[i]);
+      p.act[static_cast<int64_t>(token) * m + row] = __float2bfloat16(silu(acc[i]) * acc_u[i]);
     } else {
       float* y = p.y + static_cast<int64_t>(token) * ldy + row;
       *y = p.beta == 0.0f ? acc[i] : p.beta * *y + acc[i];
@@ -450,41 +450,28 @@ void fp8_dequantize(const Fp8Matrix& w, bf16* out, cudaStream_t s) {
   fp8_dequantize_kernel<<<static_cast<unsigned>((chunks + 255) / 256), 256, 0, s>>>(w, out);
 }
 
-bool fp8_gemv_tensor_core_device() {
-  static std::atomic<int> known[64] = {};  // 0 unknown, 1 no, 2 yes
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
-  int v = known[device].load(std::memory_order_relaxed);
-  if (v == 0) {
-    int major = 0, minor = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
-    v = major * 10 + minor >= 89 ? 2 : 1;
-    known[device].store(v, std::memory_order_relaxed);
-  }
-  return v == 2;
-}
+static bool tensor_core_device(const DeviceCaps& dev) { return dev.sm_major * 10 + dev.sm_minor >= 89; }
 
-int fp8_gemv_max_rows() { return fp8_gemv_tensor_core_device() ? kMmaMaxRows : kFp8GemvMaxRows; }
+int fp8_gemv_max_rows(const DeviceCaps& dev) { return tensor_core_device(dev) ? kMmaMaxRows : kFp8GemvMaxRows; }
 
 // One row streams faster on the CUDA cores (a 16 x 8 tensor-core tile would be one eighth used, and the
 // warp's 16 rows read as 64-byte pieces); two and more on the tensor cores, where the device has them.
-bool fp8_gemv_tensor_cores(int n) { return n >= 2 && fp8_gemv_tensor_core_device(); }
+bool fp8_gemv_tensor_cores(int n, const DeviceCaps& dev) { return n >= 2 && tensor_core_device(dev); }
 
-bool fp8_gemv_supports(int n, int k) {
+bool fp8_gemv_supports(int n, int k, const DeviceCaps& dev) {
   if (n < 1 || k <= 0 || k % 16 != 0) return false;
-  if (fp8_gemv_tensor_cores(n)) return n <= kMmaMaxRows;
+  if (fp8_gemv_tensor_cores(n, dev)) return n <= kMmaMaxRows;
   return n <= kFp8GemvMaxRows && gemv_smem_bytes(n, k) <= kGemvSmemMax;
 }
 
 void fp8_gemv(const Fp8GemvParams& p, const DeviceCaps& dev, cudaStream_t s) {
   if (p.n <= 0 || p.w.m <= 0) return;
-  if (!fp8_gemv_supports(p.n, p.w.k))
+  if (!fp8_gemv_supports(p.n, p.w.k, dev))
     throw std::invalid_argument("fp8_gemv: " + std::to_string(p.n) + " rows of width " + std::to_string(p.w.k));
   if (p.act && (p.up.m != p.w.m || p.up.k != p.w.k)) throw std::invalid_argument("fp8_gemv: gate and up shapes differ");
-  if (fp8_gemv_tensor_cores(p.n)) {
+  if (fp8_gemv_tensor_cores(p.n, dev)) {
     // Warps split K until the grid holds about eight warps per multiprocessor (a whole K block each).
-    const int64_t row_groups = (p.w.m + 15) / 16, target = 8 * static_cast<int64_t>(multiprocessor_count());
+    const int64_t row_groups = (p.w.m + 15) / 16, target = 8 * static_cast<int64_t>(dev.multiprocessors);
     int split = 1;
     while (split < kGemvWarps && row_groups * split < target && 2 * split <= fp8_blocks(p.w.k)) split *= 2;
     const dim3 grid(static_cast<unsigned>((row_groups * split + kGemvWarps - 1) / kGemvWarps));

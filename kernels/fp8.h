@@ -4,7 +4,7 @@
 //
 //   fp8_quantize()      activations (bf16, or f32 RMS-normalized on the way) -> e4m3 codes + group
 //                       scales, bit for bit the CPU's quantize_activations() on the same bf16 values;
-//   fp8_gemv()          decode steps (one or two token rows): one pass over the weight codes;
+//   fp8_gemv()          decode steps (up to 8 token rows): one pass over the weight codes;
 //   Fp8BlockGemm        larger steps on Hopper: cuBLASLt's block-scaled FP8 matmul (1x128 activation
 //                       groups, 128x128 weight tiles), float32 accumulation and output;
 //   fp8_dequantize()    elsewhere (sm_80..89, or where cuBLASLt has no algorithm): the weight tiles
@@ -95,12 +95,12 @@ inline constexpr int kFp8GemvMaxRows = 2;
 // Whether fp8_gemv() of n rows runs on the tensor cores on the current device (2..8 rows on compute
 // capability 8.9 and up: mma.sync m16n8k32 over e4m3 codes, the tensor cores' sums within each
 // 128-wide K block); else the CUDA-core kernel (up to kFp8GemvMaxRows rows, f32 sums throughout).
-bool fp8_gemv_tensor_cores(int n);
+bool fp8_gemv_tensor_cores(int n, const DeviceCaps& dev);
 // The most token rows fp8_gemv() takes on the current device: 8 on the tensor cores, else 2.
-int fp8_gemv_max_rows();
+int fp8_gemv_max_rows(const DeviceCaps& dev);
 // Whether fp8_gemv() takes n rows of width k (n <= fp8_gemv_max_rows(), k % 16 == 0; the CUDA-core
 // kernel also needs the staged rows to fit in shared memory).
-bool fp8_gemv_supports(int n, int k);
+bool fp8_gemv_supports(int n, int k, const DeviceCaps& dev);
 void fp8_gemv(const Fp8GemvParams& p, const DeviceCaps& dev, cudaStream_t s);
 
 // y (n_pad, ldy) f32 = x . w^T + beta * y on cuBLASLt's block-scaled FP8 matmul (compute capability 9.0

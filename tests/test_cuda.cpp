@@ -967,19 +967,19 @@ TEST(CudaFp8, QuantizeActivationsBitForBitAsTheCpu) {
 TEST(CudaFp8, DecodeGemvMatchesTheCpuTwin) {
   REQUIRE_GPU();
   std::mt19937 rng(12);
-  const int max_rows = kernels::fp8_gemv_max_rows();
-  EXPECT_EQ(max_rows, kernels::fp8_gemv_tensor_cores(2) ? 8 : kernels::kFp8GemvMaxRows);
-  EXPECT_FALSE(kernels::fp8_gemv_supports(max_rows + 1, 2560));
-  EXPECT_FALSE(kernels::fp8_gemv_supports(1, 2568));
+  const int max_rows = kernels::fp8_gemv_max_rows(caps());
+  EXPECT_EQ(max_rows, kernels::fp8_gemv_tensor_cores(2, caps()) ? 8 : kernels::kFp8GemvMaxRows);
+  EXPECT_FALSE(kernels::fp8_gemv_supports(max_rows + 1, 2560, caps()));
+  EXPECT_FALSE(kernels::fp8_gemv_supports(1, 2568, caps()));
   // The tensor cores' sums within a 128-wide K block are theirs (as cuBLASLt's), the CUDA-core kernel's f32.
   std::printf("[fp8 gemv] up to %d rows; 2 rows on the %s\n", max_rows,
-              kernels::fp8_gemv_tensor_cores(2) ? "tensor cores" : "CUDA cores");
+              kernels::fp8_gemv_tensor_cores(2, caps()) ? "tensor cores" : "CUDA cores");
   for (int n = 1; n <= max_rows; ++n) {
-    const double tolerance = kernels::fp8_gemv_tensor_cores(n) ? kFp8TensorCoreTolerance : kFp8GemvTolerance;
+    const double tolerance = kernels::fp8_gemv_tensor_cores(n, caps()) ? kFp8TensorCoreTolerance : kFp8GemvTolerance;
     for (auto [k, m] : {std::pair{2560, 6144}, std::pair{2560, 2560}, std::pair{9728, 2560}, std::pair{1008, 37},
                         std::pair{256, 200}, std::pair{4096, 13}}) {
       SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) + " m=" + std::to_string(m));
-      ASSERT_TRUE(kernels::fp8_gemv_supports(n, k));
+      ASSERT_TRUE(kernels::fp8_gemv_supports(n, k, caps()));
       const auto hw = random_fp8_weight(m, k, rng), hu = random_fp8_weight(m, k, rng);
       const DevFp8Weight w(hw), up(hu);
       const auto x = random_activations(n, k, rng);
@@ -1206,8 +1206,8 @@ TEST(CudaFp8, LinearPathsMatchTheCpuTwin) {
       for (bool normed : {false, true}) {
         // Tolerance by the path the rows take (the GEMV for <= 2 rows, else per part).
         auto tolerance = [&](const CudaFp8Linear& l) {
-          if (kernels::fp8_gemv_supports(n, static_cast<int>(l.k)))  // normed: see the quantize test
-            return normed || kernels::fp8_gemv_tensor_cores(n) ? kFp8TensorCoreTolerance : kFp8GemvTolerance;
+          if (kernels::fp8_gemv_supports(n, static_cast<int>(l.k), caps()))  // normed: see the quantize test
+            return normed || kernels::fp8_gemv_tensor_cores(n, caps()) ? kFp8TensorCoreTolerance : kFp8GemvTolerance;
           bool fallback = false;
           for (const auto& p : l.parts) fallback = fallback || !p.block_gemm;
           return fallback ? kFp8FallbackTolerance : kFp8TensorCoreTolerance;

@@ -141,7 +141,7 @@ void CudaFp8::quantize(const CudaFp8Input& in, const CudaFp8Linear& w, int64_t n
   kernels::Fp8QuantizeParams q;
   q.x = in.x, q.x_f32 = in.x_f32, q.norm_w = in.norm_w, q.eps = in.eps;
   q.n = static_cast<int>(n), q.n_pad = static_cast<int>(n_pad), q.k = static_cast<int>(w.k);
-  const bool gemv = kernels::fp8_gemv_supports(static_cast<int>(n), static_cast<int>(w.k));
+  const bool gemv = kernels::fp8_gemv_supports(static_cast<int>(n), static_cast<int>(w.k), dev_);
   bool codes = gemv, dequantized = false;
   if (!gemv)
     for (const auto& p : w.parts) (p.block_gemm ? codes : dequantized) = true;
@@ -153,7 +153,7 @@ void CudaFp8::quantize(const CudaFp8Input& in, const CudaFp8Linear& w, int64_t n
 void CudaFp8::linear(const CudaFp8Input& in, const CudaFp8Linear& w, float* y, int64_t ldy, int64_t n, float beta,
                      cudaStream_t s) {
   if (n <= 0) return;
-  if (kernels::fp8_gemv_supports(static_cast<int>(n), static_cast<int>(w.k))) {
+  if (kernels::fp8_gemv_supports(static_cast<int>(n), static_cast<int>(w.k), dev_)) {
     quantize(in, w, n, n, s);
     for (const auto& p : w.parts) {
       kernels::Fp8GemvParams g;
@@ -197,7 +197,7 @@ void CudaFp8::swiglu(const CudaFp8Input& in, const CudaFp8Linear& w, float* gu, 
                      cudaStream_t s) {
   if (n <= 0) return;
   const int64_t ffn = w.m / 2;
-  if (kernels::fp8_gemv_supports(static_cast<int>(n), static_cast<int>(w.k))) {
+  if (kernels::fp8_gemv_supports(static_cast<int>(n), static_cast<int>(w.k), dev_)) {
     quantize(in, w, n, n, s);
     kernels::Fp8GemvParams g;
     g.x_codes = act_codes_, g.x_scales = act_scales_, g.act = act, g.n = static_cast<int>(n);
