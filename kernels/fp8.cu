@@ -261,52 +261,49 @@ __global__ void __launch_bounds__(256) fp8_gemv_kernel(Fp8GemvParams p) {
 // mma.sync m16n8k32 with e4m3 operands and f32 accumulation: the 16 x 32 A tile is 16 weight rows, the
 // 32 x 8 B tile is up to 8 token rows of quantized activations (the missing ones zero), so the tensor
 // cores multiply the codes as stored and no lane decodes a weight. A warp takes 16 rows and a run of
-// whole 128-wide K blocks, a block per step: lane (g = lane / 4, t = lane % 4) loads 16 bytes of row g
-// and of row g + 8 at K offsets 16 t and 64 + 16 t (each load instruction reads 64 contiguous bytes, two
-// whole sectors, of each of 8 rows), and the same bytes of token g's codes. The dot product does not depend on the order of K, so
-// the bytes a lane holds stand for the K positions the fragments name: for each of the four mmas of a
-// block, 8 bytes of each row (A: columns 4t.. and 16+4t..) and the same 8 bytes of the token (B).
-// Each block's products are summed by the tensor cores, then scaled by the token's group scale times
-// the weight tile's scale and added in f32, as the reference does.
+// whole 128-wide K blocks; per 64-byte slice of K, lane (g = lane / 4, t = lane % 4) loads 16 bytes of
+// row g and of row g + 8 at K offset 16 t (each load instruction reads 64 contiguous bytes, two whole
+// sectors, of each of 8 rows), and 16 bytes of token g's codes at the same offset. The dot product does
+// not depend on the order of K, so the bytes a lane holds stand for the K positions the fragments name
+// (A: bytes 0-3 and 4-7 of each row for columns 4t.. and 16+4t.. of the first mma, bytes 8-15 for the
+// second; B the same bytes of the token), and every load is a plain 16-byte one. The products of one
+// 128-wide block are summed by the tensor cores, then scaled by the token's group scale times the
+// weight tile's scale and added in f32, as the reference does.
+constexpr int kMmaDepth = 4;    // 64-byte slices in flight per warp
 constexpr int kMmaMaxRows = 8;  // the n of m16n8k32
 
-__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
   asm volatile(
       "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #else
   __trap();  // the launcher takes this kernel only on compute capability 8.9 and up
 #endif
 }
 
-// One 128-wide K block: the lane's 2 x 16 bytes of row g (r0), of row g + 8 (r1) and of the token (x).
-struct MmaSlice {
-  uint4 r0[2], r1[2], x[2];
-  float xs0, xs1, ws;  // the block's scales: tokens 2t and 2t + 1, the weight tile
-};
-__device__ __forceinline__ void mma_block(float (&acc)[4], const uint4 (&r0)[2], const uint4 (&r1)[2], const uint4 (&x)[2]) {
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    mma_e4m3(acc, r0[h].x, r1[h].x, r0[h].y, r1[h].y, x[h].x, x[h].y);
-    mma_e4m3(acc, r0[h].z, r1[h].z, r0[h].w, r1[h].w, x[h].z, x[h].w);
-  }
+// Two mmas over one 64-byte slice: w0 = row g's 16 bytes, w1 = row g + 8's, x = the token's.
+__device__ __forceinline__ void mma_slice(float (&acc)[4], const uint4& w0, const uint4& w1, const uint4& x) {
+  const uint32_t a0[4] = {w0.x, w1.x, w0.y, w1.y};
+  mma_e4m3(acc, a0, x.x, x.y);
+  const uint32_t a1[4] = {w0.z, w1.z, w0.w, w1.w};
+  mma_e4m3(acc, a1, x.z, x.w);
 }
 
 // grid ceil(row groups * split / 8), block 256: `split` warps share a group of 16 rows, each taking a
-// run of K blocks; their sums meet in shared memory. DEPTH K blocks are in flight per warp.
-template <bool GLU, int DEPTH>
+// run of K blocks; their sums meet in shared memory.
+template <bool GLU>
 __global__ void __launch_bounds__(256) fp8_gemv_mma_kernel(Fp8GemvParams p, int split) {
   __shared__ float partial[kGemvWarps][32][GLU ? 8 : 4];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int m = p.w.m, k = p.w.k, n = p.n, groups = fp8_blocks(k), sld = fp8_scale_ld(k);
+  const int m = p.w.m, k = p.w.k, n = p.n, groups = fp8_blocks(k), sld = fp8_scale_ld(k), slices = (k + 63) / 64;
   const int rg = (blockIdx.x * kGemvWarps + warp) / split, part = warp % split;
   const int r0 = rg * 16;
   const bool active = r0 < m;
-  const int gb = part * groups / split, ge = active ? (part + 1) * groups / split : gb;
+  const int gb = part * groups / split, ge = (part + 1) * groups / split;
+  const int s_begin = 2 * gb, s_end = active ? min(2 * ge, slices) : s_begin;
   const bool row0 = active && r0 + g < m, row1 = active && r0 + g + 8 < m, tok = g < n;
   const uint8_t* w0 = p.w.codes + static_cast<int64_t>(row0 ? r0 + g : 0) * k + 16 * t;
   const uint8_t* w1 = p.w.codes + static_cast<int64_t>(row1 ? r0 + g + 8 : 0) * k + 16 * t;
@@ -317,48 +314,46 @@ __global__ void __launch_bounds__(256) fp8_gemv_mma_kernel(Fp8GemvParams p, int 
   const float* us = GLU ? p.up.scales + static_cast<int64_t>(active ? r0 / kFp8Block : 0) * sld : ws;
   const int tok0 = 2 * t, tok1 = 2 * t + 1;
 
-  MmaSlice wv[DEPTH], uv[GLU ? DEPTH : 1];
+  uint4 wa[kMmaDepth], wb[kMmaDepth], ua[GLU ? kMmaDepth : 1], ub[GLU ? kMmaDepth : 1], xv[kMmaDepth];
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  auto load = [&](int u, int blk) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int c = kFp8Block * blk + 64 * h + 16 * t;  // this lane's K offset
-      const bool in = blk < ge && c < k;
-      const int64_t o = static_cast<int64_t>(kFp8Block) * blk + 64 * h;
-      wv[u].r0[h] = in && row0 ? __ldg(reinterpret_cast<const uint4*>(w0 + o)) : zero;
-      wv[u].r1[h] = in && row1 ? __ldg(reinterpret_cast<const uint4*>(w1 + o)) : zero;
-      if constexpr (GLU) {
-        uv[u].r0[h] = in && row0 ? __ldg(reinterpret_cast<const uint4*>(u0 + o)) : zero;
-        uv[u].r1[h] = in && row1 ? __ldg(reinterpret_cast<const uint4*>(u1 + o)) : zero;
-      }
-      wv[u].x[h] = in && tok ? __ldg(reinterpret_cast<const uint4*>(xr + o)) : zero;
+  auto load = [&](int u, int slice) {
+    const int c = 64 * slice + 16 * t;  // this lane's K offset
+    const bool in = slice < s_end && c < k;
+    wa[u] = in && row0 ? __ldg(reinterpret_cast<const uint4*>(w0 + 64 * slice)) : zero;
+    wb[u] = in && row1 ? __ldg(reinterpret_cast<const uint4*>(w1 + 64 * slice)) : zero;
+    if constexpr (GLU) {
+      ua[u] = in && row0 ? __ldg(reinterpret_cast<const uint4*>(u0 + 64 * slice)) : zero;
+      ub[u] = in && row1 ? __ldg(reinterpret_cast<const uint4*>(u1 + 64 * slice)) : zero;
     }
-    const bool live = blk < ge;
-    wv[u].xs0 = live && tok0 < n ? __ldg(p.x_scales + static_cast<int64_t>(blk) * n + tok0) : 0.0f;
-    wv[u].xs1 = live && tok1 < n ? __ldg(p.x_scales + static_cast<int64_t>(blk) * n + tok1) : 0.0f;
-    wv[u].ws = live ? __ldg(ws + blk) : 0.0f;
-    if constexpr (GLU) uv[u].ws = live ? __ldg(us + blk) : 0.0f;
+    xv[u] = in && tok ? __ldg(reinterpret_cast<const uint4*>(xr + 64 * slice)) : zero;
   };
 #pragma unroll
-  for (int u = 0; u < DEPTH; ++u) load(u, gb + u);
+  for (int u = 0; u < kMmaDepth; ++u) load(u, s_begin + u);
 
   float acc[4] = {0, 0, 0, 0}, acc_u[4] = {0, 0, 0, 0};
-  for (int b0 = gb; b0 < ge; b0 += DEPTH) {
+  float blk[4] = {0, 0, 0, 0}, blk_u[4] = {0, 0, 0, 0};
+  for (int s0 = s_begin; s0 < s_end; s0 += kMmaDepth) {
 #pragma unroll
-    for (int u = 0; u < DEPTH; ++u) {
-      const int gi = b0 + u;
-      if (gi >= ge) break;
-      float blk[4] = {0, 0, 0, 0}, blk_u[4] = {0, 0, 0, 0};
-      mma_block(blk, wv[u].r0, wv[u].r1, wv[u].x);
-      if constexpr (GLU) mma_block(blk_u, uv[u].r0, uv[u].r1, wv[u].x);
-      const float x0 = wv[u].xs0, x1 = wv[u].xs1, w = wv[u].ws;
-      const float wu = GLU ? uv[u].ws : 0.0f;
-      load(u, gi + DEPTH);
-      acc[0] += blk[0] * (x0 * w), acc[1] += blk[1] * (x1 * w);
-      acc[2] += blk[2] * (x0 * w), acc[3] += blk[3] * (x1 * w);
-      if constexpr (GLU) {
-        acc_u[0] += blk_u[0] * (x0 * wu), acc_u[1] += blk_u[1] * (x1 * wu);
-        acc_u[2] += blk_u[2] * (x0 * wu), acc_u[3] += blk_u[3] * (x1 * wu);
+    for (int u = 0; u < kMmaDepth; ++u) {
+      const int slice = s0 + u;
+      if (slice >= s_end) break;
+      mma_slice(blk, wa[u], wb[u], xv[u]);
+      if constexpr (GLU) mma_slice(blk_u, ua[u], ub[u], xv[u]);
+      load(u, slice + kMmaDepth);
+      if ((slice & 1) == 1 || slice + 1 == s_end) {  // the end of 128-wide block slice / 2
+        const int gi = slice >> 1;
+        const float x0 = tok0 < n ? p.x_scales[static_cast<int64_t>(gi) * n + tok0] : 0.0f;
+        const float x1 = tok1 < n ? p.x_scales[static_cast<int64_t>(gi) * n + tok1] : 0.0f;
+        const float w = __ldg(ws + gi);
+        acc[0] += blk[0] * (x0 * w), acc[1] += blk[1] * (x1 * w);
+        acc[2] += blk[2] * (x0 * w), acc[3] += blk[3] * (x1 * w);
+        blk[0] = blk[1] = blk[2] = blk[3] = 0.0f;
+        if constexpr (GLU) {
+          const float wu = __ldg(us + gi);
+          acc_u[0] += blk_u[0] * (x0 * wu), acc_u[1] += blk_u[1] * (x1 * wu);
+          acc_u[2] += blk_u[2] * (x0 * wu), acc_u[3] += blk_u[3] * (x1 * wu);
+          blk_u[0] = blk_u[1] = blk_u[2] = blk_u[3] = 0.0f;
+        }
       }
     }
   }
@@ -475,9 +470,8 @@ void fp8_gemv(const Fp8GemvParams& p, const DeviceCaps& dev, cudaStream_t s) {
     int split = 1;
     while (split < kGemvWarps && row_groups * split < target && 2 * split <= fp8_blocks(p.w.k)) split *= 2;
     const dim3 grid(static_cast<unsigned>((row_groups * split + kGemvWarps - 1) / kGemvWarps));
-    // K blocks in flight per warp: 2 of gate and up together (8 KiB), 4 of one matrix (8 KiB).
-    if (p.act) fp8_gemv_mma_kernel<true, 2><<<grid, 32 * kGemvWarps, 0, s>>>(p, split);
-    else fp8_gemv_mma_kernel<false, 4><<<grid, 32 * kGemvWarps, 0, s>>>(p, split);
+    if (p.act) fp8_gemv_mma_kernel<true><<<grid, 32 * kGemvWarps, 0, s>>>(p, split);
+    else fp8_gemv_mma_kernel<false><<<grid, 32 * kGemvWarps, 0, s>>>(p, split);
     return;
   }
   const size_t smem = (gemv_smem_bytes(p.n, p.w.k) + 15) / 16 * 16;
