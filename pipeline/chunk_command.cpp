@@ -11,7 +11,7 @@
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
 #include "base/error.h"
-#include "engine/read_file.h"
+#include "base/file.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"
@@ -32,7 +32,7 @@ std::string read_input(const ChunkOptions& opt, const std::string& source) {
   ro.keep_invalid_utf8 = opt.replace_invalid;
   try {
     if (opt.file != "-") return read_document(opt.file, ro).text;
-    return read_text(engine::read_stream_bounded(std::cin, ro.max_bytes), ro).text;
+    return read_text(read_stream_bounded(std::cin, ro.max_bytes), ro).text;
   } catch (const Error& e) {
     throw Error(source + ": " + e.what());
   }

@@ -19,7 +19,7 @@
 #include "engine/engine.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
-#include "engine/read_file.h"
+#include "base/file.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
@@ -37,7 +37,7 @@ std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
   std::string text;
   try {
-    text = engine::read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
+    text = read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
   } catch (const Error& e) {
     throw Error(std::string("<stdin>: ") + e.what());
   }

@@ -33,7 +33,7 @@ void fsync_dir(const fs::path& dir) {
 
 std::string read_bounded(const fs::path& path) {
   try {
-    return engine::read_regular_file(path.string(), kMaxSideFileBytes);
+    return read_regular_file(path.string(), kMaxSideFileBytes);
   } catch (const Error& e) {
     throw Error(path.string() + ": " + e.what());
   }
