@@ -106,24 +106,16 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
 
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
   try {
-    if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
-    check_device(opt.device);
-    check_range("--threads", int64_t{opt.threads}, 0, 1024);
-    check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
-    engine::BackendOptions backend_options;
-    backend_options.threads = opt.threads;
-    backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
-    backend_options.gpu_memory_limit = gpu_memory_limit_bytes(opt.gpu_memory_limit);
-    backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
-    engine::check_step_tokens(opt.prefill_chunk);
-    if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
+    engine::EngineOptions eo = engine_options(opt);
+    eo.max_running = 1;  // one sequence: one row of logits a step
+    const engine::BackendOptions backend_options = engine::backend_options(eo);
     if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
       throw Error("--temperature must be a finite number, 0 or more, not " + shortest_number(opt.temperature));
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
-    auto backend = engine::open_backend(model, backend_options, opt.device, err);
+    auto backend = engine::open_backend(model, backend_options, eo.device, err);
 
     std::vector<engine::ChatMessage> messages;
     if (!opt.system.empty()) messages.push_back({"system", opt.system});
@@ -139,7 +131,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     // The serving engine, as the pipeline uses it: one request here, streamed as it is produced.
     engine::StreamDecoder decoder(model.tokenizer);
     engine::ServingEngine serving(
-        *backend, engine::scheduler_options_for(*backend, 1, backend_options.attention, opt.prefill_chunk),
+        *backend, engine::scheduler_options_for(*backend, 1, eo.attention, eo.step_tokens),
         [&](int64_t, int32_t token) { out << decoder.push(token) << std::flush; });
     serving.submit(std::move(request));
     const auto results = serving.run_until_idle();

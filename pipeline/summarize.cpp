@@ -42,19 +42,11 @@ double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
   return std::chrono::duration<double>(t - t0).count();
 }
 
-engine::EngineOptions engine_options(const SummarizeOptions& o) {
-  engine::EngineOptions e;
+// The engine's options: the knobs as given (engine_options() checks their ranges), this run's model and GPU.
+engine::EngineOptions engine_options_of(const SummarizeOptions& o) {
+  engine::EngineOptions e = engine_options(o);
   e.model = o.model;
-  e.device = o.device;
   e.gpu = o.gpu;
-  e.threads = o.threads;
-  e.gpu_memory_fraction = o.gpu_memory_fraction;
-  e.gpu_memory_limit = gpu_memory_limit_bytes(o.gpu_memory_limit);
-  // Checked as given: with no window the sinks are dropped below, so validate() would not see them.
-  if (o.attention_window < 0 || o.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
-  e.attention = {o.attention_window, o.attention_window > 0 ? o.sink_tokens : 0};
-  e.kv_cache_tokens = o.kv_cache_tokens;
-  e.step_tokens = o.prefill_chunk;
   return e;
 }
 
@@ -66,7 +58,6 @@ void check_options(const SummarizeOptions& o) {
   if (o.outline && o.format == "txt") throw Error("--outline needs --format md or json");
   if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
     throw Error("--engine must be auto, llm or extractive");
-  check_device(o.device);
   if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
   check_range("--summary-tokens", o.summary_tokens, 16, 16384);
   // A context must hold a chunk's summary, the summaries it is merged with and the instructions.
@@ -83,7 +74,7 @@ void check_options(const SummarizeOptions& o) {
   for (const std::string& g : o.include) check_glob("--include", g);
   for (const std::string& g : o.exclude) check_glob("--exclude", g);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
-  engine_options(o).validate();  // --threads, --gpu-memory-fraction, --kv-cache-tokens, --prefill-chunk
+  engine_options_of(o);  // the engine knobs: --device, --threads, the GPU memory, --kv-cache-tokens, ...
 }
 
 }  // namespace
@@ -106,8 +97,7 @@ struct Summarizer::Impl {
     read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
     read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
     llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
-    const engine::EngineOptions eo = engine_options(o);
-    eo.validate();  // before the model is read
+    const engine::EngineOptions eo = engine_options_of(o);  // checked before the model is read
     if (!o.prompt_file.empty()) {
       try {
         custom_prompt = read_text_file(o.prompt_file, engine::kMaxPromptBytes);
