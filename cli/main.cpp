@@ -277,9 +277,6 @@ int main(int argc, char** argv) {
     if (command == "summarize") return cmd_summarize(rest);
     if (command == "watch") return cmd_watch(rest);
     throw Usage("unknown command '" + command + "'");
-  } catch (const Usage& e) {
-    std::cerr << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
   } catch (const po::error& e) {
     std::cerr << "abridge: " << shown_message(describe_option_error(e, nullptr, command, "abridge " + command + " --help")) << '\n';
     return kExitFatal;
@@ -287,7 +284,7 @@ int main(int argc, char** argv) {
     std::cerr << "abridge: out of memory (abridge needs about 100 MiB, plus up to " << kDocumentMemoryFactor
               << " times the document it reads: docs/OPERATIONS.md)\n";
     return kExitFatal;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // a Usage too: "abridge: " and its one line
     std::cerr << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }

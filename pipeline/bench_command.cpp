@@ -44,7 +44,7 @@ std::string fmt(double v, int precision) {
 }  // namespace
 
 int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     engine::EngineBenchOptions bo;
     bo.prefill_lengths.clear();
     for (const auto& p : split(opt.prefill, ',')) bo.prefill_lengths.push_back(parse_count(p, "--prefill"));
@@ -106,10 +106,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
         << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction
         << (backend_options.gpu_memory_limit > 0 ? " and --gpu-memory-limit " + opt.gpu_memory_limit : std::string()) << ")\n";
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

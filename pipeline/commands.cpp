@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "base/format.h"
 #include "base/utf8.h"
 #include "engine/chat.h"
@@ -19,7 +20,6 @@
 #include "engine/engine.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
-#include "base/file.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
@@ -82,8 +82,17 @@ std::string human_bytes(uint64_t b) {
 
 std::string version() { return ABRIDGE_VERSION; }
 
-int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& err) {
+int run_command(std::ostream& err, std::string_view prefix, const std::function<int()>& body) {
   try {
+    return body();
+  } catch (const Error& e) {
+    err << prefix << ": " << shown_message(e.what()) << '\n';
+    return kExitFatal;
+  }
+}
+
+int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& err) {
+  return run_command(err, "abridge", [&]() -> int {
     const Tokenizer tok = load_tokenizer(opt.tokenizer);
     const std::string text = read_input(opt.file);
     if (opt.decode) {
@@ -98,14 +107,11 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
     }
     out << line << '\n';
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     engine::EngineOptions eo = engine_options(opt);
     eo.max_running = 1;  // one sequence: one row of logits a step
     const engine::BackendOptions backend_options = engine::backend_options(eo);
@@ -147,14 +153,11 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
           << engine::to_string(result.reason) << '\n';
     }
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     engine::ModelConfig config = engine::preset_config(opt.preset);
     engine::DType dtype;
     const bool fp8 = opt.dtype == "fp8";  // bf16 weights through the quantizer of `model quantize --fp8`
@@ -197,14 +200,11 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
         << std::fixed << std::setprecision(3) << static_cast<double>(config.n_params()) / 1e9 << " B parameters, "
         << opt.dtype << ", seed " << opt.seed << '\n';
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     const engine::ModelDir model = engine::open_model_dir(opt.dir);
     const engine::ModelConfig& c = model.config;
     std::map<std::string, std::pair<int, uint64_t>> dtypes;  // dtype name -> tensors, bytes
@@ -257,10 +257,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                                   human_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings)) +
                                   " for the full context)");
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

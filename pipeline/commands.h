@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "engine/defaults.h"
 #include "pipeline/shared_options.h"
@@ -16,6 +18,13 @@ namespace abridge::pipeline {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitInputsFailed = 1;
 inline constexpr int kExitFatal = 2;
+
+// Runs a command's `body` and returns its exit code; an abridge::Error that escapes it becomes the
+// command's one line on `err`, "PREFIX: MESSAGE" (shown_message(): control characters escaped), and
+// kExitFatal. `prefix` is "abridge", or "abridge summarize" for the commands whose lines say their name.
+// Anything else that escapes (std::bad_alloc, other exceptions) goes on to main(), which has one line
+// for each.
+int run_command(std::ostream& err, std::string_view prefix, const std::function<int()>& body);
 
 std::string version();
 

@@ -775,17 +775,14 @@ void SummarizeRun::write_report(const BatchReport& report, std::ostream& out) {
 
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   const auto t_start = Clock::now();
-  try {
+  return run_command(err, "abridge summarize", [&]() -> int {
     SummarizeRun run;
     if (const auto code = run.open(o, in, err)) return *code;
     const BatchReport report = run.run(t_start);
     run.write_report(report, out);
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
-  } catch (const Error& e) {
-    err << "abridge summarize: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline
