@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/file.h"
 #include "base/format.h"
@@ -66,16 +67,6 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& sourc
     ids.push_back(static_cast<int32_t>(v));
   }
   return ids;
-}
-
-std::string human_bytes(uint64_t b) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(2);
-  if (b >= (1ull << 30)) s << static_cast<double>(b) / (1ull << 30) << " GiB";
-  else if (b >= (1ull << 20)) s << static_cast<double>(b) / (1ull << 20) << " MiB";
-  else if (b >= (1ull << 10)) s << static_cast<double>(b) / (1ull << 10) << " KiB";
-  else s.str(std::to_string(b) + " B");
-  return s.str();
 }
 
 }  // namespace
@@ -216,7 +207,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
     std::string dtype_list, dtype_bytes;
     for (const auto& [name, cb] : dtypes) {
       dtype_list += (dtype_list.empty() ? "" : ", ") + name + " x" + std::to_string(cb.first);
-      dtype_bytes += (dtype_bytes.empty() ? "" : ", ") + name + " " + std::to_string(cb.second) + " (" + human_bytes(cb.second) + ")";
+      dtype_bytes += (dtype_bytes.empty() ? "" : ", ") + name + " " + std::to_string(cb.second) + " (" + format_bytes(cb.second, 2) + ")";
     }
 
     auto row = [&](const std::string& key, const std::string& value) {
@@ -247,14 +238,14 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
     row("parameters", params.str());
     row("tensors", std::to_string(model.checkpoint->tensors().size()) + " (" + dtype_list + ")");
     row("tensor bytes", std::to_string(model.checkpoint->total_bytes()) + " (" +
-                            human_bytes(model.checkpoint->total_bytes()) + ")");
+                            format_bytes(model.checkpoint->total_bytes(), 2) + ")");
     row("bytes by dtype", dtype_bytes);
     row("quantization", c.quantization ? c.quantization->describe() +
                                              (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU backend"
                                                                                             : "; no FP8 tensors")
                                        : "none");
     row("KV bytes per token", std::to_string(c.kv_bytes_per_token(2)) + " (bf16; " +
-                                  human_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings)) +
+                                  format_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings), 2) +
                                   " for the full context)");
     return kExitOk;
   });
