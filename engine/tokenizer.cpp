@@ -13,7 +13,6 @@
 // pattern in check_pre_tokenizer; anything the loader does not recognise is refused, never guessed.
 #include "engine/tokenizer.h"
 
-
 #include <algorithm>
 #include <array>
 #include <cerrno>
