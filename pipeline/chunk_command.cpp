@@ -8,10 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "chunker/chunker.h"
 #include "engine/embedded_data.h"
-#include "base/error.h"
-#include "base/file.h"
 #include "engine/tokenizer.h"
 #include "pipeline/commands.h"
 #include "pipeline/document_reader.h"

@@ -19,8 +19,8 @@
 
 #include "base/error.h"
 #include "base/fd.h"
-#include "base/hash.h"
 #include "base/file.h"
+#include "base/hash.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
 

@@ -19,7 +19,6 @@
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "base/error.h"
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"

@@ -2,8 +2,8 @@
 
 
 #include "base/error.h"
-#include "base/utf8.h"
 #include "base/file.h"
+#include "base/utf8.h"
 
 namespace abridge::pipeline {
 namespace {
