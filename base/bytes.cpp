@@ -45,14 +45,14 @@ std::optional<uint64_t> parse_bytes(std::string_view text) {
   return whole * scale + static_cast<uint64_t>(fraction * static_cast<double>(scale));
 }
 
-std::string format_bytes(uint64_t bytes) {
+std::string format_bytes(uint64_t bytes, int decimals) {
   const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   if (bytes < 1024) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
   double v = static_cast<double>(bytes) / 1024;
   int u = 0;
   while (v >= 1024 && u < 5) v /= 1024, ++u;
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
+  std::snprintf(buf, sizeof buf, "%.*f %s", decimals, v, units[u]);
   return buf;
 }
 

@@ -17,7 +17,8 @@ namespace abridge {
 // above 2^60 bytes (1 EiB).
 std::optional<uint64_t> parse_bytes(std::string_view text);
 
-// A size for messages: "23.0 GiB", "512.0 MiB", "1.2 KiB", "17 bytes".
-std::string format_bytes(uint64_t bytes);
+// A size for messages: "23.0 GiB", "512.0 MiB", "1.2 KiB", "17 bytes"; with `decimals` 2 (reports
+// such as `model info`), "7.49 GiB".
+std::string format_bytes(uint64_t bytes, int decimals = 1);
 
 }  // namespace abridge

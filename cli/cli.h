@@ -23,10 +23,6 @@ namespace abridge::cli {
 
 namespace po = boost::program_options;
 
-inline constexpr const char* kPrefillChunkHelp =
-    "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "
-    "or 64..65536): larger keeps a GPU busier on long documents, smaller lets decodes go on between chunks";
-
 inline constexpr const char* kMaxDocumentHelp =
     "refuse documents larger than this many MiB before reading them (1..2048); summarizing one takes about 100 MiB "
     "plus up to 6 times its size in memory (docs/OPERATIONS.md)";
@@ -124,12 +120,63 @@ inline bool parse(const std::string& command, const std::string& synopsis, po::o
   return true;
 }
 
+// The engine options, each with its one --help line (range and default), bound to `f`: every command
+// that opens an engine registers the ones it offers here (`which`: EngineOption bits). Their ranges are
+// checked in one place, when the command turns them into the engine's options (pipeline::engine_options,
+// engine::EngineOptions::validate).
+enum EngineOption : unsigned {
+  kDeviceOption = 1,         // --device
+  kThreadsOption = 2,        // --threads (the CPU backend)
+  kGpuMemoryOptions = 4,     // --gpu-memory-fraction, --gpu-memory-limit
+  kKvCacheOption = 8,        // --kv-cache-tokens
+  kPrefillChunkOption = 16,  // --prefill-chunk
+  kAttentionOptions = 32,    // --attention-window, --sink-tokens
+  kAllEngineOptions = 63,
+};
+static_assert(engine::kMinStepTokens == 64 && engine::kMaxStepTokens == 65536 &&
+                  engine::kMaxKvCacheTokens == int64_t{1} << 31 && engine::kMinGpuMemoryLimit == uint64_t{256} << 20,
+              "the --help lines of add_engine_options state them");
+
+inline void add_engine_options(po::options_description& desc, pipeline::EngineFlags& f,
+                               unsigned which = kAllEngineOptions) {
+  auto add = desc.add_options();
+  if (which & kDeviceOption)
+    add("device", po::value(&f.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)");
+  if (which & kGpuMemoryOptions) {
+    add("gpu-memory-fraction", po::value(&f.gpu_memory_fraction)->default_value(engine::kDefaultGpuMemoryFraction, "0.90"),
+        "CUDA: share of GPU memory the engine may take: weights, buffers, KV cache (0.01..1)");
+    add("gpu-memory-limit", po::value(&f.gpu_memory_limit)->default_value("0"),
+        "CUDA: most device memory the engine may hold, weights, buffers and KV cache together, e.g. 22GiB "
+        "(K, M, G, T: powers of 1024; KB, MB, GB, TB: of 1000; 0: no limit, or at least 256MiB); with "
+        "--gpu-memory-fraction, the smaller of the two wins. The CUDA context takes about 0.5 GiB on top: "
+        "22GiB behaves like a 24 GB card");
+  }
+  if (which & kAttentionOptions) {
+    add("attention-window", po::value(&f.attention_window)->default_value(0),
+        "attend to the last W tokens only, plus the sink tokens: the KV cache of a request stays bounded at any "
+        "length, so one pass reads a document of any length up to the model's context; the summary is then "
+        "written from the sinks and the last W tokens (0: full attention, or 1 or more; docs/OPERATIONS.md says "
+        "when map-reduce is the better choice)");
+    add("sink-tokens", po::value(&f.sink_tokens)->default_value(4),
+        "with --attention-window: the first S tokens every token still attends to (0 or more)");
+  }
+  if (which & kKvCacheOption)
+    add("kv-cache-tokens", po::value(&f.kv_cache_tokens)->default_value(0),
+        "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or "
+        "1..2147483648); a request's prompt + summary is at most this");
+  if (which & kPrefillChunkOption)
+    add("prefill-chunk", po::value(&f.prefill_chunk)->default_value(0, std::to_string(engine::kDefaultStepTokens)),
+        "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "
+        "or 64..65536): larger keeps a GPU busier on long documents, smaller lets decodes go on between chunks");
+  if (which & kThreadsOption)
+    add("threads", po::value(&f.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)");
+}
+
 // The options of `abridge summarize` (also taken by `abridge watch`), bound to `o`; --config to `config`.
 inline void add_summarize_options(po::options_description& desc, pipeline::SummarizeOptions& o, std::string& config) {
   desc.add_options()
       ("output,o", po::value(&o.out_dir), "output directory (required)")
       ("model,m", po::value(&o.model), "Qwen3 model directory (config.json, *.safetensors, tokenizer.json); default: none, the built-in extractive engine")
-      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("engine", po::value(&o.engine)->default_value("auto"), "auto | llm | extractive (auto: llm with --model)")
       ("format", po::value(&o.format)->default_value("md"), "md | json | txt")
       ("summary-tokens", po::value(&o.summary_tokens)->default_value(400), "length of a summary in tokens (16..16384)")
@@ -147,14 +194,9 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("max-document-size", po::value(&o.max_document_mb)->default_value(pipeline::kDefaultMaxDocumentMiB), kMaxDocumentHelp)
       ("encoding", po::value(&o.encoding), kEncodingHelp)
       ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
-      ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp)
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take (0.01..1)")
-      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), pipeline::kGpuMemoryLimitHelp)
-      ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only, plus the sink tokens: the KV cache of a request stays bounded at any length, so one pass reads a document of any length up to the model's context; the summary is then written from the sinks and the last W tokens (0: full attention, or 1 or more; docs/OPERATIONS.md says when map-reduce is the better choice)")
-      ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to (0 or more)")
-      ("kv-cache-tokens", po::value(&o.kv_cache_tokens)->default_value(0), "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or 1..2147483648); a request's prompt + summary is at most this")
-      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
-      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
+      ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp);
+  add_engine_options(desc, o);
+  desc.add_options()
       ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
       ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE, checked before the work (- or /dev/stdout for standard output, appended to when the shell opened it with >>; a FIFO or terminal is written through, a regular file replaced atomically; default: none)")
       ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them (default: one engine, on --device)")

@@ -107,14 +107,8 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("temperature,t", po::value(&o.temperature)->default_value(0.0f, "0"), "sampling temperature (0 or more; 0 is greedy)")
       ("top-p", po::value(&o.top_p)->default_value(1.0f, "1"), "nucleus sampling: keep the smallest set of tokens with this much probability (above 0, at most 1)")
       ("seed", po::value(&o.seed)->default_value(0), "random seed for sampling (0..2^64-1)")
-      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
-      ("threads", po::value(&o.threads)->default_value(0), "CPU backend threads (0: one per core, or 1..1024)")
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "CUDA: share of GPU memory the engine may take: weights, buffers, KV cache (0.01..1)")
-      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), kGpuMemoryLimitHelp)
-      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(0, "8192"), kPrefillChunkHelp)
-      ("attention-window", po::value(&o.attention_window)->default_value(0), "attend to the last W tokens only (plus the sink tokens), so memory stays bounded (0: full attention, or 1 or more)")
-      ("sink-tokens", po::value(&o.sink_tokens)->default_value(4), "with --attention-window: the first S tokens every token still attends to (0 or more)")
       ("stats", po::bool_switch(&o.stats), "print token counts and timings to standard error");
+  add_engine_options(desc, o, kAllEngineOptions & ~kKvCacheOption);
   po::positional_options_description pos;
   po::variables_map vm;
   if (!parse("generate", "--model DIR --prompt TEXT [options]", desc, pos, args, vm)) return kExitOk;
@@ -213,19 +207,17 @@ int cmd_bench(const std::vector<std::string>& args) {
       "Measures the engine on a checkpoint (a random-weight one of the real shapes is fine: values do not\n"
       "change speed): prefill tok/s and time to first token per prompt length, decode ms/step and tok/s per\n"
       "batch and context, each beside its ceiling (FLOPs over the GEMM rate, bytes over the copy rate).\n"
-      "Prints a Markdown table on standard output, progress on standard error.\n\nOptions");
+      "Prints a Markdown table on standard output, progress on standard error. Run it with several\n"
+      "--prefill-chunk values to compare them.\n\nOptions");
   desc.add_options()
       ("model,m", po::value(&o.model)->required(), "model directory")
-      ("device", po::value(&o.device)->default_value("auto"), "auto | cpu | cuda (auto: the GPU when there is one)")
       ("prefill", po::value(&o.prefill)->default_value(o.prefill), "prompt lengths, comma-separated")
       ("decode", po::value(&o.decode)->default_value(o.decode), "decode runs as BATCHxCONTEXT, comma-separated")
       ("steps", po::value(&o.decode_steps)->default_value(64), "timed decode steps per run (1..1048576)")
-      ("prefill-chunk", po::value(&o.prefill_chunk)->default_value(abridge::engine::kDefaultStepTokens), "prompt tokens per forward step (0: the default, or 64..65536); run several values to compare")
-      ("gpu-memory-fraction", po::value(&o.gpu_memory_fraction)->default_value(abridge::engine::kDefaultGpuMemoryFraction, "0.90"), "share of GPU memory the engine may take (0.01..1)")
-      ("gpu-memory-limit", po::value(&o.gpu_memory_limit)->default_value("0"), kGpuMemoryLimitHelp)
       ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: the measured figure for H100/H200, or more than 0)")
       ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200, or more than 0)")
       ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped (0..86400)");
+  add_engine_options(desc, o, kDeviceOption | kGpuMemoryOptions | kPrefillChunkOption);
   po::positional_options_description pos;
   po::variables_map vm;
   if (!parse("bench engine", "--model DIR [options]", desc, pos, rest, vm)) return kExitOk;
@@ -285,9 +277,6 @@ int main(int argc, char** argv) {
     if (command == "summarize") return cmd_summarize(rest);
     if (command == "watch") return cmd_watch(rest);
     throw Usage("unknown command '" + command + "'");
-  } catch (const Usage& e) {
-    std::cerr << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
   } catch (const po::error& e) {
     std::cerr << "abridge: " << shown_message(describe_option_error(e, nullptr, command, "abridge " + command + " --help")) << '\n';
     return kExitFatal;
@@ -295,7 +284,7 @@ int main(int argc, char** argv) {
     std::cerr << "abridge: out of memory (abridge needs about 100 MiB, plus up to " << kDocumentMemoryFactor
               << " times the document it reads: docs/OPERATIONS.md)\n";
     return kExitFatal;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // a Usage too: "abridge: " and its one line
     std::cerr << "abridge: " << shown_message(e.what()) << '\n';
     return kExitFatal;
   }

@@ -21,7 +21,7 @@ inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float 
 
 std::vector<float> load(const Checkpoint& ckpt, const std::string& name) {
   const TensorView* v = ckpt.find(name);
-  ABRIDGE_CHECK(v != nullptr, name);  // check_checkpoint ran first
+  ABRIDGE_CHECK(v != nullptr, name);  // check_checkpoint ran when the model was opened
   std::vector<float> out(static_cast<size_t>(v->numel()));
   to_f32(v->dtype, v->data, out.data(), out.size());
   return out;
@@ -33,7 +33,6 @@ CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_
                        const AttentionOptions& attention)
     : config_(config), attention_(attention), pool_(n_threads) {
   ABRIDGE_CHECK(attention.window >= 0 && attention.sinks >= 0);
-  check_checkpoint(config_, ckpt);
   layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
   for (const TensorEntry& e : tensor_table(config_)) {
     if (e.optional && !ckpt.find(e.name)) continue;

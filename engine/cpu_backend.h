@@ -20,7 +20,8 @@ namespace abridge::engine {
 class CpuBackend final : public Backend {
  public:
   // Copies the weights out of the checkpoint as float32 (the checkpoint may be closed afterwards).
-  // Throws abridge::Error when a tensor is missing or has the wrong shape.
+  // `ckpt` is an already-checked checkpoint: check_checkpoint(config, ckpt) has passed (open_model_dir()
+  // runs it once per model open; make_backend() takes the ModelDir it made). Not checked again here.
   CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads = 0,
              const AttentionOptions& attention = {});
 

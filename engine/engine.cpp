@@ -47,10 +47,18 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
   ABRIDGE_CHECK(false, "unknown device");
 }
 
-void check_step_tokens(int64_t tokens) {
-  if (tokens != 0 && (tokens < kMinStepTokens || tokens > kMaxStepTokens))
-    throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
-                " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(tokens));
+void check_device(const std::string& device) {
+  if (device != "auto" && device != "cpu" && device != "cuda")
+    throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
+}
+
+void check_threads(int64_t threads) {
+  if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), not " + std::to_string(threads));
+}
+
+void check_gpu_memory_fraction(double fraction) {
+  if (!(fraction >= 0.01 && fraction <= 1))
+    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + shortest_number(fraction));
 }
 
 void check_gpu_memory_limit(uint64_t bytes) {
@@ -59,20 +67,45 @@ void check_gpu_memory_limit(uint64_t bytes) {
                 format_bytes(bytes));
 }
 
-void EngineOptions::validate() const {
-  if (device != "auto" && device != "cpu" && device != "cuda")
-    throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
-  if (gpu < 0) throw Error("the GPU index must be >= 0, got " + std::to_string(gpu));
-  if (threads < 0 || threads > 1024) throw Error("--threads must be in 0..1024 (0: one per core), not " + std::to_string(threads));
-  if (!(gpu_memory_fraction >= 0.01 && gpu_memory_fraction <= 1))
-    throw Error("--gpu-memory-fraction must be in 0.01..1, not " + shortest_number(gpu_memory_fraction));
-  check_gpu_memory_limit(gpu_memory_limit);
-  if (kv_cache_tokens < 0 || kv_cache_tokens > kMaxKvCacheTokens)
+void check_kv_cache_tokens(int64_t tokens) {
+  if (tokens < 0 || tokens > kMaxKvCacheTokens)
     throw Error("--kv-cache-tokens must be 0 (as much as memory allows) or 1.." + std::to_string(kMaxKvCacheTokens) +
-                ", not " + std::to_string(kv_cache_tokens));
+                ", not " + std::to_string(tokens));
+}
+
+void check_step_tokens(int64_t tokens) {
+  if (tokens != 0 && (tokens < kMinStepTokens || tokens > kMaxStepTokens))
+    throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
+                " tokens (0: the default, " + std::to_string(kDefaultStepTokens) + "), not " + std::to_string(tokens));
+}
+
+void check_attention(int64_t window, int64_t sinks) {
+  if (window < 0 || sinks < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
+}
+
+void EngineOptions::validate() const {
+  check_device(device);
+  if (gpu < 0) throw Error("the GPU index must be >= 0, got " + std::to_string(gpu));
+  check_threads(threads);
+  check_gpu_memory_fraction(gpu_memory_fraction);
+  check_gpu_memory_limit(gpu_memory_limit);
+  check_kv_cache_tokens(kv_cache_tokens);
   check_step_tokens(step_tokens);
   if (max_running < 1) throw Error("max_running must be >= 1");
-  if (attention.window < 0 || attention.sinks < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
+  check_attention(attention.window, attention.sinks);
+}
+
+BackendOptions backend_options(const EngineOptions& options) {
+  BackendOptions bo;
+  bo.threads = options.threads;
+  bo.gpu = options.gpu;
+  bo.gpu_memory_fraction = options.gpu_memory_fraction;
+  bo.gpu_memory_limit = options.gpu_memory_limit;
+  bo.attention = options.attention;
+  bo.max_batch_tokens = options.step_tokens > 0 ? options.step_tokens : kDefaultStepTokens;
+  bo.max_logit_rows = options.max_running;
+  bo.kv_cache_tokens = options.kv_cache_tokens;
+  return bo;
 }
 
 std::unique_ptr<Backend> open_backend(const ModelDir& model, BackendOptions options, const std::string& device,
@@ -81,7 +114,7 @@ std::unique_ptr<Backend> open_backend(const ModelDir& model, BackendOptions opti
     options.device = device == "cpu" ? Device::kCpu : Device::kCuda;
     return make_backend(model, options);
   }
-  if (device != "auto") throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
+  check_device(device);
   // Without a visible GPU there is nothing to try (and a CPU-only build's "use --device cpu" hint would
   // be beside the point); with one, whatever stops its engine is said before falling back.
   if (gpu_count() == 0) {
@@ -101,15 +134,7 @@ std::unique_ptr<Backend> open_backend(const ModelDir& model, BackendOptions opti
 std::unique_ptr<Engine> Engine::open(const EngineOptions& options, std::ostream& notes, bool quiet) {
   options.validate();
   ModelDir model = open_model_dir(options.model);
-  BackendOptions bo;
-  bo.threads = options.threads;
-  bo.gpu = options.gpu;
-  bo.gpu_memory_fraction = options.gpu_memory_fraction;
-  bo.gpu_memory_limit = options.gpu_memory_limit;
-  bo.attention = options.attention;
-  bo.max_batch_tokens = options.step_tokens > 0 ? options.step_tokens : kDefaultStepTokens;
-  bo.max_logit_rows = options.max_running;
-  bo.kv_cache_tokens = options.kv_cache_tokens;
+  const BackendOptions bo = backend_options(options);
   std::unique_ptr<Backend> backend = open_backend(model, bo, options.device, notes, quiet);
   return std::unique_ptr<Engine>(new Engine(std::move(model), std::move(backend), options));
 }

@@ -32,17 +32,28 @@ struct EngineOptions {
   Admission admission = Admission::kReserve;
   AttentionOptions attention;         // window/sinks (StreamingLLM); 0: full attention
 
-  // Throws abridge::Error naming the option and its range.
+  // Every knob against its range, the one place the commands' engine options are checked (the check_*
+  // functions below, in this order). Throws abridge::Error naming the option and its range.
   void validate() const;
 };
 
-// --prefill-chunk: 0 (kDefaultStepTokens) or kMinStepTokens..kMaxStepTokens; throws abridge::Error
-// naming the option and its range otherwise.
-void check_step_tokens(int64_t tokens);
-
-// --gpu-memory-limit in bytes: 0 (no limit) or at least kMinGpuMemoryLimit; throws abridge::Error
-// naming the option and its range otherwise.
+// The range of each engine knob, as its --help line states it; each throws abridge::Error naming the
+// option and its range otherwise.
+// --device: auto | cpu | cuda.
+void check_device(const std::string& device);
+// --threads: 0 (one per core) or 1..1024.
+void check_threads(int64_t threads);
+// --gpu-memory-fraction: 0.01..1.
+void check_gpu_memory_fraction(double fraction);
+// --gpu-memory-limit in bytes: 0 (no limit) or at least kMinGpuMemoryLimit.
 void check_gpu_memory_limit(uint64_t bytes);
+// --kv-cache-tokens: 0 (as much as memory allows) or 1..kMaxKvCacheTokens.
+void check_kv_cache_tokens(int64_t tokens);
+// --prefill-chunk: 0 (kDefaultStepTokens) or kMinStepTokens..kMaxStepTokens.
+void check_step_tokens(int64_t tokens);
+// --attention-window and --sink-tokens: 0 or more each (checked as given, before sinks without a window
+// are dropped).
+void check_attention(int64_t window, int64_t sinks);
 
 // How to build a backend: user knobs, separate from the model's config.
 enum class Device { kCpu, kCuda };
@@ -61,6 +72,10 @@ struct BackendOptions {
 
 // CUDA devices visible to this process; 0 without CUDA (in the build or the machine).
 int gpu_count();
+
+// The backend options an EngineOptions asks for (threads, GPU and its memory, attention, tokens per step,
+// logits rows = max_running, KV cap); the device is open_backend()'s argument.
+BackendOptions backend_options(const EngineOptions& options);
 
 // Builds the backend; kCuda throws abridge::Error when this build or machine has no CUDA (or, for an
 // FP8 checkpoint, a GPU older than compute capability 8.0).

@@ -1,12 +1,6 @@
 #include "engine/read_file.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <istream>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 #include <vector>
@@ -15,90 +9,6 @@
 #include "base/utf8.h"
 
 namespace abridge::engine {
-namespace {
-
-struct Closer {
-  int fd;
-  ~Closer() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-}  // namespace
-
-std::string format_bytes(unsigned long long bytes) {
-  if (bytes < (1ull << 20)) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / static_cast<double>(1ull << 20));
-  return buf;
-}
-
-std::string too_large_message(unsigned long long bytes, size_t max_bytes) {
-  std::string size = format_bytes(bytes), limit = format_bytes(max_bytes);
-  if (size == limit) {  // 1 MiB and one byte against 1 MiB: the bytes tell them apart
-    size = std::to_string(bytes) + " bytes";
-    limit = std::to_string(max_bytes) + " bytes";
-  }
-  return "too large (" + size + "; the limit is " + limit + ")";
-}
-
-std::string read_regular_fd(int fd, size_t max_bytes) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw Error(std::string("cannot stat: ") + std::strerror(errno));
-  if (S_ISDIR(st.st_mode)) throw Error("is a directory");
-  if (!S_ISREG(st.st_mode)) throw Error("not a regular file (a FIFO, device or socket is not read)");
-  if (st.st_size < 0 || static_cast<unsigned long long>(st.st_size) > max_bytes)
-    throw Error(too_large_message(static_cast<unsigned long long>(st.st_size), max_bytes));
-  // A FIFO was opened without blocking; reads of a regular file block as usual.
-  const int flags = ::fcntl(fd, F_GETFL);
-  if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-  std::string bytes(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(std::string("read error: ") + std::strerror(errno));
-    if (n == 0) break;  // it shrank while read: what is there
-    got += static_cast<size_t>(n);
-  }
-  bytes.resize(got);
-  return bytes;
-}
-
-std::string read_stream_bounded(std::istream& in, size_t max_bytes) {
-  std::string bytes;
-  char buf[1 << 16];
-  while (in) {
-    in.read(buf, sizeof buf);
-    const auto n = static_cast<size_t>(in.gcount());
-    if (n == 0) break;
-    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + format_bytes(max_bytes) + ")");
-    bytes.append(buf, n);
-  }
-  if (in.bad()) throw Error("read error");
-  return bytes;
-}
-
-std::string read_regular_file(const std::string& path, size_t max_bytes, bool no_follow, int dir_fd) {
-  const int flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (no_follow ? O_NOFOLLOW : 0);
-  const int fd = ::openat(dir_fd, path.c_str(), flags);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT) throw Error("no such file");
-    if (e == ELOOP && no_follow) throw Error("a symbolic link (not followed here)");
-    if (e == ELOOP) throw Error("a symbolic link loop");
-    // open(2) of a socket, or of a device node with no driver behind it, fails with ENXIO ("No such
-    // device or address"): say what the file is instead (only named here, nothing is opened).
-    struct stat st {};
-    if (e == ENXIO && ::fstatat(dir_fd, path.c_str(), &st, no_follow ? AT_SYMLINK_NOFOLLOW : 0) == 0 &&
-        !S_ISREG(st.st_mode))
-      throw Error(S_ISSOCK(st.st_mode) ? "not a regular file (a socket; a FIFO, device or socket is not read)"
-                                       : "not a regular file (a FIFO, device or socket is not read)");
-    throw Error(std::string("cannot open: ") + std::strerror(e));
-  }
-  Closer closer{fd};
-  return read_regular_fd(fd, max_bytes);
-}
 
 std::string one_line(std::string_view s, size_t limit, bool escape_non_ascii) {
   // The limit is on what is shown: an escaped byte takes four.

@@ -31,6 +31,7 @@
 
 #include "base/error.h"
 #include "base/fd.h"
+#include "base/file.h"
 #include "engine/read_file.h"
 
 namespace abridge::engine {
@@ -378,16 +379,6 @@ bool is_plain_file_name(const std::string& name) {
          name.find('\0') == std::string::npos;
 }
 
-void write_all(int fd, const std::byte* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) throw Error(path + ": write failed: " + errno_message(w < 0 ? errno : EIO));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 }  // namespace
 
 size_t dtype_size(DType t) { return info_of(t).size; }
@@ -629,38 +620,23 @@ void write_safetensors(const std::string& path, const std::vector<TensorSpec>& s
                 std::to_string(kMaxHeaderBytes) + "-byte limit readers accept");
   }
 
-  const std::string tmp = path + ".tmp";
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd.ok()) throw Error(path + ": cannot create " + tmp + ": " + errno_message(errno));
-  try {
-    std::byte length[kLengthBytes];
-    for (size_t i = 0; i < kLengthBytes; ++i) length[i] = static_cast<std::byte>(text.size() >> (8 * i));
-    write_all(fd.get(), length, kLengthBytes, path);
-    write_all(fd.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), path);
-    // One buffer, the size of the largest tensor, reused for all: the file is never in memory whole.
-    const auto buffer = std::make_unique_for_overwrite<std::byte[]>(max_size);
-    for (size_t i = 0; i < specs.size(); ++i) {
-      fill(specs[i], std::span<std::byte>(buffer.get(), sizes[i]));
-      write_all(fd.get(), buffer.get(), sizes[i], path);
-    }
-    if (::fsync(fd.get()) != 0) throw Error(path + ": fsync failed: " + errno_message(errno));
-    if (fd.close() != 0) throw Error(path + ": close failed: " + errno_message(errno));
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      throw Error(path + ": cannot rename " + tmp + " to it: " + errno_message(errno));
-    }
-  } catch (...) {
-    fd.reset();
-    ::unlink(tmp.c_str());
-    throw;
+  // Atomically (base/file.h): a fresh temporary name beside it, renamed over it once whole, the folder
+  // flushed; a fill that throws leaves nothing behind.
+  std::string name;
+  const Fd dir = open_parent_folder(path, name);
+  AtomicWriter out(dir.get(), name, path);
+  const auto as_text = [](const std::byte* p, size_t n) { return std::string_view(reinterpret_cast<const char*>(p), n); };
+  std::byte length[kLengthBytes];
+  for (size_t i = 0; i < kLengthBytes; ++i) length[i] = static_cast<std::byte>(text.size() >> (8 * i));
+  out.write(as_text(length, kLengthBytes));
+  out.write(text);
+  // One buffer, the size of the largest tensor, reused for all: the file is never in memory whole.
+  const auto buffer = std::make_unique_for_overwrite<std::byte[]>(max_size);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    fill(specs[i], std::span<std::byte>(buffer.get(), sizes[i]));
+    out.write(as_text(buffer.get(), sizes[i]));
   }
-
-  // The rename is durable only once the directory is.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd.ok() || ::fsync(dir_fd.get()) != 0) {
-    throw Error(path + ": cannot fsync directory " + dir + ": " + errno_message(errno));
-  }
+  out.commit();
 }
 
 }  // namespace abridge::engine

@@ -76,8 +76,8 @@ class Checkpoint {
 };
 
 // Writes one .safetensors file, streaming: the header first, then each tensor's bytes from `fill`,
-// which is called once per tensor in order with a buffer of exactly nbytes. Written to PATH.tmp,
-// fsync'd and renamed, so a reader never sees half a file.
+// which is called once per tensor in order with a buffer of exactly nbytes. Written to a fresh temporary
+// name beside PATH (base/file.h AtomicWriter), fsync'd and renamed, so a reader never sees half a file.
 struct TensorSpec {
   std::string name;
   DType dtype;

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,31 +18,6 @@ namespace {
 
 [[noreturn]] void fail(const std::string& what, int err) { throw Error(what + ": " + std::strerror(err)); }
 
-std::string random_hex(size_t digits) {
-  unsigned char bytes[16];
-  const size_t want = (digits + 1) / 2;
-  size_t got = 0;
-  while (got < want) {
-    const ssize_t n = ::getrandom(bytes + got, want - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("getrandom", errno);
-    got += static_cast<size_t>(n);
-  }
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < digits; ++i) out += hex[(bytes[i / 2] >> (i % 2 ? 0 : 4)) & 15];
-  return out;
-}
-
-void write_all(int fd, std::string_view bytes, const std::string& shown) {
-  for (size_t done = 0; done < bytes.size();) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail(shown + ": write failed", w < 0 ? errno : EIO);
-    done += static_cast<size_t>(w);
-  }
-}
-
 std::string kind_of(mode_t m) {
   if (S_ISDIR(m)) return "a folder";
   if (S_ISBLK(m)) return "a block device";
@@ -51,60 +25,6 @@ std::string kind_of(mode_t m) {
   if (S_ISREG(m)) return "a regular file";
   return "not a regular file";
 }
-
-}  // namespace
-
-bool is_temp_name(std::string_view name) {
-  if (name.size() != kTempPrefix.size() + kTempDigits || name.substr(0, kTempPrefix.size()) != kTempPrefix) return false;
-  return name.find_first_not_of("0123456789abcdef", kTempPrefix.size()) == std::string_view::npos;
-}
-
-void write_atomic_at(int dirfd, const std::string& name, std::string_view bytes, const std::string& shown, mode_t mode) {
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; fd < 0; ++attempt) {
-    tmp = std::string(kTempPrefix) + random_hex(kTempDigits);
-    fd = ::openat(dirfd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0 && (errno != EEXIST || attempt > 8)) fail(shown + ": cannot create a temporary file", errno);
-  }
-  try {
-    write_all(fd, bytes, shown);
-    if (::fsync(fd) != 0) fail(shown + ": cannot flush", errno);
-  } catch (...) {
-    ::close(fd);
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    throw;
-  }
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    fail(shown + ": cannot flush", e);
-  }
-  if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0) {
-    const int e = errno;
-    ::unlinkat(dirfd, tmp.c_str(), 0);
-    fail(shown + ": cannot rename into place", e);
-  }
-  ::fsync(dirfd);
-}
-
-void write_file_atomic(const std::string& path, std::string_view bytes) {
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  if (name.empty() || name == "." || name == "..") throw Error(path + ": not a file name");
-  const int dirfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd < 0) fail(path + ": cannot open its folder", errno);
-  try {
-    write_atomic_at(dirfd, name, bytes, path);
-  } catch (...) {
-    ::close(dirfd);
-    throw;
-  }
-  ::close(dirfd);
-}
-
-namespace {
 
 // "/dev/stdout", "/dev/stderr", "/dev/fd/N", "/proc/self/fd/N": the descriptor N; -1 for other paths.
 int descriptor_named(const std::string& path) {

@@ -1,7 +1,6 @@
-// Writing files so that a crash never leaves a half-written one and a planted link is never written
-// through: a fresh unpredictable temporary name in the same folder (O_CREAT | O_EXCL | O_NOFOLLOW), fsync,
-// rename over the final name, fsync of the folder. OUT_DIR's files (output_dir.h), --report and the
-// files of `model make-random` all go through here.
+// --report FILE: where a run's report goes (a regular file replaced atomically, a FIFO, a terminal, an
+// inherited descriptor). The atomic, no-follow write itself is base/file.h's, which OUT_DIR's files
+// (output_dir.h), the report and the checkpoints abridge writes all go through.
 #pragma once
 
 #include <sys/stat.h>
@@ -11,25 +10,9 @@
 #include <string_view>
 
 #include "base/fd.h"
+#include "base/file.h"
 
 namespace abridge::pipeline {
-
-// Temporary files are ".abridge-tmp-" and 12 random lowercase hex digits: a name no user file has, so
-// that a clean-up can delete exactly what abridge made.
-inline constexpr std::string_view kTempPrefix = ".abridge-tmp-";
-inline constexpr size_t kTempDigits = 12;
-bool is_temp_name(std::string_view name);
-
-// Writes `bytes` to `name` in the folder `dirfd`: a fresh temporary name, fsync, rename over `name` (a
-// link or a file there is replaced, not followed), fsync of the folder. `shown` names it in errors.
-// Throws abridge::Error ("SHOWN: what: reason"); the temporary file is removed then.
-// `mode`: the file's permission bits (the umask applies).
-void write_atomic_at(int dirfd, const std::string& name, std::string_view bytes, const std::string& shown,
-                     mode_t mode = 0644);
-
-// The same for a path: its folder is opened as the path says (links in it are the caller's choice),
-// the file itself is replaced.
-void write_file_atomic(const std::string& path, std::string_view bytes);
 
 // --report FILE: checked and opened before the run's work, written at its end, so that a report that
 // cannot be written stops the run before it starts (exit 2), not after hours of work.

@@ -45,7 +45,7 @@ std::string fmt(double v, int precision) {
 }  // namespace
 
 int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     engine::EngineBenchOptions bo;
     bo.prefill_lengths.clear();
     for (const auto& p : split(opt.prefill, ',')) bo.prefill_lengths.push_back(parse_count(p, "--prefill"));
@@ -57,25 +57,18 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     }
     check_range("--steps", opt.decode_steps, 1, 1 << 20);
     bo.decode_steps = opt.decode_steps;
-    engine::check_step_tokens(opt.prefill_chunk);
-    if (opt.prefill_chunk > 0) bo.prefill_chunk = opt.prefill_chunk;  // 0: the default, as elsewhere
+    engine::EngineOptions eo = engine_options(opt);  // --device, the GPU memory, --prefill-chunk
+    if (eo.step_tokens > 0) bo.prefill_chunk = eo.step_tokens;  // 0: the default, as elsewhere
     check_range("--time-limit", opt.time_limit, 0.0, 86400.0);
     bo.time_limit_s = opt.time_limit;
-    check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
-    const uint64_t gpu_memory_limit = gpu_memory_limit_bytes(opt.gpu_memory_limit);
     if (!(opt.gemm_tflops >= 0) || !(opt.copy_tbps >= 0) || !std::isfinite(opt.gemm_tflops) || !std::isfinite(opt.copy_tbps))
       throw Error("--gemm-tflops and --copy-tbps must be 0 (auto) or more");
-    check_device(opt.device);
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
-    engine::BackendOptions backend_options;
-    backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
-    backend_options.gpu_memory_limit = gpu_memory_limit;
-    backend_options.max_batch_tokens = bo.prefill_chunk;
-    int64_t max_batch = 1;
-    for (const auto& d : bo.decodes) max_batch = std::max(max_batch, d.batch);
-    backend_options.max_logit_rows = max_batch;
-    auto backend = engine::open_backend(model, backend_options, opt.device, err);
+    eo.max_running = 1;  // a row of logits for each sequence of the largest decode batch
+    for (const auto& d : bo.decodes) eo.max_running = static_cast<int32_t>(std::clamp<int64_t>(d.batch, eo.max_running, INT32_MAX));
+    const engine::BackendOptions backend_options = engine::backend_options(eo);
+    auto backend = engine::open_backend(model, backend_options, eo.device, err);
 
     // Ceilings measured on this project's GPU machines (see docs/PERFORMANCE.md).
     const std::string device = backend->device_description();
@@ -120,10 +113,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
         << " GiB (weights, buffers and the KV pool, sized by --gpu-memory-fraction " << opt.gpu_memory_fraction
         << (backend_options.gpu_memory_limit > 0 ? " and --gpu-memory-limit " + opt.gpu_memory_limit : std::string()) << ")\n";
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

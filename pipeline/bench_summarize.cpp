@@ -153,7 +153,7 @@ double host_copy_rate() {
 
 int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std::ostream& out, std::ostream& err) {
   const auto t_start = Clock::now();
-  try {
+  return run_command(err, "abridge bench summarize", [&]() -> int {
     const SummarizeOptions& o = opt.summarize;
     if (o.model.empty()) throw Error("bench summarize needs --model DIR (the floor is the engine's)");
     std::vector<std::pair<int64_t, double>> given;
@@ -282,10 +282,7 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     }
     run.write_report(r, out);
     return r.failed > 0 ? kExitInputsFailed : kExitOk;
-  } catch (const Error& e) {
-    err << "abridge bench summarize: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

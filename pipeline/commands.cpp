@@ -11,7 +11,9 @@
 #include <map>
 #include <sstream>
 
+#include "base/bytes.h"
 #include "base/error.h"
+#include "base/file.h"
 #include "base/format.h"
 #include "base/utf8.h"
 #include "engine/chat.h"
@@ -19,7 +21,6 @@
 #include "engine/engine.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
-#include "engine/read_file.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
@@ -37,7 +38,7 @@ std::string read_input(const std::string& file) {
   if (file != "-") return read_text_file(file);
   std::string text;
   try {
-    text = engine::read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
+    text = read_stream_bounded(std::cin, size_t{1} << 31);  // read_text_file()'s bound
   } catch (const Error& e) {
     throw Error(std::string("<stdin>: ") + e.what());
   }
@@ -68,22 +69,21 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& sourc
   return ids;
 }
 
-std::string human_bytes(uint64_t b) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(2);
-  if (b >= (1ull << 30)) s << static_cast<double>(b) / (1ull << 30) << " GiB";
-  else if (b >= (1ull << 20)) s << static_cast<double>(b) / (1ull << 20) << " MiB";
-  else if (b >= (1ull << 10)) s << static_cast<double>(b) / (1ull << 10) << " KiB";
-  else s.str(std::to_string(b) + " B");
-  return s.str();
-}
-
 }  // namespace
 
 std::string version() { return ABRIDGE_VERSION; }
 
-int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& err) {
+int run_command(std::ostream& err, std::string_view prefix, const std::function<int()>& body) {
   try {
+    return body();
+  } catch (const Error& e) {
+    err << prefix << ": " << shown_message(e.what()) << '\n';
+    return kExitFatal;
+  }
+}
+
+int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& err) {
+  return run_command(err, "abridge", [&]() -> int {
     const Tokenizer tok = load_tokenizer(opt.tokenizer);
     const std::string text = read_input(opt.file);
     if (opt.decode) {
@@ -98,32 +98,21 @@ int run_tokenize(const TokenizeOptions& opt, std::ostream& out, std::ostream& er
     }
     out << line << '\n';
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
-    if (opt.attention_window < 0 || opt.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
-    check_device(opt.device);
-    check_range("--threads", int64_t{opt.threads}, 0, 1024);
-    check_range("--gpu-memory-fraction", opt.gpu_memory_fraction, 0.01, 1.0);
-    engine::BackendOptions backend_options;
-    backend_options.threads = opt.threads;
-    backend_options.gpu_memory_fraction = opt.gpu_memory_fraction;
-    backend_options.gpu_memory_limit = gpu_memory_limit_bytes(opt.gpu_memory_limit);
-    backend_options.attention = {opt.attention_window, opt.attention_window > 0 ? opt.sink_tokens : 0};
-    engine::check_step_tokens(opt.prefill_chunk);
-    if (opt.prefill_chunk > 0) backend_options.max_batch_tokens = opt.prefill_chunk;
+  return run_command(err, "abridge", [&]() -> int {
+    engine::EngineOptions eo = engine_options(opt);
+    eo.max_running = 1;  // one sequence: one row of logits a step
+    const engine::BackendOptions backend_options = engine::backend_options(eo);
     if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
       throw Error("--temperature must be a finite number, 0 or more, not " + shortest_number(opt.temperature));
     if (!(opt.top_p > 0 && opt.top_p <= 1)) throw Error("--top-p must be in (0, 1]");
     if (opt.max_new_tokens < 1) throw Error("--max-new-tokens must be at least 1");
 
     const engine::ModelDir model = engine::open_model_dir(opt.model);
-    auto backend = engine::open_backend(model, backend_options, opt.device, err);
+    auto backend = engine::open_backend(model, backend_options, eo.device, err);
 
     std::vector<engine::ChatMessage> messages;
     if (!opt.system.empty()) messages.push_back({"system", opt.system});
@@ -139,7 +128,7 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
     // The serving engine, as the pipeline uses it: one request here, streamed as it is produced.
     engine::StreamDecoder decoder(model.tokenizer);
     engine::ServingEngine serving(
-        *backend, engine::scheduler_options_for(*backend, 1, backend_options.attention, opt.prefill_chunk),
+        *backend, engine::scheduler_options_for(*backend, 1, eo.attention, eo.step_tokens),
         [&](int64_t, int32_t token) { out << decoder.push(token) << std::flush; });
     serving.submit(std::move(request));
     const auto results = serving.run_until_idle();
@@ -155,14 +144,11 @@ int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& er
           << engine::to_string(result.reason) << '\n';
     }
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     engine::ModelConfig config = engine::preset_config(opt.preset);
     engine::DType dtype;
     const bool fp8 = opt.dtype == "fp8";  // bf16 weights through the quantizer of `model quantize --fp8`
@@ -205,14 +191,11 @@ int run_make_random(const MakeRandomOptions& opt, std::ostream& out, std::ostrea
         << std::fixed << std::setprecision(3) << static_cast<double>(config.n_params()) / 1e9 << " B parameters, "
         << opt.dtype << ", seed " << opt.seed << '\n';
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     const engine::ModelDir model = engine::open_model_dir(opt.dir);
     const engine::ModelConfig& c = model.config;
     std::map<std::string, std::pair<int, uint64_t>> dtypes;  // dtype name -> tensors, bytes
@@ -224,7 +207,7 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
     std::string dtype_list, dtype_bytes;
     for (const auto& [name, cb] : dtypes) {
       dtype_list += (dtype_list.empty() ? "" : ", ") + name + " x" + std::to_string(cb.first);
-      dtype_bytes += (dtype_bytes.empty() ? "" : ", ") + name + " " + std::to_string(cb.second) + " (" + human_bytes(cb.second) + ")";
+      dtype_bytes += (dtype_bytes.empty() ? "" : ", ") + name + " " + std::to_string(cb.second) + " (" + format_bytes(cb.second, 2) + ")";
     }
 
     auto row = [&](const std::string& key, const std::string& value) {
@@ -255,20 +238,17 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
     row("parameters", params.str());
     row("tensors", std::to_string(model.checkpoint->tensors().size()) + " (" + dtype_list + ")");
     row("tensor bytes", std::to_string(model.checkpoint->total_bytes()) + " (" +
-                            human_bytes(model.checkpoint->total_bytes()) + ")");
+                            format_bytes(model.checkpoint->total_bytes(), 2) + ")");
     row("bytes by dtype", dtype_bytes);
     row("quantization", c.quantization ? c.quantization->describe() +
                                              (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU and CUDA backends"
                                                                                             : "; no FP8 tensors")
                                        : "none");
     row("KV bytes per token", std::to_string(c.kv_bytes_per_token(2)) + " (bf16; " +
-                                  human_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings)) +
+                                  format_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings), 2) +
                                   " for the full context)");
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

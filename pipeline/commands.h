@@ -4,17 +4,27 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "engine/defaults.h"
+#include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
 
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitInputsFailed = 1;
 inline constexpr int kExitFatal = 2;
+
+// Runs a command's `body` and returns its exit code; an abridge::Error that escapes it becomes the
+// command's one line on `err`, "PREFIX: MESSAGE" (shown_message(): control characters escaped), and
+// kExitFatal. `prefix` is "abridge", or "abridge summarize" for the commands whose lines say their name.
+// Anything else that escapes (std::bad_alloc, other exceptions) goes on to main(), which has one line
+// for each.
+int run_command(std::ostream& err, std::string_view prefix, const std::function<int()>& body);
 
 std::string version();
 
@@ -44,7 +54,8 @@ inline constexpr int64_t kMinChunkTokens = 16;
 // a PDF or a text file in any detected encoding, normalized); offsets index that text.
 int run_chunk(const ChunkOptions& opt, std::ostream& out, std::ostream& err);
 
-struct GenerateOptions {
+// The engine knobs are EngineFlags'; generate offers all but --kv-cache-tokens.
+struct GenerateOptions : EngineFlags {
   std::string model;
   std::string prompt;
   std::string system;
@@ -52,14 +63,7 @@ struct GenerateOptions {
   float temperature = 0.0f;
   float top_p = 1.0f;
   uint64_t seed = 0;
-  std::string device = "auto";  // auto | cpu | cuda (auto: the GPU when its engine opens, else the CPU)
-  int threads = 0;             // CPU backend threads; 0: all cores
   bool stats = false;          // timings on stderr
-  double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
-  std::string gpu_memory_limit = "0";  // as given; "0": none
-  int64_t prefill_chunk = 0;     // tokens per engine step (0: the engine's default)
-  int64_t attention_window = 0;  // StreamingLLM window (0: full attention)
-  int64_t sink_tokens = 4;       // with a window: the first tokens every token still sees
 };
 int run_generate(const GenerateOptions& opt, std::ostream& out, std::ostream& err);
 
@@ -81,17 +85,14 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
 
 namespace abridge::pipeline {
 
-struct BenchEngineOptions {
+// The engine knobs are EngineFlags'; bench engine offers --device, the GPU memory and --prefill-chunk.
+struct BenchEngineOptions : EngineFlags {
   std::string model;
-  std::string device = "auto";  // auto | cpu | cuda
   std::string prefill = "8192,32768,131072,262144";  // prompt lengths
   std::string decode = "1x4096,1x32768,16x4096,64x2048";  // BATCHxCONTEXT
   int64_t decode_steps = 64;
   double gemm_tflops = 0;  // 0: the measured figure for a known GPU (H100, H200)
   double copy_tbps = 0;
-  double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
-  std::string gpu_memory_limit = "0";  // as given; "0": none
-  int64_t prefill_chunk = engine::kDefaultStepTokens;  // prompt tokens per forward step
   double time_limit = 400;  // seconds for the prefill part
 };
 int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostream& err);

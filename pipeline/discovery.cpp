@@ -19,8 +19,8 @@
 
 #include "base/error.h"
 #include "base/fd.h"
+#include "base/file.h"
 #include "base/hash.h"
-#include "engine/read_file.h"
 #include "pipeline/run_report.h"
 #include "pipeline/summarize.h"
 
@@ -351,7 +351,7 @@ DiscoveredInputs discover_inputs(const SummarizeOptions& o, std::istream& in) {
     // not read until memory runs out.
     std::string list;
     try {
-      list = engine::read_stream_bounded(in, kMaxStdinListBytes);
+      list = read_stream_bounded(in, kMaxStdinListBytes);
     } catch (const Error& e) {
       throw Error(std::string("-: the paths on standard input: ") + e.what());
     }

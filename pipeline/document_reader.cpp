@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "base/error.h"
-#include "engine/read_file.h"
+#include "base/file.h"
 #include "pipeline/shared_options.h"
 
 namespace abridge::pipeline {
@@ -30,14 +30,14 @@ Document read_text(std::string bytes, const ReadOptions& o) {
 
 Document read_document(const std::string& path, const ReadOptions& o) {
   // Opened once, checked on that descriptor (a regular file, never waited on), read within the limit.
-  std::string bytes = engine::read_regular_file(path, o.max_bytes);
+  std::string bytes = read_regular_file(path, o.max_bytes);
   if (lower_extension(path) != ".pdf") return read_text(std::move(bytes), o);
   return read_pdf(std::move(bytes), o);
 }
 
 Document read_pdf(std::string bytes, const ReadOptions& o) {
   Document doc;
-  if (bytes.size() > o.max_bytes) throw Error(engine::too_large_message(bytes.size(), o.max_bytes));
+  if (bytes.size() > o.max_bytes) throw Error(too_large_message(bytes.size(), o.max_bytes));
   PdfText pdf = extract_pdf_text_from_bytes(bytes, o.pdf, o.ocr);
   bytes.clear();
   bytes.shrink_to_fit();

@@ -5,7 +5,7 @@
 #include <atomic>
 #include <new>
 
-#include "engine/read_file.h"
+#include "base/file.h"
 
 namespace abridge::pipeline {
 
@@ -13,7 +13,7 @@ std::string out_of_memory_message(uint64_t document_bytes) {
   const std::string times = "up to about " + std::to_string(kDocumentMemoryFactor) + " times ";
   const std::string advice = ": give abridge more memory or split the document)";
   if (document_bytes == 0) return "out of memory (reading a document takes " + times + "its size" + advice;
-  return "out of memory (the document is " + engine::format_bytes(document_bytes) + "; reading it takes " + times +
+  return "out of memory (the document is " + format_bytes_mib(document_bytes) + "; reading it takes " + times +
          "that" + advice;
 }
 

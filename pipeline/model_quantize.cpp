@@ -33,7 +33,7 @@ void fsync_dir(const fs::path& dir) {
 
 std::string read_bounded(const fs::path& path) {
   try {
-    return engine::read_regular_file(path.string(), kMaxSideFileBytes);
+    return read_regular_file(path.string(), kMaxSideFileBytes);
   } catch (const Error& e) {
     throw Error(path.string() + ": " + e.what());
   }
@@ -75,7 +75,7 @@ engine::QuantizeSummary write_fp8_model_dir(const std::string& src_dir, const en
 }
 
 int run_model_quantize(const QuantizeOptions& opt, std::ostream& out, std::ostream& err) {
-  try {
+  return run_command(err, "abridge", [&]() -> int {
     if (!opt.fp8) throw Error("model quantize needs a target format: --fp8");
     const engine::ModelDir src = engine::open_model_dir(opt.src);
     if (engine::has_fp8_weights(src.config, *src.checkpoint)) throw Error(opt.src + ": already an FP8 checkpoint");
@@ -84,10 +84,7 @@ int run_model_quantize(const QuantizeOptions& opt, std::ostream& out, std::ostre
         << sum.bf16_tensors << " tensors in bf16, " << sum.bytes << " tensor bytes (source: "
         << src.checkpoint->total_bytes() << ")\n";
     return kExitOk;
-  } catch (const Error& e) {
-    err << "abridge: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

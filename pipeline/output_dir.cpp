@@ -53,7 +53,7 @@ int open_dir_at(int at, const std::string& name, bool create, const std::string&
 // nothing when it is not there or not such a file.
 std::optional<std::string> read_at(int dirfd, const std::string& name, size_t max_bytes) {
   try {
-    return engine::read_regular_file(name, max_bytes, /*no_follow=*/true, dirfd);
+    return read_regular_file(name, max_bytes, /*no_follow=*/true, dirfd);
   } catch (const Error&) {
     return std::nullopt;
   }
@@ -347,7 +347,7 @@ bool OutputDir::up_to_date(const std::string& rel, const std::string& job_key, m
     }
     const Fd file(::openat(dir.get(), parts.back().c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!file.ok()) return false;
-    const std::string output = engine::read_regular_fd(file.get(), kMaxOutputBytes);  // a regular file
+    const std::string output = read_regular_fd(file.get(), kMaxOutputBytes);  // a regular file
     if (j.value("output_sha256", "") != sha256_hex(output)) return false;
     struct stat st {};
     if (::fstat(file.get(), &st) == 0 && (st.st_mode & 07777 & ~mode) != 0) ::fchmod(file.get(), st.st_mode & mode & 07777);

@@ -11,10 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/file.h"
 #include "chunker/chunker.h"
 #include "engine/chat.h"
-#include "base/error.h"
-#include "engine/read_file.h"
 #include "engine/tokenizer.h"
 #include "pipeline/memory.h"
 #include "pipeline/output_dir.h"
@@ -38,15 +37,11 @@ bool is_pdf(const std::string& path) {
 // as it is now. Everything after reads these bytes, never the path again.
 // Its permission bits as read are set in `input` (its summary mirrors them).
 std::string read_document_bytes(SummaryInput& input, size_t max_bytes) {
-  const int fd = open_input(input);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
-  std::string bytes = engine::read_regular_fd(fd, max_bytes);
+  const Fd fd(open_input(input));
+  std::string bytes = read_regular_fd(fd.get(), max_bytes);
   if (bytes.empty()) throw Error("empty file");
   struct stat st {};
-  if (::fstat(fd, &st) == 0) input.mode = st.st_mode & 07777;
+  if (::fstat(fd.get(), &st) == 0) input.mode = st.st_mode & 07777;
   return bytes;
 }
 

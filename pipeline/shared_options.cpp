@@ -34,9 +34,19 @@ uint64_t gpu_memory_limit_bytes(const std::string& size) {
   return *bytes;
 }
 
-void check_device(const std::string& device) {
-  if (device != "auto" && device != "cpu" && device != "cuda")
-    throw Error("--device must be auto, cpu or cuda, not \"" + device + "\"");
+engine::EngineOptions engine_options(const EngineFlags& f) {
+  engine::EngineOptions e;
+  e.device = f.device;
+  e.threads = f.threads;
+  e.gpu_memory_fraction = f.gpu_memory_fraction;
+  e.gpu_memory_limit = gpu_memory_limit_bytes(f.gpu_memory_limit);
+  // Checked as given: with no window the sinks are dropped below, so validate() would not see them.
+  engine::check_attention(f.attention_window, f.sink_tokens);
+  e.attention = {f.attention_window, f.attention_window > 0 ? f.sink_tokens : 0};
+  e.kv_cache_tokens = f.kv_cache_tokens;
+  e.step_tokens = f.prefill_chunk;
+  e.validate();
+  return e;
 }
 
 void check_glob(const std::string& option, const std::string& pattern) {

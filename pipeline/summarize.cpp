@@ -19,7 +19,6 @@
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
-#include "base/error.h"
 #include "engine/read_file.h"
 #include "pipeline/atomic_file.h"
 #include "pipeline/commands.h"
@@ -30,6 +29,7 @@
 #include "pipeline/prepare.h"
 #include "pipeline/run_report.h"
 #include "pipeline/shared_options.h"
+#include "pipeline/summarizer_impl.h"
 #include "pipeline/text_input.h"
 
 namespace abridge::pipeline {
@@ -38,23 +38,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
-double since(Clock::time_point t0, Clock::time_point t = Clock::now()) {
-  return std::chrono::duration<double>(t - t0).count();
-}
-
-engine::EngineOptions engine_options(const SummarizeOptions& o) {
-  engine::EngineOptions e;
+// The engine's options: the knobs as given (engine_options() checks their ranges), this run's model and GPU.
+engine::EngineOptions engine_options_of(const SummarizeOptions& o) {
+  engine::EngineOptions e = engine_options(o);
   e.model = o.model;
-  e.device = o.device;
   e.gpu = o.gpu;
-  e.threads = o.threads;
-  e.gpu_memory_fraction = o.gpu_memory_fraction;
-  e.gpu_memory_limit = gpu_memory_limit_bytes(o.gpu_memory_limit);
-  // Checked as given: with no window the sinks are dropped below, so validate() would not see them.
-  if (o.attention_window < 0 || o.sink_tokens < 0) throw Error("--attention-window and --sink-tokens must be >= 0");
-  e.attention = {o.attention_window, o.attention_window > 0 ? o.sink_tokens : 0};
-  e.kv_cache_tokens = o.kv_cache_tokens;
-  e.step_tokens = o.prefill_chunk;
   return e;
 }
 
@@ -66,7 +54,6 @@ void check_options(const SummarizeOptions& o) {
   if (o.outline && o.format == "txt") throw Error("--outline needs --format md or json");
   if (o.engine != "auto" && o.engine != "llm" && o.engine != "extractive")
     throw Error("--engine must be auto, llm or extractive");
-  check_device(o.device);
   if (o.lang != "auto" && o.lang != "en" && o.lang != "zh") throw Error("--lang must be auto, en or zh");
   check_range("--summary-tokens", o.summary_tokens, 16, 16384);
   // A context must hold a chunk's summary, the summaries it is merged with and the instructions.
@@ -83,81 +70,60 @@ void check_options(const SummarizeOptions& o) {
   for (const std::string& g : o.include) check_glob("--include", g);
   for (const std::string& g : o.exclude) check_glob("--exclude", g);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
-  engine_options(o).validate();  // --threads, --gpu-memory-fraction, --kv-cache-tokens, --prefill-chunk
+  engine_options_of(o);  // the engine knobs: --device, --threads, the GPU memory, --kv-cache-tokens, ...
 }
 
 }  // namespace
 
 // ---- Summarizer ------------------------------------------------------------------------------
 
-struct Summarizer::Impl {
-  SummarizeOptions o;
-  std::ostream& log;
-  bool llm = false;
-  std::unique_ptr<engine::Engine> engine;
-  std::optional<engine::Tokenizer> own_tokenizer;  // the extractive engine counts with the built-in one
-  std::string custom_prompt;
-  ReadOptions read;  // --encoding, --ocr, --ocr-lang, the PDF limits
-  std::string model_id = "extractive";
-  double load_seconds = 0;
-
-  Impl(const SummarizeOptions& options, std::ostream& err) : o(options), log(err) {
-    check_options(o);
-    read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
-    read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
-    llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
-    const engine::EngineOptions eo = engine_options(o);
-    eo.validate();  // before the model is read
-    if (!o.prompt_file.empty()) {
-      try {
-        custom_prompt = read_text_file(o.prompt_file, engine::kMaxPromptBytes);
-      } catch (const Error& e) {
-        throw Error(std::string("--prompt: ") + e.what());
-      }
-      // An empty instruction would summarize with none: a file saved empty by mistake, or the wrong file.
-      if (custom_prompt.find_first_not_of(" \t\r\n\f\v") == std::string::npos)
-        throw Error("--prompt: " + o.prompt_file + ": " + (custom_prompt.empty() ? "empty" : "only blanks") +
-                    " (an instruction is needed; without --prompt the built-in prompts are used)");
+Summarizer::Impl::Impl(const SummarizeOptions& options, std::ostream& err) : o(options), log(err) {
+  check_options(o);
+  read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
+  read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
+  llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
+  const engine::EngineOptions eo = engine_options_of(o);  // checked before the model is read
+  if (!o.prompt_file.empty()) {
+    try {
+      custom_prompt = read_text_file(o.prompt_file, engine::kMaxPromptBytes);
+    } catch (const Error& e) {
+      throw Error(std::string("--prompt: ") + e.what());
     }
-    if (llm) {
-      const auto t0 = Clock::now();
-      engine = engine::Engine::open(eo, log, o.quiet);
-      load_seconds = since(t0);
-      model_id = "model:" + sha256_hex(read_text_file(o.model + "/config.json", engine::kMaxConfigJsonBytes)) + ":" +
-                 std::to_string(engine->model().checkpoint->total_bytes());
-      const int64_t context = this->context();
-      if (context < 4 * o.summary_tokens + 512) {
-        // The advice names what limits the context: --context-tokens is checked against the summary
-        // before this (check_options), so it is the KV cache or the model.
-        const int64_t pool = engine->kv_pool_tokens();
-        const int64_t model_context = engine->config().max_position_embeddings;
-        std::string advice;
-        if (pool < model_context && o.kv_cache_tokens > 0)
-          advice = "the KV cache is capped at " + std::to_string(pool) + " tokens: raise --kv-cache-tokens (0: as much "
-                   "as memory allows) or lower --summary-tokens";
-        else if (pool < model_context)
-          advice = "the KV cache holds " + std::to_string(pool) + " tokens in the memory given: raise "
-                   "--gpu-memory-fraction or lower --summary-tokens";
-        else
-          advice = "the model's context is " + std::to_string(model_context) + " tokens: lower --summary-tokens";
-        throw Error("the context (" + std::to_string(context) + " tokens) is too small for summaries of " +
-                    std::to_string(o.summary_tokens) + " tokens (at least 4 x --summary-tokens + 512 = " +
-                    std::to_string(4 * o.summary_tokens + 512) + "); " + advice);
-      }
-    } else {
-      own_tokenizer.emplace(engine::Tokenizer::from_json(engine::bundled_tokenizer_json()));
+    // An empty instruction would summarize with none: a file saved empty by mistake, or the wrong file.
+    if (custom_prompt.find_first_not_of(" \t\r\n\f\v") == std::string::npos)
+      throw Error("--prompt: " + o.prompt_file + ": " + (custom_prompt.empty() ? "empty" : "only blanks") +
+                  " (an instruction is needed; without --prompt the built-in prompts are used)");
+  }
+  if (llm) {
+    const auto t0 = Clock::now();
+    engine = engine::Engine::open(eo, log, o.quiet);
+    load_seconds = seconds_since(t0);
+    model_id = "model:" + sha256_hex(read_text_file(o.model + "/config.json", engine::kMaxConfigJsonBytes)) + ":" +
+               std::to_string(engine->model().checkpoint->total_bytes());
+    const int64_t context = this->context();
+    if (context < 4 * o.summary_tokens + 512) {
+      // The advice names what limits the context: --context-tokens is checked against the summary
+      // before this (check_options), so it is the KV cache or the model.
+      const int64_t pool = engine->kv_pool_tokens();
+      const int64_t model_context = engine->config().max_position_embeddings;
+      std::string advice;
+      if (pool < model_context && o.kv_cache_tokens > 0)
+        advice = "the KV cache is capped at " + std::to_string(pool) + " tokens: raise --kv-cache-tokens (0: as much "
+                 "as memory allows) or lower --summary-tokens";
+      else if (pool < model_context)
+        advice = "the KV cache holds " + std::to_string(pool) + " tokens in the memory given: raise "
+                 "--gpu-memory-fraction or lower --summary-tokens";
+      else
+        advice = "the model's context is " + std::to_string(model_context) + " tokens: lower --summary-tokens";
+      throw Error("the context (" + std::to_string(context) + " tokens) is too small for summaries of " +
+                  std::to_string(o.summary_tokens) + " tokens (at least 4 x --summary-tokens + 512 = " +
+                  std::to_string(4 * o.summary_tokens + 512) + "); " + advice);
     }
-    ::malloc_trim(0);
+  } else {
+    own_tokenizer.emplace(engine::Tokenizer::from_json(engine::bundled_tokenizer_json()));
   }
-
-  // A request's prompt + summary at most: the model's context, capped by the KV pool (a request runs
-  // alone if it must) and by --context-tokens.
-  int64_t context() const {
-    const int64_t c = engine->max_context();
-    return o.context_tokens > 0 ? std::min(o.context_tokens, c) : c;
-  }
-  const engine::Tokenizer& tokenizer() const { return engine ? engine->tokenizer() : *own_tokenizer; }
-};
+  ::malloc_trim(0);
+}
 
 Summarizer::Summarizer(const SummarizeOptions& options, std::ostream& err)
     : impl_(std::make_unique<Impl>(options, err)) {}
@@ -168,452 +134,6 @@ engine::Engine* Summarizer::engine() { return impl_->engine.get(); }
 std::string Summarizer::device() const { return impl_->engine ? impl_->engine->device_description() : "cpu (extractive)"; }
 double Summarizer::load_seconds() const { return impl_->load_seconds; }
 std::ostream& Summarizer::log() const { return impl_->log; }
-
-// ---- Session ---------------------------------------------------------------------------------
-
-struct Session::Impl {
-  std::vector<Summarizer*> engines;
-  const OutputDir& out;
-  const Clock::time_point t0;
-  SummaryRules rules;
-  const SummarizeOptions& o;
-  std::ostream& log;
-  const bool tty;
-
-  mutable std::mutex mu;  // guards everything below
-  std::condition_variable cv;
-  // Documents carry a sequence number from add() (smallest first within each call): prepared in that
-  // order, and started in that order unless the next one is slow to prepare (a big PDF).
-  std::deque<std::pair<uint64_t, SummaryInput>> to_prepare;
-  std::map<uint64_t, Clock::time_point> in_preparation;  // since when
-  std::map<uint64_t, PreparedDoc> ready;            // planned, waiting for a driver
-  std::deque<std::function<void()>> writes;         // outputs and cache entries to write
-  uint64_t next_seq = 0;
-  size_t preparing = 0, in_engines = 0, writing = 0;
-  size_t lookahead = 0;                             // planned documents kept ready at most
-  bool stopping = false;
-  BatchReport report;                               // documents finished since the last take
-  std::optional<Clock::time_point> batch_start;     // the first add() since the last take
-  std::vector<engine::EngineCounters> counters;     // per driver, as of its last step
-  size_t docs_total = 0, docs_finished = 0;
-  size_t chunks_total = 0, chunks_done = 0;  // level-0 requests (chunks, or whole documents) of planned documents
-  int64_t tokens_started = 0;                // input tokens of the documents prepared so far
-  Clock::time_point last_progress = Clock::now() - std::chrono::seconds(1);
-
-  std::mutex log_mu;  // whole lines from every thread
-  std::vector<std::thread> workers, drivers;
-
-  Impl(std::vector<Summarizer*> e, const OutputDir& output, Clock::time_point start)
-      : engines(std::move(e)),
-        out(output),
-        t0(start),
-        o(engines.at(0)->options()),
-        log(engines.at(0)->log()),
-        tty(!o.quiet && o.progress_bar && ::isatty(STDERR_FILENO)) {
-    Summarizer::Impl& first = *engines[0]->impl_;
-    rules.options = &o;
-    rules.llm = first.llm;
-    rules.tokenizer = &first.tokenizer();
-    rules.prompts = Prompts(first.custom_prompt, o.summary_tokens);
-    rules.read = first.read;
-    rules.model_label = first.llm ? o.model : "extractive";
-    if (first.llm) {
-      rules.stop_ids = engine::chat_stop_ids(*rules.tokenizer, first.engine->config().eos_token_ids);
-      rules.context = first.context();
-      int64_t pool = first.engine->kv_pool_tokens();
-      for (Summarizer* s : engines) {
-        rules.context = std::min(rules.context, s->impl_->context());  // any engine can run any plan
-        pool = std::min(pool, s->impl_->engine->kv_pool_tokens());
-      }
-      // Chunks small enough that several share the pool (their prefill overlaps the others' decoding).
-      rules.chunk_tokens = o.chunk_tokens > 0
-                               ? o.chunk_tokens
-                               : std::max<int64_t>(512, std::min<int64_t>({32768, rules.context / 2, pool / 4}));
-    }
-    const json parameters = {{"engine", first.llm ? "llm" : "extractive"},
-                             {"summary_tokens", o.summary_tokens},
-                             {"lang", o.lang},
-                             {"context_tokens", rules.context},
-                             {"chunk_tokens", first.llm ? rules.chunk_tokens : 0},
-                             {"sampling", "greedy"},
-                             {"prompt_sha256", sha256_hex(first.custom_prompt)},
-                             // How the text is read: a different reading is a different summary.
-                             {"outline", o.outline},
-                             {"reader", 2},
-                             {"encoding", o.encoding},
-                             {"ocr", o.ocr},
-                             {"ocr_lang", o.ocr_lang}};
-    rules.parameters = parameters.dump();
-    rules.param_key = sha256_hex(first.model_id + "\n" + rules.parameters);
-
-    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    const size_t n_workers = rules.llm ? std::clamp<size_t>(cores / 2, 1, 4) : cores;
-    // LLM: planned documents waiting for an engine hold their text and token ids, so only so many are
-    // prepared ahead; the extractive engine finishes each document in its worker.
-    lookahead = rules.llm ? 2 * static_cast<size_t>(engines.size()) * 64 : SIZE_MAX;
-    counters.resize(engines.size());
-    try {
-      for (size_t i = 0; i < n_workers; ++i) workers.emplace_back([this] { work(); });
-      if (rules.llm)
-        for (size_t k = 0; k < engines.size(); ++k) drivers.emplace_back([this, k] { drive(k); });
-    } catch (const std::system_error& e) {
-      // A task limit (a container's pids cgroup, RLIMIT_NPROC): the threads already started are stopped
-      // and joined (a joinable std::thread left behind would abort the process), then one error line.
-      stop_threads();
-      throw Error(std::string("cannot start a worker thread: ") + e.code().message() +
-                  " (a limit on tasks or memory, such as a container's pids limit)");
-    }
-  }
-
-  ~Impl() { stop_threads(); }
-
-  void stop_threads() {
-    {
-      std::lock_guard lock(mu);
-      stopping = true;
-      to_prepare.clear();
-      ready.clear();
-      cv.notify_all();
-    }
-    for (auto& t : drivers) t.join();
-    for (auto& t : workers) t.join();
-    drivers.clear();
-    workers.clear();
-  }
-
-  // One whole line (or a progress redraw) at a time, from any thread.
-  void say(const std::string& line) {
-    std::lock_guard lock(log_mu);
-    if (tty) log << "\r\033[K";
-    log << line << '\n' << std::flush;
-  }
-
-  void progress(bool force) {
-    if (!tty) return;
-    std::lock_guard lock(log_mu);
-    const auto now = Clock::now();
-    if (!force && now - last_progress < std::chrono::milliseconds(200)) return;
-    last_progress = now;
-    size_t total, finished, chunks, chunks_all;
-    int64_t tokens;
-    {
-      std::lock_guard l2(mu);
-      total = docs_total, finished = docs_finished, chunks = chunks_done, chunks_all = chunks_total, tokens = tokens_started;
-    }
-    const double secs = since(t0, now);
-    const double rate = secs > 0 ? static_cast<double>(tokens) / secs : 0;
-    const double left = finished > 0 && finished < total ? secs / static_cast<double>(finished) * static_cast<double>(total - finished) : 0;
-    log << "\r\033[K[" << finished << "/" << total << " documents, " << chunks << "/" << chunks_all << " chunks] "
-        << format_count(static_cast<double>(tokens)) << " tokens, " << format_count(rate) << " tok/s"
-        << (left > 0 ? ", ETA " + format_duration(left) : "") << std::flush;
-  }
-
-  // Records a document's end (under mu).
-  void record(const PreparedDoc& d, const std::string& status, double seconds) {
-    DocumentReport r{d.input.path, d.input.output.string(), status, d.error, d.input_tokens, d.generated_tokens, seconds, {}, {}, {}};
-    r.encoding = d.encoding;
-    r.ocr_pages = d.ocr_pages;
-    r.ocr_languages = d.ocr_languages;
-    if (status == "summarized") {
-      ++report.summarized;
-      if (report.first_summary_seconds < 0) report.first_summary_seconds = since(t0);
-    } else if (status == "up to date") {
-      ++report.skipped;
-    } else {
-      ++report.failed;
-    }
-    report.input_tokens += d.input_tokens;
-    report.generated_tokens += d.generated_tokens;
-    report.documents.push_back(std::move(r));
-    ++docs_finished;
-  }
-
-  // A document whose work is over: report it and say so.
-  void ended(const PreparedDoc& d, const std::string& status, double seconds) {
-    {
-      std::lock_guard lock(mu);
-      record(d, status, seconds);
-      cv.notify_all();
-    }
-    const std::string path = shown_path(d.input.path);
-    if (!o.quiet)
-      for (const std::string& note : d.notes) say("abridge: " + path + ": " + note);
-    if (status == "failed") say("abridge: " + path + ": " + shown_path(d.error));
-    else if (status == "up to date" && !o.quiet && !tty) say("abridge: " + path + ": up to date");
-    else if (status == "summarized" && !o.quiet && !tty)
-      say("abridge: " + path + " -> " + shown_path(d.input.output.string()) + " (" + std::to_string(d.input_tokens) +
-          " tokens, " + format_duration(seconds) + ")");
-    progress(true);
-  }
-
-  // Writes a summarized document's output (on a worker thread) and reports it.
-  void write_output(PreparedDoc& d) {
-    const double seconds = since(d.started);
-    try {
-      out.write_output(d.input.output_rel, render_output(d, rules, seconds), d.job_key, d.input.path,
-                       summary_mode(d.input.mode, d.input.reach), d.input.folder_modes);
-    } catch (const std::exception& e) {
-      d.error = error_text(e);
-      ended(d, "failed", seconds);
-      return;
-    }
-    ended(d, "summarized", seconds);
-  }
-
-  // An exception out of a document's bookkeeping (memory ran out even for its report line): one line
-  // if it can be written, and the worker goes on; an exception must not end a thread (that aborts).
-  void survive(const std::exception& e, const std::string& path) {
-    try {
-      say("abridge: " + (path.empty() ? std::string() : shown_path(path) + ": ") + error_text(e));
-    } catch (const std::exception&) {
-    }
-  }
-
-  // Worker threads: writes first, then preparing the next document.
-  void work() {
-    for (;;) {
-      std::unique_lock lock(mu);
-      cv.wait(lock, [&] {
-        return stopping || !writes.empty() || (!to_prepare.empty() && ready.size() + preparing < lookahead);
-      });
-      if (!writes.empty()) {
-        std::function<void()> task = std::move(writes.front());
-        writes.pop_front();
-        lock.unlock();
-        try {
-          task();
-        } catch (const std::exception& e) {
-          survive(e, "");
-        }
-        lock.lock();
-        --writing;
-        cv.notify_all();
-        continue;
-      }
-      if (stopping) return;
-      auto [seq, input] = std::move(to_prepare.front());
-      to_prepare.pop_front();
-      ++preparing;
-      in_preparation.emplace(seq, Clock::now());
-      lock.unlock();
-      try {
-        PreparedDoc d = prepare_document(input, rules, out);
-        switch (d.state) {
-          case PreparedDoc::State::kUpToDate: ended(d, "up to date", 0); break;
-          case PreparedDoc::State::kFailed: ended(d, "failed", since(d.started)); break;
-          case PreparedDoc::State::kSummarized: write_output(d); break;  // the extractive engine
-          case PreparedDoc::State::kPlanned: {
-            std::lock_guard l2(mu);
-            chunks_total += d.plan->level_size();
-            tokens_started += d.input_tokens;
-            ready.emplace(seq, std::move(d));
-            break;
-          }
-        }
-      } catch (const std::exception& e) {
-        survive(e, input.path);
-      }
-      lock.lock();
-      in_preparation.erase(seq);
-      --preparing;
-      cv.notify_all();
-    }
-  }
-
-  void post_write(std::function<void()> task) {
-    std::lock_guard lock(mu);
-    writes.push_back(std::move(task));
-    ++writing;
-    cv.notify_all();
-  }
-
-  // One driver thread per engine: documents from `ready` into its engine, steps, outputs to the writers.
-  void drive(size_t k) {
-    engine::Engine& eng = *engines[k]->engine();
-    Driver::Hooks hooks;
-    hooks.finished = [this](PreparedDoc&& d) {
-      {
-        std::lock_guard lock(mu);
-        --in_engines;
-      }
-      if (d.state == PreparedDoc::State::kFailed) {
-        ended(d, "failed", since(d.started));
-        return;
-      }
-      auto doc = std::make_shared<PreparedDoc>(std::move(d));
-      post_write([this, doc] { write_output(*doc); });
-    };
-    hooks.cache_put = [this](const std::string& key, const std::string& summary) {
-      post_write([this, key, summary] {
-        try {
-          out.cache_put(key, summary);
-        } catch (const std::exception&) {
-          // The cache only saves work on a later run; the summary itself is unaffected.
-        }
-      });
-    };
-    hooks.note = [this](const std::string& path, const std::string& note) { say("abridge: " + shown_path(path) + ": " + note); };
-    hooks.chunk_done = [this] {
-      std::lock_guard lock(mu);
-      ++chunks_done;
-    };
-    Driver driver(eng, rules, out, std::move(hooks));
-    for (;;) {
-      while (driver.wants_more()) {
-        std::optional<PreparedDoc> doc;
-        {
-          std::lock_guard lock(mu);
-          if (!next_in_order()) break;
-          doc = std::move(ready.begin()->second);
-          ready.erase(ready.begin());
-          ++in_engines;
-          cv.notify_all();  // a worker may prepare the next one
-        }
-        try {
-          driver.start(std::move(*doc));
-        } catch (const std::exception& e) {
-          driver.fail_all("engine: " + error_text(e));  // the environment (memory): no document is lost silently
-        }
-      }
-      bool ran = false;
-      try {
-        ran = driver.step();
-      } catch (const std::exception& e) {
-        driver.fail_all("engine: " + error_text(e));
-        ran = true;
-      }
-      try {
-        std::lock_guard lock(mu);
-        if (ran && report.first_step_seconds < 0) report.first_step_seconds = since(t0);
-        counters[k] = driver.counters();
-        for (const RequestRecord& r : driver.take_requests()) report.requests.push_back(r);
-      } catch (const std::exception& e) {
-        survive(e, "");  // the run report's figures of this step are lost, not the documents
-      }
-      if (ran) {
-        try {
-          progress(false);
-        } catch (const std::exception&) {
-        }
-        continue;
-      }
-      std::unique_lock lock(mu);
-      if (stopping && driver.idle()) return;
-      // Idle: wait for the next document (or, when the one before it is slow to prepare, a moment).
-      const auto wake = [&] { return stopping || next_in_order(); };
-      if (in_preparation.empty()) cv.wait(lock, wake);
-      else cv.wait_for(lock, std::chrono::milliseconds(200), wake);
-      if (stopping && driver.idle()) return;
-    }
-  }
-
-  // A planned document is ready and no document before it is still being prepared (for long: a PDF
-  // that takes seconds does not hold the others back). Under mu.
-  bool next_in_order() const {
-    if (ready.empty()) return false;
-    if (in_preparation.empty() || ready.begin()->first < in_preparation.begin()->first) return true;
-    return Clock::now() - in_preparation.begin()->second > std::chrono::seconds(2);
-  }
-
-  bool idle_locked() const {
-    return to_prepare.empty() && ready.empty() && preparing == 0 && in_engines == 0 && writing == 0;
-  }
-
-  BatchReport take_locked() {
-    BatchReport r = std::move(report);
-    report = BatchReport{};
-    report.first_step_seconds = r.first_step_seconds;
-    report.first_summary_seconds = r.first_summary_seconds;
-    r.llm = rules.llm;
-    r.seconds = since(batch_start.value_or(t0));
-    batch_start.reset();
-    for (size_t k = 0; k < engines.size(); ++k) {
-      r.device += (k ? " + " : "") + engines[k]->device();
-      r.load_seconds = std::max(r.load_seconds, engines[k]->load_seconds());
-      if (!rules.llm) continue;
-      const engine::EngineCounters& c = counters[k];
-      EngineReport e{c.steps, c.prefill_tokens, c.decode_tokens, c.decode_only_steps, c.decode_only_seconds,
-                     c.prefill_step_seconds, c.preemptions, c.recomputed_tokens, c.peak_kv_blocks,
-                     c.kv_blocks, c.kv_block_tokens, {}};
-      for (size_t b = 0; b < c.decode_by_batch.size(); ++b) {
-        const engine::DecodeStepBucket& d = c.decode_by_batch[b];
-        e.decode_by_batch.push_back({engine::kDecodeBucketFirst[b], d.steps, d.sequences, d.kv_tokens, d.seconds});
-      }
-      r.engine += e;
-    }
-    return r;
-  }
-};
-
-Session::Session(std::vector<Summarizer*> engines, const OutputDir& out, Clock::time_point start)
-    : impl_(std::make_unique<Impl>(std::move(engines), out, start)) {}
-
-Session::~Session() { stop(); }
-
-std::vector<SummaryInput> work_order(std::vector<SummaryInput> inputs, size_t engines) {
-  auto by_size = [](const SummaryInput& a, const SummaryInput& b) { return a.bytes < b.bytes; };
-  std::stable_sort(inputs.begin(), inputs.end(), by_size);
-  if (engines <= 1 || inputs.size() <= engines) return inputs;
-  // Several engines: each starts on one of the shortest documents (its first summary comes out at
-  // once), then the rest go longest first, so that no engine is left with a long document alone at
-  // the end while the others idle (longest processing time first).
-  std::stable_sort(inputs.begin() + static_cast<std::ptrdiff_t>(engines), inputs.end(),
-                   [&](const SummaryInput& a, const SummaryInput& b) { return by_size(b, a); });
-  return inputs;
-}
-
-void Session::add(std::vector<SummaryInput> inputs) {
-  inputs = work_order(std::move(inputs), impl_->engines.size());
-  std::lock_guard lock(impl_->mu);
-  if (!impl_->batch_start) impl_->batch_start = Clock::now();
-  impl_->docs_total += inputs.size();
-  for (SummaryInput& i : inputs) impl_->to_prepare.emplace_back(impl_->next_seq++, std::move(i));
-  impl_->cv.notify_all();
-}
-
-BatchReport Session::wait() {
-  std::unique_lock lock(impl_->mu);
-  impl_->cv.wait(lock, [&] { return impl_->idle_locked(); });
-  BatchReport r = impl_->take_locked();
-  lock.unlock();
-  if (impl_->tty) {
-    std::lock_guard l(impl_->log_mu);
-    impl_->log << "\r\033[K" << std::flush;
-  }
-  return r;
-}
-
-BatchReport Session::take_report() {
-  std::lock_guard lock(impl_->mu);
-  return impl_->take_locked();
-}
-
-bool Session::idle() const {
-  std::lock_guard lock(impl_->mu);
-  return impl_->idle_locked();
-}
-
-size_t Session::stop() {
-  size_t dropped = 0;
-  {
-    std::lock_guard lock(impl_->mu);
-    dropped = impl_->to_prepare.size() + impl_->ready.size();
-    impl_->to_prepare.clear();
-    impl_->ready.clear();
-  }
-  {
-    std::unique_lock lock(impl_->mu);
-    impl_->cv.wait(lock, [&] { return impl_->in_engines == 0 && impl_->preparing == 0 && impl_->writing == 0; });
-  }
-  return dropped;
-}
-
-BatchReport summarize_inputs(std::vector<Summarizer*> engines, const OutputDir& out,
-                             const std::vector<SummaryInput>& inputs, Session::Clock::time_point start) {
-  Session session(std::move(engines), out, start);
-  session.add(inputs);
-  return session.wait();
-}
 
 // ---- opening engines, log lines --------------------------------------------------------------
 
@@ -775,7 +295,7 @@ BatchReport SummarizeRun::run(Session::Clock::time_point start) {
   BatchReport report = summarize_inputs(engines(), *out_, found_.inputs, start);
   report.failed += static_cast<int>(found_.bad.size());
   for (const BadInput& b : found_.bad) report.documents.push_back({b.path, "", "failed", b.reason, 0, 0, 0, {}, {}, {}});
-  report.seconds = since(start);  // model loading included
+  report.seconds = seconds_since(start);  // model loading included
   return report;
 }
 
@@ -785,17 +305,14 @@ void SummarizeRun::write_report(const BatchReport& report, std::ostream& out) {
 
 int run_summarize(const SummarizeOptions& o, std::istream& in, std::ostream& out, std::ostream& err) {
   const auto t_start = Clock::now();
-  try {
+  return run_command(err, "abridge summarize", [&]() -> int {
     SummarizeRun run;
     if (const auto code = run.open(o, in, err)) return *code;
     const BatchReport report = run.run(t_start);
     run.write_report(report, out);
     err << final_line(report) << '\n';
     return report.failed > 0 ? kExitInputsFailed : kExitOk;
-  } catch (const Error& e) {
-    err << "abridge summarize: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/defaults.h"
+#include "pipeline/shared_options.h"
 #include "pipeline/discovery.h"
 #include "pipeline/run_report.h"
 
@@ -31,11 +32,11 @@ namespace abridge::pipeline {
 class OutputDir;
 class ReportFile;
 
-struct SummarizeOptions {
+// The engine knobs (device, threads, GPU memory, KV cap, step tokens, attention window) are EngineFlags'.
+struct SummarizeOptions : EngineFlags {
   std::vector<std::string> inputs;  // files, directories, or "-" for a list of paths on stdin
   std::string out_dir;
   std::string model;                // model directory; empty: the extractive engine
-  std::string device = "auto";      // auto | cpu | cuda
   std::string engine = "auto";      // auto | llm | extractive
   std::string format = "md";        // md | json | txt
   bool outline = false;             // md and json: also a short summary of each top-level section
@@ -55,13 +56,6 @@ struct SummarizeOptions {
   std::string encoding;             // text files: "" detects; else an iconv name that is forced
   std::string ocr = "auto";         // PDFs: auto | never | always (which pages are read by OCR)
   std::string ocr_lang = "auto";    // PDFs: tesseract languages ("eng+chi_sim"), or auto
-  double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
-  std::string gpu_memory_limit = "0";  // --gpu-memory-limit as given (shared_options.h parses it); "0": none
-  int64_t attention_window = 0;     // StreamingLLM window in tokens (0: full attention)
-  int64_t sink_tokens = 4;          // with a window: the first tokens every token still attends to
-  int64_t kv_cache_tokens = 0;      // caps the KV pool (0: as memory allows)
-  int64_t prefill_chunk = 0;        // tokens per engine step (0: the engine's default)
-  int threads = 0;
   bool wait_lock = false;           // wait for another run on OUT_DIR instead of exiting with code 3
   std::string report;               // write a JSON run report here
   std::string shard;                // "K/N": only the inputs whose stable path hash falls in shard K of N

@@ -2,8 +2,8 @@
 
 
 #include "base/error.h"
+#include "base/file.h"
 #include "base/utf8.h"
-#include "engine/read_file.h"
 
 namespace abridge::pipeline {
 namespace {
@@ -61,7 +61,7 @@ static std::string decode_strict(std::string bytes) {
 std::string read_text_file(const std::string& path, size_t max_bytes) {
   std::string bytes;
   try {
-    bytes = engine::read_regular_file(path, max_bytes);  // one open, a regular file, bounded
+    bytes = read_regular_file(path, max_bytes);  // one open, a regular file, bounded
     return decode_strict(std::move(bytes));
   } catch (const Error& e) {
     throw Error(path + ": " + e.what());

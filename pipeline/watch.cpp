@@ -620,63 +620,64 @@ int run_watch(const WatchOptions& options, std::ostream& err) {
   StampedBuf stamped(err.rdbuf());
   std::ostream log(&stamped);
   StopSignals signals;  // first, so that a stop during model loading is seen
-  try {
-    const SummarizeOptions& so = options.summarize;
-    if (so.out_dir.empty()) throw Error("-o OUT_DIR is required");
-    if (so.inputs.empty()) throw Error("no DIR given: name one or more directories to watch");
-    if (!so.report.empty()) throw Error("--report is not supported by watch (each batch's result is logged)");
-    check_range("--settle", options.settle, 0.0, 86400.0);
-    check_range("--rescan", options.rescan, 0.1, 86400.0);
-    if (!so.shard.empty()) parse_shard(so.shard);
-    std::vector<Root> roots;
-    for (const std::string& d : so.inputs) {
-      std::error_code ec;
-      if (d == "-") throw Error("watch takes directories, not - (paths on standard input)");
-      if (!fs::exists(d, ec)) throw Error(d + ": no such directory");
-      if (!fs::is_directory(d, ec)) throw Error(d + ": not a directory (watch takes directories)");
-      std::string p = fs::absolute(d).lexically_normal().string();
-      while (p.size() > 1 && p.back() == '/') p.pop_back();
-      roots.push_back({p, ""});
-    }
+  return run_command(log, "abridge watch", [&]() -> int {
+    try {
+      const SummarizeOptions& so = options.summarize;
+      if (so.out_dir.empty()) throw Error("-o OUT_DIR is required");
+      if (so.inputs.empty()) throw Error("no DIR given: name one or more directories to watch");
+      if (!so.report.empty()) throw Error("--report is not supported by watch (each batch's result is logged)");
+      check_range("--settle", options.settle, 0.0, 86400.0);
+      check_range("--rescan", options.rescan, 0.1, 86400.0);
+      if (!so.shard.empty()) parse_shard(so.shard);
+      std::vector<Root> roots;
+      for (const std::string& d : so.inputs) {
+        std::error_code ec;
+        if (d == "-") throw Error("watch takes directories, not - (paths on standard input)");
+        if (!fs::exists(d, ec)) throw Error(d + ": no such directory");
+        if (!fs::is_directory(d, ec)) throw Error(d + ": not a directory (watch takes directories)");
+        std::string p = fs::absolute(d).lexically_normal().string();
+        while (p.size() > 1 && p.back() == '/') p.pop_back();
+        roots.push_back({p, ""});
+      }
 
-    // OUT_DIR (checked before anything is made), its lock, then the engine.
-    std::error_code ec;
-    const fs::path out_canon = fs::weakly_canonical(fs::absolute(so.out_dir));
-    for (Root& r : roots) {
-      const fs::path rel = out_canon.lexically_relative(fs::canonical(r.path));
-      if (rel == ".") throw Error(r.path + ": OUT_DIR cannot be a watched directory (its summaries would be inputs)");
-      if (!rel.empty() && *rel.begin() != "..") r.out_rel = rel.generic_string();
+      // OUT_DIR (checked before anything is made), its lock, then the engine.
+      std::error_code ec;
+      const fs::path out_canon = fs::weakly_canonical(fs::absolute(so.out_dir));
+      for (Root& r : roots) {
+        const fs::path rel = out_canon.lexically_relative(fs::canonical(r.path));
+        if (rel == ".") throw Error(r.path + ": OUT_DIR cannot be a watched directory (its summaries would be inputs)");
+        if (!rel.empty() && *rel.begin() != "..") r.out_rel = rel.generic_string();
+      }
+      OutputDir out(so.out_dir, so.wait_lock, log, [] { return StopSignals::requested(); });
+      if (!out.held_by_other().empty()) {
+        if (StopSignals::requested()) return kExitOk;  // stopped while waiting for the lock
+        log << "abridge watch: " << shown_path(so.out_dir) << " is in use by " << out.held_by_other()
+            << "; not starting (use --wait-lock to wait for it)\n";
+        return kExitLocked;
+      }
+      out.remove_stale_temp_files();  // left by a run killed mid-write; ours now that we hold the lock
+      SummarizeOptions engine_options = so;
+      engine_options.recursive = true;
+      // The session's threads and this loop both write log lines: whole lines, one at a time.
+      std::mutex log_mu;
+      SyncedStream engine_log(log, log_mu), watch_log(log, log_mu);
+      Summarizer summarizer(engine_options, engine_log);  // loaded once, for the life of the watch
+      if (StopSignals::requested()) {
+        watch_log << "abridge watch: " << StopSignals::name() << ": stopped before the first scan\n";
+        return kExitOk;
+      }
+      Session session({&summarizer}, out);
+      Watch watch(options, std::move(roots), session, watch_log);
+      return options.once ? watch.once() : watch.forever();
+    } catch (const Error&) {
+      throw;  // run_command's line
+    } catch (const std::exception& e) {
+      // Summarizer::run reports document errors itself; what escapes is the environment (a full disk,
+      // a failed device). Exit non-zero so that a service manager restarts the watch, which resumes.
+      log << "abridge watch: fatal: " << shown_message(error_text(e)) << '\n';
+      return kExitFatal;
     }
-    OutputDir out(so.out_dir, so.wait_lock, log, [] { return StopSignals::requested(); });
-    if (!out.held_by_other().empty()) {
-      if (StopSignals::requested()) return kExitOk;  // stopped while waiting for the lock
-      log << "abridge watch: " << shown_path(so.out_dir) << " is in use by " << out.held_by_other()
-          << "; not starting (use --wait-lock to wait for it)\n";
-      return kExitLocked;
-    }
-    out.remove_stale_temp_files();  // left by a run killed mid-write; ours now that we hold the lock
-    SummarizeOptions engine_options = so;
-    engine_options.recursive = true;
-    // The session's threads and this loop both write log lines: whole lines, one at a time.
-    std::mutex log_mu;
-    SyncedStream engine_log(log, log_mu), watch_log(log, log_mu);
-    Summarizer summarizer(engine_options, engine_log);  // loaded once, for the life of the watch
-    if (StopSignals::requested()) {
-      watch_log << "abridge watch: " << StopSignals::name() << ": stopped before the first scan\n";
-      return kExitOk;
-    }
-    Session session({&summarizer}, out);
-    Watch watch(options, std::move(roots), session, watch_log);
-    return options.once ? watch.once() : watch.forever();
-  } catch (const Error& e) {
-    log << "abridge watch: " << shown_message(e.what()) << '\n';
-    return kExitFatal;
-  } catch (const std::exception& e) {
-    // Summarizer::run reports document errors itself; what escapes is the environment (a full disk,
-    // a failed device). Exit non-zero so that a service manager restarts the watch, which resumes.
-    log << "abridge watch: fatal: " << shown_message(error_text(e)) << '\n';
-    return kExitFatal;
-  }
+  });
 }
 
 }  // namespace abridge::pipeline

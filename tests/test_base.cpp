@@ -49,6 +49,8 @@ TEST(Bytes, FormatsForMessages) {
   EXPECT_EQ(format_bytes(1536), "1.5 KiB");
   EXPECT_EQ(format_bytes(uint64_t{23} << 30), "23.0 GiB");
   EXPECT_EQ(format_bytes(2 * 1000 * 1000), "1.9 MiB");
+  EXPECT_EQ(format_bytes(uint64_t{8044936192}, 2), "7.49 GiB");  // `model info`: two decimals
+  EXPECT_EQ(format_bytes(1536, 2), "1.50 KiB");
 }
 
 TEST(Utf8, FindInvalid) {

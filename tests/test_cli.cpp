@@ -271,7 +271,7 @@ std::vector<NumericOption> numeric_options() {
   t.push_back({"generate", "--threads", "(0: one per core, or 1..1024)", "(=0)", {"-1", "1025"}});
   t.push_back({"generate", "--gpu-memory-fraction", "(0.01..1)", "(=0.90)", {"0", "1.5"}});
   t.push_back({"generate", "--prefill-chunk", "(0: the default, or 64..65536)", "(=8192)", {"63", "65537"}});
-  t.push_back({"generate", "--attention-window", "(0: full attention, or 1 or more)", "(=0)", {"-1"}});
+  t.push_back({"generate", "--attention-window", "(0: full attention, or 1 or more;", "(=0)", {"-1"}});
   t.push_back({"generate", "--gpu-memory-limit", "(K, M, G, T: powers of 1024; KB, MB, GB, TB: of 1000; 0: no limit, or at least 256MiB)", "(=0)", {"255MiB", "-1"}});
   t.push_back({"generate", "--sink-tokens", "(0 or more)", "(=4)", {"-1"}});
   t.push_back({"model make-random", "--seed", "(0..2^64-1)", "(=0)", {}});

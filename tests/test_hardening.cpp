@@ -206,7 +206,7 @@ TEST(HardeningLinks, AFileSwappedForALinkAfterDiscoveryIsNotRead) {
         int fd;
         ~Closer() { ::close(fd); }
       } closer{fd};
-      abridge::engine::read_regular_fd(fd, 1 << 20);
+      abridge::read_regular_fd(fd, 1 << 20);
       return std::string();
     } catch (const abridge::Error& e) {
       return std::string(e.what());
@@ -1604,7 +1604,7 @@ TEST(HardeningMemory, ADocumentBeyondTheMemoryLimitIsOneLineAndTheBatchGoesOn) {
   for (const std::string big : {"big1.txt", "big2.txt"}) {
     const fs::path path = t / "docs" / big;
     const std::string line = "abridge: " + path.string() + ": out of memory (the document is " +
-                             abridge::engine::format_bytes(fs::file_size(path)) +
+                             abridge::format_bytes_mib(fs::file_size(path)) +
                              "; reading it takes up to about 6 times that: give abridge more memory or split the "
                              "document)\n";
     const bool failed = contains(r.err, line);
@@ -1625,7 +1625,7 @@ TEST(HardeningMemory, ADocumentBeyondTheMemoryLimitIsOneLineAndTheBatchGoesOn) {
   if (r.exit_code != 0) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err, "abridge: " + big.string() + ": out of memory (the document is " +
-                         abridge::engine::format_bytes(fs::file_size(big)) +
+                         abridge::format_bytes_mib(fs::file_size(big)) +
                          "; reading it takes up to about 6 times that: give abridge more memory or split the "
                          "document)\n");
   }
@@ -1725,7 +1725,7 @@ TEST(HardeningMemory, MaxDocumentSizeRefusesLargerDocumentsUnread) {
   const RunResult r = abridge_within(120, "summarize " + sq(t / "docs") + " -o " + sq(t / "out") + " --max-document-size 1");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "abridge: " + (t / "docs" / "b.txt").string() + ": too large (" +
-                                  abridge::engine::format_bytes(fs::file_size(t / "docs" / "b.txt")) +
+                                  abridge::format_bytes_mib(fs::file_size(t / "docs" / "b.txt")) +
                                   "; the limit is 1.0 MiB)\n"))
       << r.err;
   EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;

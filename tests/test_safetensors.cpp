@@ -66,6 +66,13 @@ bool has_pattern(const TensorView& v) {
   return true;
 }
 
+// The files a write left in `dir` besides the ones it was asked for: temporary names of an atomic write.
+size_t temp_files_in(const std::filesystem::path& dir) {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) n += e.path().filename().string().starts_with(".abridge-tmp-");
+  return n;
+}
+
 const TensorView* find_view(const std::vector<TensorView>& views, const std::string& name) {
   const auto it = std::find_if(views.begin(), views.end(), [&](const TensorView& v) { return v.name == name; });
   return it == views.end() ? nullptr : &*it;
@@ -164,6 +171,7 @@ TEST(SafetensorsWrite, RoundTrip) {
   EXPECT_EQ(filled, (std::vector<std::string>{"model.embed_tokens.weight", "model.norm.weight", "empty", "scalar",
                                               "odd"}));
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(temp_files_in(dir.path()), 0u);
 
   // The exact header: metadata first, tensors in the given order, offsets contiguous, padded with
   // spaces so the data section starts at a multiple of 8.
@@ -230,6 +238,7 @@ TEST(SafetensorsWrite, ErrorsNameThePathAndLeaveNothing) {
                abridge::Error);
   EXPECT_FALSE(std::filesystem::exists(path));
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(temp_files_in(dir.path()), 0u);
 
   msg = error_of([&] {
     write_safetensors(path, {{"a", DType::kF32, {1}}, {"a", DType::kF32, {1}}}, fill_pattern);

@@ -169,7 +169,6 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   m.cfg = config;
   m.opt = options;
   const ModelConfig& c = m.cfg;
-  check_checkpoint(c, ckpt);
   if (options.max_batch_tokens < 1 || options.max_logit_rows < 1 || options.block_size < 1)
     throw Error("CUDA backend: batch tokens, logits rows and block size must be positive");
   if (c.head_dim % 64 != 0 || c.head_dim > 256)

@@ -42,8 +42,10 @@ struct CudaOptions {
 
 class CudaBackend final : public Backend {
  public:
-  // Uploads the weights; throws abridge::Error when there is no device, too little memory, or a bad
-  // checkpoint.
+  // Uploads the weights; throws abridge::Error when there is no device or too little memory, or the
+  // shapes are ones the kernels do not support. `ckpt` is an already-checked checkpoint:
+  // check_checkpoint(config, ckpt) has passed (open_model_dir() runs it once per model open;
+  // make_backend() takes the ModelDir it made). Not checked again here.
   CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, const CudaOptions& options = {});
   ~CudaBackend() override;
 
