@@ -173,7 +173,10 @@ inline void add_engine_options(po::options_description& desc, pipeline::EngineFl
 }
 
 // The options of `abridge summarize` (also taken by `abridge watch`), bound to `o`; --config to `config`.
-inline void add_summarize_options(po::options_description& desc, pipeline::SummarizeOptions& o, std::string& config) {
+// `hidden`, when given, takes the options that command parses but does not list (watch: --report, which
+// it refuses with a line of its own, so that one --config file still serves both commands).
+inline void add_summarize_options(po::options_description& desc, pipeline::SummarizeOptions& o, std::string& config,
+                                  po::options_description* hidden = nullptr) {
   desc.add_options()
       ("output,o", po::value(&o.out_dir), "output directory (required)")
       ("model,m", po::value(&o.model), "Qwen3 model directory (config.json, *.safetensors, tokenizer.json); default: none, the built-in extractive engine")
@@ -196,9 +199,10 @@ inline void add_summarize_options(po::options_description& desc, pipeline::Summa
       ("ocr", po::value(&o.ocr)->default_value("auto"), kOcrHelp)
       ("ocr-lang", po::value(&o.ocr_lang)->default_value("auto"), kOcrLangHelp);
   add_engine_options(desc, o);
+  desc.add_options()("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)");
+  (hidden ? *hidden : desc).add_options()
+      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE, checked before the work (- or /dev/stdout for standard output, appended to when the shell opened it with >>; a FIFO or terminal is written through, a regular file replaced atomically; default: none)");
   desc.add_options()
-      ("wait-lock", po::bool_switch(&o.wait_lock), "if another run holds OUT_DIR, wait for it (default: exit with code 3)")
-      ("report", po::value(&o.report), "write a JSON report of the run (per-document status, tokens, time) to FILE, checked before the work (- or /dev/stdout for standard output, appended to when the shell opened it with >>; a FIFO or terminal is written through, a regular file replaced atomically; default: none)")
       ("devices", po::value(&o.devices), "CUDA: 0,1,... or all: one engine per GPU in this process, documents spread across them (default: one engine, on --device)")
       ("shard", po::value(&o.shard), "K/N with 0 <= K < N: only the inputs whose stable path hash falls in shard K of N, for job arrays (default: all inputs)")
       ("config", po::value(&config), "read options from FILE (key = value lines, long option names without --; not input: inputs come from the command line; an empty file sets nothing; at most 1 MiB); the command line wins (default: none)");

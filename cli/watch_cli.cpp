@@ -25,7 +25,8 @@ int cmd_watch(const std::vector<std::string>& args) {
       "error start with an ISO 8601 UTC timestamp. --once: one pass without settling, exit codes as for\n"
       "summarize. Exit codes: 0 stopped by a signal (or --once succeeded), 1 --once and some inputs failed,\n"
       "2 usage or fatal error, 3 another run holds OUT_DIR.\n\nOptions");
-  add_summarize_options(desc, o.summarize, config);
+  po::options_description hidden;
+  add_summarize_options(desc, o.summarize, config, &hidden);
   desc.add_options()
       ("settle", po::value(&o.settle)->default_value(2, "2"), "seconds a file's size and mtime must stay unchanged before it is taken (0..86400)")
       ("rescan", po::value(&o.rescan)->default_value(60, "60"), "seconds between full rescans of the DIRs (0.1..86400)")
@@ -34,7 +35,6 @@ int cmd_watch(const std::vector<std::string>& args) {
       ("dir", po::value(&o.summarize.inputs)->composing(), "directories to watch (positional)");
   // Watching is always recursive: --recursive (a summarize option) is accepted, so that one command
   // line or --config file serves both commands, but not listed.
-  po::options_description hidden;
   hidden.add_options()("recursive,r", po::bool_switch(&o.summarize.recursive), "implied");
   po::positional_options_description pos;
   pos.add("dir", -1);

@@ -377,6 +377,25 @@ TEST(Cli, EveryCommandThatOpensAModelDefaultsToDeviceAuto) {
   EXPECT_TRUE(contains(bad.err, "--device must be auto, cpu or cuda, not \"tpu\"")) << bad.err;
 }
 
+// watch logs each batch and writes no run report: its --help does not offer --report, and --report
+// (on the command line or in a --config file shared with summarize) is one line naming the option.
+TEST(Cli, WatchHelpDoesNotOfferReport) {
+  const auto watch = run_abridge("watch --help");
+  ASSERT_EQ(watch.exit_code, 0);
+  EXPECT_TRUE(option_entry(watch.out, "--report").empty()) << watch.out;
+  EXPECT_FALSE(option_entry(run_abridge("summarize --help").out, "--report").empty());
+  TempDir dir;
+  fs::create_directories(dir / "in");
+  write_file(dir / "watch.conf", "report = " + (dir / "r.json").string() + "\n");
+  for (const std::string& how : {" --report " + quote(dir / "r.json"), " --config " + quote(dir / "watch.conf")}) {
+    const auto r = run_abridge("watch " + quote(dir / "in") + " -o " + quote(dir / "out") + " --once" + how);
+    EXPECT_EQ(r.exit_code, 2) << how << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "--report is not supported by watch")) << how << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "r.json"));
+  }
+}
+
 // Watching is always recursive: watch --help says so and does not offer --recursive, which it still
 // accepts (one --config file serves summarize and watch); summarize lists it.
 TEST(Cli, WatchHelpDoesNotOfferRecursive) {
