@@ -131,7 +131,8 @@ enum EngineOption : unsigned {
   kKvCacheOption = 8,        // --kv-cache-tokens
   kPrefillChunkOption = 16,  // --prefill-chunk
   kAttentionOptions = 32,    // --attention-window, --sink-tokens
-  kAllEngineOptions = 63,
+  kKvCacheDtypeOption = 64,  // --kv-cache-dtype
+  kAllEngineOptions = 127,
 };
 static_assert(engine::kMinStepTokens == 64 && engine::kMaxStepTokens == 65536 &&
                   engine::kMaxKvCacheTokens == int64_t{1} << 31 && engine::kMinGpuMemoryLimit == uint64_t{256} << 20,
@@ -164,6 +165,12 @@ inline void add_engine_options(po::options_description& desc, pipeline::EngineFl
     add("kv-cache-tokens", po::value(&f.kv_cache_tokens)->default_value(0),
         "cap the KV cache at this many tokens, every running request together (0: as much as memory allows, or "
         "1..2147483648); a request's prompt + summary is at most this");
+  if (which & kKvCacheDtypeOption)
+    add("kv-cache-dtype", po::value(&f.kv_cache_dtype)->default_value("auto"),
+        "auto | bf16 | fp8: how the KV cache stores keys and values (auto: bf16). fp8 holds e4m3 codes with a scale "
+        "per token and KV head (each value within 1/16 of that head's largest): about half the bytes, so the "
+        "cache holds 1.9x the tokens and long decodes read half as much; CUDA runs it, the CPU backend "
+        "reproduces its rounding");
   if (which & kPrefillChunkOption)
     add("prefill-chunk", po::value(&f.prefill_chunk)->default_value(0, std::to_string(engine::kDefaultStepTokens)),
         "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "

@@ -217,7 +217,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       ("gemm-tflops", po::value(&o.gemm_tflops)->default_value(0, "auto"), "GEMM ceiling in TFLOP/s (auto: the measured figure for H100/H200, or more than 0)")
       ("copy-tbps", po::value(&o.copy_tbps)->default_value(0, "auto"), "copy ceiling in TB/s (auto: the measured figure for H100/H200, or more than 0)")
       ("time-limit", po::value(&o.time_limit)->default_value(400, "400"), "seconds for the prefill runs; longer ones are skipped (0..86400)");
-  add_engine_options(desc, o, kDeviceOption | kGpuMemoryOptions | kPrefillChunkOption);
+  add_engine_options(desc, o, kDeviceOption | kGpuMemoryOptions | kPrefillChunkOption | kKvCacheDtypeOption);
   po::positional_options_description pos;
   po::variables_map vm;
   if (!parse("bench engine", "--model DIR [options]", desc, pos, rest, vm)) return kExitOk;

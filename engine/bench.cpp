@@ -50,7 +50,7 @@ double attention_flops(const ModelConfig& c, int64_t position) {
 
 double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes) {
   return (weight_bytes > 0 ? weight_bytes : 2.0 * static_cast<double>(c.n_params())) +
-         static_cast<double>(batch) * static_cast<double>(context) * static_cast<double>(c.kv_bytes_per_token(2));
+         static_cast<double>(batch) * static_cast<double>(context) * static_cast<double>(c.kv_bytes_per_token());
 }
 
 double device_weight_bytes(const ModelConfig& c, const Checkpoint& ckpt) {

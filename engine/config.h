@@ -12,6 +12,12 @@
 
 namespace abridge::engine {
 
+// How the KV cache stores keys and values (--kv-cache-dtype). kBf16: two bytes a value. kFp8: e4m3fn
+// codes (engine/fp8.h), one byte a value, with one f32 scale per token and KV head for K and V each:
+// scale = amax / 448 over that head's head_dim values, so every value is in range (nothing saturates);
+// the value read back is decode(code) * scale, off by at most max(|v| / 16, scale * 2^-10) <= amax / 16.
+enum class KvCacheDtype { kBf16, kFp8 };
+
 struct ModelConfig {
   std::string model_type = "qwen3";
   int64_t vocab_size = 0;
@@ -47,9 +53,12 @@ struct ModelConfig {
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   int64_t gqa_group() const { return num_attention_heads / num_key_value_heads; }
-  // K and V for every layer, at `bytes_per_value` (2 for bf16).
-  uint64_t kv_bytes_per_token(int bytes_per_value = 2) const {
-    return 2ull * static_cast<uint64_t>(num_hidden_layers * num_key_value_heads * head_dim) * bytes_per_value;
+  // Bytes of KV cache a token takes, K and V of every layer: bf16 2 bytes a value; FP8 1 byte a value
+  // plus a 4-byte scale per KV head (for head_dim 128: 0.52 of bf16, the pool holds 1.94x the tokens).
+  uint64_t kv_bytes_per_token(KvCacheDtype dtype = KvCacheDtype::kBf16) const {
+    const uint64_t heads = 2ull * static_cast<uint64_t>(num_hidden_layers * num_key_value_heads);
+    return dtype == KvCacheDtype::kFp8 ? heads * static_cast<uint64_t>(head_dim + 4)
+                                       : heads * static_cast<uint64_t>(head_dim) * 2;
   }
   // The window of layer `layer`, or 0 for full attention.
   int64_t layer_window(int64_t layer) const {

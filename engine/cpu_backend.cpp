@@ -30,8 +30,8 @@ std::vector<float> load(const Checkpoint& ckpt, const std::string& name) {
 }  // namespace
 
 CpuBackend::CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads,
-                       const AttentionOptions& attention)
-    : config_(config), attention_(attention), pool_(n_threads) {
+                       const AttentionOptions& attention, KvCacheDtype kv_dtype)
+    : config_(config), attention_(attention), kv_dtype_(kv_dtype), pool_(n_threads) {
   ABRIDGE_CHECK(attention.window >= 0 && attention.sinks >= 0);
   layers_.resize(static_cast<size_t>(config_.num_hidden_layers));
   for (const TensorEntry& e : tensor_table(config_)) {
@@ -172,6 +172,12 @@ void CpuBackend::forward(const BatchPlan& plan, std::span<float> logits) {
         float* kh = &k[i * kvd + hh * hd];
         rms_norm(kh, L.k_norm.data(), kh, hd, eps);
         rope(kh, plan.positions[i]);
+      }
+      if (kv_dtype_ == KvCacheDtype::kFp8) {
+        for (int64_t hh = 0; hh < nkv; ++hh) {
+          fp8_kv_round_trip(&k[i * kvd + hh * hd], hd);
+          fp8_kv_round_trip(&v[i * kvd + hh * hd], hd);
+        }
       }
       SlotCache& sc = caches_[plan.slots[i]];
       std::copy_n(&k[i * kvd], kvd, sc.k[l].data() + cache_row[i] * kvd);

@@ -22,8 +22,10 @@ class CpuBackend final : public Backend {
   // Copies the weights out of the checkpoint as float32 (the checkpoint may be closed afterwards).
   // `ckpt` is an already-checked checkpoint: check_checkpoint(config, ckpt) has passed (open_model_dir()
   // runs it once per model open; make_backend() takes the ModelDir it made). Not checked again here.
+  // kv_dtype kFp8: each token's K and V per KV head are stored as FP8 would hold them (engine/config.h:
+  // e4m3 codes times amax / 448, here decoded back to f32 at once), the reference of the CUDA FP8 cache.
   CpuBackend(const ModelConfig& config, const Checkpoint& ckpt, int n_threads = 0,
-             const AttentionOptions& attention = {});
+             const AttentionOptions& attention = {}, KvCacheDtype kv_dtype = KvCacheDtype::kBf16);
 
   std::string_view name() const override { return "cpu"; }
   const ModelConfig& config() const override { return config_; }
@@ -63,6 +65,7 @@ class CpuBackend final : public Backend {
 
   ModelConfig config_;
   AttentionOptions attention_;
+  KvCacheDtype kv_dtype_;
   ThreadPool pool_;
   std::vector<float> embed_;      // (vocab, d)
   Linear lm_head_;                // (vocab, d); both empty when tied to embed_

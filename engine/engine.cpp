@@ -27,7 +27,8 @@ int gpu_count() {
 std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOptions& options) {
   switch (options.device) {
     case Device::kCpu:
-      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, options.threads, options.attention);
+      return std::make_unique<CpuBackend>(model.config, *model.checkpoint, options.threads, options.attention,
+                                          options.kv_cache_dtype);
     case Device::kCuda: {
 #ifdef ABRIDGE_HAVE_CUDA
       CudaOptions cuda;
@@ -37,6 +38,7 @@ std::unique_ptr<Backend> make_backend(const ModelDir& model, const BackendOption
       cuda.gpu_memory_limit = options.gpu_memory_limit;
       cuda.max_batch_tokens = options.max_batch_tokens;
       cuda.max_logit_rows = options.max_logit_rows;
+      cuda.kv_cache_dtype = options.kv_cache_dtype;
       if (options.kv_cache_tokens > 0) cuda.max_kv_blocks = (options.kv_cache_tokens + cuda.block_size - 1) / cuda.block_size;
       return std::make_unique<CudaBackend>(model.config, *model.checkpoint, cuda);
 #else
@@ -73,6 +75,12 @@ void check_kv_cache_tokens(int64_t tokens) {
                 ", not " + std::to_string(tokens));
 }
 
+KvCacheDtype parse_kv_cache_dtype(const std::string& dtype) {
+  if (dtype == "auto" || dtype == "bf16") return KvCacheDtype::kBf16;
+  if (dtype == "fp8") return KvCacheDtype::kFp8;
+  throw Error("--kv-cache-dtype must be auto, bf16 or fp8, not \"" + dtype + "\"");
+}
+
 void check_step_tokens(int64_t tokens) {
   if (tokens != 0 && (tokens < kMinStepTokens || tokens > kMaxStepTokens))
     throw Error("--prefill-chunk must be in " + std::to_string(kMinStepTokens) + ".." + std::to_string(kMaxStepTokens) +
@@ -90,6 +98,7 @@ void EngineOptions::validate() const {
   check_gpu_memory_fraction(gpu_memory_fraction);
   check_gpu_memory_limit(gpu_memory_limit);
   check_kv_cache_tokens(kv_cache_tokens);
+  parse_kv_cache_dtype(kv_cache_dtype);
   check_step_tokens(step_tokens);
   if (max_running < 1) throw Error("max_running must be >= 1");
   check_attention(attention.window, attention.sinks);
@@ -105,6 +114,7 @@ BackendOptions backend_options(const EngineOptions& options) {
   bo.max_batch_tokens = options.step_tokens > 0 ? options.step_tokens : kDefaultStepTokens;
   bo.max_logit_rows = options.max_running;
   bo.kv_cache_tokens = options.kv_cache_tokens;
+  bo.kv_cache_dtype = parse_kv_cache_dtype(options.kv_cache_dtype);
   return bo;
 }
 

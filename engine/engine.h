@@ -27,6 +27,7 @@ struct EngineOptions {
   double gpu_memory_fraction = kDefaultGpuMemoryFraction;  // of the card's memory, weights and KV pool included; (0, 1]
   uint64_t gpu_memory_limit = 0;      // bytes of device memory the engine may hold (weights, buffers, KV pool); 0: no limit
   int64_t kv_cache_tokens = 0;        // caps the KV pool at this many tokens; 0: as many as memory allows
+  std::string kv_cache_dtype = "auto";  // auto | bf16 | fp8 (--kv-cache-dtype; auto: bf16, the activations' dtype)
   int64_t step_tokens = 0;            // tokens per engine step (--prefill-chunk); 0: kDefaultStepTokens
   int32_t max_running = 64;           // sequences in one batch at once
   Admission admission = Admission::kReserve;
@@ -49,6 +50,9 @@ void check_gpu_memory_fraction(double fraction);
 void check_gpu_memory_limit(uint64_t bytes);
 // --kv-cache-tokens: 0 (as much as memory allows) or 1..kMaxKvCacheTokens.
 void check_kv_cache_tokens(int64_t tokens);
+// --kv-cache-dtype: auto | bf16 | fp8, as the cache stores it (auto: bf16, the dtype the model's
+// activations are held in, for bf16 and FP8 checkpoints alike).
+KvCacheDtype parse_kv_cache_dtype(const std::string& dtype);
 // --prefill-chunk: 0 (kDefaultStepTokens) or kMinStepTokens..kMaxStepTokens.
 void check_step_tokens(int64_t tokens);
 // --attention-window and --sink-tokens: 0 or more each (checked as given, before sinks without a window
@@ -68,6 +72,7 @@ struct BackendOptions {
   int64_t max_batch_tokens = kDefaultStepTokens;  // CUDA: tokens per forward step
   int64_t max_logit_rows = 256;       // CUDA: logits rows per step
   int64_t kv_cache_tokens = 0;        // CUDA: caps the KV pool at this many tokens; 0: as memory allows
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kBf16;
 };
 
 // CUDA devices visible to this process; 0 without CUDA (in the build or the machine).

@@ -96,6 +96,14 @@ void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& 
   }
 }
 
+float fp8_kv_round_trip(float* v, int64_t n) {
+  float amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
+  const float s = amax / kE4M3Max;
+  for (int64_t i = 0; i < n; ++i) v[i] = amax > 0 ? kDecode[f32_to_e4m3(v[i] / s)] * s : 0.0f;
+  return s;
+}
+
 void fp8_linear(const Fp8Activations& a, const Fp8Matrix& w, float* out, int64_t j_begin, int64_t j_end) {
   ABRIDGE_CHECK(a.k == w.cols, "activations have k=" + std::to_string(a.k) + ", weight " + std::to_string(w.cols));
   ABRIDGE_CHECK(j_begin >= 0 && j_end <= w.rows);

@@ -65,6 +65,11 @@ struct Fp8Activations {
 // Quantizes x (n, k) into `out` (resized; reuse it to avoid allocation).
 void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& out);
 
+// The FP8 KV cache's rounding (engine/config.h, KvCacheDtype::kFp8) of one token's values of one KV
+// head, in place: scale = amax(|v|) / 448 (f32), v[i] = decode(encode(v[i] / scale)) * scale; an all-zero
+// head stays zero. Returns the scale (0 for an all-zero head), as the CUDA cache stores it.
+float fp8_kv_round_trip(float* v, int64_t n);
+
 // out[i * m + j] for every token i and output features j in [j_begin, j_end), m = w.rows; a.k == w.cols.
 void fp8_linear(const Fp8Activations& a, const Fp8Matrix& w, float* out, int64_t j_begin, int64_t j_end);
 

@@ -134,9 +134,9 @@ int64_t KvBlockManager::min_blocks_to_run(int64_t n_tokens) const {
   return peak;
 }
 
-int32_t kv_blocks_for_memory(const ModelConfig& config, uint64_t bytes, int32_t block_size, int bytes_per_value) {
-  ABRIDGE_CHECK(block_size > 0 && bytes_per_value > 0);
-  const uint64_t per_block = config.kv_bytes_per_token(bytes_per_value) * static_cast<uint64_t>(block_size);
+int32_t kv_blocks_for_memory(const ModelConfig& config, uint64_t bytes, int32_t block_size, KvCacheDtype dtype) {
+  ABRIDGE_CHECK(block_size > 0);
+  const uint64_t per_block = config.kv_bytes_per_token(dtype) * static_cast<uint64_t>(block_size);
   ABRIDGE_CHECK(per_block > 0, "the config has no KV heads");
   return static_cast<int32_t>(std::min<uint64_t>(bytes / per_block, INT32_MAX));
 }

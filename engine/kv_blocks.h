@@ -92,9 +92,10 @@ class KvBlockManager {
   AttentionOptions attention_;
 };
 
-// Blocks of `block_size` tokens that `bytes` of KV memory hold for `config` (K and V of every layer at
-// `bytes_per_value`), capped at INT32_MAX. E.g. the 0.6b shape (28 layers, 8 KV heads of 128) in bf16
-// takes 112 KiB per token, 1.75 MiB per 16-token block: 8 GiB hold 4681 blocks.
-int32_t kv_blocks_for_memory(const ModelConfig& config, uint64_t bytes, int32_t block_size, int bytes_per_value = 2);
+// Blocks of `block_size` tokens that `bytes` of KV memory hold for `config` (K and V of every layer in
+// `dtype`, ModelConfig::kv_bytes_per_token), capped at INT32_MAX. E.g. the 0.6b shape (28 layers, 8 KV
+// heads of 128) in bf16 takes 112 KiB per token, 1.75 MiB per 16-token block: 8 GiB hold 4681 blocks.
+int32_t kv_blocks_for_memory(const ModelConfig& config, uint64_t bytes, int32_t block_size,
+                             KvCacheDtype dtype = KvCacheDtype::kBf16);
 
 }  // namespace abridge::engine

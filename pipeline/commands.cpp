@@ -244,8 +244,8 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                                              (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU and CUDA backends"
                                                                                             : "; no FP8 tensors")
                                        : "none");
-    row("KV bytes per token", std::to_string(c.kv_bytes_per_token(2)) + " (bf16; " +
-                                  format_bytes(c.kv_bytes_per_token(2) * static_cast<uint64_t>(c.max_position_embeddings), 2) +
+    row("KV bytes per token", std::to_string(c.kv_bytes_per_token()) + " (bf16; " +
+                                  format_bytes(c.kv_bytes_per_token() * static_cast<uint64_t>(c.max_position_embeddings), 2) +
                                   " for the full context)");
     return kExitOk;
   });

@@ -44,6 +44,7 @@ engine::EngineOptions engine_options(const EngineFlags& f) {
   engine::check_attention(f.attention_window, f.sink_tokens);
   e.attention = {f.attention_window, f.attention_window > 0 ? f.sink_tokens : 0};
   e.kv_cache_tokens = f.kv_cache_tokens;
+  e.kv_cache_dtype = f.kv_cache_dtype;
   e.step_tokens = f.prefill_chunk;
   e.validate();
   return e;

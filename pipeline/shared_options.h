@@ -29,6 +29,7 @@ struct EngineFlags {
   double gpu_memory_fraction = engine::kDefaultGpuMemoryFraction;
   std::string gpu_memory_limit = "0";   // --gpu-memory-limit as given (gpu_memory_limit_bytes parses it); "0": none
   int64_t kv_cache_tokens = 0;          // caps the KV pool (0: as memory allows)
+  std::string kv_cache_dtype = "auto";  // auto | bf16 | fp8
   int64_t prefill_chunk = 0;            // tokens per engine step (0: the engine's default)
   int64_t attention_window = 0;         // StreamingLLM window in tokens (0: full attention)
   int64_t sink_tokens = 4;              // with a window: the first tokens every token still attends to

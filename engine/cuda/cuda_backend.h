@@ -33,6 +33,9 @@ struct CudaOptions {
   // boxes ran 128K prefill 1.4x faster than blocks of 16 (H200); decode is indifferent.
   int64_t block_size = 64;
   int64_t max_kv_blocks = 0;          // 0: as many as the memory fraction allows
+  // kFp8: keys and values as e4m3 codes with a f32 scale per token and KV head (engine/config.h); needs
+  // head_dim 64 or 128. The Hopper prefill kernel reads bf16 only: FP8 prefill tiles run on the mma.sync one.
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kBf16;
   bool cuda_graphs = true;            // replay decode steps as CUDA graphs
   // FP8 checkpoints: run steps of more than two tokens as dequantized bf16 GEMMs even where cuBLASLt's
   // block-scaled FP8 GEMM exists (Hopper), as on compute capability 8.0-8.9; for tests and comparisons.
