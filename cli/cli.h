@@ -167,10 +167,10 @@ inline void add_engine_options(po::options_description& desc, pipeline::EngineFl
         "1..2147483648); a request's prompt + summary is at most this");
   if (which & kKvCacheDtypeOption)
     add("kv-cache-dtype", po::value(&f.kv_cache_dtype)->default_value("auto"),
-        "auto | bf16 | fp8: how the KV cache stores keys and values (auto: bf16). fp8 holds e4m3 codes with a scale "
-        "per token and KV head (each value within 1/16 of that head's largest): about half the bytes, so the "
-        "cache holds 1.9x the tokens and long decodes read half as much; CUDA runs it, the CPU backend "
-        "reproduces its rounding");
+        "auto | bf16 | fp8: how the KV cache stores keys and values (auto: bf16). fp8 holds e4m3 codes with a "
+        "power-of-two scale per token and KV head (each value within 1/16 of that head's largest): about half the "
+        "bytes, so the cache holds twice the tokens and long decodes read half as much; CUDA runs it, the CPU "
+        "backend reproduces its rounding");
   if (which & kPrefillChunkOption)
     add("prefill-chunk", po::value(&f.prefill_chunk)->default_value(0, std::to_string(engine::kDefaultStepTokens)),
         "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "

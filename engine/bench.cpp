@@ -48,9 +48,9 @@ double attention_flops(const ModelConfig& c, int64_t position) {
          static_cast<double>(position + 1);
 }
 
-double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes) {
+double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes, KvCacheDtype kv) {
   return (weight_bytes > 0 ? weight_bytes : 2.0 * static_cast<double>(c.n_params())) +
-         static_cast<double>(batch) * static_cast<double>(context) * static_cast<double>(c.kv_bytes_per_token());
+         static_cast<double>(batch) * static_cast<double>(context) * static_cast<double>(c.kv_bytes_per_token(kv));
 }
 
 double device_weight_bytes(const ModelConfig& c, const Checkpoint& ckpt) {
@@ -119,7 +119,7 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& b, const EngineBenchOption
     r.what = "decode b" + std::to_string(d.batch) + " ctx" + std::to_string(d.context);
     if (o.copy_tbps > 0)
       r.ceiling_tokens_per_s =
-          static_cast<double>(d.batch) / (decode_step_bytes(c, d.batch, d.context, o.weight_bytes) / (o.copy_tbps * 1e12));
+          static_cast<double>(d.batch) / (decode_step_bytes(c, d.batch, d.context, o.weight_bytes, o.kv_cache_dtype) / (o.copy_tbps * 1e12));
     try {
       const auto tables = contiguous_block_tables(b, d.batch, d.context + o.decode_steps + 2);
       prefill(b, tables, d.context, o.prefill_chunk, logits);

@@ -24,6 +24,7 @@ struct EngineBenchOptions {
   double gemm_tflops = 0;      // ceiling: bf16 GEMM TFLOP/s of this device (0: not shown)
   double copy_tbps = 0;        // ceiling: device copy TB/s, read + write (0: not shown)
   double weight_bytes = 0;     // bytes of weights a decode step reads (0: 2 per parameter, as bf16)
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kBf16;  // the backend's cache: the KV bytes a decode step reads
   double time_limit_s = 300;   // skip a prefill length whose predicted time exceeds what is left
 };
 
@@ -45,8 +46,9 @@ std::vector<EngineBenchRow> run_engine_bench(Backend& backend, const EngineBench
 double linear_flops_per_token(const ModelConfig& c);
 double attention_flops(const ModelConfig& c, int64_t position);
 // Bytes one decode step must read: every weight once (weight_bytes; 0: 2 bytes per parameter), plus
-// each sequence's K and V.
-double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes = 0);
+// each sequence's K and V as the cache stores them.
+double decode_step_bytes(const ModelConfig& c, int64_t batch, int64_t context, double weight_bytes = 0,
+                         KvCacheDtype kv = KvCacheDtype::kBf16);
 // The bytes of the weights the CUDA backend holds for this checkpoint: F8_E4M3 codes at one byte with
 // their f32 tile scales, everything else as bf16.
 double device_weight_bytes(const ModelConfig& c, const Checkpoint& ckpt);

@@ -13,10 +13,15 @@
 namespace abridge::engine {
 
 // How the KV cache stores keys and values (--kv-cache-dtype). kBf16: two bytes a value. kFp8: e4m3fn
-// codes (engine/fp8.h), one byte a value, with one f32 scale per token and KV head for K and V each:
-// scale = amax / 448 over that head's head_dim values, so every value is in range (nothing saturates);
-// the value read back is decode(code) * scale, off by at most max(|v| / 16, scale * 2^-10) <= amax / 16.
+// codes (engine/fp8.h), one byte a value, with one scale per token and KV head for K and V each, the
+// smallest power of two with amax <= 448 * scale over that head's head_dim values, so every value is in
+// range (nothing saturates), stored as a one-byte exponent (engine/fp8.h fp8_kv_scale_byte); the
+// value read back is decode(code) * scale, off by at most max(|v| / 16, scale * 2^-10) <= amax / 16.
 enum class KvCacheDtype { kBf16, kFp8 };
+
+// Bytes of one cache row's FP8 scales: one per KV head, the row padded to 4 bytes (the kernels copy
+// them in 4-byte pieces).
+inline int64_t kv_scale_row_bytes(int64_t n_kv_heads) { return (n_kv_heads + 3) / 4 * 4; }
 
 struct ModelConfig {
   std::string model_type = "qwen3";
@@ -54,11 +59,12 @@ struct ModelConfig {
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   int64_t gqa_group() const { return num_attention_heads / num_key_value_heads; }
   // Bytes of KV cache a token takes, K and V of every layer: bf16 2 bytes a value; FP8 1 byte a value
-  // plus a 4-byte scale per KV head (for head_dim 128: 0.52 of bf16, the pool holds 1.94x the tokens).
+  // plus its row of one-byte scales (for 8 KV heads of 128: 0.504 of bf16, the pool holds 1.98x the tokens).
   uint64_t kv_bytes_per_token(KvCacheDtype dtype = KvCacheDtype::kBf16) const {
-    const uint64_t heads = 2ull * static_cast<uint64_t>(num_hidden_layers * num_key_value_heads);
-    return dtype == KvCacheDtype::kFp8 ? heads * static_cast<uint64_t>(head_dim + 4)
-                                       : heads * static_cast<uint64_t>(head_dim) * 2;
+    const uint64_t sides = 2ull * static_cast<uint64_t>(num_hidden_layers);  // K and V of every layer
+    const uint64_t values = static_cast<uint64_t>(num_key_value_heads * head_dim);
+    return dtype == KvCacheDtype::kFp8 ? sides * (values + static_cast<uint64_t>(kv_scale_row_bytes(num_key_value_heads)))
+                                       : sides * values * 2;
   }
   // The window of layer `layer`, or 0 for full attention.
   int64_t layer_window(int64_t layer) const {

@@ -96,12 +96,25 @@ void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& 
   }
 }
 
-float fp8_kv_round_trip(float* v, int64_t n) {
+uint8_t fp8_kv_scale_byte(float amax) {
+  if (!(amax > 0)) return 0;
+  if (!std::isfinite(amax)) return 254;
+  int e = 0;
+  const float f = std::frexp(amax / kE4M3Max, &e);  // amax / 448 ~= f * 2^e, f in [0.5, 1)
+  if (f == 0.5f) --e;                               // an exact power of two: 2^(e - 1)
+  if (amax > std::ldexp(kE4M3Max, e)) ++e;          // the division rounded down past 2^e
+  return static_cast<uint8_t>(std::clamp(e + 127, 1, 254));
+}
+
+float fp8_kv_scale(uint8_t byte) { return byte == 0 ? 0.0f : std::ldexp(1.0f, static_cast<int>(byte) - 127); }
+
+uint8_t fp8_kv_round_trip(float* v, int64_t n) {
   float amax = 0;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
-  const float s = amax / kE4M3Max;
-  for (int64_t i = 0; i < n; ++i) v[i] = amax > 0 ? kDecode[f32_to_e4m3(v[i] / s)] * s : 0.0f;
-  return s;
+  const uint8_t byte = fp8_kv_scale_byte(amax);
+  const float s = fp8_kv_scale(byte);
+  for (int64_t i = 0; i < n; ++i) v[i] = byte != 0 ? kDecode[f32_to_e4m3(v[i] / s)] * s : 0.0f;
+  return byte;
 }
 
 void fp8_linear(const Fp8Activations& a, const Fp8Matrix& w, float* out, int64_t j_begin, int64_t j_end) {

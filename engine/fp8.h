@@ -65,10 +65,19 @@ struct Fp8Activations {
 // Quantizes x (n, k) into `out` (resized; reuse it to avoid allocation).
 void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& out);
 
-// The FP8 KV cache's rounding (engine/config.h, KvCacheDtype::kFp8) of one token's values of one KV
-// head, in place: scale = amax(|v|) / 448 (f32), v[i] = decode(encode(v[i] / scale)) * scale; an all-zero
-// head stays zero. Returns the scale (0 for an all-zero head), as the CUDA cache stores it.
-float fp8_kv_round_trip(float* v, int64_t n);
+// The FP8 KV cache (engine/config.h, KvCacheDtype::kFp8) keeps one scale per token and KV head: the
+// smallest power of two 2^E with amax(|v|) <= 448 * 2^E, so no value saturates, stored in one byte as
+// its biased exponent E + 127 (1..254; the e8m0 form of OCP's microscaling formats), 0 for an all-zero
+// head (scale 0). E is found from amax / 448 rounded to float (frexp), then raised by one where that
+// rounding fell short: the same steps on the CPU and the GPU (kernels/rope_kv.cu).
+uint8_t fp8_kv_scale_byte(float amax);
+// The scale a byte stands for: 2^(byte - 127), or 0 for byte 0 (exact as a float).
+float fp8_kv_scale(uint8_t byte);
+// One token's values of one KV head as the FP8 cache holds them, in place: v[i] = decode(encode(v[i] /
+// scale)) * scale with the scale above; each value within max(|v| / 16, scale * 2^-10) of what it was
+// (scale < 2 amax / 448, so never more than amax / 16). Returns the scale's byte, as the CUDA cache
+// stores it.
+uint8_t fp8_kv_round_trip(float* v, int64_t n);
 
 // out[i * m + j] for every token i and output features j in [j_begin, j_end), m = w.rows; a.k == w.cols.
 void fp8_linear(const Fp8Activations& a, const Fp8Matrix& w, float* out, int64_t j_begin, int64_t j_end);

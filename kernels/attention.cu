@@ -24,6 +24,9 @@ namespace {
 // kernels
 
 constexpr int kTileKeys = 32;   // keys per shared-memory tile: one per lane when scoring
+
+// The FP8 cache's scale of a scale byte (QkvParams): 2^(byte - 127), 0 for byte 0.
+__device__ __forceinline__ float kv_scale(uint8_t byte) { return __uint_as_float(static_cast<uint32_t>(byte) << 23); }
 constexpr int kMaxHeadDim = 256;
 
 struct KeySpan {
@@ -84,9 +87,16 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
     const int vecs_per_row = hd / 8;
     for (int e = threadIdx.x; e < n_keys * vecs_per_row; e += blockDim.x) {
       const int r = e / vecs_per_row, c = e % vecs_per_row;
-      const int64_t base = (rows[r] * p.n_kv_heads + kvh) * hd + c * 8;
-      const uint4 kv = *reinterpret_cast<const uint4*>(p.k_cache + base);
-      const uint4 vv = *reinterpret_cast<const uint4*>(p.v_cache + base);
+      const int64_t head = rows[r] * p.n_kv_heads + kvh, base = head * hd + c * 8;
+      uint4 kv, vv;
+      if (p.k_fp8) {  // the FP8 cache: codes times their head's scale
+        const int64_t sc = rows[r] * kv_scale_ld(p.n_kv_heads) + kvh;
+        kv = e4m3x8_to_bf16(*reinterpret_cast<const uint2*>(p.k_fp8 + base), kv_scale(p.k_scale[sc]));
+        vv = e4m3x8_to_bf16(*reinterpret_cast<const uint2*>(p.v_fp8 + base), kv_scale(p.v_scale[sc]));
+      } else {
+        kv = *reinterpret_cast<const uint4*>(p.k_cache + base);
+        vv = *reinterpret_cast<const uint4*>(p.v_cache + base);
+      }
       uint32_t* kd = k_tile + r * kstride + c * 4;
       kd[0] = kv.x, kd[1] = kv.y, kd[2] = kv.z, kd[3] = kv.w;
       *reinterpret_cast<uint4*>(v_tile + r * hd + c * 8) = vv;
@@ -236,20 +246,63 @@ __device__ __forceinline__ void pv_product(float (&o)[HD / 8][4], const float (&
   }
 }
 
+// The FP8 cache (AttentionParams::k_fp8): `rows` staged rows of HD codes (HD bytes apart) with one
+// scale each, decoded times their scale into bf16 rows `stride` elements apart, by threads
+// [first, first + count) of those that share the rows.
+// Eight codes a thread per pass, so that neighbouring threads read neighbouring 8 bytes and write
+// neighbouring 16 (no bank conflicts), on the integer and bf16x2 pipes (e4m3x8_to_bf16_scaled2, whose
+// bf16 factor 2^(byte - 7) is exact: a scale byte up to 134, 2^7); larger scales the slow exact way.
+// Each staged row's scale is byte `shift / 8` of its 4-byte word.
+template <int HD>
+__device__ __forceinline__ void decode_fp8_rows(const uint8_t* codes, const uint32_t* scale_words, int shift, bf16* out,
+                                                int stride, int rows, int first, int count) {
+  constexpr int kChunks = HD / 8;  // 8 codes per 8-byte load
+  for (int e = first; e < rows * kChunks; e += count) {
+    const int r = e / kChunks, c = e % kChunks;
+    const uint2 raw = *reinterpret_cast<const uint2*>(codes + r * HD + c * 8);
+    const uint32_t byte = (scale_words[r] >> shift) & 0xFFu;
+    uint4 v;
+    if (byte <= 134) {
+      const uint32_t s2 = ((byte + 120) << 7) * 0x10001u;  // bf16x2 {2^(byte - 7), 2^(byte - 7)}
+      v = e4m3x8_to_bf16_scaled2(raw, *reinterpret_cast<const __nv_bfloat162*>(&s2));
+    } else {
+      v = e4m3x8_to_bf16(raw, kv_scale(static_cast<uint8_t>(byte)));
+    }
+    *reinterpret_cast<uint4*>(out + r * stride + c * 8) = v;
+  }
+}
+
+// Starts the copy (cp.async) of one staged FP8 row: `chunk` (16 codes) of the codes at cache row `row`
+// (-1: zeros), and with chunk 0 the 4-byte word of its scale row that holds KV head kvh's byte
+// (decode_fp8_rows takes byte kvh % 4).
+template <int HD>
+__device__ __forceinline__ void stage_fp8_chunk(const uint8_t* codes, const uint8_t* scales, int64_t row, int n_kv_heads,
+                                                int kvh, int chunk, uint8_t* codes_s, uint32_t* scale_s) {
+  const int64_t r = row >= 0 ? row : 0;
+  cp_async16(codes_s + chunk * 16, codes + (r * n_kv_heads + kvh) * HD + chunk * 16, row >= 0);
+  if (chunk == 0) cp_async4(scale_s, scales + r * kv_scale_ld(n_kv_heads) + (kvh & ~3), row >= 0);
+}
+
 constexpr int kFlashQ = kAttentionTileQueries;  // queries per block: 16 per warp, 4 warps
 constexpr int kFlashK = 64;                     // keys per tile
 
 // grid (n_tiles, n_heads), block 128. Shared memory: a Q tile and two K and two V tiles (double
 // buffered: the next tile's copy runs while this one is computed) of (64, HD + 8) bf16 (the pad keeps
-// ldmatrix free of bank conflicts), and the cache rows of both key tiles.
-template <int HD>
+// ldmatrix free of bank conflicts), and the cache rows of both key tiles. FP8: the copies land as
+// codes and scales, double buffered, and are decoded into one K and one V tile of bf16 before use.
+template <int HD, bool FP8>
 __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p) {
   constexpr int kStride = HD + 8;
+  constexpr int kTiles = FP8 ? 1 : 2;
   extern __shared__ __align__(16) unsigned char flash_smem[];
   bf16* q_s = reinterpret_cast<bf16*>(flash_smem);
-  bf16* k_buf = q_s + kFlashQ * kStride;           // 2 x (kFlashK, kStride)
-  bf16* v_buf = k_buf + 2 * kFlashK * kStride;      // 2 x (kFlashK, kStride)
-  int64_t* rows_buf = reinterpret_cast<int64_t*>(v_buf + 2 * kFlashK * kStride);  // 2 x kFlashK
+  bf16* k_buf = q_s + kFlashQ * kStride;                // kTiles x (kFlashK, kStride)
+  bf16* v_buf = k_buf + kTiles * kFlashK * kStride;     // kTiles x (kFlashK, kStride)
+  uint8_t* k8_buf = reinterpret_cast<uint8_t*>(v_buf + kTiles * kFlashK * kStride);  // FP8: 2 x (kFlashK, HD)
+  uint8_t* v8_buf = k8_buf + (FP8 ? 2 * kFlashK * HD : 0);
+  uint32_t* k8_scale = reinterpret_cast<uint32_t*>(v8_buf + (FP8 ? 2 * kFlashK * HD : 0));  // FP8: 2 x kFlashK
+  uint32_t* v8_scale = k8_scale + (FP8 ? 2 * kFlashK : 0);
+  int64_t* rows_buf = reinterpret_cast<int64_t*>(v8_scale + (FP8 ? 2 * kFlashK : 0));  // 2 x kFlashK
 
   const int tile = blockIdx.x, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
   const int t0 = p.tiles[4 * tile], count = p.tiles[4 * tile + 1], table_offset = p.tiles[4 * tile + 3];
@@ -308,14 +361,22 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
       rows[threadIdx.x] = row;
     }
     __syncthreads();
-    bf16* k_s = k_buf + buf * kFlashK * kStride;
-    bf16* v_s = v_buf + buf * kFlashK * kStride;
-    for (int e = threadIdx.x; e < kFlashK * kChunks; e += blockDim.x) {
-      const int r = e / kChunks, c = e % kChunks;
-      const int64_t row = rows[r];
-      const int64_t off = ((row >= 0 ? row : 0) * p.n_kv_heads + kvh) * HD + c * 8;
-      cp_async16(k_s + r * kStride + c * 8, p.k_cache + off, row >= 0);
-      cp_async16(v_s + r * kStride + c * 8, p.v_cache + off, row >= 0);
+    if constexpr (FP8) {
+      for (int e = threadIdx.x; e < kFlashK * (HD / 16); e += blockDim.x) {
+        const int r = e / (HD / 16), c = e % (HD / 16), slot = buf * kFlashK + r;
+        stage_fp8_chunk<HD>(p.k_fp8, p.k_scale, rows[r], p.n_kv_heads, kvh, c, k8_buf + slot * HD, k8_scale + slot);
+        stage_fp8_chunk<HD>(p.v_fp8, p.v_scale, rows[r], p.n_kv_heads, kvh, c, v8_buf + slot * HD, v8_scale + slot);
+      }
+    } else {
+      bf16* k_s = k_buf + buf * kFlashK * kStride;
+      bf16* v_s = v_buf + buf * kFlashK * kStride;
+      for (int e = threadIdx.x; e < kFlashK * kChunks; e += blockDim.x) {
+        const int r = e / kChunks, c = e % kChunks;
+        const int64_t row = rows[r];
+        const int64_t off = ((row >= 0 ? row : 0) * p.n_kv_heads + kvh) * HD + c * 8;
+        cp_async16(k_s + r * kStride + c * 8, p.k_cache + off, row >= 0);
+        cp_async16(v_s + r * kStride + c * 8, p.v_cache + off, row >= 0);
+      }
     }
     cp_async_commit();
   };
@@ -331,8 +392,14 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
       cp_async_wait_group<0>();
     }
     __syncthreads();
-    const bf16* k_s = k_buf + buf * kFlashK * kStride;
-    const bf16* v_s = v_buf + buf * kFlashK * kStride;
+    const bf16* k_s = k_buf + (FP8 ? 0 : buf) * kFlashK * kStride;
+    const bf16* v_s = v_buf + (FP8 ? 0 : buf) * kFlashK * kStride;
+    if constexpr (FP8) {
+      const int shift = 8 * (kvh & 3);
+      decode_fp8_rows<HD>(k8_buf + buf * kFlashK * HD, k8_scale + buf * kFlashK, shift, k_buf, kStride, kFlashK, threadIdx.x, blockDim.x);
+      decode_fp8_rows<HD>(v8_buf + buf * kFlashK * HD, v8_scale + buf * kFlashK, shift, v_buf, kStride, kFlashK, threadIdx.x, blockDim.x);
+      __syncthreads();
+    }
     if (!q_loaded) {
 #pragma unroll
       for (int ks = 0; ks < HD / 16; ++ks)
@@ -390,7 +457,7 @@ __global__ void __launch_bounds__(128) attention_flash_kernel(AttentionParams p)
     // O += P V, 16 keys per k-step.
 #pragma unroll
     for (int ks = 0; ks < kFlashK / 16; ++ks) pv_product<HD>(o, sc[2 * ks], sc[2 * ks + 1], v_s + ks * 16 * kStride, kStride, lane);
-    __syncthreads();  // buffer `buf` may now be refilled by the issue of tile t + 2
+    __syncthreads();  // buffer `buf` may now be refilled by the issue of tile t + 2 (FP8: the tiles redecoded)
   }
   // Normalize and write this thread's rows.
 #pragma unroll
@@ -417,15 +484,22 @@ constexpr int kDecodeKeys = 64;  // keys per shared-memory tile: 16 per warp, 4 
 // one, so the runs are about equal across the batch): the group's query heads are the rows of one 16-row mma tile (rows
 // past the group are zeros), so K and V are read once for the whole group and the products run on
 // the tensor cores. Each warp keeps its own online softmax over its 16 keys of every tile; the four
-// are merged at the end into the split's partial (m, l, acc), the split kernel's format.
-template <int HD>
+// are merged at the end into the split's partial (m, l, acc), the split kernel's format. FP8: the
+// copies land as codes and scales, double buffered, and each warp decodes its own 16 keys into one K
+// and one V tile of bf16 before use.
+template <int HD, bool FP8>
 __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p) {
   constexpr int kStride = HD + 8;
   constexpr int kChunks = HD / 8;
+  constexpr int kTiles = FP8 ? 1 : 2;
   extern __shared__ __align__(16) unsigned char decode_smem[];
   bf16* q_s = reinterpret_cast<bf16*>(decode_smem);       // (16, kStride)
-  bf16* k_buf = q_s + 16 * kStride;                       // 2 x (kDecodeKeys, kStride)
-  bf16* v_buf = k_buf + 2 * kDecodeKeys * kStride;        // 2 x (kDecodeKeys, kStride)
+  bf16* k_buf = q_s + 16 * kStride;                       // kTiles x (kDecodeKeys, kStride)
+  bf16* v_buf = k_buf + kTiles * kDecodeKeys * kStride;   // kTiles x (kDecodeKeys, kStride)
+  uint8_t* k8_buf = reinterpret_cast<uint8_t*>(v_buf + kTiles * kDecodeKeys * kStride);  // FP8: 2 x (kDecodeKeys, HD)
+  uint8_t* v8_buf = k8_buf + 2 * kDecodeKeys * HD;
+  uint32_t* k8_scale = reinterpret_cast<uint32_t*>(v8_buf + 2 * kDecodeKeys * HD);  // FP8: 2 x kDecodeKeys
+  uint32_t* v8_scale = k8_scale + 2 * kDecodeKeys;
 
   // The KV heads of one item are neighbours in launch order: they read the same cache rows, which
   // hold every head side by side (a KV head alone is 256 bytes of each 2 KiB row).
@@ -454,10 +528,9 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
   const int64_t n_tiles = v_end > v_begin ? (v_end - v_begin + kDecodeKeys - 1) / kDecodeKeys : 0;
   auto issue = [&](int64_t t, int buf) {
     const int64_t t0 = v_begin + t * kDecodeKeys;
-    bf16* k_s = k_buf + buf * kDecodeKeys * kStride;
-    bf16* v_s = v_buf + buf * kDecodeKeys * kStride;
-    for (int e = threadIdx.x; e < kDecodeKeys * kChunks; e += blockDim.x) {
-      const int r = e / kChunks, ch = e % kChunks;
+    constexpr int kRowChunks = FP8 ? HD / 16 : kChunks;  // 16-byte copies per row
+    for (int e = threadIdx.x; e < kDecodeKeys * kRowChunks; e += blockDim.x) {
+      const int r = e / kRowChunks, ch = e % kRowChunks;
       const int64_t v = t0 + r;
       int64_t row = -1;
       if (v < v_end) {
@@ -465,9 +538,15 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
         const uint32_t blk = kp / bs;
         row = static_cast<int64_t>(table[blk]) * bs + (kp - blk * bs);
       }
-      const int64_t off = ((row >= 0 ? row : 0) * p.n_kv_heads + kvh) * HD + ch * 8;
-      cp_async16(k_s + r * kStride + ch * 8, p.k_cache + off, row >= 0);
-      cp_async16(v_s + r * kStride + ch * 8, p.v_cache + off, row >= 0);
+      if constexpr (FP8) {
+        const int slot = buf * kDecodeKeys + r;
+        stage_fp8_chunk<HD>(p.k_fp8, p.k_scale, row, p.n_kv_heads, kvh, ch, k8_buf + slot * HD, k8_scale + slot);
+        stage_fp8_chunk<HD>(p.v_fp8, p.v_scale, row, p.n_kv_heads, kvh, ch, v8_buf + slot * HD, v8_scale + slot);
+      } else {
+        const int64_t off = ((row >= 0 ? row : 0) * p.n_kv_heads + kvh) * HD + ch * 8;
+        cp_async16(k_buf + buf * kDecodeKeys * kStride + r * kStride + ch * 8, p.k_cache + off, row >= 0);
+        cp_async16(v_buf + buf * kDecodeKeys * kStride + r * kStride + ch * 8, p.v_cache + off, row >= 0);
+      }
     }
     cp_async_commit();
   };
@@ -495,8 +574,15 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
         ldmatrix_x4(qf[ks][0], qf[ks][1], qf[ks][2], qf[ks][3],
                     smem_u32(q_s + (lane & 15) * kStride + ks * 16 + (lane >> 4) * 8));
     }
-    const bf16* k_s = k_buf + buf * kDecodeKeys * kStride + warp * 16 * kStride;
-    const bf16* v_s = v_buf + buf * kDecodeKeys * kStride + warp * 16 * kStride;
+    const bf16* k_s = k_buf + ((FP8 ? 0 : buf) * kDecodeKeys + warp * 16) * kStride;
+    const bf16* v_s = v_buf + ((FP8 ? 0 : buf) * kDecodeKeys + warp * 16) * kStride;
+    if constexpr (FP8) {  // this warp's 16 keys only: the other warps do theirs
+      const int slot = buf * kDecodeKeys + warp * 16;
+      const int shift = 8 * (kvh & 3);
+      decode_fp8_rows<HD>(k8_buf + slot * HD, k8_scale + slot, shift, k_buf + warp * 16 * kStride, kStride, 16, lane, 32);
+      decode_fp8_rows<HD>(v8_buf + slot * HD, v8_scale + slot, shift, v_buf + warp * 16 * kStride, kStride, 16, lane, 32);
+      __syncwarp();
+    }
     // S (16 rows, this warp's 16 keys) in two 8-key n-tiles.
     float sc[2][4];
     qk_product<HD>(sc, qf, k_s, kStride, lane);
@@ -533,7 +619,8 @@ __global__ void __launch_bounds__(128) attention_decode_kernel(AttentionParams p
     __syncthreads();  // buffer `buf` may now be refilled
   }
 
-  // Merge the four warps' partials through shared memory (the K/V buffers are free now). Rows are
+  // Merge the four warps' partials through shared memory (the K/V buffers, and FP8's staging after
+  // them, are free now: decode_smem_bytes() makes room for either use). Rows are
   // query heads; only rows < group exist. m is kept in log2 units until here.
   float* red_o = reinterpret_cast<float*>(k_buf);       // (4, 16, HD)
   float* red_ml = red_o + 4 * 16 * HD;                  // (4, 16, 2)
@@ -595,10 +682,18 @@ int decode_splits(int blocks, int keys, int max_splits, int slots) {
   return splits;
 }
 
-size_t decode_smem_bytes(int head_dim) {
-  const size_t tiles = sizeof(bf16) * (16 + 4 * kDecodeKeys) * (head_dim + 8);
+size_t decode_smem_bytes(int head_dim, bool fp8) {
+  const size_t tiles = fp8 ? sizeof(bf16) * (16 + 2 * kDecodeKeys) * (head_dim + 8) +
+                                 4 * kDecodeKeys * (static_cast<size_t>(head_dim) + sizeof(float))
+                           : sizeof(bf16) * (16 + 4 * kDecodeKeys) * (head_dim + 8);
   const size_t reduce = sizeof(float) * 4 * 16 * (head_dim + 2) + sizeof(bf16) * 16 * (head_dim + 8);
   return std::max(tiles, reduce);
+}
+
+size_t flash_smem_bytes(int head_dim, bool fp8) {
+  const size_t tiles = sizeof(bf16) * (kFlashQ + (fp8 ? 2 : 4) * kFlashK) * (head_dim + 8);
+  const size_t staged = fp8 ? 4 * kFlashK * (static_cast<size_t>(head_dim) + sizeof(float)) : 0;
+  return tiles + staged + sizeof(int64_t) * 2 * kFlashK;
 }
 
 int split_chunk(int max_position, int max_splits) {
@@ -616,8 +711,9 @@ int split_chunk(int max_position, int max_splits) {
 // launchers
 
 int attention_decode_slots(int head_dim, int multiprocessors) {
-  auto kernel = head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
-  const size_t smem = decode_smem_bytes(head_dim == 128 ? 128 : 64);
+  // The bf16 kernel's; the FP8 one takes a little less shared memory, so at least as many fit.
+  auto kernel = head_dim == 128 ? attention_decode_kernel<128, false> : attention_decode_kernel<64, false>;
+  const size_t smem = decode_smem_bytes(head_dim == 128 ? 128 : 64, false);
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   int per_sm = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem) != cudaSuccess || per_sm <= 0) per_sm = 1;
@@ -667,12 +763,13 @@ size_t attention_workspace_floats(int n, int n_heads, int head_dim, int max_spli
   return static_cast<size_t>(n) * n_heads * max_splits * (head_dim + 2);
 }
 
-int attention_tile_queries(int head_dim, const DeviceCaps& dev) {
+int attention_tile_queries(int head_dim, const DeviceCaps& dev, bool fp8_cache) {
 #ifdef ABRIDGE_HAVE_SM90A
-  if (head_dim == 128 && dev.prefill_attention != PrefillAttention::kMma && dev.sm_major == 9 && dev.sm_minor == 0)
+  if (head_dim == 128 && !fp8_cache && dev.prefill_attention != PrefillAttention::kMma && dev.sm_major == 9 &&
+      dev.sm_minor == 0)
     return kAttentionTileQueriesSm90;
 #else
-  (void)head_dim, (void)dev;
+  (void)head_dim, (void)dev, (void)fp8_cache;
 #endif
   return kAttentionTileQueries;
 }
@@ -703,44 +800,49 @@ void partition_attention(const int32_t* positions, const int32_t* table_offsets,
 
 void attention(const AttentionParams& p, int max_splits, const DeviceCaps& dev, cudaStream_t s) {
   if (p.n == 0) return;
+  const bool fp8 = p.k_fp8 != nullptr;
+  if (fp8 && ((p.head_dim != 64 && p.head_dim != 128) || !p.v_fp8 || !p.k_scale || !p.v_scale))
+    throw std::invalid_argument("attention: an FP8 cache needs head_dim 64 or 128 and K and V codes and scales, not head_dim " +
+                                std::to_string(p.head_dim));
+  if (fp8 && p.n_tiles > 0 && p.tile_queries != kAttentionTileQueries)
+    throw std::invalid_argument("attention: FP8 prefill tiles take kAttentionTileQueries queries (attention_tile_queries)");
   max_splits = std::clamp(max_splits, 1, kMaxAttentionSplits);
 #ifdef ABRIDGE_HAVE_SM90A
-  if (p.n_tiles > 0 && p.tile_queries == kAttentionTileQueriesSm90 && p.head_dim == 128) {
+  if (!fp8 && p.n_tiles > 0 && p.tile_queries == kAttentionTileQueriesSm90 && p.head_dim == 128) {
     sm90::attention_tiles(p, dev.prefill_attention == PrefillAttention::kWgmmaCpAsync, s);
   } else
 #else
   (void)dev;
 #endif
   if (p.n_tiles > 0) {
-    const size_t smem = sizeof(bf16) * (kFlashQ + 4 * kFlashK) * (p.head_dim + 8) + sizeof(int64_t) * 2 * kFlashK;
+    const size_t smem = flash_smem_bytes(p.head_dim, fp8);
     const dim3 grid(p.n_tiles, p.n_heads);
-    // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
-    // so engines on several GPUs in one process all get it.
+    void (*kernel)(AttentionParams) = nullptr;
     switch (p.head_dim) {
-      case 128:
-        cudaFuncSetAttribute(attention_flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-        attention_flash_kernel<128><<<grid, 128, smem, s>>>(p);
-        break;
-      case 64:
-        cudaFuncSetAttribute(attention_flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-        attention_flash_kernel<64><<<grid, 128, smem, s>>>(p);
-        break;
+      case 128: kernel = fp8 ? attention_flash_kernel<128, true> : attention_flash_kernel<128, false>; break;
+      case 64: kernel = fp8 ? attention_flash_kernel<64, true> : attention_flash_kernel<64, false>; break;
       default:
         throw std::invalid_argument("attention: prefill tiles of head_dim " + std::to_string(p.head_dim) +
                                     " (partition_attention() tiles 64 and 128 only)");
     }
+    // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
+    // so engines on several GPUs in one process all get it.
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    kernel<<<grid, 128, smem, s>>>(p);
   }
   if (p.n_singles == 0) return;
   const int group = p.n_heads / p.n_kv_heads;
   if (group <= 16 && (p.head_dim == 64 || p.head_dim == 128)) {
     // Tensor-core decode over the planned items (plan_decode_items).
-    auto kernel = p.head_dim == 128 ? attention_decode_kernel<128> : attention_decode_kernel<64>;
+    auto kernel = p.head_dim == 128 ? (fp8 ? attention_decode_kernel<128, true> : attention_decode_kernel<128, false>)
+                                    : (fp8 ? attention_decode_kernel<64, true> : attention_decode_kernel<64, false>);
+    const size_t smem = decode_smem_bytes(p.head_dim, fp8);
     // The shared-memory limit is a per-device attribute: raise it at every launch (a host-side call),
     // so engines on several GPUs in one process all get it.
-    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(decode_smem_bytes(p.head_dim)));
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (p.decode_items == nullptr || p.decode_first == nullptr || p.n_decode_items < p.n_singles)
       throw std::invalid_argument("attention: decode tokens without a plan_decode_items() plan");
-    kernel<<<dim3(p.n_kv_heads, p.n_decode_items), 128, decode_smem_bytes(p.head_dim), s>>>(p);
+    kernel<<<dim3(p.n_kv_heads, p.n_decode_items), 128, smem, s>>>(p);
     attention_combine_kernel<<<dim3(p.n_singles, p.n_heads), p.head_dim, 0, s>>>(p, 0);
     return;
   }

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cfloat>
 #include <cstdint>
@@ -83,6 +85,10 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int bytes = valid ? 16 : 0;  // 0: fill with zeros
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(bytes));
 }
+// Four bytes (cp.async.ca: 4-byte copies go through L1), zeros when !valid.
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(valid ? 4 : 0));
+}
 // The same for a shared-memory address already converted (smem_u32), as the Hopper kernels compute them.
 __device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
@@ -91,6 +97,52 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// ---- e4m3fn (engine/fp8.h's format)
+
+// e4m3fn code of v: round to nearest even, saturating at +-448 (engine/fp8.h's f32_to_e4m3).
+__device__ __forceinline__ uint8_t encode_e4m3(float v) {
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+__device__ __forceinline__ float decode_e4m3(uint8_t code) {
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw(code, __NV_E4M3)));
+}
+// Eight codes (one 8-byte load) times s, rounded to bf16: eight bf16 values (16 bytes).
+__device__ __forceinline__ uint4 e4m3x8_to_bf16(const uint2& raw, float s) {
+  const __nv_fp8x2_storage_t* pairs = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
+  uint32_t o[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pairs[e], __NV_E4M3)));
+    const __nv_bfloat162 v = __floats2bfloat162_rn(f.x * s, f.y * s);
+    o[e] = *reinterpret_cast<const uint32_t*>(&v);
+  }
+  return make_uint4(o[0], o[1], o[2], o[3]);
+}
+// The same on the integer and bf16x2 pipes, for readers of many codes (the FP8 KV cache's attention
+// kernels; the conversions above run on a slower pipe): the code's bits moved into a bf16 are its value
+// times 2^-120 exactly (e4m3's bias 7 against bf16's 127; its subnormals land on bf16's), and one bf16x2
+// multiply by s2 = bf16(s * 2^120) scales them. So the result is bf16(decode(code) * s) up to the
+// rounding of s to bf16 (2^-9 relative, the same for every value of the head). s2 must be finite:
+// callers take e4m3x8_to_bf16 for s >= 2^7. NaN codes (never written: the encoder saturates) read as
+// finite values.
+__device__ __forceinline__ uint4 e4m3x8_to_bf16_scaled2(const uint2& raw, __nv_bfloat162 s2) {
+  uint32_t o[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const uint32_t word = e < 2 ? raw.x : raw.y;
+    const uint32_t a = __byte_perm(word, 0, (e & 1) ? 0x4342 : 0x4140);  // bytes [0, c_hi, 0, c_lo]
+    const uint32_t bits = ((a << 4) & 0x07F007F0u) | ((a << 8) & 0x80008000u);
+    const __nv_bfloat162 v = __hmul2(*reinterpret_cast<const __nv_bfloat162*>(&bits), s2);
+    o[e] = *reinterpret_cast<const uint32_t*>(&v);
+  }
+  return make_uint4(o[0], o[1], o[2], o[3]);
+}
+// Sixteen codes (one 16-byte load) times s, rounded to bf16, to dst (32 bytes, 16-byte aligned).
+__device__ __forceinline__ void e4m3x16_to_bf16(const uint4& raw, float s, __nv_bfloat16* dst) {
+  reinterpret_cast<uint4*>(dst)[0] = e4m3x8_to_bf16(make_uint2(raw.x, raw.y), s);
+  reinterpret_cast<uint4*>(dst)[1] = e4m3x8_to_bf16(make_uint2(raw.z, raw.w), s);
 }
 
 }  // namespace abridge::kernels

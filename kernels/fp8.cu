@@ -29,13 +29,6 @@ namespace {
 
 constexpr float kE4M3Max = 448.0f;
 
-// e4m3fn code of v: round to nearest even, saturating at +-448 (engine/fp8.h's f32_to_e4m3).
-__device__ __forceinline__ uint8_t encode_e4m3(float v) {
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
-}
-__device__ __forceinline__ float decode_e4m3(uint8_t code) {
-  return __half2float(__half(__nv_cvt_fp8_to_halfraw(code, __NV_E4M3)));
-}
 
 // grid (n_pad, ceil(groups / 8)), block 256 (8 warps). One token row and up to eight 128-wide groups
 // per block (a decode step's row is spread over several multiprocessors): with norm_w, the row's RMS
@@ -96,16 +89,7 @@ __global__ void fp8_dequantize_kernel(Fp8Matrix w, bf16* out) {
   const int r = static_cast<int>(chunk / chunks_per_row), c0 = static_cast<int>(chunk % chunks_per_row) * 16;
   const float s = w.scales[static_cast<int64_t>(r / kFp8Block) * fp8_scale_ld(w.k) + c0 / kFp8Block];
   const uint4 raw = *reinterpret_cast<const uint4*>(w.codes + static_cast<int64_t>(r) * w.k + c0);
-  const __nv_fp8x2_storage_t* pairs = reinterpret_cast<const __nv_fp8x2_storage_t*>(&raw);
-  __nv_bfloat162 o[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pairs[e], __NV_E4M3)));
-    o[e] = __floats2bfloat162_rn(f.x * s, f.y * s);
-  }
-  uint4* dst = reinterpret_cast<uint4*>(out + static_cast<int64_t>(r) * w.k + c0);
-  dst[0] = *reinterpret_cast<const uint4*>(&o[0]);
-  dst[1] = *reinterpret_cast<const uint4*>(&o[4]);
+  e4m3x16_to_bf16(raw, s, out + static_cast<int64_t>(r) * w.k + c0);
 }
 
 constexpr int kGemvWarps = 8;  // block of 256 threads

@@ -28,6 +28,15 @@ void rms_norm(const float* x, const int32_t* rows, const float* w, bf16* y, int 
 // After the fused QKV projection: per token, q heads and k heads get their RMSNorm (q_norm, k_norm:
 // (head_dim) f32) and RoPE (rotate-half, angle = position * inv_freq[j]); q goes to q_out, k and v
 // are written to the paged cache at row kv_rows[i] (block * block_size + offset).
+//
+// The FP8 cache (k_fp8 set; engine/config.h KvCacheDtype::kFp8): per token and KV head, K (after norm
+// and RoPE) and V in float32 are stored as e4m3fn codes of v / scale, scale the smallest power of two
+// with amax(|v|) <= 448 * scale (no value saturates), kept as one byte, its exponent + 127 (0: an
+// all-zero head, scale 0; engine/fp8.h fp8_kv_scale_byte); a reader takes decode(code) * scale, within
+// max(|v| / 16, scale * 2^-10) of v. Bit for bit engine::fp8_kv_round_trip() on the same floats. Head
+// sizes 64, 128 and 256 only (qkv_post throws std::invalid_argument otherwise).
+// Scale rows are kv_scale_ld(n_kv_heads) bytes apart (4-byte pieces for the readers' copies).
+inline constexpr int kv_scale_ld(int n_kv_heads) { return (n_kv_heads + 3) / 4 * 4; }
 struct QkvParams {
   const float* qkv;        // (n, (n_heads + 2 n_kv_heads) * head_dim) f32: [q | k | v]
   const float* q_norm;     // (head_dim)
@@ -40,6 +49,12 @@ struct QkvParams {
   bf16* v_cache;           // (cache_rows, n_kv_heads, head_dim)
   int n, n_heads, n_kv_heads, head_dim;
   float eps;
+  // The FP8 cache, instead of k_cache and v_cache: codes (cache_rows, n_kv_heads, head_dim) and
+  // scale bytes (cache_rows, kv_scale_ld(n_kv_heads)), for K and V each.
+  uint8_t* k_fp8 = nullptr;
+  uint8_t* v_fp8 = nullptr;
+  uint8_t* k_scale = nullptr;
+  uint8_t* v_scale = nullptr;
 };
 void qkv_post(const QkvParams& p, cudaStream_t s);
 
@@ -83,12 +98,22 @@ struct AttentionParams {
   const int32_t* decode_items = nullptr;
   const int32_t* decode_first = nullptr;
   int n_decode_items = 0;
+  // The FP8 cache (QkvParams states the scheme), instead of k_cache and v_cache: codes
+  // (cache_rows, n_kv_heads, head_dim) and scale bytes (cache_rows, kv_scale_ld(n_kv_heads)). Every
+  // kernel reads a tile's codes, decodes them times their power-of-two scale into bf16 (exact, but for
+  // bf16's subnormal range) in shared memory and runs as on a bf16 cache; head_dim 64 and 128 only.
+  // Prefill tiles then take the mma.sync kernel (tile_queries kAttentionTileQueries): the Hopper
+  // kernel reads bf16 only.
+  const uint8_t* k_fp8 = nullptr;
+  const uint8_t* v_fp8 = nullptr;
+  const uint8_t* k_scale = nullptr;
+  const uint8_t* v_scale = nullptr;
 };
 
 // The tile size attention() runs fastest with on the device for this head size (kAttentionTileQueriesSm90
 // for head_dim 128 on compute capability 9.0 when the Hopper kernels are built, unless
-// dev.prefill_attention is kMma).
-int attention_tile_queries(int head_dim, const DeviceCaps& dev);
+// dev.prefill_attention is kMma or the cache is FP8).
+int attention_tile_queries(int head_dim, const DeviceCaps& dev, bool fp8_cache = false);
 
 // Splits a batch's tokens (host arrays) into tensor-core tiles of up to tile_queries queries and
 // single tokens. `tiles` receives 4 ints per tile, `singles` token indices; both must hold n entries

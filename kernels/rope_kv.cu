@@ -2,6 +2,8 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/device_helpers.cuh"
 #include "kernels/ops.h"
@@ -46,6 +48,36 @@ __global__ void qkv_post_kernel(QkvParams p) {
   dst[j + half] = __float2bfloat16(rb);
 }
 
+// The scale byte of a head whose largest |value| is amax: engine/fp8.h fp8_kv_scale_byte's steps.
+__device__ __forceinline__ uint8_t kv_scale_byte(float amax) {
+  if (!(amax > 0.0f)) return 0;
+  if (isinf(amax)) return 254;
+  int e = 0;
+  const float f = frexpf(amax / 448.0f, &e);  // 448: the e4m3fn maximum (engine/fp8.h kE4M3Max)
+  if (f == 0.5f) --e;
+  if (amax > ldexpf(448.0f, e)) ++e;
+  return static_cast<uint8_t>(min(max(e + 127, 1), 254));
+}
+
+// The FP8 cache's write of one KV head's values (QkvParams): lane l holds a[u] = value l + 32 u and
+// b[u] = value l + 32 u + head_dim / 2.
+template <int PAIRS>
+__device__ __forceinline__ void store_fp8_head(const float (&a)[PAIRS], const float (&b)[PAIRS], uint8_t* codes,
+                                               uint8_t* scale, int lane) {
+  float amax = 0;
+#pragma unroll
+  for (int u = 0; u < PAIRS; ++u) amax = fmaxf(amax, fmaxf(fabsf(a[u]), fabsf(b[u])));
+  const uint8_t byte = kv_scale_byte(warp_max(amax));
+  const float s = ldexpf(1.0f, static_cast<int>(byte) - 127);
+  constexpr int half = 32 * PAIRS;
+#pragma unroll
+  for (int u = 0; u < PAIRS; ++u) {
+    codes[lane + 32 * u] = byte != 0 ? encode_e4m3(a[u] / s) : uint8_t{0};
+    codes[lane + 32 * u + half] = byte != 0 ? encode_e4m3(b[u] / s) : uint8_t{0};
+  }
+  if (lane == 0) *scale = byte;
+}
+
 // The same for head_dim / 2 a multiple of 32 (PAIRS = head_dim / 64): grid (n, ceil(heads / 8)),
 // block 256, one warp per head, lane l owning the pairs (l + 32 u, l + 32 u + head_dim/2), so the
 // norm is a warp sum and a block does eight heads.
@@ -61,7 +93,13 @@ __global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
   for (int u = 0; u < PAIRS; ++u) a[u] = src[lane + 32 * u], b[u] = src[lane + 32 * u + half];
   bf16* dst;
   if (h >= p.n_heads + p.n_kv_heads) {  // v: copied as is
-    dst = p.v_cache + (row * p.n_kv_heads + (h - p.n_heads - p.n_kv_heads)) * hd;
+    const int kvh = h - p.n_heads - p.n_kv_heads;
+    const int64_t head = row * p.n_kv_heads + kvh;
+    if (p.v_fp8) {
+      store_fp8_head<PAIRS>(a, b, p.v_fp8 + head * hd, p.v_scale + row * kv_scale_ld(p.n_kv_heads) + kvh, lane);
+      return;
+    }
+    dst = p.v_cache + head * hd;
   } else {
     const bool is_q = h < p.n_heads;
     const float* w = is_q ? p.q_norm : p.k_norm;
@@ -81,8 +119,12 @@ __global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
       a[u] = na * c - nb * s;
       b[u] = nb * c + na * s;
     }
-    dst = is_q ? p.q_out + (static_cast<int64_t>(i) * p.n_heads + h) * hd
-               : p.k_cache + (row * p.n_kv_heads + (h - p.n_heads)) * hd;
+    const int64_t head = row * p.n_kv_heads + (h - p.n_heads);
+    if (!is_q && p.k_fp8) {
+      store_fp8_head<PAIRS>(a, b, p.k_fp8 + head * hd, p.k_scale + row * kv_scale_ld(p.n_kv_heads) + (h - p.n_heads), lane);
+      return;
+    }
+    dst = is_q ? p.q_out + (static_cast<int64_t>(i) * p.n_heads + h) * hd : p.k_cache + head * hd;
   }
 #pragma unroll
   for (int u = 0; u < PAIRS; ++u) {
@@ -97,6 +139,8 @@ __global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
 // launchers
 
 void qkv_post(const QkvParams& p, cudaStream_t s) {
+  if (p.k_fp8 && p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256)
+    throw std::invalid_argument("qkv_post: an FP8 cache for head_dim " + std::to_string(p.head_dim) + " (64, 128, 256 only)");
   if (p.n == 0) return;
   const dim3 warps_grid(p.n, (p.n_heads + 2 * p.n_kv_heads + 7) / 8);
   switch (p.head_dim) {

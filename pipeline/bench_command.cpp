@@ -76,6 +76,7 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
     bo.copy_tbps = opt.copy_tbps;
     const bool fp8 = engine::has_fp8_weights(model.config, *model.checkpoint);
     bo.weight_bytes = engine::device_weight_bytes(model.config, *model.checkpoint);
+    bo.kv_cache_dtype = backend_options.kv_cache_dtype;
     if (bo.gemm_tflops == 0 && device.find("H100") != std::string::npos) bo.gemm_tflops = 809, bo.copy_tbps = 3.03;
     if (bo.gemm_tflops == 0 && device.find("H200") != std::string::npos) bo.gemm_tflops = 790, bo.copy_tbps = 4.3;
 
@@ -96,6 +97,12 @@ int run_bench_engine(const BenchEngineOptions& opt, std::ostream& out, std::ostr
       out << "FP8 checkpoint: " << fmt(bo.weight_bytes / 1e9, 2)
           << " GB of weights a decode step reads; FP8 tensor cores run twice the bf16 GEMM rate, so prefill may pass "
              "the ceiling\n";
+    const bool fp8_kv = bo.kv_cache_dtype == engine::KvCacheDtype::kFp8;
+    out << "KV cache: " << (fp8_kv ? "fp8 (e4m3 codes, a power-of-two scale per token and KV head)" : "bf16") << ", "
+        << fmt(static_cast<double>(c.kv_bytes_per_token(bo.kv_cache_dtype)) / 1024, 1) << " KiB a token";
+    if (backend->kv_block_size() > 0)
+      out << ", " << backend->kv_blocks() * backend->kv_block_size() << " tokens in the pool";
+    out << "\n";
     out << "\n| measurement | time | tok/s | ceiling tok/s | % of ceiling |\n|---|---:|---:|---:|---:|\n";
     for (const auto& r : rows) {
       out << "| " << r.what << " | ";

@@ -64,8 +64,8 @@ TEST(Config, RoundTripsThroughJson) {
   EXPECT_DOUBLE_EQ(b.rope_theta, 5e6);
   // PERF.md: 144 KiB of bf16 K and V per token for Qwen3-4B.
   EXPECT_EQ(b.kv_bytes_per_token(), 147456u);
-  // FP8 KV: one byte a value plus a f32 scale per KV head, for K and V of 36 layers x 8 heads: 76032.
-  EXPECT_EQ(b.kv_bytes_per_token(KvCacheDtype::kFp8), 2u * 36 * 8 * (128 + 4));
+  // FP8 KV: one byte a value plus a one-byte scale per KV head, for K and V of 36 layers: 74304.
+  EXPECT_EQ(b.kv_bytes_per_token(KvCacheDtype::kFp8), 2u * 36 * (8 * 128 + 8));
   EXPECT_NEAR(static_cast<double>(b.n_params()) / 1e9, 4.02, 0.01);
 }
 

@@ -771,3 +771,42 @@ TEST(Fp8Commands, HostileFp8FilesRejectedWithOneLineAndStatus) {
     }
   }
 }
+
+// The FP8 KV cache's scale (engine/fp8.h): the smallest power of two with amax <= 448 * scale, one byte
+// (exponent + 127), 0 for an all-zero head; and the round trip's bound on random heads of every size.
+TEST(Fp8KvCache, ScaleIsTheSmallestPowerOfTwoThatHoldsTheLargestValue) {
+  EXPECT_EQ(fp8_kv_scale_byte(0.0f), 0);
+  EXPECT_EQ(fp8_kv_scale(0), 0.0f);
+  EXPECT_EQ(fp8_kv_scale_byte(448.0f), 127);              // 448 / 2^0 = 448: in range
+  EXPECT_EQ(fp8_kv_scale_byte(std::nextafter(448.0f, 1e9f)), 128);  // a hair above: 2^1
+  EXPECT_EQ(fp8_kv_scale_byte(224.0f), 126);              // 224 <= 448 * 2^-1
+  EXPECT_EQ(fp8_kv_scale_byte(std::numeric_limits<float>::infinity()), 254);
+  std::mt19937 rng(11);
+  for (int i = 0; i < 20000; ++i) {
+    const float amax = std::ldexp(std::uniform_real_distribution<float>(0.5f, 1.0f)(rng), static_cast<int>(rng() % 200) - 100);
+    const uint8_t b = fp8_kv_scale_byte(amax);
+    const double s = fp8_kv_scale(b);
+    ASSERT_EQ(s, std::ldexp(1.0, b - 127));
+    ASSERT_LE(amax, 448 * s) << amax;         // nothing saturates
+    ASSERT_GT(amax, 448 * s / 2) << amax;     // and the next power down would not hold it
+  }
+  for (int n : {64, 128, 256}) {
+    std::vector<float> v(static_cast<size_t>(n)), before;
+    for (int trial = 0; trial < 200; ++trial) {
+      const float mag = std::ldexp(1.0f, static_cast<int>(rng() % 40) - 20);
+      for (float& x : v) x = std::normal_distribution<float>(0.0f, mag)(rng);
+      before = v;
+      const uint8_t b = fp8_kv_round_trip(v.data(), n);
+      const double s = fp8_kv_scale(b);
+      double amax = 0;
+      for (float x : before) amax = std::max(amax, double(std::fabs(x)));
+      for (int i = 0; i < n; ++i)
+        ASSERT_LE(std::fabs(double(v[i]) - before[i]), std::max(std::fabs(double(before[i])) / 16, s / 1024))
+            << "n " << n << " value " << before[i] << " scale " << s;
+      ASSERT_LE(s, 2 * amax / 448);
+    }
+  }
+  std::vector<float> zeros(128, 0.0f);
+  EXPECT_EQ(fp8_kv_round_trip(zeros.data(), 128), 0);
+  EXPECT_TRUE(std::all_of(zeros.begin(), zeros.end(), [](float x) { return x == 0.0f; }));
+}

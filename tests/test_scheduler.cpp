@@ -370,8 +370,8 @@ TEST(KvBlocks, BlocksForMemory) {
   EXPECT_EQ(c.kv_bytes_per_token(), 112u * 1024);
   EXPECT_EQ(kv_blocks_for_memory(c, 8ull << 30, 16), 4681);
   EXPECT_EQ(kv_blocks_for_memory(c, 112u * 1024 * 16 - 1, 16), 0);
-  // FP8: 2 x 28 x 8 x (128 + 4) = 59,136 bytes a token, 946,176 a block: 8 GiB hold 9078 (1.94x).
-  EXPECT_EQ(kv_blocks_for_memory(c, 8ull << 30, 16, KvCacheDtype::kFp8), 9078);
+  // FP8: 2 x 28 x (8 x 128 + 8) = 57,792 bytes a token, 924,672 a block: 8 GiB hold 9289 (1.98x).
+  EXPECT_EQ(kv_blocks_for_memory(c, 8ull << 30, 16, KvCacheDtype::kFp8), 9289);
 }
 
 TEST(KvBlocks, NoWindowDropsNothing) {

@@ -94,7 +94,11 @@ struct CudaBackend::Impl {
   int32_t* sampled_d = nullptr;                 // (R)
   int32_t* sampled_h = nullptr;                 // (R) pinned
 
-  bf16* kv_pool = nullptr;  // K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
+  bf16* kv_pool = nullptr;  // bf16 cache: K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
+  // FP8 cache (KvCacheDtype::kFp8, kernels/ops.h QkvParams): codes in kv_pool's layout, one byte a
+  // value, and scale bytes, K of every layer, then V of every layer: (layers, blocks * bs, kv_scale_ld).
+  uint8_t* kv_codes = nullptr;
+  uint8_t* kv_scales = nullptr;
   int64_t num_blocks = 0;
   kernels::DeviceCaps dev;  // the device's capabilities, looked up once
   int tile_queries = kernels::kAttentionTileQueries;  // prefill attention tiles for this device
@@ -115,10 +119,15 @@ struct CudaBackend::Impl {
     return static_cast<T*>(p);
   }
 
-  bf16* k_cache(int64_t l) const { return kv_pool + l * num_blocks * opt.block_size * cfg.kv_dim(); }
-  bf16* v_cache(int64_t l) const {
-    return kv_pool + (cfg.num_hidden_layers + l) * num_blocks * opt.block_size * cfg.kv_dim();
+  // Offsets of layer l's K (v = false) or V (v = true) in the cache, in values and in heads.
+  int64_t cache_values(int64_t l, bool v) const {
+    return ((v ? cfg.num_hidden_layers : 0) + l) * num_blocks * opt.block_size * cfg.kv_dim();
   }
+  int64_t cache_scales(int64_t l, bool v) const {
+    return ((v ? cfg.num_hidden_layers : 0) + l) * num_blocks * opt.block_size * kv_scale_row_bytes(cfg.num_key_value_heads);
+  }
+  bf16* k_cache(int64_t l) const { return kv_pool ? kv_pool + cache_values(l, false) : nullptr; }
+  bf16* v_cache(int64_t l) const { return kv_pool ? kv_pool + cache_values(l, true) : nullptr; }
 
   // C (n, m) f32 = A (n, k) bf16 . W (m, k)^T bf16 + beta * C.
   void gemm(const bf16* a, const bf16* w, float* c, int64_t n, int64_t k, int64_t m, float beta) {
@@ -174,6 +183,10 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   if (c.head_dim % 64 != 0 || c.head_dim > 256)
     throw Error("CUDA backend: head_dim " + std::to_string(c.head_dim) + " is not supported (64, 128, 192 or 256)");
   if (c.gqa_group() > 32) throw Error("CUDA backend: more than 32 query heads per KV head is not supported");
+  const bool fp8_cache = options.kv_cache_dtype == KvCacheDtype::kFp8;
+  if (fp8_cache && c.head_dim != 64 && c.head_dim != 128)
+    throw Error("--kv-cache-dtype fp8: the CUDA kernels read an FP8 cache for head_dim 64 or 128, not " +
+                std::to_string(c.head_dim) + " (use --kv-cache-dtype bf16)");
 
   int n_devices = 0;
   if (cudaGetDeviceCount(&n_devices) != cudaSuccess || n_devices == 0) {
@@ -197,7 +210,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
       throw Error(std::string("CUDA backend: ") + e.what());
     }
   }
-  m.tile_queries = kernels::attention_tile_queries(static_cast<int>(c.head_dim), m.dev);
+  m.tile_queries = kernels::attention_tile_queries(static_cast<int>(c.head_dim), m.dev, fp8_cache);
   CUDA_OK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   BLAS_OK(cublasCreate(&m.blas));
   BLAS_OK(cublasSetStream(m.blas, m.stream));
@@ -314,7 +327,9 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
   if (options.gpu_memory_limit > 0)
     budget = std::min(budget, static_cast<double>(options.gpu_memory_limit) - static_cast<double>(m.allocated));
   const int64_t max_position_blocks = (c.max_position_embeddings + options.block_size - 1) / options.block_size;
-  m.num_blocks = budget > 0 ? kv_blocks_for_memory(c, static_cast<uint64_t>(budget), static_cast<int32_t>(options.block_size)) : 0;
+  m.num_blocks = budget > 0 ? kv_blocks_for_memory(c, static_cast<uint64_t>(budget), static_cast<int32_t>(options.block_size),
+                                                   options.kv_cache_dtype)
+                            : 0;
   if (options.max_kv_blocks > 0) m.num_blocks = std::min(m.num_blocks, options.max_kv_blocks);
   if (m.num_blocks < 2 * (T + options.block_size - 1) / options.block_size)
     throw Error("CUDA: not enough GPU memory for the KV cache on " + m.device_name + " (" +
@@ -325,10 +340,19 @@ CudaBackend::CudaBackend(const ModelConfig& config, const Checkpoint& ckpt, cons
                            format_bytes(options.gpu_memory_limit) + "): raise --gpu-memory-limit or lower --prefill-chunk"
                      : "); raise --gpu-memory-fraction or lower the batch size"));
   const size_t pool_elements = static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size * kvd);
-  m.kv_pool = m.alloc<bf16>(pool_elements);
   // Zeros, not whatever the allocation held: attention may read a block's rows past a sequence's end
   // (then masked), and masked garbage could still be NaN.
-  CUDA_OK(cudaMemset(m.kv_pool, 0, pool_elements * sizeof(bf16)));
+  if (fp8_cache) {
+    const size_t scale_bytes = static_cast<size_t>(2 * c.num_hidden_layers * m.num_blocks * options.block_size *
+                                                   kv_scale_row_bytes(c.num_key_value_heads));
+    m.kv_codes = m.alloc<uint8_t>(pool_elements);
+    m.kv_scales = m.alloc<uint8_t>(scale_bytes);
+    CUDA_OK(cudaMemset(m.kv_codes, 0, pool_elements));
+    CUDA_OK(cudaMemset(m.kv_scales, 0, scale_bytes));
+  } else {
+    m.kv_pool = m.alloc<bf16>(pool_elements);
+    CUDA_OK(cudaMemset(m.kv_pool, 0, pool_elements * sizeof(bf16)));
+  }
 
   // Block tables of a step: every slot's table, at most all positions of the context per sequence in
   // the step (bounded by T sequences, but in practice the pool bounds live entries).
@@ -517,8 +541,15 @@ void CudaBackend::run(const BatchPlan& plan) {
       kernels::QkvParams qp{m.qkv, L.q_norm, L.k_norm, m.inv_freq, positions_d, kv_rows_d, m.q, m.k_cache(l), m.v_cache(l),
                             static_cast<int>(n), static_cast<int>(c.num_attention_heads),
                             static_cast<int>(c.num_key_value_heads), static_cast<int>(c.head_dim), eps};
-      kernels::qkv_post(qp, m.stream);
       kernels::AttentionParams ap{};
+      if (m.kv_codes) {
+        qp.k_fp8 = m.kv_codes + m.cache_values(l, false);
+        qp.v_fp8 = m.kv_codes + m.cache_values(l, true);
+        qp.k_scale = m.kv_scales + m.cache_scales(l, false);
+        qp.v_scale = m.kv_scales + m.cache_scales(l, true);
+        ap.k_fp8 = qp.k_fp8, ap.v_fp8 = qp.v_fp8, ap.k_scale = qp.k_scale, ap.v_scale = qp.v_scale;
+      }
+      kernels::qkv_post(qp, m.stream);
       ap.q = m.q;
       ap.k_cache = m.k_cache(l);
       ap.v_cache = m.v_cache(l);
