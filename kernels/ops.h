@@ -2,7 +2,8 @@
 // attention, SwiGLU, sampling). Each is a function over device pointers, sizes and a stream; none knows
 // a model: the engine maps a model's layers onto them. Shapes are given as (rows, cols) row-major; "bf16" is __nv_bfloat16.
 // Every op has a CPU twin in tests/test_cuda.cpp that it is compared with on random inputs.
-// Sources, one per op family: misc.cu (embed, silu_mul), norm.cu, rope_kv.cu (qkv_post), attention.cu,
+// Sources, one per op family: misc.cu (embed, silu_mul), norm.cu, rope_kv.cu (qkv_post), attention.cu
+// (decode) and attention_prefill.cu (tiles) with their shared pieces in attention_tiles.cuh,
 // sampling.cu, gemv.cu; their shared device helpers are in device_helpers.cuh. Launchers that size
 // their grids by the device take its DeviceCaps (kernels/device.h), looked up once by the backend.
 #pragma once
