@@ -45,12 +45,18 @@ std::optional<uint64_t> parse_bytes(std::string_view text) {
   return whole * scale + static_cast<uint64_t>(fraction * static_cast<double>(scale));
 }
 
-std::string format_bytes(uint64_t bytes, int decimals) {
+std::string format_bytes(uint64_t bytes, int decimals, ByteUnit unit) {
   const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+  const uint64_t smallest = unit == ByteUnit::kMiB ? uint64_t{1} << 20 : 1024;  // below it, in bytes
+  if (bytes < smallest) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+  // A division by 1024 is exact in a double: the steps give what one division by the unit gives.
   double v = static_cast<double>(bytes) / 1024;
   int u = 0;
-  while (v >= 1024 && u < 5) v /= 1024, ++u;
+  if (unit == ByteUnit::kMiB) {
+    v /= 1024, u = 1;
+  } else {
+    while (v >= 1024 && u < 5) v /= 1024, ++u;
+  }
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.*f %s", decimals, v, units[u]);
   return buf;

@@ -17,8 +17,15 @@ namespace abridge {
 // above 2^60 bytes (1 EiB).
 std::optional<uint64_t> parse_bytes(std::string_view text);
 
+// The unit format_bytes() writes a size in.
+enum class ByteUnit : uint8_t {
+  kFitted,  // the largest binary unit that leaves a whole number: "23.0 GiB", "1.2 KiB", "17 bytes"
+  kMiB,     // bytes below 1 MiB, else MiB: "1.9 MiB", "1024.0 MiB", "17 bytes"; for sizes set beside a
+            // bound in MiB (the file and memory limits: "too large (1024.0 MiB; the limit is 64.0 MiB)")
+};
+
 // A size for messages: "23.0 GiB", "512.0 MiB", "1.2 KiB", "17 bytes"; with `decimals` 2 (reports
 // such as `model info`), "7.49 GiB".
-std::string format_bytes(uint64_t bytes, int decimals = 1);
+std::string format_bytes(uint64_t bytes, int decimals = 1, ByteUnit unit = ByteUnit::kFitted);
 
 }  // namespace abridge

@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <istream>
 #include <utility>
 
+#include "base/bytes.h"
 #include "base/error.h"
 
 namespace abridge {
@@ -37,15 +37,9 @@ std::string random_hex(size_t digits) {
 
 // --- Reading -------------------------------------------------------------------------------------
 
-std::string format_bytes_mib(unsigned long long bytes) {
-  if (bytes < (1ull << 20)) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / static_cast<double>(1ull << 20));
-  return buf;
-}
-
 std::string too_large_message(unsigned long long bytes, size_t max_bytes) {
-  std::string size = format_bytes_mib(bytes), limit = format_bytes_mib(max_bytes);
+  std::string size = format_bytes(bytes, 1, ByteUnit::kMiB);
+  std::string limit = format_bytes(max_bytes, 1, ByteUnit::kMiB);
   if (size == limit) {  // 1 MiB and one byte against 1 MiB: the bytes tell them apart
     size = std::to_string(bytes) + " bytes";
     limit = std::to_string(max_bytes) + " bytes";
@@ -83,7 +77,7 @@ std::string read_stream_bounded(std::istream& in, size_t max_bytes) {
     in.read(buf, sizeof buf);
     const auto n = static_cast<size_t>(in.gcount());
     if (n == 0) break;
-    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + format_bytes_mib(max_bytes) + ")");
+    if (bytes.size() + n > max_bytes) throw Error("too large (more than " + format_bytes(max_bytes, 1, ByteUnit::kMiB) + ")");
     bytes.append(buf, n);
   }
   if (in.bad()) throw Error("read error");

@@ -45,12 +45,8 @@ std::string read_regular_fd(int fd, size_t max_bytes);
 // instead of filling memory.
 std::string read_stream_bounded(std::istream& in, size_t max_bytes);
 
-// A size for a message about a file or a memory bound: "N bytes" below 1 MiB, else MiB with one
-// decimal ("1.9 MiB", "2048.0 MiB"). format_bytes (base/bytes.h) picks the unit instead.
-std::string format_bytes_mib(unsigned long long bytes);
-
-// "too large (N MiB; the limit is M MiB)", the one wording for size bounds (format_bytes_mib; both in
-// bytes when they would read the same).
+// "too large (N MiB; the limit is M MiB)", the one wording for size bounds (format_bytes in
+// ByteUnit::kMiB, base/bytes.h; both in bytes when they would read the same).
 std::string too_large_message(unsigned long long bytes, size_t max_bytes);
 
 // --- Writing -------------------------------------------------------------------------------------

@@ -577,7 +577,7 @@ std::string Document::gap(size_t a, size_t b) const {
   }
   // The characters that end at `a` and start at `b` (excerpts begin and end with visible ones).
   size_t i = a - 1;
-  while (i > 0 && a - i < 4 && (static_cast<uint8_t>(text_[i]) & 0xC0) == 0x80) --i;
+  while (i > 0 && a - i < 4 && is_utf8_continuation(static_cast<unsigned char>(text_[i]))) --i;
   const char32_t before = decode_utf8(text_, i).cp;
   const char32_t after = b < text_.size() ? decode_utf8(text_, b).cp : 0;
   return is_cjk(before) && is_cjk(after) ? "" : " ";

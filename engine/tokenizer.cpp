@@ -1,4 +1,5 @@
-// Byte-level BPE tokenizer; the contract is in tokenizer.h.
+// Byte-level BPE tokenizer: encoding and decoding; the contract is in tokenizer.h. Reading
+// tokenizer.json into the tables (Tokenizer::Impl, tokenizer_impl.h) is tokenizer_json.cpp.
 //
 // encode() applies the stages of Hugging Face tokenizers in its order:
 //   1. added tokens: leftmost-longest match of their contents in the raw text (kMatch only);
@@ -10,81 +11,23 @@
 // Once the scratch buffers of a call have grown, nothing allocates per pre-token.
 //
 // To support another pre-tokenizer pattern, add its scanner beside next_piece_end and accept the
-// pattern in check_pre_tokenizer; anything the loader does not recognise is refused, never guessed.
+// pattern in check_pre_tokenizer (tokenizer_json.cpp); anything the loader does not recognise is
+// refused, never guessed.
 #include "engine/tokenizer.h"
 
 #include <algorithm>
-#include <array>
-#include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <functional>
-#include <nlohmann/json.hpp>
-#include <unordered_map>
 
 #include "base/error.h"
 #include "base/utf8.h"
-#include "engine/read_file.h"
 #include "engine/tokenizer_chars.h"
+#include "engine/tokenizer_impl.h"
 
 namespace abridge::engine {
 namespace {
 
-using json = nlohmann::json;
 using namespace tokenizer_chars;
-
-// The only pre-tokenizer pattern next_piece_end() implements (Qwen2, Qwen2.5, Qwen3).
-constexpr std::string_view kQwenPattern =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
-// ---------------------------------------------------------------------------------------------
-// (left id, right id) -> (rank, merged id), open addressing with linear probing.
-
-class MergeTable {
- public:
-  struct Entry {
-    uint64_t key;
-    uint32_t rank;
-    int32_t merged;
-  };
-
-  void reserve(size_t n) {
-    size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
-    slots_.assign(cap, Entry{kEmpty, 0, 0});
-    mask_ = cap - 1;
-  }
-  // A pair listed twice keeps its later rank, as tokenizers' merge map does.
-  void insert(int32_t a, int32_t b, uint32_t rank, int32_t merged) {
-    const uint64_t key = make_key(a, b);
-    for (size_t i = slot(key);; i = (i + 1) & mask_) {
-      if (slots_[i].key == kEmpty || slots_[i].key == key) {
-        slots_[i] = Entry{key, rank, merged};
-        return;
-      }
-    }
-  }
-  const Entry* find(int32_t a, int32_t b) const {
-    const uint64_t key = make_key(a, b);
-    for (size_t i = slot(key);; i = (i + 1) & mask_) {
-      if (slots_[i].key == key) return &slots_[i];
-      if (slots_[i].key == kEmpty) return nullptr;
-    }
-  }
-
- private:
-  static constexpr uint64_t kEmpty = ~uint64_t{0};  // ids are non-negative, so no pair has this key
-  static uint64_t make_key(int32_t a, int32_t b) {
-    return static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32 | static_cast<uint32_t>(b);
-  }
-  size_t slot(uint64_t key) const {
-    uint64_t h = key * 0x9E3779B97F4A7C15ull;
-    return static_cast<size_t>(h ^ h >> 32) & mask_;
-  }
-  std::vector<Entry> slots_;
-  size_t mask_ = 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Pre-token bytes -> ids, for one encode() call. Bounded: cleared when full.
@@ -172,8 +115,10 @@ class PieceCache {
   std::vector<int32_t> ids_;
 };
 
+}  // namespace
+
 // Scratch space of one encode() call.
-struct EncodeScratch {
+struct Tokenizer::Impl::EncodeScratch {
   struct Symbol {
     int32_t id;    // -1 once merged into the symbol on its left
     int32_t prev;  // index of the live symbol on the left, -1 at the start
@@ -185,450 +130,209 @@ struct EncodeScratch {
   PieceCache cache;
 };
 
-struct AddedToken {
-  std::string content;
-  int32_t id;
-  bool special;
-};
-
-// One short line: vocabulary forms and merge strings in a hostile file can be megabytes long or hold
-// newlines.
-[[noreturn]] void fail(std::string_view source, const std::string& what) {
-  throw Error(std::string(source) + ": " + one_line(what, 300));
-}
-
-const json* member(const json& obj, const char* key) {
-  if (!obj.is_object()) return nullptr;
-  auto it = obj.find(key);
-  return it == obj.end() ? nullptr : &*it;
-}
-
-bool is_null_or(const json* j, const json& value) { return j == nullptr || j->is_null() || *j == value; }
-
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
+// The stages of encode()
 
-struct Tokenizer::Impl {
-  // Token table: the bytes of id i are token_data[token_offset[i] .. token_offset[i + 1]).
-  std::vector<uint32_t> token_offset;  // (n_tokens + 1)
-  std::string token_data;
-  std::vector<uint8_t> token_kind;     // (n_tokens) kHole, kVocab, kAdded or kSpecial
-  enum : uint8_t { kHole, kVocab, kAdded, kSpecial };
-
-  std::unordered_map<std::string, int32_t> vocab;  // vocabulary string (byte-level form) -> id
-  std::array<int32_t, 256> byte_id{};              // id of the one-byte token of each byte
-  MergeTable merges;
-  bool ignore_merges = false;
-  bool nfc = false;
-
-  std::vector<AddedToken> added;       // longest content first
-  std::array<bool, 256> added_first{};  // bytes that start some added token
-  const CharTable& chars = char_table();
-
-  int32_t n_tokens() const { return static_cast<int32_t>(token_kind.size()); }
-
-  // Leftmost-longest added token at or after `from`: its position and index in `added`, or npos.
-  size_t find_added(std::string_view text, size_t from, size_t& which) const {
-    const unsigned char* p = bytes_of(text);
-    for (size_t i = from; i < text.size(); ++i) {
-      if (!added_first[p[i]]) continue;
-      for (size_t k = 0; k < added.size(); ++k) {
-        if (text.compare(i, added[k].content.size(), added[k].content) == 0) {
-          which = k;
-          return i;
-        }
+size_t Tokenizer::Impl::find_added(std::string_view text, size_t from, size_t& which) const {
+  const unsigned char* p = bytes_of(text);
+  for (size_t i = from; i < text.size(); ++i) {
+    if (!added_first[p[i]]) continue;
+    for (size_t k = 0; k < added.size(); ++k) {
+      if (text.compare(i, added[k].content.size(), added[k].content) == 0) {
+        which = k;
+        return i;
       }
     }
-    return std::string_view::npos;
   }
+  return std::string_view::npos;
+}
 
-  // NFC of `text`: `text` itself when the quick check passes, otherwise a copy in `buf`.
-  std::string_view normalize_nfc(std::string_view text, std::string& buf) const {
-    const unsigned char* p = bytes_of(text);
-    const size_t n = text.size();
-    size_t safe_start = 0;  // where NFC of a run would start: the last safe character, or after an opaque one
-    size_t copied = 0;      // text[0, copied) is already in buf
-    bool changed = false;
-    for (size_t i = 0; i < n;) {
-      if (i + 8 <= n && ascii8(p + i)) {  // ASCII is always safe
-        safe_start = i + 7;
-        i += 8;
-        continue;
-      }
-      uint32_t len;
-      const uint8_t f = chars.at(p + i, len);
-      if (!(f & kNfcUnsafe)) {
-        safe_start = f & kNfcOpaque ? i + len : i;
-        i += len;
-        continue;
-      }
-      // Normalize from the last safe character to the next one.
-      size_t end = i + len;
-      while (end < n) {
-        uint32_t l;
-        if (!(chars.at(p + end, l) & kNfcUnsafe)) break;
-        end += l;
-      }
-      if (!changed) {
-        buf.clear();
-        changed = true;
-      }
-      buf.append(text.substr(copied, safe_start - copied));
-      buf += nfc_with_utf8proc(text.substr(safe_start, end - safe_start));
-      copied = end;
-      safe_start = end;
-      i = end;
+std::string_view Tokenizer::Impl::normalize_nfc(std::string_view text, std::string& buf) const {
+  const unsigned char* p = bytes_of(text);
+  const size_t n = text.size();
+  size_t safe_start = 0;  // where NFC of a run would start: the last safe character, or after an opaque one
+  size_t copied = 0;      // text[0, copied) is already in buf
+  bool changed = false;
+  for (size_t i = 0; i < n;) {
+    if (i + 8 <= n && ascii8(p + i)) {  // ASCII is always safe
+      safe_start = i + 7;
+      i += 8;
+      continue;
     }
-    if (!changed) return text;
-    buf.append(text.substr(copied));
-    return buf;
+    uint32_t len;
+    const uint8_t f = chars.at(p + i, len);
+    if (!(f & kNfcUnsafe)) {
+      safe_start = f & kNfcOpaque ? i + len : i;
+      i += len;
+      continue;
+    }
+    // Normalize from the last safe character to the next one.
+    size_t end = i + len;
+    while (end < n) {
+      uint32_t l;
+      if (!(chars.at(p + end, l) & kNfcUnsafe)) break;
+      end += l;
+    }
+    if (!changed) {
+      buf.clear();
+      changed = true;
+    }
+    buf.append(text.substr(copied, safe_start - copied));
+    buf += nfc_with_utf8proc(text.substr(safe_start, end - safe_start));
+    copied = end;
+    safe_start = end;
+    i = end;
   }
+  if (!changed) return text;
+  buf.append(text.substr(copied));
+  return buf;
+}
 
-  // End of the pre-token that starts at s[i]: the first alternative of kQwenPattern that matches
-  // there, with the regex engine's greedy and backtracking choices. Every position matches some
-  // alternative, so pre-tokens tile the text.
-  size_t next_piece_end(const unsigned char* s, size_t n, size_t i) const {
-    uint32_t len0;
-    const uint8_t c0 = chars.at(s + i, len0);
-    const size_t j = i + len0;
+// End of the pre-token that starts at s[i]: the first alternative of kQwenPattern that matches
+// there, with the regex engine's greedy and backtracking choices. Every position matches some
+// alternative, so pre-tokens tile the text.
+size_t Tokenizer::Impl::next_piece_end(const unsigned char* s, size_t n, size_t i) const {
+  uint32_t len0;
+  const uint8_t c0 = chars.at(s + i, len0);
+  const size_t j = i + len0;
 
-    // (?i:'s|'t|'re|'ve|'m|'ll|'d). Under Unicode case folding 's' also matches U+017F (long s).
-    if (s[i] == '\'' && j < n) {
-      const unsigned b = s[j] | 0x20;  // ASCII lower case; no other byte folds onto these letters
-      if (b == 's' || b == 't' || b == 'm' || b == 'd') return j + 1;
-      if (s[j] == 0xC5 && j + 1 < n && s[j + 1] == 0xBF) return j + 2;
-      if (j + 1 < n) {
-        const unsigned b1 = s[j + 1] | 0x20;
-        if ((b == 'r' || b == 'v') && b1 == 'e') return j + 2;
-        if (b == 'l' && b1 == 'l') return j + 2;
-      }
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d). Under Unicode case folding 's' also matches U+017F (long s).
+  if (s[i] == '\'' && j < n) {
+    const unsigned b = s[j] | 0x20;  // ASCII lower case; no other byte folds onto these letters
+    if (b == 's' || b == 't' || b == 'm' || b == 'd') return j + 1;
+    if (s[j] == 0xC5 && j + 1 < n && s[j + 1] == 0xBF) return j + 2;
+    if (j + 1 < n) {
+      const unsigned b1 = s[j + 1] | 0x20;
+      if ((b == 'r' || b == 'v') && b1 == 'e') return j + 2;
+      if (b == 'l' && b1 == 'l') return j + 2;
     }
-    auto letters_end = [&](size_t k) {
-      uint32_t len;
-      while (k < n && (chars.at(s + k, len) & kLetter)) k += len;
-      return k;
-    };
-    // [^\r\n\p{L}\p{N}]?\p{L}+
-    if (c0 & kLetter) return letters_end(j);
-    if (!(c0 & (kNumber | kNewline)) && j < n) {
-      uint32_t len1;
-      if (chars.at(s + j, len1) & kLetter) return letters_end(j + len1);
-    }
-    // \p{N}
-    if (c0 & kNumber) return j;
-    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-    auto others_end = [&](size_t k) {
-      uint32_t len;
-      while (k < n && !(chars.at(s + k, len) & (kLetter | kNumber | kSpace))) k += len;
-      while (k < n && (s[k] == '\r' || s[k] == '\n')) ++k;
-      return k;
-    };
-    if (!(c0 & kSpace)) return others_end(j);
-    if (s[i] == ' ' && j < n) {
-      uint32_t len1;
-      if (!(chars.at(s + j, len1) & (kLetter | kNumber | kSpace))) return others_end(j + len1);
-    }
-    // s[i] is white space. \s*[\r\n]+ ends after the last newline of the white-space run;
-    // \s+(?!\S) ends at the end of text or gives back the run's last character; \s+ takes the run.
-    size_t k = i, last_start = i, newline_end = 0;
-    while (k < n) {
-      uint32_t len;
-      const uint8_t c = chars.at(s + k, len);
-      if (!(c & kSpace)) break;
-      if (c & kNewline) newline_end = k + len;
-      last_start = k;
-      k += len;
-    }
-    if (newline_end != 0) return newline_end;
-    if (k == n) return n;
-    if (last_start > i) return last_start;
+  }
+  auto letters_end = [&](size_t k) {
+    uint32_t len;
+    while (k < n && (chars.at(s + k, len) & kLetter)) k += len;
     return k;
-  }
-
-  // Appends the BPE ids of one pre-token (raw bytes).
-  void bpe(std::string_view piece, EncodeScratch& s, std::vector<int32_t>& out) const {
-    if (ignore_merges) {
-      if (auto it = vocab.find(bytes_to_vocab(piece)); it != vocab.end()) {
-        out.push_back(it->second);
-        return;
-      }
-    }
-    auto& sym = s.symbols;
-    sym.resize(piece.size());
-    const int32_t m = static_cast<int32_t>(piece.size());
-    for (int32_t i = 0; i < m; ++i) sym[i] = {byte_id[static_cast<unsigned char>(piece[i])], i - 1, i + 1};
-    sym[m - 1].next = -1;
-
-    auto& heap = s.heap;
-    heap.clear();
-    auto push = [&heap](uint32_t rank, int32_t pos) {
-      heap.push_back(static_cast<uint64_t>(rank) << 32 | static_cast<uint32_t>(pos));
-      std::push_heap(heap.begin(), heap.end(), std::greater<>());
-    };
-    for (int32_t i = 0; i + 1 < m; ++i)
-      if (const auto* e = merges.find(sym[i].id, sym[i + 1].id))
-        heap.push_back(static_cast<uint64_t>(e->rank) << 32 | static_cast<uint32_t>(i));
-    std::make_heap(heap.begin(), heap.end(), std::greater<>());
-
-    while (!heap.empty()) {
-      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
-      const uint64_t top = heap.back();
-      heap.pop_back();
-      const auto rank = static_cast<uint32_t>(top >> 32);
-      const auto pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
-      auto& a = sym[pos];
-      if (a.id < 0 || a.next < 0) continue;
-      auto& b = sym[a.next];
-      // An entry is stale when the pair at `pos` has changed since it was pushed; a rank names one pair.
-      const auto* e = merges.find(a.id, b.id);
-      if (e == nullptr || e->rank != rank) continue;
-      a.id = e->merged;
-      b.id = -1;
-      a.next = b.next;
-      if (a.next >= 0) sym[a.next].prev = pos;
-      if (a.prev >= 0)
-        if (const auto* l = merges.find(sym[a.prev].id, a.id)) push(l->rank, a.prev);
-      if (a.next >= 0)
-        if (const auto* r = merges.find(a.id, sym[a.next].id)) push(r->rank, pos);
-    }
-    for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
-  }
-
-  void encode_piece(std::string_view piece, EncodeScratch& s, std::vector<int32_t>& out) const {
-    if (piece.size() == 1) {  // one symbol: no merge can apply
-      out.push_back(byte_id[static_cast<unsigned char>(piece[0])]);
-      return;
-    }
-    if (piece.size() > PieceCache::kMaxKey) {
-      bpe(piece, s, out);
-      return;
-    }
-    const uint64_t h = hash_bytes(bytes_of(piece), piece.size());
-    uint32_t n_ids = 0;
-    if (const int32_t* ids = s.cache.find(piece, h, n_ids)) {
-      out.insert(out.end(), ids, ids + n_ids);
-      return;
-    }
-    const size_t before = out.size();
-    bpe(piece, s, out);
-    s.cache.insert(piece, h, out.data() + before, out.size() - before);
-  }
-
-  // Text between added tokens: NFC, pre-tokenize, BPE. With `counted`, the ids are only counted:
-  // added to *counted and dropped as they pile up, so that counting a long text holds no list of ids.
-  void encode_ordinary(std::string_view text, EncodeScratch& s, std::vector<int32_t>& out,
-                       size_t* counted = nullptr) const {
-    if (text.empty()) return;
-    if (nfc) text = normalize_nfc(text, s.normalized);
-    const unsigned char* p = bytes_of(text);
-    for (size_t i = 0; i < text.size();) {
-      const size_t end = next_piece_end(p, text.size(), i);
-      encode_piece(text.substr(i, end - i), s, out);
-      i = end;
-      if (counted && out.size() >= 4096) {
-        *counted += out.size();
-        out.clear();
-      }
-    }
-  }
-};
-
-// ---------------------------------------------------------------------------------------------
-// Loading
-
-namespace {
-
-void check_pre_tokenizer(const json* pt, std::string_view source) {
-  auto is = [](const json* j, const char* key, const json& value) {
-    const json* m = member(*j, key);
-    return m != nullptr && *m == value;
   };
-  bool ok = pt != nullptr && is(pt, "type", "Sequence");
-  const json* list = ok ? member(*pt, "pretokenizers") : nullptr;
-  ok = ok && list != nullptr && list->is_array() && list->size() == 2;
-  if (ok) {
-    const json& split = (*list)[0];
-    const json& bytes = (*list)[1];
-    const json* pattern = member(split, "pattern");
-    ok = is(&split, "type", "Split") && pattern != nullptr && is(pattern, "Regex", std::string(kQwenPattern)) &&
-         is(&split, "behavior", "Isolated") && is_null_or(member(split, "invert"), false) &&
-         is(&bytes, "type", "ByteLevel") && is_null_or(member(bytes, "add_prefix_space"), false) &&
-         is(&bytes, "use_regex", false);
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  if (c0 & kLetter) return letters_end(j);
+  if (!(c0 & (kNumber | kNewline)) && j < n) {
+    uint32_t len1;
+    if (chars.at(s + j, len1) & kLetter) return letters_end(j + len1);
   }
-  if (!ok)
-    fail(source,
-         "unsupported \"pre_tokenizer\": only Qwen2's (Split on its pattern, then ByteLevel without regex) "
-         "is implemented");
+  // \p{N}
+  if (c0 & kNumber) return j;
+  // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+  auto others_end = [&](size_t k) {
+    uint32_t len;
+    while (k < n && !(chars.at(s + k, len) & (kLetter | kNumber | kSpace))) k += len;
+    while (k < n && (s[k] == '\r' || s[k] == '\n')) ++k;
+    return k;
+  };
+  if (!(c0 & kSpace)) return others_end(j);
+  if (s[i] == ' ' && j < n) {
+    uint32_t len1;
+    if (!(chars.at(s + j, len1) & (kLetter | kNumber | kSpace))) return others_end(j + len1);
+  }
+  // s[i] is white space. \s*[\r\n]+ ends after the last newline of the white-space run;
+  // \s+(?!\S) ends at the end of text or gives back the run's last character; \s+ takes the run.
+  size_t k = i, last_start = i, newline_end = 0;
+  while (k < n) {
+    uint32_t len;
+    const uint8_t c = chars.at(s + k, len);
+    if (!(c & kSpace)) break;
+    if (c & kNewline) newline_end = k + len;
+    last_start = k;
+    k += len;
+  }
+  if (newline_end != 0) return newline_end;
+  if (k == n) return n;
+  if (last_start > i) return last_start;
+  return k;
 }
 
-}  // namespace
-
-Tokenizer Tokenizer::from_json(std::string_view json_text, std::string_view source) {
-  auto impl = std::make_unique<Impl>();
-  json doc;
-  try {
-    doc = parse_json_bounded(json_text);  // nesting bounded: a value 100,000 levels deep is refused
-  } catch (const Error& e) {
-    fail(source, e.what());
+void Tokenizer::Impl::bpe(std::string_view piece, EncodeScratch& s, std::vector<int32_t>& out) const {
+  if (ignore_merges) {
+    if (auto it = vocab.find(bytes_to_vocab(piece)); it != vocab.end()) {
+      out.push_back(it->second);
+      return;
+    }
   }
-  try {
-    if (!doc.is_object()) fail(source, "expected a JSON object");
-    const json* model = member(doc, "model");
-    if (model == nullptr || !model->is_object()) fail(source, "missing \"model\"");
-    if (const json* type = member(*model, "type"); type != nullptr && *type != "BPE")
-      fail(source, "unsupported model type " + type->dump() + " (only \"BPE\" is implemented)");
-    if (!is_null_or(member(*model, "byte_fallback"), false)) fail(source, "unsupported \"byte_fallback\": true");
-    if (!is_null_or(member(*model, "dropout"), nullptr)) fail(source, "unsupported BPE \"dropout\"");
-    if (!is_null_or(member(*model, "continuing_subword_prefix"), "") ||
-        !is_null_or(member(*model, "end_of_word_suffix"), ""))
-      fail(source, "unsupported \"continuing_subword_prefix\" or \"end_of_word_suffix\"");
-    if (const json* im = member(*model, "ignore_merges"); im != nullptr && !im->is_null())
-      impl->ignore_merges = im->get<bool>();
+  auto& sym = s.symbols;
+  sym.resize(piece.size());
+  const int32_t m = static_cast<int32_t>(piece.size());
+  for (int32_t i = 0; i < m; ++i) sym[i] = {byte_id[static_cast<unsigned char>(piece[i])], i - 1, i + 1};
+  sym[m - 1].next = -1;
 
-    const json* normalizer = member(doc, "normalizer");
-    if (normalizer != nullptr && !normalizer->is_null()) {
-      if (!is_null_or(member(*normalizer, "type"), "NFC"))
-        fail(source, "unsupported \"normalizer\" " + member(*normalizer, "type")->dump() + " (only NFC)");
-      impl->nfc = true;
-    }
-    check_pre_tokenizer(member(doc, "pre_tokenizer"), source);
-    if (const json* decoder = member(doc, "decoder"); decoder != nullptr && !decoder->is_null() &&
-                                                       !is_null_or(member(*decoder, "type"), "ByteLevel"))
-      fail(source, "unsupported \"decoder\" (only ByteLevel)");
+  auto& heap = s.heap;
+  heap.clear();
+  auto push = [&heap](uint32_t rank, int32_t pos) {
+    heap.push_back(static_cast<uint64_t>(rank) << 32 | static_cast<uint32_t>(pos));
+    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  };
+  for (int32_t i = 0; i + 1 < m; ++i)
+    if (const auto* e = merges.find(sym[i].id, sym[i + 1].id))
+      heap.push_back(static_cast<uint64_t>(e->rank) << 32 | static_cast<uint32_t>(i));
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
 
-    // Vocabulary.
-    const json* vocab = member(*model, "vocab");
-    if (vocab == nullptr || !vocab->is_object()) fail(source, "missing \"model.vocab\" (an object)");
-    constexpr int64_t kMaxId = int64_t{1} << 24;
-    int64_t n_tokens = 0;
-    impl->vocab.reserve(vocab->size());
-    for (const auto& [form, id_json] : vocab->items()) {
-      if (!id_json.is_number_integer()) fail(source, "vocab entry \"" + form + "\" has a non-integer id");
-      const auto id = id_json.get<int64_t>();
-      if (id < 0 || id >= kMaxId) fail(source, "vocab entry \"" + form + "\" has id " + std::to_string(id));
-      impl->vocab.emplace(form, static_cast<int32_t>(id));
-      n_tokens = std::max(n_tokens, id + 1);
-    }
-    if (impl->vocab.empty()) fail(source, "empty \"model.vocab\"");
-
-    // Added tokens.
-    std::vector<AddedToken>& added = impl->added;
-    if (const json* list = member(doc, "added_tokens"); list != nullptr && !list->is_null()) {
-      if (!list->is_array()) fail(source, "\"added_tokens\" must be a list");
-      for (const json& t : *list) {
-        const json* id = member(t, "id");
-        const json* content = member(t, "content");
-        if (id == nullptr || !id->is_number_integer() || content == nullptr || !content->is_string())
-          fail(source, "added token " + t.dump() + " needs an integer \"id\" and a string \"content\"");
-        const auto value = id->get<int64_t>();
-        const std::string text = content->get<std::string>();
-        if (value < 0 || value >= kMaxId) fail(source, "added token \"" + text + "\" has id " + std::to_string(value));
-        if (text.empty()) fail(source, "added token " + std::to_string(value) + " is empty");
-        for (const char* flag : {"lstrip", "rstrip", "single_word", "normalized"})
-          if (!is_null_or(member(t, flag), false))
-            fail(source, "added token \"" + text + "\": \"" + flag + "\": true is not supported");
-        const json* special = member(t, "special");
-        added.push_back({text, static_cast<int32_t>(value), special != nullptr && special->is_boolean() && special->get<bool>()});
-        n_tokens = std::max(n_tokens, value + 1);
-      }
-    }
-
-    // Token table: vocabulary bytes, then added tokens over them.
-    impl->token_kind.assign(static_cast<size_t>(n_tokens), Impl::kHole);
-    std::vector<std::string> bytes(static_cast<size_t>(n_tokens));
-    for (const auto& [form, id] : impl->vocab) {
-      if (impl->token_kind[id] != Impl::kHole)
-        fail(source, "vocab id " + std::to_string(id) + " is given to two tokens (one is \"" + form + "\")");
-      impl->token_kind[id] = Impl::kVocab;
-      bytes[id] = vocab_to_bytes(form);
-    }
-    for (const AddedToken& t : added) {
-      impl->token_kind[t.id] = t.special ? Impl::kSpecial : Impl::kAdded;
-      bytes[t.id] = t.content;
-    }
-    impl->token_offset.resize(bytes.size() + 1);
-    size_t total = 0;
-    for (const std::string& b : bytes) total += b.size();
-    impl->token_data.reserve(total);
-    for (size_t i = 0; i < bytes.size(); ++i) {
-      impl->token_offset[i] = static_cast<uint32_t>(impl->token_data.size());
-      impl->token_data += bytes[i];
-    }
-    impl->token_offset.back() = static_cast<uint32_t>(impl->token_data.size());
-
-    for (uint32_t b = 0; b < 256; ++b) {
-      std::string form;
-      append_utf8(form, byte_alphabet().to_cp[b]);
-      auto it = impl->vocab.find(form);
-      if (it == impl->vocab.end())
-        fail(source, "the vocabulary has no token for byte " + std::to_string(b) + " (\"" + form +
-                         "\"); a byte-level BPE needs all 256");
-      impl->byte_id[b] = it->second;
-    }
-
-    std::stable_sort(added.begin(), added.end(),
-                     [](const AddedToken& a, const AddedToken& b) { return a.content.size() > b.content.size(); });
-    for (const AddedToken& t : added) impl->added_first[static_cast<unsigned char>(t.content[0])] = true;
-
-    // Merges: [["a", "b"], ...] or the older ["a b", ...].
-    const json* merges = member(*model, "merges");
-    if (merges == nullptr || !merges->is_array()) fail(source, "missing \"model.merges\" (a list)");
-    impl->merges.reserve(merges->size());
-    std::string joined;
-    auto lookup = [&](const std::string& token, size_t rank) {
-      auto it = impl->vocab.find(token);
-      if (it == impl->vocab.end())
-        fail(source, "merge " + std::to_string(rank) + " names \"" + token + "\", which is not in the vocabulary");
-      return it->second;
-    };
-    for (size_t rank = 0; rank < merges->size(); ++rank) {
-      const json& m = (*merges)[rank];
-      std::string a, b;
-      if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
-      } else if (m.is_string()) {
-        const std::string& s = m.get_ref<const std::string&>();
-        const size_t space = s.find(' ');
-        if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-          fail(source, "merge " + std::to_string(rank) + " \"" + s + "\" is not two tokens separated by a space");
-        a = s.substr(0, space);
-        b = s.substr(space + 1);
-      } else {
-        fail(source, "merge " + std::to_string(rank) + " is neither [\"a\", \"b\"] nor \"a b\"");
-      }
-      const int32_t ia = lookup(a, rank), ib = lookup(b, rank);
-      joined = a + b;
-      auto it = impl->vocab.find(joined);
-      if (it == impl->vocab.end())
-        fail(source, "merge " + std::to_string(rank) + " makes \"" + joined + "\", which is not in the vocabulary");
-      impl->merges.insert(ia, ib, static_cast<uint32_t>(rank), it->second);
-    }
-  } catch (const json::exception& e) {
-    fail(source, std::string("unexpected JSON: ") + e.what());
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const uint64_t top = heap.back();
+    heap.pop_back();
+    const auto rank = static_cast<uint32_t>(top >> 32);
+    const auto pos = static_cast<int32_t>(top & 0xFFFFFFFFu);
+    auto& a = sym[pos];
+    if (a.id < 0 || a.next < 0) continue;
+    auto& b = sym[a.next];
+    // An entry is stale when the pair at `pos` has changed since it was pushed; a rank names one pair.
+    const auto* e = merges.find(a.id, b.id);
+    if (e == nullptr || e->rank != rank) continue;
+    a.id = e->merged;
+    b.id = -1;
+    a.next = b.next;
+    if (a.next >= 0) sym[a.next].prev = pos;
+    if (a.prev >= 0)
+      if (const auto* l = merges.find(sym[a.prev].id, a.id)) push(l->rank, a.prev);
+    if (a.next >= 0)
+      if (const auto* r = merges.find(a.id, sym[a.next].id)) push(r->rank, pos);
   }
-  return Tokenizer(std::move(impl));
+  for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
 }
 
-Tokenizer Tokenizer::from_path(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::path file(path);
-  const auto status = fs::status(file, ec);
-  if (ec || !fs::exists(status)) throw Error(path + ": no such file or directory");
-  if (fs::is_directory(status)) {
-    file /= "tokenizer.json";
-    if (!fs::exists(file, ec)) throw Error(path + ": no tokenizer.json in directory");
+void Tokenizer::Impl::encode_piece(std::string_view piece, EncodeScratch& s, std::vector<int32_t>& out) const {
+  if (piece.size() == 1) {  // one symbol: no merge can apply
+    out.push_back(byte_id[static_cast<unsigned char>(piece[0])]);
+    return;
   }
-  const std::string name = file.string();
-  std::string text;
-  try {
-    text = read_regular_file(name, kMaxTokenizerJsonBytes);
-  } catch (const Error& e) {
-    throw Error(name + ": " + e.what());
+  if (piece.size() > PieceCache::kMaxKey) {
+    bpe(piece, s, out);
+    return;
   }
-  return from_json(text, name);
+  const uint64_t h = hash_bytes(bytes_of(piece), piece.size());
+  uint32_t n_ids = 0;
+  if (const int32_t* ids = s.cache.find(piece, h, n_ids)) {
+    out.insert(out.end(), ids, ids + n_ids);
+    return;
+  }
+  const size_t before = out.size();
+  bpe(piece, s, out);
+  s.cache.insert(piece, h, out.data() + before, out.size() - before);
+}
+
+// Text between added tokens: NFC, pre-tokenize, BPE. With `counted`, the ids are only counted:
+// added to *counted and dropped as they pile up, so that counting a long text holds no list of ids.
+void Tokenizer::Impl::encode_ordinary(std::string_view text, EncodeScratch& s, std::vector<int32_t>& out,
+                                     size_t* counted) const {
+  if (text.empty()) return;
+  if (nfc) text = normalize_nfc(text, s.normalized);
+  const unsigned char* p = bytes_of(text);
+  for (size_t i = 0; i < text.size();) {
+    const size_t end = next_piece_end(p, text.size(), i);
+    encode_piece(text.substr(i, end - i), s, out);
+    i = end;
+    if (counted && out.size() >= 4096) {
+      *counted += out.size();
+      out.clear();
+    }
+  }
 }
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -644,7 +348,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, AddedTokens added)
     throw Error("invalid UTF-8 at byte " + std::to_string(bad));
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 8);
-  EncodeScratch scratch;
+  Impl::EncodeScratch scratch;
   size_t pos = 0;
   if (added == AddedTokens::kMatch && !impl_->added.empty()) {
     size_t which = 0;
@@ -662,7 +366,7 @@ size_t Tokenizer::count(std::string_view text, AddedTokens added) const {
   if (const size_t bad = find_invalid_utf8(text); bad != std::string_view::npos)
     throw Error("invalid UTF-8 at byte " + std::to_string(bad));
   std::vector<int32_t> ids;
-  EncodeScratch scratch;
+  Impl::EncodeScratch scratch;
   size_t n = 0, pos = 0;
   if (added == AddedTokens::kMatch && !impl_->added.empty()) {
     size_t which = 0;
@@ -690,7 +394,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
 }
 
 int32_t Tokenizer::token_id(std::string_view token) const {
-  for (const AddedToken& t : impl_->added)
+  for (const tokenizer_detail::AddedToken& t : impl_->added)
     if (t.content == token) return t.id;
   auto it = impl_->vocab.find(std::string(token));
   return it == impl_->vocab.end() ? -1 : it->second;

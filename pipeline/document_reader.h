@@ -52,9 +52,10 @@ Document read_text(std::string bytes, const ReadOptions& options);
 Document read_pdf(std::string bytes, const ReadOptions& options);
 
 // ReadOptions from the command-line values (--encoding, --ocr auto|never|always, --ocr-lang, --pdf-timeout,
-// --pdf-max-memory). Checks them: throws abridge::Error naming the option. With --ocr auto and no
-// language data installed, OCR is simply off; explicit --ocr-lang codes must be installed unless --ocr
-// never.
+// --pdf-max-memory). Checks each but --pdf-timeout (summarize checks it with its other options) and
+// throws abridge::Error naming the option: the one range check of --pdf-max-memory, which summarize,
+// watch and chunk all go through. With --ocr auto and no language data installed, OCR is simply off;
+// explicit --ocr-lang codes must be installed unless --ocr never.
 ReadOptions make_read_options(const std::string& encoding, const std::string& ocr, const std::string& ocr_languages,
                               double pdf_timeout, int64_t pdf_max_memory_mb);
 

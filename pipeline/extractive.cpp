@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/hash.h"
+#include "base/utf8.h"
 #include "chunker/document.h"
 #include "chunker/terms.h"
 #include "pipeline/extractive_graph.h"
@@ -404,7 +405,7 @@ std::pair<std::string, size_t> fitting_prefix(const Document& doc, size_t b, siz
   auto has = [&](size_t k) {
     for (; cuts.size() <= k && scan < e; ++scan) {
       const size_t i = scan;
-      if ((static_cast<uint8_t>(text[i]) & 0xC0) == 0x80) continue;
+      if (is_utf8_continuation(static_cast<unsigned char>(text[i]))) continue;  // inside a character
       if (!words_only || (text[i - 1] != ' ' && (text[i] == ' ' || text[i] == '\n' || text[i] == '\t'))) cuts.push_back(i);
     }
     return k < cuts.size();

@@ -5,7 +5,7 @@
 #include <atomic>
 #include <new>
 
-#include "base/file.h"
+#include "base/bytes.h"
 
 namespace abridge::pipeline {
 
@@ -13,8 +13,8 @@ std::string out_of_memory_message(uint64_t document_bytes) {
   const std::string times = "up to about " + std::to_string(kDocumentMemoryFactor) + " times ";
   const std::string advice = ": give abridge more memory or split the document)";
   if (document_bytes == 0) return "out of memory (reading a document takes " + times + "its size" + advice;
-  return "out of memory (the document is " + format_bytes_mib(document_bytes) + "; reading it takes " + times +
-         "that" + advice;
+  return "out of memory (the document is " + format_bytes(document_bytes, 1, ByteUnit::kMiB) + "; reading it takes " +
+         times + "that" + advice;
 }
 
 std::string error_text(const std::exception& e) {

@@ -46,8 +46,9 @@ engine::EngineOptions engine_options_of(const SummarizeOptions& o) {
   return e;
 }
 
-// Every option against its range (the range its --help line states), before anything loads.
-void check_options(const SummarizeOptions& o) {
+// Every option against its range (the range its --help line states), before anything loads. Returns
+// the reading options, which make_read_options() checks (--encoding, --ocr, --ocr-lang, --pdf-max-memory).
+ReadOptions check_options(const SummarizeOptions& o) {
   if (o.out_dir.empty()) throw Error("-o OUT_DIR is required");
   if (o.inputs.empty()) throw Error("no INPUT given (files, directories, or - to read paths from stdin)");
   if (o.format != "md" && o.format != "json" && o.format != "txt") throw Error("--format must be md, json or txt");
@@ -65,12 +66,14 @@ void check_options(const SummarizeOptions& o) {
     throw Error("--chunk-tokens must be 0 (chosen from the context) or at least " + std::to_string(kMinChunkTokens) +
                 ", not " + std::to_string(o.chunk_tokens));
   check_range("--pdf-timeout", o.pdf_timeout, 0.1, 86400.0);
-  check_range("--pdf-max-memory", o.pdf_max_memory_mb, 64, int64_t{1} << 20);
+  ReadOptions read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
   check_range("--max-document-size", o.max_document_mb, 1, kMaxDocumentMiB);
+  read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
   for (const std::string& g : o.include) check_glob("--include", g);
   for (const std::string& g : o.exclude) check_glob("--exclude", g);
   if (o.engine == "llm" && o.model.empty()) throw Error("--engine llm needs --model DIR");
   engine_options_of(o);  // the engine knobs: --device, --threads, the GPU memory, --kv-cache-tokens, ...
+  return read;
 }
 
 }  // namespace
@@ -78,9 +81,7 @@ void check_options(const SummarizeOptions& o) {
 // ---- Summarizer ------------------------------------------------------------------------------
 
 Summarizer::Impl::Impl(const SummarizeOptions& options, std::ostream& err) : o(options), log(err) {
-  check_options(o);
-  read = make_read_options(o.encoding, o.ocr, o.ocr_lang, o.pdf_timeout, o.pdf_max_memory_mb);
-  read.max_bytes = static_cast<size_t>(o.max_document_mb) << 20;
+  read = check_options(o);
   llm = o.engine == "llm" || (o.engine == "auto" && !o.model.empty());
   const engine::EngineOptions eo = engine_options_of(o);  // checked before the model is read
   if (!o.prompt_file.empty()) {

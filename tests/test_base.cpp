@@ -51,6 +51,15 @@ TEST(Bytes, FormatsForMessages) {
   EXPECT_EQ(format_bytes(2 * 1000 * 1000), "1.9 MiB");
   EXPECT_EQ(format_bytes(uint64_t{8044936192}, 2), "7.49 GiB");  // `model info`: two decimals
   EXPECT_EQ(format_bytes(1536, 2), "1.50 KiB");
+  // In MiB (file and memory bounds): bytes below 1 MiB, never GiB above it.
+  constexpr auto kMiB = ByteUnit::kMiB;
+  EXPECT_EQ(format_bytes(1, 1, kMiB), "1 byte");
+  EXPECT_EQ(format_bytes(1536, 1, kMiB), "1536 bytes");
+  EXPECT_EQ(format_bytes((1 << 20) - 1, 1, kMiB), "1048575 bytes");
+  EXPECT_EQ(format_bytes(1 << 20, 1, kMiB), "1.0 MiB");
+  EXPECT_EQ(format_bytes(2 * 1000 * 1000, 1, kMiB), "1.9 MiB");
+  EXPECT_EQ(format_bytes(uint64_t{1} << 30, 1, kMiB), "1024.0 MiB");
+  EXPECT_EQ(format_bytes(uint64_t{1} << 50, 1, kMiB), "1073741824.0 MiB");
 }
 
 TEST(Utf8, FindInvalid) {

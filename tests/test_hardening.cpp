@@ -27,6 +27,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/bytes.h"
 #include "base/rng.h"
 #include "engine/embedded_data.h"
 #include "base/error.h"
@@ -1604,7 +1605,7 @@ TEST(HardeningMemory, ADocumentBeyondTheMemoryLimitIsOneLineAndTheBatchGoesOn) {
   for (const std::string big : {"big1.txt", "big2.txt"}) {
     const fs::path path = t / "docs" / big;
     const std::string line = "abridge: " + path.string() + ": out of memory (the document is " +
-                             abridge::format_bytes_mib(fs::file_size(path)) +
+                             abridge::format_bytes(fs::file_size(path), 1, abridge::ByteUnit::kMiB) +
                              "; reading it takes up to about 6 times that: give abridge more memory or split the "
                              "document)\n";
     const bool failed = contains(r.err, line);
@@ -1625,7 +1626,7 @@ TEST(HardeningMemory, ADocumentBeyondTheMemoryLimitIsOneLineAndTheBatchGoesOn) {
   if (r.exit_code != 0) {
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err, "abridge: " + big.string() + ": out of memory (the document is " +
-                         abridge::format_bytes_mib(fs::file_size(big)) +
+                         abridge::format_bytes(fs::file_size(big), 1, abridge::ByteUnit::kMiB) +
                          "; reading it takes up to about 6 times that: give abridge more memory or split the "
                          "document)\n");
   }
@@ -1725,7 +1726,7 @@ TEST(HardeningMemory, MaxDocumentSizeRefusesLargerDocumentsUnread) {
   const RunResult r = abridge_within(120, "summarize " + sq(t / "docs") + " -o " + sq(t / "out") + " --max-document-size 1");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "abridge: " + (t / "docs" / "b.txt").string() + ": too large (" +
-                                  abridge::format_bytes_mib(fs::file_size(t / "docs" / "b.txt")) +
+                                  abridge::format_bytes(fs::file_size(t / "docs" / "b.txt"), 1, abridge::ByteUnit::kMiB) +
                                   "; the limit is 1.0 MiB)\n"))
       << r.err;
   EXPECT_TRUE(fs::exists(t / "out" / "a.txt.summary.md")) << r.err;

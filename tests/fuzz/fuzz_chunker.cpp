@@ -11,11 +11,13 @@
 #include <cstdint>
 #include <string_view>
 
+#include "base/utf8.h"
 #include "chunker/chunker.h"
 
 namespace {
 
 using namespace abridge::chunker;
+using abridge::find_invalid_utf8;
 
 // Roughly like BPE: runs of ASCII letters cost one token per 4 bytes, every other byte one token.
 // Not additive across boundaries, so the chunker's exact recount is exercised.

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "base/utf8.h"
 #include "chunker/chunker.h"
 #include "pipeline/text_encoding.h"
 #include "pipeline/text_normalize.h"
