@@ -15,7 +15,8 @@ namespace abridge::engine {
 // How the KV cache stores keys and values (--kv-cache-dtype). kBf16: two bytes a value. kFp8: e4m3fn
 // codes (engine/fp8.h), one byte a value, with one f32 scale per token and KV head for K and V each:
 // scale = amax / 448 over that head's head_dim values, so every value is in range (nothing saturates);
-// the value read back is decode(code) * scale, off by at most max(|v| / 16, scale * 2^-10) <= amax / 16.
+// the value read back is decode(code) * scale, off by at most max(|v| / 16, scale * 2^-10) <= amax / 16
+// (and f32 rounding; engine/fp8.h, fp8_kv_round_trip).
 enum class KvCacheDtype { kBf16, kFp8 };
 
 struct ModelConfig {

@@ -67,7 +67,12 @@ void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& 
 
 // The FP8 KV cache's rounding (engine/config.h, KvCacheDtype::kFp8) of one token's values of one KV
 // head, in place: scale = amax(|v|) / 448 (f32), v[i] = decode(encode(v[i] / scale)) * scale; an all-zero
-// head stays zero. Returns the scale (0 for an all-zero head), as the CUDA cache stores it.
+// head stays zero. Returns the scale (0 for an all-zero head), as the CUDA cache stores it. Every value
+// comes back within max(|v| / 16, scale * 2^-10) (at most amax / 16), plus f32's rounding of v / scale
+// and of the product (2^-24 of v and of the result, which matters only where v / scale is an e4m3
+// midpoint); the largest comes back within f32 rounding of itself (code 448). Holds while the scale is
+// a normal float (amax >= 448 * FLT_MIN, about 5e-36); below that the product's own subnormal rounding
+// (2^-150) may pass scale * 2^-10. (tests/test_fp8.cpp, Fp8KvCache.)
 float fp8_kv_round_trip(float* v, int64_t n);
 
 // out[i * m + j] for every token i and output features j in [j_begin, j_end), m = w.rows; a.k == w.cols.

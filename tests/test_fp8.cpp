@@ -242,6 +242,147 @@ TEST(Fp8Linear, MatchesADoubleReferenceOfTheSameQuantizedOperands) {
   std::cout << "fp8_linear vs double of the same operands: worst error / sum|terms| = " << worst << '\n';
 }
 
+// --- the FP8 KV cache's rounding (fp8_kv_round_trip) ---
+
+namespace {
+
+struct KvRoundTripReport {
+  double worst_relative = 0;  // largest error / (the bound engine/config.h states) over all values
+  int64_t changed = 0;        // values the rounding moved
+};
+
+// Runs fp8_kv_round_trip on a copy of `v` and checks what engine/fp8.h and engine/config.h state for one
+// token's head: the returned scale is amax / 448 in f32; every value read back is decode(nearest e4m3
+// code of v / scale) * scale (the code found by brute force, not by f32_to_e4m3) and within
+// max(|v| / 16, scale * 2^-10) of v, give or take f32 rounding; the largest value maps to code 448 and comes back within f32
+// rounding of itself; an all-zero head stays zero with scale 0. Adds to `rep`.
+void check_kv_round_trip(const std::vector<float>& v, const std::string& label, KvRoundTripReport& rep) {
+  std::vector<float> out = v;
+  const float s = fp8_kv_round_trip(out.data(), static_cast<int64_t>(out.size()));
+  float amax = 0;
+  size_t imax = 0;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (std::fabs(v[i]) > amax) amax = std::fabs(v[i]), imax = i;
+  ASSERT_EQ(s, amax / 448.0f) << label;
+  if (amax == 0) {
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 0.0f) << label << " [" << i << "]";
+    return;
+  }
+  const double bound_floor = static_cast<double>(s) * std::ldexp(1.0, -10);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint8_t code = nearest_code(static_cast<double>(v[i] / s));
+    ASSERT_EQ(out[i], e4m3_to_f32(code) * s) << label << " [" << i << "] v=" << v[i] << " scale=" << s;
+    const double err = std::fabs(static_cast<double>(out[i]) - v[i]);
+    const double bound = std::max(std::fabs(static_cast<double>(v[i])) / 16, bound_floor);
+    // f32's own rounding of v / scale and of decode * scale: where v / scale lands on a midpoint the
+    // error is the bound itself, and these two roundings may add 2^-24 of v and of the value read back.
+    const double f32_rounding = (std::fabs(static_cast<double>(v[i])) + std::fabs(static_cast<double>(out[i]))) * std::ldexp(1.0, -24);
+    ASSERT_LE(err, bound + f32_rounding) << label << " [" << i << "] v=" << v[i] << " out=" << out[i] << " scale=" << s;
+    rep.worst_relative = std::max(rep.worst_relative, err / bound);
+    rep.changed += out[i] != v[i];
+  }
+  EXPECT_EQ(nearest_code(static_cast<double>(v[imax] / s)) & 0x7F, 0x7E) << label;  // nothing saturates past 448
+  EXPECT_LE(std::fabs(static_cast<double>(out[imax]) - v[imax]), std::ldexp(static_cast<double>(amax), -22)) << label;
+  EXPECT_EQ(std::signbit(out[imax]), std::signbit(v[imax])) << label;
+}
+
+}  // namespace
+
+// Random heads of the sizes the engine runs (head_dim 64, 128) and odd sizes, drawn from normal,
+// uniform and heavy-tailed laws over magnitudes from 1e-30 to 1e30 (K after q/k-norm and RoPE is O(1),
+// V follows the layer's activations; the rounding must not care). The scale stays a normal f32 there
+// (amax >= 448 * FLT_MIN): below that, the product decode(code) * scale itself is a subnormal float
+// whose own rounding (2^-150) can pass scale * 2^-10, a range no K or V value reaches.
+TEST(Fp8KvCache, RandomHeadsWithinTheStatedBound) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::cauchy_distribution<float> cauchy(0.0f, 1.0f);
+  KvRoundTripReport rep;
+  int64_t values = 0;
+  for (int64_t n : {1, 3, 64, 127, 128}) {
+    for (float magnitude : {1e-30f, 1e-6f, 1e-2f, 1.0f, 37.5f, 1e4f, 1e30f}) {
+      for (int law = 0; law < 3; ++law) {
+        for (int rep_i = 0; rep_i < 8; ++rep_i) {
+          std::vector<float> v(static_cast<size_t>(n));
+          for (float& x : v) x = magnitude * (law == 0 ? normal(rng) : law == 1 ? uniform(rng) : std::clamp(cauchy(rng), -1e6f, 1e6f));
+          check_kv_round_trip(v, "n=" + std::to_string(n) + " magnitude=" + std::to_string(magnitude) + " law=" + std::to_string(law), rep);
+          if (HasFatalFailure()) return;
+          values += n;
+        }
+      }
+    }
+  }
+  std::printf("[fp8 kv] %lld random values: worst error %.3f of the bound, %lld changed by the rounding\n",
+              static_cast<long long>(values), rep.worst_relative, static_cast<long long>(rep.changed));
+  // The bound is nearly reached (half an e4m3 step just above a power of two is 1/17 of the value), so
+  // a looser rounding than nearest would fail above; and the rounding does move most values.
+  EXPECT_GT(rep.worst_relative, 0.8);
+  EXPECT_GT(rep.changed * 2, values);
+}
+
+// Inputs built to hit the edges: every e4m3 midpoint (ties to even, the largest relative error just
+// above each power of two), the subnormal codes, an outlier that pushes the rest of the head below the
+// smallest code, zeros of both signs, all-zero heads, a head of one repeated value, the largest value
+// negative, and amax at the ends of the normal f32 range.
+TEST(Fp8KvCache, AdversarialHeadsWithinTheStatedBound) {
+  KvRoundTripReport rep;
+  // Scale exactly 1 (amax 448): each midpoint between neighbouring codes and its two f32 neighbours.
+  {
+    std::vector<float> v = {448.0f};
+    for (int code = 0; code < 0x7E; ++code) {
+      const float mid = static_cast<float>((e4m3_value(code) + e4m3_value(code + 1)) / 2);
+      for (float p : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+        v.push_back(p);
+        v.push_back(-p);
+      }
+    }
+    check_kv_round_trip(v, "midpoints, scale 1", rep);
+    std::vector<float> out = v;
+    fp8_kv_round_trip(out.data(), static_cast<int64_t>(out.size()));
+    EXPECT_EQ(out[1], 0.0f);                     // 2^-10: halfway 0 and 2^-9, to the even code 0
+    EXPECT_EQ(v[1 + 6 * 0x38], 1.0625f);         // halfway 1 and 1.125 ...
+    EXPECT_EQ(out[1 + 6 * 0x38], 1.0f);          // ... to the even mantissa
+  }
+  // The same midpoints under scales that are not powers of two.
+  for (float amax : {1.0f, 0.37f, 3.1e-3f, 2.9e5f}) {
+    std::vector<float> v = {amax};
+    const float s = amax / 448.0f;
+    for (int code = 0; code < 0x7E; ++code) v.push_back(static_cast<float>((e4m3_value(code) + e4m3_value(code + 1)) / 2) * s);
+    check_kv_round_trip(v, "midpoints, amax " + std::to_string(amax), rep);
+  }
+  // One outlier: the other values fall to subnormal codes or to zero, within scale * 2^-10.
+  {
+    std::vector<float> v(128, 0.0f);
+    v[17] = -5000.0f;
+    for (int i = 0; i < 128; ++i)
+      if (i != 17) v[static_cast<size_t>(i)] = std::ldexp(1.0f, -(i % 40)) * (i % 2 ? 1.0f : -1.0f);
+    check_kv_round_trip(v, "outlier", rep);
+    std::vector<float> out = v;
+    fp8_kv_round_trip(out.data(), 128);
+    EXPECT_EQ(out[39], 0.0f);  // 2^-39 against a scale of 11.2: far below the smallest code
+  }
+  // Zeros: an all-zero head (either sign) stays zero with scale 0; zeros beside other values stay zero.
+  for (float z : {0.0f, -0.0f}) {
+    std::vector<float> v(128, z);
+    check_kv_round_trip(v, "all zero", rep);
+    std::vector<float> out = v;
+    EXPECT_EQ(fp8_kv_round_trip(out.data(), 128), 0.0f);
+    for (float x : out) EXPECT_FALSE(std::isnan(x));
+    v[5] = 2.5f;
+    check_kv_round_trip(v, "zeros and one value", rep);
+  }
+  // A head of one repeated value (every element the largest), a negative largest value, the f32 range.
+  check_kv_round_trip(std::vector<float>(64, -3.3f), "constant", rep);
+  check_kv_round_trip({0.1f, -7.0f, 6.9f, 3.0f, -0.01f}, "negative largest", rep);
+  const float tiny_amax = 448.0f * std::numeric_limits<float>::min();  // the smallest normal scale
+  check_kv_round_trip({tiny_amax, tiny_amax / 3, -tiny_amax / 100, tiny_amax / 1e4f}, "smallest normal scale", rep);
+  const float huge = std::numeric_limits<float>::max();
+  check_kv_round_trip({huge, -huge / 3, huge / 1e10f, 1.0f}, "largest finite", rep);
+  std::printf("[fp8 kv] adversarial heads: worst error %.3f of the bound\n", rep.worst_relative);
+  EXPECT_GE(rep.worst_relative, 0.99);  // the midpoints reach it
+}
+
 // --- quantization_config ---
 
 namespace {
