@@ -912,3 +912,173 @@ TEST(Fp8Commands, HostileFp8FilesRejectedWithOneLineAndStatus) {
     }
   }
 }
+
+// --- the FP8 KV cache on the CPU backend ---
+
+namespace {
+
+// One greedy run: the logits of every prompt position (one prefill step), then `new_tokens` decode
+// steps, keeping each step's logits row (the row that chose the token).
+struct GreedyRun {
+  std::vector<float> prompt_logits;            // (prompt, vocab)
+  std::vector<std::vector<float>> step_rows;   // (new_tokens) x (vocab)
+  std::vector<int32_t> tokens;
+};
+
+GreedyRun greedy_run(Backend& b, const std::vector<int32_t>& prompt, int new_tokens) {
+  const size_t vocab = static_cast<size_t>(b.config().vocab_size);
+  GreedyRun r;
+  BatchPlan plan;
+  for (size_t i = 0; i < prompt.size(); ++i) plan.add(prompt[i], static_cast<int32_t>(i), 0, true);
+  r.prompt_logits.resize(prompt.size() * vocab);
+  b.forward(plan, r.prompt_logits);
+  std::vector<float> row(r.prompt_logits.end() - static_cast<std::ptrdiff_t>(vocab), r.prompt_logits.end());
+  for (int t = 0; t < new_tokens; ++t) {
+    r.step_rows.push_back(row);
+    r.tokens.push_back(argmax(row));
+    BatchPlan step;
+    step.add(r.tokens.back(), static_cast<int32_t>(prompt.size() + r.tokens.size() - 1), 0, true);
+    b.forward(step, row);
+  }
+  b.release(0);
+  return r;
+}
+
+double rms_diff(std::span<const float> x, std::span<const float> y) {
+  double ss = 0;
+  for (size_t v = 0; v < x.size(); ++v) ss += double(x[v] - y[v]) * (x[v] - y[v]);
+  return std::sqrt(ss / static_cast<double>(x.size()));
+}
+
+// Where two runs' top tokens differ: the reference's margin between its choice and the other run's, in
+// standard deviations of the runs' difference at that position (sqrt(2) x the RMS of the logits'
+// difference), as tests/test_cuda.cpp counts FP8 disagreements. Below kTieSigmas it is a near-tie:
+// the rounding moved two nearly equal logits past each other.
+constexpr double kTieSigmas = 4.0;
+double margin_sigmas(std::span<const float> ref, std::span<const float> other, int32_t ref_top, int32_t other_top) {
+  return (ref[static_cast<size_t>(ref_top)] - ref[static_cast<size_t>(other_top)]) / (std::sqrt(2.0) * rms_diff(ref, other));
+}
+
+struct KvDtypeCompare {
+  int positions = 0, top1_agree = 0, near_ties = 0;
+  double rel_l2 = 0;                          // over all positions' logits together
+  double worst_position_rel_l2 = 0, mean_position_rel_l2 = 0;
+  std::vector<double> position_rel_l2;        // (positions) each position's logits rel L2
+  int64_t worst_position = 0;
+  double worst_margin_sigmas = 0;             // the largest reference margin at a top-1 disagreement
+  int greedy_prefix = 0, greedy_equal = 0, greedy_tokens = 0;
+  double greedy_part_sigmas = 0;              // at the first differing greedy token (0: none)
+};
+
+// The same prompt through the CPU backend with bf16 KV (the CPU keeps K and V in float32: no rounding)
+// and with FP8 KV (each token's K and V per KV head rounded as engine/fp8.h's fp8_kv_round_trip), built
+// through make_backend as the commands build them.
+KvDtypeCompare compare_kv_dtypes(const std::string& preset, size_t prompt_tokens, int new_tokens) {
+  const ModelDir model = open_model_dir(random_model_dir(preset, 7, "bf16").string());
+  std::vector<int32_t> ids = model.tokenizer.encode(
+      abridge::testing::read_file(abridge::testing::source_path("samples/a-scandal-in-bohemia.txt")).substr(0, 8 * prompt_tokens));
+  EXPECT_GE(ids.size(), prompt_tokens);
+  ids.resize(std::min(ids.size(), prompt_tokens));
+  auto run = [&](KvCacheDtype dtype) {
+    BackendOptions bo;
+    bo.device = Device::kCpu;
+    bo.threads = 2;
+    bo.kv_cache_dtype = dtype;
+    const std::unique_ptr<Backend> backend = make_backend(model, bo);  // one model's weights at a time
+    return greedy_run(*backend, ids, new_tokens);
+  };
+  const GreedyRun a = run(KvCacheDtype::kBf16), b = run(KvCacheDtype::kFp8);
+  const size_t vocab = static_cast<size_t>(model.config.vocab_size);
+  KvDtypeCompare r;
+  double num = 0, den = 0;
+  for (size_t p = 0; p < ids.size(); ++p) {
+    std::span<const float> ra(&a.prompt_logits[p * vocab], vocab), rb(&b.prompt_logits[p * vocab], vocab);
+    double pn = 0, pd = 0;
+    for (size_t v = 0; v < vocab; ++v) {
+      pn += double(ra[v] - rb[v]) * (ra[v] - rb[v]);
+      pd += double(ra[v]) * ra[v];
+    }
+    num += pn;
+    den += pd;
+    const double rel = std::sqrt(pn / pd);
+    r.position_rel_l2.push_back(rel);
+    r.mean_position_rel_l2 += rel / static_cast<double>(ids.size());
+    if (rel > r.worst_position_rel_l2) r.worst_position_rel_l2 = rel, r.worst_position = static_cast<int64_t>(p);
+    const int32_t ta = argmax(ra), tb = argmax(rb);
+    ++r.positions;
+    if (ta == tb) {
+      ++r.top1_agree;
+      continue;
+    }
+    const double sigmas = margin_sigmas(ra, rb, ta, tb);
+    r.worst_margin_sigmas = std::max(r.worst_margin_sigmas, sigmas);
+    if (sigmas < kTieSigmas) ++r.near_ties;
+    else std::printf("[fp8 kv vs bf16 kv] %s position %zu: bf16 %d, fp8 %d, margin %.1f sigma\n", preset.c_str(), p, ta, tb, sigmas);
+  }
+  r.rel_l2 = std::sqrt(num / den);
+  r.greedy_tokens = new_tokens;
+  while (r.greedy_prefix < new_tokens && a.tokens[r.greedy_prefix] == b.tokens[r.greedy_prefix]) ++r.greedy_prefix;
+  for (int t = 0; t < new_tokens; ++t) r.greedy_equal += a.tokens[t] == b.tokens[t];
+  if (r.greedy_prefix < new_tokens) {
+    // Up to here both ran on the same tokens, so the rows that chose them are comparable.
+    const auto& ra = a.step_rows[static_cast<size_t>(r.greedy_prefix)];
+    const auto& rb = b.step_rows[static_cast<size_t>(r.greedy_prefix)];
+    r.greedy_part_sigmas = margin_sigmas(ra, rb, a.tokens[r.greedy_prefix], b.tokens[r.greedy_prefix]);
+  }
+  std::printf("[fp8 kv vs bf16 kv] %s, %d positions: logits rel L2 %.2e (per position: mean %.2e, worst %.2e at %lld); "
+              "top-1 agree %d, near-ties (< %.0f sigma) %d, other %d, largest margin at a disagreement %.1f sigma; "
+              "greedy %d tokens: first %d identical, %d equal by position%s\n",
+              preset.c_str(), r.positions, r.rel_l2, r.mean_position_rel_l2, r.worst_position_rel_l2,
+              static_cast<long long>(r.worst_position), r.top1_agree, kTieSigmas, r.near_ties,
+              r.positions - r.top1_agree - r.near_ties, r.worst_margin_sigmas, r.greedy_tokens, r.greedy_prefix,
+              r.greedy_equal,
+              r.greedy_prefix < new_tokens ? (", parting at a margin of " + std::to_string(r.greedy_part_sigmas) + " sigma").c_str() : "");
+  // The per-position figures in eight runs of positions: whether the error grows with the context.
+  std::string runs;
+  const size_t per_run = (r.position_rel_l2.size() + 7) / 8;
+  for (size_t p0 = 0; p0 < r.position_rel_l2.size(); p0 += per_run) {
+    const size_t p1 = std::min(r.position_rel_l2.size(), p0 + per_run);
+    double mean = 0, worst = 0;
+    for (size_t p = p0; p < p1; ++p) mean += r.position_rel_l2[p] / static_cast<double>(p1 - p0), worst = std::max(worst, r.position_rel_l2[p]);
+    char part[96];
+    std::snprintf(part, sizeof part, "%s%zu-%zu %.2e/%.2e", runs.empty() ? "" : ", ", p0, p1 - 1, mean, worst);
+    runs += part;
+  }
+  std::printf("[fp8 kv vs bf16 kv] %s logits rel L2 by position (mean/worst): %s\n", preset.c_str(), runs.c_str());
+  return r;
+}
+
+// What FP8 KV costs the CPU reference, on random-weight models (their logits are nearly flat, so every
+// disturbance shows in the top-1; a trained model's peaked logits hide most of it). The bounds are twice
+// the figures measured when the test was written (in each test's comment), or the measured count less
+// a margin, and are firm where nothing should vary: a top-1 or greedy disagreement must be a near-tie.
+// The lower bound on the error says the rounding reaches the cache at all.
+void expect_kv_dtype_bounds(const KvDtypeCompare& r, double rel_l2, double worst_position, double top1_share) {
+  EXPECT_LT(r.rel_l2, rel_l2);
+  EXPECT_GT(r.rel_l2, rel_l2 / 20);
+  EXPECT_LT(r.worst_position_rel_l2, worst_position);
+  EXPECT_EQ(r.top1_agree + r.near_ties, r.positions) << "a top-1 disagreement that is not a near-tie";
+  EXPECT_GE(r.top1_agree, static_cast<int>(top1_share * r.positions));
+  EXPECT_GE(r.greedy_prefix, r.greedy_tokens / 2);
+  if (r.greedy_prefix < r.greedy_tokens) {
+    EXPECT_LT(r.greedy_part_sigmas, kTieSigmas) << "greedy parts where it is no near-tie";
+  }
+}
+
+}  // namespace
+
+// Tiny (2 layers, 2 KV heads of 64), 1,024 prompt positions, 16 greedy tokens. Measured: logits rel L2
+// 2.95e-2 (per position: mean 2.92e-2, worst 4.65e-2; 3.4e-2 over the first 128 positions, easing to
+// 2.8e-2 by the last 128, as attention averages more rounded keys); top-1 1005 of 1024, the
+// 19 others near-ties (at most 2.0 sigma); greedy 16 of 16 identical. About 35 s on two busy cores.
+TEST(Fp8KvCache, CpuTinyFp8KvFollowsBf16Kv) {
+  expect_kv_dtype_bounds(compare_kv_dtypes("tiny", 1024, 16), 0.06, 0.10, 0.95);
+}
+
+// The Qwen3-0.6B shape (28 layers, 8 KV heads of 128), 256 prompt positions, 16 greedy tokens. The
+// error of 28 layers compounds: measured logits rel L2 5.50e-2 (per position: mean 5.50e-2, worst
+// 6.30e-2; 5.9e-2 over the first 32 positions, 5.2e-2 over the last 32); top-1 203 of 256, the 53 others near-ties (at most 2.2 sigma); greedy 16 of 16 identical.
+// About 2 minutes on two busy cores, most of it making and loading the model.
+TEST(Fp8KvCache, Cpu0_6bFp8KvFollowsBf16Kv) {
+  expect_kv_dtype_bounds(compare_kv_dtypes("0.6b", 256, 16), 0.11, 0.13, 0.7);
+}
