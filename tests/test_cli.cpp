@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <iomanip>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -11,7 +12,11 @@
 #include <sstream>
 #include <vector>
 
+#include "base/bytes.h"
+#include "engine/bench.h"
 #include "engine/engine.h"
+#include "engine/memory_plan.h"
+#include "engine/model_dir.h"
 #include "pipeline/shared_options.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
@@ -80,9 +85,30 @@ TEST(Cli, ModelInfo) {
   const auto r = run_abridge("model info " + quote(random_model_dir()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "qwen3"));
-  // 2 (K and V) x 2 layers x 2 KV heads x 64 x 2 bytes.
-  EXPECT_TRUE(contains(r.out, "KV bytes per token        1024")) << r.out;
+  // 2 (K and V) x 2 layers x 2 KV heads x 64 x 2 bytes; FP8: 2 x 2 x 2 x (64 codes + a 4-byte scale).
+  EXPECT_TRUE(contains(r.out, "KV bytes per token        1024 (bf16; 256.00 MiB for the full context), 544 (fp8; 136.00 MiB)\n"))
+      << r.out;
   EXPECT_TRUE(contains(r.out, "tensors                   24 (BF16 x24)")) << r.out;
+  // The KV pool on each reference card: the engine's memory less the weights as the CUDA backend holds
+  // them and its buffers at the default steps (engine/memory_plan.h), for bf16 and FP8 KV.
+  namespace en = abridge::engine;
+  const en::ModelDir model = en::open_model_dir(random_model_dir().string());
+  const uint64_t weights = static_cast<uint64_t>(en::device_weight_bytes(model.config, *model.checkpoint));
+  const uint64_t buffers = en::cuda_buffer_bytes(model.config);
+  EXPECT_TRUE(contains(r.out, "KV tokens on a GPU        card     engine memory   bf16 KV     fp8 KV\n")) << r.out;
+  for (const en::GpuCard& card : en::reference_gpu_cards()) {
+    std::ostringstream line;
+    line << std::left << std::setw(26) << "" << std::setw(9) << card.name << std::setw(16)
+         << abridge::format_bytes(card.engine_bytes, 2) << std::setw(12)
+         << en::cuda_kv_tokens(model.config, card.engine_bytes, weights, buffers, en::KvCacheDtype::kBf16)
+         << en::cuda_kv_tokens(model.config, card.engine_bytes, weights, buffers, en::KvCacheDtype::kFp8) << '\n';
+    EXPECT_TRUE(contains(r.out, line.str())) << line.str() << "\n" << r.out;
+  }
+  EXPECT_TRUE(contains(r.out, "(the pool left after 76.44 MiB of weights and " + abridge::format_bytes(buffers, 2) +
+                                  " of buffers at steps of 8192 tokens;\n"))
+      << r.out;
+  // 24 GB: 22 GiB less 76.44 MiB of weights and about 0.4 GiB of buffers, at 1,024 bytes a token.
+  EXPECT_GT(en::cuda_kv_tokens(model.config, 22ull << 30, weights, buffers, en::KvCacheDtype::kBf16), 22'000'000);
 }
 
 TEST(Cli, GenerateStreamsARepeatableReply) {
