@@ -413,6 +413,29 @@ namespace {
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 constexpr uint64_t k4bBf16WeightBytes = 8044936192;  // 2 bytes x 4,022,468,096 parameters (README, `model info`)
 
+// The weights of the published Qwen3-4B FP8 checkpoint as the CUDA backend holds them: each linear layer's
+// F8_E4M3 codes with an f32 scale per 128x128 tile, embeddings, norms and the lm_head it stores (although
+// the config ties it) in bf16: what device_weight_bytes() counts on that checkpoint.
+uint64_t fp8_4b_weight_bytes() {
+  const ModelConfig c = preset_config("4b");
+  uint64_t bytes = 0;
+  for (const TensorEntry& e : tensor_table(c)) {
+    uint64_t numel = 1;
+    for (int64_t d : e.shape) numel *= static_cast<uint64_t>(d);
+    const bool fp8 = e.role == TensorRole::kQ || e.role == TensorRole::kK || e.role == TensorRole::kV ||
+                     e.role == TensorRole::kO || e.role == TensorRole::kGate || e.role == TensorRole::kUp ||
+                     e.role == TensorRole::kDown;
+    bytes += fp8 ? numel + 4 * static_cast<uint64_t>(((e.shape[0] + 127) / 128) * ((e.shape[1] + 127) / 128)) : 2 * numel;
+  }
+  return bytes;
+}
+
+std::string with_commas(int64_t n) {
+  std::string s = std::to_string(n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
 }  // namespace
 
 // Every allocation CudaBackend's constructor makes before its KV pool, the weights apart, written out
@@ -491,4 +514,26 @@ TEST(MemoryPlan, ReferenceCardsMatchMeasuredRuns) {
   const ModelConfig c = preset_config("4b");
   const int64_t h200 = cuda_kv_tokens(c, cards[3].engine_bytes, k4bBf16WeightBytes, cuda_buffer_bytes(c), KvCacheDtype::kBf16);
   EXPECT_NEAR(static_cast<double>(h200), 840384.0, 8403.84);
+}
+
+// The README's table of context per card is this plan's: Qwen3-4B with bf16 or FP8 weights (the
+// published checkpoints, 8.04 GB and 5.19 GB on the device) and bf16 or FP8 KV, at the default steps;
+// the FP8 rows count the sm_80-89 GEMM scratch, as `model info` does.
+TEST(MemoryPlan, TheReadmeTableIsThisPlan) {
+  const ModelConfig c = preset_config("4b");
+  EXPECT_EQ(fp8_4b_weight_bytes(), 5190419712u);
+  CudaBufferOptions fp8;
+  fp8.fp8_weights = fp8.fp8_dequantized_gemm = true;
+  const std::string readme = abridge::testing::read_file(abridge::testing::source_path("README.md"));
+  for (const GpuCard& card : reference_gpu_cards()) {
+    char memory[32];
+    std::snprintf(memory, sizeof memory, "%.1f", static_cast<double>(card.engine_bytes) / static_cast<double>(kGiB));
+    std::string row = "| " + card.name + " (" + memory + " GiB) |";
+    for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8})
+      row += " " + with_commas(cuda_kv_tokens(c, card.engine_bytes, k4bBf16WeightBytes, cuda_buffer_bytes(c), kv)) + " |";
+    for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8})
+      row += " " + with_commas(cuda_kv_tokens(c, card.engine_bytes, fp8_4b_weight_bytes(), cuda_buffer_bytes(c, fp8), kv)) + " |";
+    std::printf("%s\n", row.c_str());
+    EXPECT_NE(readme.find(row + "\n"), std::string::npos) << "README.md lacks the row: " << row;
+  }
 }
