@@ -16,11 +16,13 @@
 #include "base/file.h"
 #include "base/format.h"
 #include "base/utf8.h"
+#include "engine/bench.h"
 #include "engine/chat.h"
 #include "engine/embedded_data.h"
 #include "engine/engine.h"
 #include "engine/fp8_checkpoint.h"
 #include "engine/generate.h"
+#include "engine/memory_plan.h"
 #include "engine/serving.h"
 #include "engine/weights.h"
 #include "pipeline/atomic_file.h"
@@ -244,9 +246,40 @@ int run_model_info(const ModelInfoOptions& opt, std::ostream& out, std::ostream&
                                              (engine::has_fp8_weights(c, *model.checkpoint) ? "; runs on the CPU and CUDA backends"
                                                                                             : "; no FP8 tensors")
                                        : "none");
-    row("KV bytes per token", std::to_string(c.kv_bytes_per_token()) + " (bf16; " +
-                                  format_bytes(c.kv_bytes_per_token() * static_cast<uint64_t>(c.max_position_embeddings), 2) +
-                                  " for the full context)");
+    const auto full_context = [&](engine::KvCacheDtype dtype) {
+      return format_bytes(c.kv_bytes_per_token(dtype) * static_cast<uint64_t>(c.max_position_embeddings), 2);
+    };
+    row("KV bytes per token", std::to_string(c.kv_bytes_per_token()) + " (bf16; " + full_context(engine::KvCacheDtype::kBf16) +
+                                  " for the full context), " + std::to_string(c.kv_bytes_per_token(engine::KvCacheDtype::kFp8)) +
+                                  " (fp8; " + full_context(engine::KvCacheDtype::kFp8) + ")");
+
+    // The KV pool the CUDA backend would hold on each reference card, as summarize opens it (default
+    // steps, 64 logits rows); an FP8 checkpoint with the sm_80-89 GEMM scratch (Hopper keeps ~0.26 GB more).
+    engine::CudaBufferOptions buffers;
+    buffers.fp8_weights = engine::has_fp8_weights(c, *model.checkpoint);
+    buffers.fp8_dequantized_gemm = buffers.fp8_weights;
+    const uint64_t weight_bytes = static_cast<uint64_t>(engine::device_weight_bytes(c, *model.checkpoint));
+    const uint64_t buffer_bytes = engine::cuda_buffer_bytes(c, buffers);
+    const int64_t min_tokens = 2 * (buffers.step_tokens + engine::kCudaKvBlockTokens - 1) / engine::kCudaKvBlockTokens *
+                               engine::kCudaKvBlockTokens;
+    std::ostringstream table;
+    table << std::left << std::setw(9) << "card" << std::setw(16) << "engine memory" << std::setw(12) << "bf16 KV"
+          << "fp8 KV";
+    row("KV tokens on a GPU", table.str());
+    for (const engine::GpuCard& card : engine::reference_gpu_cards()) {
+      std::ostringstream line;
+      line << std::left << std::setw(9) << card.name << std::setw(16) << format_bytes(card.engine_bytes, 2);
+      for (engine::KvCacheDtype dtype : {engine::KvCacheDtype::kBf16, engine::KvCacheDtype::kFp8}) {
+        const int64_t tokens = engine::cuda_kv_tokens(c, card.engine_bytes, weight_bytes, buffer_bytes, dtype);
+        line << std::setw(12) << (tokens >= min_tokens ? std::to_string(tokens) : "too small");
+      }
+      std::string text = line.str();
+      text.erase(text.find_last_not_of(' ') + 1);
+      row("", text);
+    }
+    row("", "(the pool left after " + format_bytes(weight_bytes, 2) + " of weights and " + format_bytes(buffer_bytes, 2) +
+                " of buffers at steps of " + std::to_string(buffers.step_tokens) + " tokens;");
+    row("", " 24 GB as --gpu-memory-limit 22GiB, the others 90% of the card less 1.2 GiB of CUDA context)");
     return kExitOk;
   });
 }

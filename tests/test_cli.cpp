@@ -4,13 +4,20 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <iomanip>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <vector>
 
+#include "base/bytes.h"
+#include "engine/bench.h"
 #include "engine/engine.h"
+#include "engine/memory_plan.h"
+#include "engine/model_dir.h"
+#include "pipeline/shared_options.h"
 #include "tests/model_fixture.h"
 #include "tests/test_support.h"
 
@@ -78,9 +85,30 @@ TEST(Cli, ModelInfo) {
   const auto r = run_abridge("model info " + quote(random_model_dir()));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "qwen3"));
-  // 2 (K and V) x 2 layers x 2 KV heads x 64 x 2 bytes.
-  EXPECT_TRUE(contains(r.out, "KV bytes per token        1024")) << r.out;
+  // 2 (K and V) x 2 layers x 2 KV heads x 64 x 2 bytes; FP8: 2 x 2 x (2 x 64 codes + 2 scale bytes padded to 4).
+  EXPECT_TRUE(contains(r.out, "KV bytes per token        1024 (bf16; 256.00 MiB for the full context), 528 (fp8; 132.00 MiB)\n"))
+      << r.out;
   EXPECT_TRUE(contains(r.out, "tensors                   24 (BF16 x24)")) << r.out;
+  // The KV pool on each reference card: the engine's memory less the weights as the CUDA backend holds
+  // them and its buffers at the default steps (engine/memory_plan.h), for bf16 and FP8 KV.
+  namespace en = abridge::engine;
+  const en::ModelDir model = en::open_model_dir(random_model_dir().string());
+  const uint64_t weights = static_cast<uint64_t>(en::device_weight_bytes(model.config, *model.checkpoint));
+  const uint64_t buffers = en::cuda_buffer_bytes(model.config);
+  EXPECT_TRUE(contains(r.out, "KV tokens on a GPU        card     engine memory   bf16 KV     fp8 KV\n")) << r.out;
+  for (const en::GpuCard& card : en::reference_gpu_cards()) {
+    std::ostringstream line;
+    line << std::left << std::setw(26) << "" << std::setw(9) << card.name << std::setw(16)
+         << abridge::format_bytes(card.engine_bytes, 2) << std::setw(12)
+         << en::cuda_kv_tokens(model.config, card.engine_bytes, weights, buffers, en::KvCacheDtype::kBf16)
+         << en::cuda_kv_tokens(model.config, card.engine_bytes, weights, buffers, en::KvCacheDtype::kFp8) << '\n';
+    EXPECT_TRUE(contains(r.out, line.str())) << line.str() << "\n" << r.out;
+  }
+  EXPECT_TRUE(contains(r.out, "(the pool left after 76.44 MiB of weights and " + abridge::format_bytes(buffers, 2) +
+                                  " of buffers at steps of 8192 tokens;\n"))
+      << r.out;
+  // 24 GB: 22 GiB less 76.44 MiB of weights and about 0.4 GiB of buffers, at 1,024 bytes a token.
+  EXPECT_GT(en::cuda_kv_tokens(model.config, 22ull << 30, weights, buffers, en::KvCacheDtype::kBf16), 22'000'000);
 }
 
 TEST(Cli, GenerateStreamsARepeatableReply) {
@@ -418,5 +446,75 @@ TEST(Cli, WatchHelpDoesNotOfferRecursive) {
     const auto r = run_abridge("watch " + quote(dir / "in") + " -o " + quote(out) + " --once" + how);
     EXPECT_EQ(r.exit_code, 0) << how << ": " << r.err;
     EXPECT_TRUE(fs::exists(out / "sub" / "a.txt.summary.md")) << how;
+  }
+}
+
+// --kv-cache-dtype on every command that opens an engine: listed in --help with its values and default,
+// a bad value refused in one line naming the option and the value (each command's usual prefix: watch
+// stamps its lines) before anything is read or written, and fp8 reaching the backend's options.
+TEST(Cli, KvCacheDtypeIsListedCheckedAndReachesTheBackend) {
+  TempDir dir;
+  fs::create_directories(dir / "in");
+  const std::string sample = quote(source_path("samples/a-scandal-in-bohemia.txt"));
+  const std::string model = quote(random_model_dir());
+  const std::string message = "--kv-cache-dtype must be auto, bf16 or fp8, not ";
+  struct Case {
+    std::string command, args, prefix;
+  };
+  const std::vector<Case> cases = {
+      {"summarize", sample + " -o " + quote(dir / "out"), "abridge summarize: "},
+      {"watch", quote(dir / "in") + " -o " + quote(dir / "wout") + " --once", "abridge watch: "},
+      {"generate", "--model " + model + " --prompt hi", "abridge: "},
+      {"bench engine", "--device cpu --model " + model + " --prefill 64 --decode 1x32", "abridge: "},
+      {"bench summarize", sample + " -o " + quote(dir / "bout") + " --device cpu --model " + model, "abridge bench summarize: "},
+  };
+  for (const Case& c : cases) {
+    const std::string entry = option_entry(run_abridge(c.command + " --help").out, "--kv-cache-dtype");
+    EXPECT_TRUE(contains(entry, "--kv-cache-dtype arg (=auto) auto | bf16 | fp8: how the KV cache stores keys and values"))
+        << c.command << ": " << entry;
+    for (const std::string bad : {"x", "fp16", "FP8"}) {
+      const auto r = run_abridge(c.command + " " + c.args + " --kv-cache-dtype=" + quote(bad));
+      EXPECT_EQ(r.exit_code, 2) << c.command << " " << bad << ": " << r.err;
+      const std::string line = c.prefix + message + "\"" + bad + "\"\n";
+      if (c.command == "watch") {
+        const size_t z = r.err.find("Z abridge watch: ");
+        EXPECT_EQ(z, 23u) << r.err;  // 2024-05-01T12:00:00.000Z
+        EXPECT_EQ(r.err.substr(z == std::string::npos ? 0 : z + 2), line) << c.command;
+      } else {
+        EXPECT_EQ(r.err, line) << c.command;
+      }
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir / "out"));   // refused before OUT_DIR is made
+  EXPECT_FALSE(fs::exists(dir / "bout"));
+
+  abridge::pipeline::EngineFlags flags;
+  EXPECT_EQ(abridge::engine::backend_options(abridge::pipeline::engine_options(flags)).kv_cache_dtype,
+            abridge::engine::KvCacheDtype::kBf16);  // auto
+  flags.kv_cache_dtype = "fp8";
+  EXPECT_EQ(abridge::engine::backend_options(abridge::pipeline::engine_options(flags)).kv_cache_dtype,
+            abridge::engine::KvCacheDtype::kFp8);
+  flags.kv_cache_dtype = "bf16";
+  EXPECT_EQ(abridge::engine::backend_options(abridge::pipeline::engine_options(flags)).kv_cache_dtype,
+            abridge::engine::KvCacheDtype::kBf16);
+}
+
+// summarize with an FP8 KV cache on the CPU (the tiny random model): both documents summarized, each
+// summary written and not empty, as with the bf16 cache.
+TEST(Cli, SummarizeWithAnFp8KvCacheWritesItsSummaries) {
+  TempDir dir;
+  fs::create_directories(dir / "docs");
+  const std::string text = read_file(source_path("tests/data/texts/R-intro.txt"));
+  write_file(dir / "docs" / "a.txt", text.substr(0, 3000));
+  write_file(dir / "docs" / "b.txt", text.substr(6000, 3000));
+  const auto r = run_abridge("summarize " + quote(dir / "docs") + " -o " + quote(dir / "out") + " --model " +
+                             quote(random_model_dir()) + " --device cpu --summary-tokens 24 --format json --kv-cache-dtype fp8");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "2 summarized, 0 failed")) << r.err;
+  for (const char* name : {"a.txt.summary.json", "b.txt.summary.json"}) {
+    ASSERT_TRUE(fs::exists(dir / "out" / name)) << name;
+    const auto j = nlohmann::json::parse(read_file(dir / "out" / name));
+    EXPECT_EQ(j["model"], random_model_dir().string()) << name;
+    EXPECT_FALSE(j["summary"].get<std::string>().empty()) << name;
   }
 }

@@ -13,6 +13,7 @@
 #include "engine/chat.h"
 #include "engine/cpu_backend.h"
 #include "engine/generate.h"
+#include "engine/memory_plan.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 #include "engine/weights.h"
@@ -403,4 +404,136 @@ TEST(Generate, SamplingStaysBelowTheVocabularyLimit) {
   EXPECT_EQ(generate(backend, 0, prompt, opt).tokens, std::vector<int32_t>(5, 151668));
   opt.sampling = {2.0f, 0.9f, 3};
   for (int32_t t : generate(backend, 0, prompt, opt).tokens) EXPECT_LT(t, 151669);
+}
+
+// --- the CUDA backend's memory, worked out on the host (engine/memory_plan.h) ---
+
+namespace {
+
+constexpr uint64_t kGiB = uint64_t{1} << 30;
+constexpr uint64_t k4bBf16WeightBytes = 8044936192;  // 2 bytes x 4,022,468,096 parameters (README, `model info`)
+
+// The weights of the published Qwen3-4B FP8 checkpoint as the CUDA backend holds them: each linear layer's
+// F8_E4M3 codes with an f32 scale per 128x128 tile, embeddings, norms and the lm_head it stores (although
+// the config ties it) in bf16: what device_weight_bytes() counts on that checkpoint.
+uint64_t fp8_4b_weight_bytes() {
+  const ModelConfig c = preset_config("4b");
+  uint64_t bytes = 0;
+  for (const TensorEntry& e : tensor_table(c)) {
+    uint64_t numel = 1;
+    for (int64_t d : e.shape) numel *= static_cast<uint64_t>(d);
+    const bool fp8 = e.role == TensorRole::kQ || e.role == TensorRole::kK || e.role == TensorRole::kV ||
+                     e.role == TensorRole::kO || e.role == TensorRole::kGate || e.role == TensorRole::kUp ||
+                     e.role == TensorRole::kDown;
+    bytes += fp8 ? numel + 4 * static_cast<uint64_t>(((e.shape[0] + 127) / 128) * ((e.shape[1] + 127) / 128)) : 2 * numel;
+  }
+  return bytes;
+}
+
+std::string with_commas(int64_t n) {
+  std::string s = std::to_string(n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
+}  // namespace
+
+// Every allocation CudaBackend's constructor makes before its KV pool, the weights apart, written out
+// for the 4B shape (T = 8,192 tokens a step, R = 64 logits rows): the plan must add up to them.
+TEST(MemoryPlan, BuffersOfThe4bShapeAsTheCudaBackendAllocatesThem) {
+  const ModelConfig c = preset_config("4b");
+  const std::vector<uint64_t> allocations = {
+      33554432,                          // the cuBLAS workspace, 32 MiB
+      36 * (2 * 2560 + 2 * 128) * 2 + 2560 * 2,  // norms in f32: 2 bytes a value beyond device_weight_bytes
+      64 * 4,                            // RoPE inverse frequencies, head_dim / 2 floats
+      8192ull * 2560 * 4,                // x, the f32 residual stream (T, d)
+      8192ull * 4096 * 2,                // h, bf16 (T, max(d, q_dim))
+      8192ull * 6144 * 4,                // qkv, f32 (T, q_dim + 2 kv_dim)
+      8192ull * 4096 * 2,                // q, bf16 (T, q_dim)
+      8192ull * 4096 * 2,                // att, bf16 (T, q_dim)
+      8192ull * 19456 * 4,               // gu, f32 (T, 2 ffn)
+      8192ull * 9728 * 2,                // act, bf16 (T, ffn)
+      64ull * 2560 * 2,                  // hl, bf16 (R, d)
+      64ull * 151936 * 4,                // logits, f32 (R, vocab)
+      64ull * 32,                        // sampling rows (R)
+      64ull * 4,                         // sampled ids (R)
+      8192ull * 32 * 8 * 130 * 4,        // attention partials: T x heads x 8 splits x (head_dim + 2) floats
+  };
+  uint64_t sum = 0;
+  for (uint64_t a : allocations) sum += a;
+  EXPECT_EQ(sum, 2447148544u);  // 2.28 GiB, the header's worked example
+  EXPECT_EQ(cuda_buffer_bytes(c), sum);
+
+  // FP8 weights: the step's activation codes (T, 9,728 = the widest input) and their f32 scales (76 groups
+  // a row); on the dequantized path also those activations in bf16 and the fused gate/up weight
+  // (19,456 x 2,560) in bf16.
+  CudaBufferOptions fp8;
+  fp8.fp8_weights = true;
+  EXPECT_EQ(cuda_buffer_bytes(c, fp8), sum + 8192ull * 9728 + 76ull * 8192 * 4);
+  fp8.fp8_dequantized_gemm = true;
+  EXPECT_EQ(cuda_buffer_bytes(c, fp8), sum + 8192ull * 9728 + 76ull * 8192 * 4 + 8192ull * 9728 * 2 + 19456ull * 2560 * 2);
+
+  // Smaller steps: every per-token buffer shrinks (289,792 bytes a token of step: 0.28 MiB), the
+  // attention partials down to their floor of 64 Mi floats and no further.
+  CudaBufferOptions small;
+  small.step_tokens = 2048;
+  EXPECT_EQ(sum - cuda_buffer_bytes(c, small), 6144ull * 289792);
+  small.step_tokens = 64;
+  EXPECT_EQ(cuda_buffer_bytes(c, small), 33554432 + 392192 + 256 + 64ull * 156672 + 64ull * 2560 * 2 +
+                                             64ull * 151936 * 4 + 64ull * 36 + (64ull << 20) * 4);
+}
+
+// The pool a 4B model leaves under --gpu-memory-limit 22GiB, in whole blocks of 64 tokens, and its edges.
+TEST(MemoryPlan, KvTokensOfThe4bShapeUnderALimit) {
+  const ModelConfig c = preset_config("4b");
+  const uint64_t buffers = cuda_buffer_bytes(c);
+  // 22 GiB - 8,044,936,192 - 2,447,148,544 = 13,130,168,704 bytes: 1,391 blocks of 64 x 147,456 bytes (bf16
+  // KV), 2,761 blocks of 64 x 74,304 (FP8 KV, 1.98x the tokens).
+  EXPECT_EQ(cuda_kv_tokens(c, 22 * kGiB, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16), 1391 * 64);
+  EXPECT_EQ(cuda_kv_tokens(c, 22 * kGiB, k4bBf16WeightBytes, buffers, KvCacheDtype::kFp8), 2761 * 64);
+  const uint64_t held = k4bBf16WeightBytes + buffers, block = 147456 * 64;
+  EXPECT_EQ(cuda_kv_tokens(c, held + 1391 * block, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16), 1391 * 64);
+  EXPECT_EQ(cuda_kv_tokens(c, held + 1391 * block - 1, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16), 1390 * 64);
+  EXPECT_EQ(cuda_kv_tokens(c, held + block - 1, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16), 0);
+  EXPECT_EQ(cuda_kv_tokens(c, held, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16), 0);
+  EXPECT_EQ(cuda_kv_tokens(c, held / 2, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16), 0);  // no wrap-around
+  EXPECT_EQ(cuda_kv_tokens(c, held + 1391 * block, k4bBf16WeightBytes, buffers, KvCacheDtype::kBf16, 16), 1391 * 64);
+}
+
+// The reference cards reproduce what the engine held on real GPUs (docs/PERFORMANCE.md): 70.6 GiB on an
+// 80 GB H100 at the default fraction, and a KV pool of 840,384 tokens for a 4B model with bf16 weights
+// on a 141 GB H200 (steps of 8,192, 64 logits rows); within 1%.
+TEST(MemoryPlan, ReferenceCardsMatchMeasuredRuns) {
+  const std::vector<GpuCard> cards = reference_gpu_cards();
+  ASSERT_EQ(cards.size(), 4u);
+  EXPECT_EQ(cards[0].name, "24 GB");
+  EXPECT_EQ(cards[0].engine_bytes, 22 * kGiB);
+  EXPECT_EQ(cards[2].name, "80 GB");
+  EXPECT_NEAR(static_cast<double>(cards[2].engine_bytes) / static_cast<double>(kGiB), 70.6, 0.706);
+  EXPECT_EQ(cards[3].name, "141 GB");
+  const ModelConfig c = preset_config("4b");
+  const int64_t h200 = cuda_kv_tokens(c, cards[3].engine_bytes, k4bBf16WeightBytes, cuda_buffer_bytes(c), KvCacheDtype::kBf16);
+  EXPECT_NEAR(static_cast<double>(h200), 840384.0, 8403.84);
+}
+
+// The README's table of context per card is this plan's: Qwen3-4B with bf16 or FP8 weights (the
+// published checkpoints, 8.04 GB and 5.19 GB on the device) and bf16 or FP8 KV, at the default steps;
+// the FP8 rows count the sm_80-89 GEMM scratch, as `model info` does.
+TEST(MemoryPlan, TheReadmeTableIsThisPlan) {
+  const ModelConfig c = preset_config("4b");
+  EXPECT_EQ(fp8_4b_weight_bytes(), 5190419712u);
+  CudaBufferOptions fp8;
+  fp8.fp8_weights = fp8.fp8_dequantized_gemm = true;
+  const std::string readme = abridge::testing::read_file(abridge::testing::source_path("README.md"));
+  for (const GpuCard& card : reference_gpu_cards()) {
+    char memory[32];
+    std::snprintf(memory, sizeof memory, "%.1f", static_cast<double>(card.engine_bytes) / static_cast<double>(kGiB));
+    std::string row = "| " + card.name + " (" + memory + " GiB) |";
+    for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8})
+      row += " " + with_commas(cuda_kv_tokens(c, card.engine_bytes, k4bBf16WeightBytes, cuda_buffer_bytes(c), kv)) + " |";
+    for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8})
+      row += " " + with_commas(cuda_kv_tokens(c, card.engine_bytes, fp8_4b_weight_bytes(), cuda_buffer_bytes(c, fp8), kv)) + " |";
+    std::printf("%s\n", row.c_str());
+    EXPECT_NE(readme.find(row + "\n"), std::string::npos) << "README.md lacks the row: " << row;
+  }
 }

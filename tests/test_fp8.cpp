@@ -242,6 +242,153 @@ TEST(Fp8Linear, MatchesADoubleReferenceOfTheSameQuantizedOperands) {
   std::cout << "fp8_linear vs double of the same operands: worst error / sum|terms| = " << worst << '\n';
 }
 
+// --- the FP8 KV cache's rounding (fp8_kv_round_trip) ---
+
+namespace {
+
+struct KvRoundTripReport {
+  double worst_relative = 0;  // largest error / (the bound engine/config.h states) over all values
+  int64_t changed = 0;        // values the rounding moved
+};
+
+// Runs fp8_kv_round_trip on a copy of `v` and checks what engine/fp8.h and engine/config.h state for one
+// token's head: the returned byte's scale is the smallest power of two with amax <= 448 * scale; every
+// value read back is decode(nearest e4m3 code of v / scale) * scale (the code found by brute force, not
+// by f32_to_e4m3) and within max(|v| / 16, scale * 2^-10) of v; the largest value maps to a code in
+// (224, 448], never past it; an all-zero head stays zero with byte 0. Adds to `rep`.
+void check_kv_round_trip(const std::vector<float>& v, const std::string& label, KvRoundTripReport& rep) {
+  std::vector<float> out = v;
+  const uint8_t byte = fp8_kv_round_trip(out.data(), static_cast<int64_t>(out.size()));
+  const float s = fp8_kv_scale(byte);
+  float amax = 0;
+  size_t imax = 0;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (std::fabs(v[i]) > amax) amax = std::fabs(v[i]), imax = i;
+  if (amax > 0) {
+    ASSERT_LE(static_cast<double>(amax), 448.0 * s) << label;
+    ASSERT_GT(static_cast<double>(amax), 224.0 * s) << label;
+  }
+  if (amax == 0) {
+    ASSERT_EQ(byte, 0) << label;
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 0.0f) << label << " [" << i << "]";
+    return;
+  }
+  const double bound_floor = static_cast<double>(s) * std::ldexp(1.0, -10);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint8_t code = nearest_code(static_cast<double>(v[i] / s));
+    ASSERT_EQ(out[i], e4m3_to_f32(code) * s) << label << " [" << i << "] v=" << v[i] << " scale=" << s;
+    const double err = std::fabs(static_cast<double>(out[i]) - v[i]);
+    const double bound = std::max(std::fabs(static_cast<double>(v[i])) / 16, bound_floor);
+    // f32's own rounding of v / scale and of decode * scale: where v / scale lands on a midpoint the
+    // error is the bound itself, and these two roundings may add 2^-24 of v and of the value read back.
+    const double f32_rounding = (std::fabs(static_cast<double>(v[i])) + std::fabs(static_cast<double>(out[i]))) * std::ldexp(1.0, -24);
+    ASSERT_LE(err, bound + f32_rounding) << label << " [" << i << "] v=" << v[i] << " out=" << out[i] << " scale=" << s;
+    rep.worst_relative = std::max(rep.worst_relative, err / bound);
+    rep.changed += out[i] != v[i];
+  }
+  const int top = nearest_code(static_cast<double>(v[imax] / s)) & 0x7F;
+  EXPECT_GE(top, 0x76) << label;  // 224: the scale is no larger than it must be
+  EXPECT_LE(top, 0x7E) << label;  // 448: nothing saturates
+  EXPECT_EQ(std::signbit(out[imax]), std::signbit(v[imax])) << label;
+}
+
+}  // namespace
+
+// Random heads of the sizes the engine runs (head_dim 64, 128) and odd sizes, drawn from normal,
+// uniform and heavy-tailed laws over magnitudes from 1e-30 to 1e30 (K after q/k-norm and RoPE is O(1),
+// V follows the layer's activations; the rounding must not care). The scale stays a normal f32 there
+// (amax >= 448 * FLT_MIN): below that, the product decode(code) * scale itself is a subnormal float
+// whose own rounding (2^-150) can pass scale * 2^-10, a range no K or V value reaches.
+TEST(Fp8KvCache, RandomHeadsWithinTheStatedBound) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::cauchy_distribution<float> cauchy(0.0f, 1.0f);
+  KvRoundTripReport rep;
+  int64_t values = 0;
+  for (int64_t n : {1, 3, 64, 127, 128}) {
+    for (float magnitude : {1e-30f, 1e-6f, 1e-2f, 1.0f, 37.5f, 1e4f, 1e30f}) {
+      for (int law = 0; law < 3; ++law) {
+        for (int rep_i = 0; rep_i < 8; ++rep_i) {
+          std::vector<float> v(static_cast<size_t>(n));
+          for (float& x : v) x = magnitude * (law == 0 ? normal(rng) : law == 1 ? uniform(rng) : std::clamp(cauchy(rng), -1e6f, 1e6f));
+          check_kv_round_trip(v, "n=" + std::to_string(n) + " magnitude=" + std::to_string(magnitude) + " law=" + std::to_string(law), rep);
+          if (HasFatalFailure()) return;
+          values += n;
+        }
+      }
+    }
+  }
+  std::printf("[fp8 kv] %lld random values: worst error %.3f of the bound, %lld changed by the rounding\n",
+              static_cast<long long>(values), rep.worst_relative, static_cast<long long>(rep.changed));
+  // The bound is nearly reached (half an e4m3 step just above a power of two is 1/17 of the value), so
+  // a looser rounding than nearest would fail above; and the rounding does move most values.
+  EXPECT_GT(rep.worst_relative, 0.8);
+  EXPECT_GT(rep.changed * 2, values);
+}
+
+// Inputs built to hit the edges: every e4m3 midpoint (ties to even, the largest relative error just
+// above each power of two), the subnormal codes, an outlier that pushes the rest of the head below the
+// smallest code, zeros of both signs, all-zero heads, a head of one repeated value, the largest value
+// negative, and amax at the ends of the normal f32 range.
+TEST(Fp8KvCache, AdversarialHeadsWithinTheStatedBound) {
+  KvRoundTripReport rep;
+  // Scale exactly 1 (amax 448): each midpoint between neighbouring codes and its two f32 neighbours.
+  {
+    std::vector<float> v = {448.0f};
+    for (int code = 0; code < 0x7E; ++code) {
+      const float mid = static_cast<float>((e4m3_value(code) + e4m3_value(code + 1)) / 2);
+      for (float p : {mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+        v.push_back(p);
+        v.push_back(-p);
+      }
+    }
+    check_kv_round_trip(v, "midpoints, scale 1", rep);
+    std::vector<float> out = v;
+    fp8_kv_round_trip(out.data(), static_cast<int64_t>(out.size()));
+    EXPECT_EQ(out[1], 0.0f);                     // 2^-10: halfway 0 and 2^-9, to the even code 0
+    EXPECT_EQ(v[1 + 6 * 0x38], 1.0625f);         // halfway 1 and 1.125 ...
+    EXPECT_EQ(out[1 + 6 * 0x38], 1.0f);          // ... to the even mantissa
+  }
+  // The same midpoints under the scales of heads across the range.
+  for (float amax : {1.0f, 0.37f, 3.1e-3f, 2.9e5f}) {
+    std::vector<float> v = {amax};
+    const float s = fp8_kv_scale(fp8_kv_scale_byte(amax));
+    for (int code = 0; code < 0x7E; ++code) v.push_back(static_cast<float>((e4m3_value(code) + e4m3_value(code + 1)) / 2) * s);
+    check_kv_round_trip(v, "midpoints, amax " + std::to_string(amax), rep);
+  }
+  // One outlier: the other values fall to subnormal codes or to zero, within scale * 2^-10.
+  {
+    std::vector<float> v(128, 0.0f);
+    v[17] = -5000.0f;
+    for (int i = 0; i < 128; ++i)
+      if (i != 17) v[static_cast<size_t>(i)] = std::ldexp(1.0f, -(i % 40)) * (i % 2 ? 1.0f : -1.0f);
+    check_kv_round_trip(v, "outlier", rep);
+    std::vector<float> out = v;
+    fp8_kv_round_trip(out.data(), 128);
+    EXPECT_EQ(out[39], 0.0f);  // 2^-39 against a scale of 16: far below the smallest code
+  }
+  // Zeros: an all-zero head (either sign) stays zero with scale 0; zeros beside other values stay zero.
+  for (float z : {0.0f, -0.0f}) {
+    std::vector<float> v(128, z);
+    check_kv_round_trip(v, "all zero", rep);
+    std::vector<float> out = v;
+    EXPECT_EQ(fp8_kv_round_trip(out.data(), 128), 0);
+    for (float x : out) EXPECT_FALSE(std::isnan(x));
+    v[5] = 2.5f;
+    check_kv_round_trip(v, "zeros and one value", rep);
+  }
+  // A head of one repeated value (every element the largest), a negative largest value, the f32 range.
+  check_kv_round_trip(std::vector<float>(64, -3.3f), "constant", rep);
+  check_kv_round_trip({0.1f, -7.0f, 6.9f, 3.0f, -0.01f}, "negative largest", rep);
+  const float tiny_amax = 448.0f * std::numeric_limits<float>::min();  // the smallest normal scale
+  check_kv_round_trip({tiny_amax, tiny_amax / 3, -tiny_amax / 100, tiny_amax / 1e4f}, "smallest normal scale", rep);
+  const float huge = std::numeric_limits<float>::max();
+  check_kv_round_trip({huge, -huge / 3, huge / 1e10f, 1.0f}, "largest finite", rep);
+  std::printf("[fp8 kv] adversarial heads: worst error %.3f of the bound\n", rep.worst_relative);
+  EXPECT_GE(rep.worst_relative, 0.99);  // the midpoints reach it
+}
+
 // --- quantization_config ---
 
 namespace {
@@ -770,6 +917,176 @@ TEST(Fp8Commands, HostileFp8FilesRejectedWithOneLineAndStatus) {
       EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.label << ": " << r.err;
     }
   }
+}
+
+// --- the FP8 KV cache on the CPU backend ---
+
+namespace {
+
+// One greedy run: the logits of every prompt position (one prefill step), then `new_tokens` decode
+// steps, keeping each step's logits row (the row that chose the token).
+struct GreedyRun {
+  std::vector<float> prompt_logits;            // (prompt, vocab)
+  std::vector<std::vector<float>> step_rows;   // (new_tokens) x (vocab)
+  std::vector<int32_t> tokens;
+};
+
+GreedyRun greedy_run(Backend& b, const std::vector<int32_t>& prompt, int new_tokens) {
+  const size_t vocab = static_cast<size_t>(b.config().vocab_size);
+  GreedyRun r;
+  BatchPlan plan;
+  for (size_t i = 0; i < prompt.size(); ++i) plan.add(prompt[i], static_cast<int32_t>(i), 0, true);
+  r.prompt_logits.resize(prompt.size() * vocab);
+  b.forward(plan, r.prompt_logits);
+  std::vector<float> row(r.prompt_logits.end() - static_cast<std::ptrdiff_t>(vocab), r.prompt_logits.end());
+  for (int t = 0; t < new_tokens; ++t) {
+    r.step_rows.push_back(row);
+    r.tokens.push_back(argmax(row));
+    BatchPlan step;
+    step.add(r.tokens.back(), static_cast<int32_t>(prompt.size() + r.tokens.size() - 1), 0, true);
+    b.forward(step, row);
+  }
+  b.release(0);
+  return r;
+}
+
+double rms_diff(std::span<const float> x, std::span<const float> y) {
+  double ss = 0;
+  for (size_t v = 0; v < x.size(); ++v) ss += double(x[v] - y[v]) * (x[v] - y[v]);
+  return std::sqrt(ss / static_cast<double>(x.size()));
+}
+
+// Where two runs' top tokens differ: the reference's margin between its choice and the other run's, in
+// standard deviations of the runs' difference at that position (sqrt(2) x the RMS of the logits'
+// difference), as tests/test_cuda.cpp counts FP8 disagreements. Below kTieSigmas it is a near-tie:
+// the rounding moved two nearly equal logits past each other.
+constexpr double kTieSigmas = 4.0;
+double margin_sigmas(std::span<const float> ref, std::span<const float> other, int32_t ref_top, int32_t other_top) {
+  return (ref[static_cast<size_t>(ref_top)] - ref[static_cast<size_t>(other_top)]) / (std::sqrt(2.0) * rms_diff(ref, other));
+}
+
+struct KvDtypeCompare {
+  int positions = 0, top1_agree = 0, near_ties = 0;
+  double rel_l2 = 0;                          // over all positions' logits together
+  double worst_position_rel_l2 = 0, mean_position_rel_l2 = 0;
+  std::vector<double> position_rel_l2;        // (positions) each position's logits rel L2
+  int64_t worst_position = 0;
+  double worst_margin_sigmas = 0;             // the largest reference margin at a top-1 disagreement
+  int greedy_prefix = 0, greedy_equal = 0, greedy_tokens = 0;
+  double greedy_part_sigmas = 0;              // at the first differing greedy token (0: none)
+};
+
+// The same prompt through the CPU backend with bf16 KV (the CPU keeps K and V in float32: no rounding)
+// and with FP8 KV (each token's K and V per KV head rounded as engine/fp8.h's fp8_kv_round_trip), built
+// through make_backend as the commands build them.
+KvDtypeCompare compare_kv_dtypes(const std::string& preset, size_t prompt_tokens, int new_tokens) {
+  const ModelDir model = open_model_dir(random_model_dir(preset, 7, "bf16").string());
+  std::vector<int32_t> ids = model.tokenizer.encode(
+      abridge::testing::read_file(abridge::testing::source_path("samples/a-scandal-in-bohemia.txt")).substr(0, 8 * prompt_tokens));
+  EXPECT_GE(ids.size(), prompt_tokens);
+  ids.resize(std::min(ids.size(), prompt_tokens));
+  auto run = [&](KvCacheDtype dtype) {
+    BackendOptions bo;
+    bo.device = Device::kCpu;
+    bo.threads = 2;
+    bo.kv_cache_dtype = dtype;
+    const std::unique_ptr<Backend> backend = make_backend(model, bo);  // one model's weights at a time
+    return greedy_run(*backend, ids, new_tokens);
+  };
+  const GreedyRun a = run(KvCacheDtype::kBf16), b = run(KvCacheDtype::kFp8);
+  const size_t vocab = static_cast<size_t>(model.config.vocab_size);
+  KvDtypeCompare r;
+  double num = 0, den = 0;
+  for (size_t p = 0; p < ids.size(); ++p) {
+    std::span<const float> ra(&a.prompt_logits[p * vocab], vocab), rb(&b.prompt_logits[p * vocab], vocab);
+    double pn = 0, pd = 0;
+    for (size_t v = 0; v < vocab; ++v) {
+      pn += double(ra[v] - rb[v]) * (ra[v] - rb[v]);
+      pd += double(ra[v]) * ra[v];
+    }
+    num += pn;
+    den += pd;
+    const double rel = std::sqrt(pn / pd);
+    r.position_rel_l2.push_back(rel);
+    r.mean_position_rel_l2 += rel / static_cast<double>(ids.size());
+    if (rel > r.worst_position_rel_l2) r.worst_position_rel_l2 = rel, r.worst_position = static_cast<int64_t>(p);
+    const int32_t ta = argmax(ra), tb = argmax(rb);
+    ++r.positions;
+    if (ta == tb) {
+      ++r.top1_agree;
+      continue;
+    }
+    const double sigmas = margin_sigmas(ra, rb, ta, tb);
+    r.worst_margin_sigmas = std::max(r.worst_margin_sigmas, sigmas);
+    if (sigmas < kTieSigmas) ++r.near_ties;
+    else std::printf("[fp8 kv vs bf16 kv] %s position %zu: bf16 %d, fp8 %d, margin %.1f sigma\n", preset.c_str(), p, ta, tb, sigmas);
+  }
+  r.rel_l2 = std::sqrt(num / den);
+  r.greedy_tokens = new_tokens;
+  while (r.greedy_prefix < new_tokens && a.tokens[r.greedy_prefix] == b.tokens[r.greedy_prefix]) ++r.greedy_prefix;
+  for (int t = 0; t < new_tokens; ++t) r.greedy_equal += a.tokens[t] == b.tokens[t];
+  if (r.greedy_prefix < new_tokens) {
+    // Up to here both ran on the same tokens, so the rows that chose them are comparable.
+    const auto& ra = a.step_rows[static_cast<size_t>(r.greedy_prefix)];
+    const auto& rb = b.step_rows[static_cast<size_t>(r.greedy_prefix)];
+    r.greedy_part_sigmas = margin_sigmas(ra, rb, a.tokens[r.greedy_prefix], b.tokens[r.greedy_prefix]);
+  }
+  std::printf("[fp8 kv vs bf16 kv] %s, %d positions: logits rel L2 %.2e (per position: mean %.2e, worst %.2e at %lld); "
+              "top-1 agree %d, near-ties (< %.0f sigma) %d, other %d, largest margin at a disagreement %.1f sigma; "
+              "greedy %d tokens: first %d identical, %d equal by position%s\n",
+              preset.c_str(), r.positions, r.rel_l2, r.mean_position_rel_l2, r.worst_position_rel_l2,
+              static_cast<long long>(r.worst_position), r.top1_agree, kTieSigmas, r.near_ties,
+              r.positions - r.top1_agree - r.near_ties, r.worst_margin_sigmas, r.greedy_tokens, r.greedy_prefix,
+              r.greedy_equal,
+              r.greedy_prefix < new_tokens ? (", parting at a margin of " + std::to_string(r.greedy_part_sigmas) + " sigma").c_str() : "");
+  // The per-position figures in eight runs of positions: whether the error grows with the context.
+  std::string runs;
+  const size_t per_run = (r.position_rel_l2.size() + 7) / 8;
+  for (size_t p0 = 0; p0 < r.position_rel_l2.size(); p0 += per_run) {
+    const size_t p1 = std::min(r.position_rel_l2.size(), p0 + per_run);
+    double mean = 0, worst = 0;
+    for (size_t p = p0; p < p1; ++p) mean += r.position_rel_l2[p] / static_cast<double>(p1 - p0), worst = std::max(worst, r.position_rel_l2[p]);
+    char part[96];
+    std::snprintf(part, sizeof part, "%s%zu-%zu %.2e/%.2e", runs.empty() ? "" : ", ", p0, p1 - 1, mean, worst);
+    runs += part;
+  }
+  std::printf("[fp8 kv vs bf16 kv] %s logits rel L2 by position (mean/worst): %s\n", preset.c_str(), runs.c_str());
+  return r;
+}
+
+// What FP8 KV costs the CPU reference, on random-weight models (their logits are nearly flat, so every
+// disturbance shows in the top-1; a trained model's peaked logits hide most of it). The bounds are twice
+// the figures measured when the test was written (in each test's comment), or the measured count less
+// a margin, and are firm where nothing should vary: a top-1 or greedy disagreement must be a near-tie.
+// The lower bound on the error says the rounding reaches the cache at all. Where greedy decoding
+// parts is chaotic on flat logits (one near-tie decides it); that it parts only at a near-tie is firm.
+void expect_kv_dtype_bounds(const KvDtypeCompare& r, double rel_l2, double worst_position, double top1_share) {
+  EXPECT_LT(r.rel_l2, rel_l2);
+  EXPECT_GT(r.rel_l2, rel_l2 / 20);
+  EXPECT_LT(r.worst_position_rel_l2, worst_position);
+  EXPECT_EQ(r.top1_agree + r.near_ties, r.positions) << "a top-1 disagreement that is not a near-tie";
+  EXPECT_GE(r.top1_agree, static_cast<int>(top1_share * r.positions));
+  if (r.greedy_prefix < r.greedy_tokens) {
+    EXPECT_LT(r.greedy_part_sigmas, kTieSigmas) << "greedy parts where it is no near-tie";
+  }
+}
+
+}  // namespace
+
+// Tiny (2 layers, 2 KV heads of 64), 1,024 prompt positions, 16 greedy tokens. Measured (power-of-two
+// scales): logits rel L2 3.68e-2 (per position: mean 3.66e-2, worst 5.24e-2); top-1 994 of 1024, the
+// 30 others near-ties (at most 1.8 sigma); greedy 16 of 16 identical. About 35 s on two busy cores.
+TEST(Fp8KvCache, CpuTinyFp8KvFollowsBf16Kv) {
+  expect_kv_dtype_bounds(compare_kv_dtypes("tiny", 1024, 16), 0.06, 0.10, 0.95);
+}
+
+// The Qwen3-0.6B shape (28 layers, 8 KV heads of 128), 256 prompt positions, 16 greedy tokens. The
+// error of 28 layers compounds: measured logits rel L2 5.52e-2 (per position: mean 5.52e-2, worst
+// 6.56e-2; 6.0e-2 over the first 32 positions, 5.3e-2 over the last 32); top-1 198 of 256, the 58
+// others near-ties (at most 2.1 sigma); greedy parts after 3 tokens, at a 0.7 sigma near-tie.
+// About 2 minutes on two busy cores, most of it making and loading the model.
+TEST(Fp8KvCache, Cpu0_6bFp8KvFollowsBf16Kv) {
+  expect_kv_dtype_bounds(compare_kv_dtypes("0.6b", 256, 16), 0.11, 0.13, 0.7);
 }
 
 // The FP8 KV cache's scale (engine/fp8.h): the smallest power of two with amax <= 448 * scale, one byte
