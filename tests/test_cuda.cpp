@@ -31,7 +31,9 @@
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/cuda_fp8.h"
 #include "engine/fp8.h"
+#include "engine/bench.h"
 #include "engine/fp8_checkpoint.h"
+#include "engine/memory_plan.h"
 #include "engine/safetensors.h"
 #include "engine/weights.h"
 #include "kernels/fp8.h"
@@ -956,6 +958,18 @@ TEST(CudaModel, Fp8KvCacheHoldsTwiceTheTokens) {
               static_cast<double>(fp8_blocks) / static_cast<double>(bf16_blocks), want);
   EXPECT_GT(bf16_blocks, 100);
   EXPECT_NEAR(static_cast<double>(fp8_blocks) / static_cast<double>(bf16_blocks), want, 0.01 * want);
+  // engine/memory_plan.h's arithmetic (what `model info` and the README print) against the real pools:
+  // the same blocks, give or take the few the plan's estimate of the allocator's rounding moves.
+  CudaBufferOptions bo;
+  bo.logit_rows = co.max_logit_rows;
+  const uint64_t weights = static_cast<uint64_t>(device_weight_bytes(model.config, *model.checkpoint));
+  for (auto [dtype, blocks] : {std::pair{KvCacheDtype::kBf16, bf16_blocks}, std::pair{KvCacheDtype::kFp8, fp8_blocks}}) {
+    const int64_t planned = cuda_kv_tokens(model.config, co.gpu_memory_limit, weights, cuda_buffer_bytes(model.config, bo), dtype);
+    std::printf("[fp8 kv pool] %s: %lld tokens in the pool, memory_plan says %lld\n",
+                dtype == KvCacheDtype::kFp8 ? "fp8" : "bf16", static_cast<long long>(blocks * 64),
+                static_cast<long long>(planned));
+    EXPECT_NEAR(static_cast<double>(planned), static_cast<double>(blocks * 64), 0.01 * static_cast<double>(blocks * 64));
+  }
 }
 
 // ---- FP8 checkpoints: kernels/fp8.h and engine/cuda/cuda_fp8.h against their CPU twins in engine/fp8.h.
