@@ -92,7 +92,7 @@ struct Session::Impl {
                                ? o.chunk_tokens
                                : std::max<int64_t>(512, std::min<int64_t>({32768, rules.context / 2, pool / 4}));
     }
-    const json parameters = {{"engine", first.llm ? "llm" : "extractive"},
+    json parameters = {{"engine", first.llm ? "llm" : "extractive"},
                              {"summary_tokens", o.summary_tokens},
                              {"lang", o.lang},
                              {"context_tokens", rules.context},
@@ -105,6 +105,14 @@ struct Session::Impl {
                              {"encoding", o.encoding},
                              {"ocr", o.ocr},
                              {"ocr_lang", o.ocr_lang}};
+    // How the model reads: an FP8 KV cache or an attention window changes what it writes. Named only
+    // when not the default, so that outputs of earlier runs without them stay up to date.
+    if (first.llm && engine::parse_kv_cache_dtype(o.kv_cache_dtype) == engine::KvCacheDtype::kFp8)
+      parameters["kv_cache"] = "fp8";
+    if (first.llm && o.attention_window > 0) {
+      parameters["attention_window"] = o.attention_window;
+      parameters["sink_tokens"] = o.sink_tokens;
+    }
     rules.parameters = parameters.dump();
     rules.param_key = sha256_hex(first.model_id + "\n" + rules.parameters);
 

@@ -285,6 +285,29 @@ TEST(Summarize, AnAttentionWindowReadsALongDocumentInOnePass) {
   EXPECT_EQ(c["summary"], a["summary"]);
 }
 
+// How the model reads is part of the job: an FP8 KV cache or an attention window makes the output of
+// a bf16 full-attention run out of date (and is named in the JSON's parameters), and each is up to
+// date with itself.
+TEST(Summarize, TheKvCacheDtypeAndTheWindowArePartOfTheJob) {
+  TempDir in, out;
+  const fs::path doc = long_text(in, 1500);
+  const std::string cmd = "summarize " + quote(doc) + " -o " + quote(out.path()) + " --model " + quote(random_model_dir()) +
+                          " --device cpu --summary-tokens 16 --format json";
+  for (const auto& [extra, status] : std::vector<std::pair<std::string, std::string>>{
+           {"", "1 summarized"}, {"", "0 summarized, 1 up to date"}, {" --kv-cache-dtype auto", "0 summarized, 1 up to date"},
+           {" --kv-cache-dtype fp8", "1 summarized"}, {" --kv-cache-dtype fp8", "0 summarized, 1 up to date"},
+           {" --attention-window 4096", "1 summarized"}, {" --attention-window 4096", "0 summarized, 1 up to date"},
+           {" --attention-window 4096 --sink-tokens 8", "1 summarized"}}) {
+    const auto r = run_abridge(cmd + extra);
+    ASSERT_EQ(r.exit_code, 0) << extra << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, status)) << extra << ": " << r.err;
+  }
+  const json j = json::parse(read_file(out / "long.txt.summary.json"));
+  EXPECT_EQ(j["parameters"]["attention_window"], 4096);
+  EXPECT_EQ(j["parameters"]["sink_tokens"], 8);
+  EXPECT_FALSE(j["parameters"].contains("kv_cache"));
+}
+
 TEST(Summarize, AWindowAsLongAsTheDocumentIsFullAttention) {
   TempDir in, full, windowed;
   const fs::path doc = long_text(in, 3000);  // ~1.3K tokens, one pass either way
