@@ -99,6 +99,44 @@ __device__ __forceinline__ void cp_async_wait_group() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// ---- the end of a decode GEMV (kernels/gemv.cu, kernels/fp8.cu)
+
+// Each output row is streamed by SPLIT neighbouring warps of the block: every lane holds partial dot
+// products with N input rows (acc0; with GLU the up rows' in acc1). Sums them over the warp, then over
+// the row's SPLIT warps through `partial` (shared memory) into the row's first warp (warp % SPLIT == 0,
+// part 0). Returns false in the other warps, which write nothing. Every thread of the block calls it
+// (with SPLIT > 1 it holds a barrier).
+template <int N, int SPLIT, bool GLU, int WARPS>
+__device__ __forceinline__ bool sum_split_row(float (&acc0)[N], float (&acc1)[N], float (&partial)[WARPS][GLU ? 2 : 1][N],
+                                              int warp, int lane, int part) {
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+    acc0[t] = warp_sum(acc0[t]);
+    if constexpr (GLU) acc1[t] = warp_sum(acc1[t]);
+  }
+  if constexpr (SPLIT > 1) {
+    if (lane == 0) {
+#pragma unroll
+      for (int t = 0; t < N; ++t) {
+        partial[warp][0][t] = acc0[t];
+        if constexpr (GLU) partial[warp][GLU ? 1 : 0][t] = acc1[t];
+      }
+    }
+    __syncthreads();
+    if (part != 0) return false;
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+      acc0[t] = acc1[t] = 0.0f;
+#pragma unroll
+      for (int q = 0; q < SPLIT; ++q) {
+        acc0[t] += partial[warp + q][0][t];
+        if constexpr (GLU) acc1[t] += partial[warp + q][GLU ? 1 : 0][t];
+      }
+    }
+  }
+  return true;
+}
+
 // ---- e4m3fn (engine/fp8.h's format)
 
 // e4m3fn code of v: round to nearest even, saturating at +-448 (engine/fp8.h's f32_to_e4m3).

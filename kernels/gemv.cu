@@ -102,31 +102,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(GemvParams p) {
     load(c0);
   }
 
-#pragma unroll
-  for (int t = 0; t < N; ++t) {
-    acc0[t] = warp_sum(acc0[t]);
-    if constexpr (GLU) acc1[t] = warp_sum(acc1[t]);
-  }
-  if constexpr (SPLIT > 1) {
-    if (lane == 0) {
-#pragma unroll
-      for (int t = 0; t < N; ++t) {
-        partial[warp][0][t] = acc0[t];
-        if constexpr (GLU) partial[warp][GLU ? 1 : 0][t] = acc1[t];
-      }
-    }
-    __syncthreads();
-    if (part != 0) return;
-#pragma unroll
-    for (int t = 0; t < N; ++t) {
-      acc0[t] = acc1[t] = 0;
-#pragma unroll
-      for (int q = 0; q < SPLIT; ++q) {
-        acc0[t] += partial[warp + q][0][t];
-        if constexpr (GLU) acc1[t] += partial[warp + q][GLU ? 1 : 0][t];
-      }
-    }
-  }
+  if (!sum_split_row<N, SPLIT, GLU>(acc0, acc1, partial, warp, lane, part)) return;
   if (!active) return;
 #pragma unroll
   for (int t = 0; t < N; ++t) {

@@ -986,6 +986,27 @@ constexpr double kFp8FallbackTolerance = 5e-3;  // bf16(decode * scale) operands
 
 int blocks128(int n) { return (n + 127) / 128; }
 
+// An FP8 product's output y (rows, ldy) f32 = x . w^T + beta * y0 against its reference ref (n, m): the
+// relative L2 error over the n real rows and m columns, and how many other entries are wrong (columns
+// past m must keep y0; padding rows n..rows must be beta * y0, their products being 0).
+std::pair<double, int> compare_beta_output(const std::vector<float>& y, const std::vector<float>& y0,
+                                           const std::vector<double>& ref, int n, int rows, int m, int ldy, float beta) {
+  std::vector<float> got;
+  std::vector<double> want;
+  int wrong = 0;
+  for (int t = 0; t < rows; ++t)
+    for (int j = 0; j < ldy; ++j) {
+      const size_t o = static_cast<size_t>(t) * ldy + j;
+      if (j >= m) wrong += y[o] != y0[o];
+      else if (t >= n) wrong += y[o] != beta * y0[o];
+      else {
+        got.push_back(y[o]);
+        want.push_back(ref[static_cast<size_t>(t) * m + j] + beta * y0[o]);
+      }
+    }
+  return {rel_l2(got, want), wrong};
+}
+
 // A random weight quantized by the CPU, its tiles' magnitudes spread over 2^-6..2^6 so that a wrong
 // scale index shows.
 struct HostFp8Weight {
@@ -1215,21 +1236,7 @@ TEST(CudaFp8, DecodeGemvMatchesTheCpuTwin) {
         g.x_codes = codes_d.p, g.x_scales = scales_d.p, g.w = w.view(), g.y = y_d.p, g.ldy = ldy, g.beta = beta, g.n = n;
         kernels::fp8_gemv(g, caps(), nullptr);
         sync_ok();
-        const auto y = y_d.download();
-        std::vector<float> got;
-        std::vector<double> want;
-        int untouched_bad = 0;
-        for (int t = 0; t < n; ++t)
-          for (int j = 0; j < ldy; ++j) {
-            const size_t o = static_cast<size_t>(t) * ldy + j;
-            if (j >= m) {
-              untouched_bad += y[o] != y0[o];
-              continue;
-            }
-            got.push_back(y[o]);
-            want.push_back(ref[static_cast<size_t>(t) * m + j] + beta * y0[o]);
-          }
-        const double err = rel_l2(got, want);
+        const auto [err, untouched_bad] = compare_beta_output(y_d.download(), y0, ref, n, n, m, ldy, beta);
         std::printf("[fp8 gemv] n %d k %d m %d beta %.0f: rel err %.2e (CPU twin %.2e), columns past m changed: %d\n", n,
                     k, m, beta, err, cpu_err, untouched_bad);
         EXPECT_LT(err, tolerance) << "beta=" << beta;
@@ -1304,21 +1311,7 @@ TEST(CudaFp8, BlockScaledGemmMatchesTheCpuTwin) {
         g.n_pad = n_pad;
         ASSERT_NO_THROW(gemm.run(g, nullptr));
         sync_ok();
-        const auto y = y_d.download();
-        std::vector<float> got;
-        std::vector<double> want;
-        int outside_bad = 0;
-        for (int t = 0; t < n_pad; ++t)
-          for (int j = 0; j < ldy; ++j) {
-            const size_t o = static_cast<size_t>(t) * ldy + j;
-            if (j >= cs.m) outside_bad += y[o] != y0[o];
-            else if (t >= n) outside_bad += y[o] != beta * y0[o];
-            else {
-              got.push_back(y[o]);
-              want.push_back(ref[static_cast<size_t>(t) * cs.m + j] + beta * y0[o]);
-            }
-          }
-        const double err = rel_l2(got, want);
+        const auto [err, outside_bad] = compare_beta_output(y_d.download(), y0, ref, n, n_pad, cs.m, ldy, beta);
         std::printf("[fp8 cublaslt] m %d k %d n %d (padded %d) beta %.0f: rel err %.2e, padding/outside entries wrong: %d\n",
                     cs.m, cs.k, n, n_pad, beta, err, outside_bad);
         EXPECT_LT(err, kFp8TensorCoreTolerance) << "beta=" << beta;
