@@ -169,8 +169,8 @@ inline void add_engine_options(po::options_description& desc, pipeline::EngineFl
     add("kv-cache-dtype", po::value(&f.kv_cache_dtype)->default_value("auto"),
         "auto | bf16 | fp8: how the KV cache stores keys and values (auto: bf16). fp8 holds e4m3 codes with a "
         "power-of-two scale per token and KV head (each value within 1/16 of that head's largest): about half the "
-        "bytes, so the cache holds twice the tokens (`abridge model info DIR` counts them per GPU) and long decodes read half as much; CUDA runs it, the CPU "
-        "backend reproduces its rounding");
+        "bytes, so the cache holds twice the tokens (`abridge model info DIR` counts them per GPU) and long decodes "
+        "read half as much; CUDA runs it, the CPU backend reproduces its rounding");
   if (which & kPrefillChunkOption)
     add("prefill-chunk", po::value(&f.prefill_chunk)->default_value(0, std::to_string(engine::kDefaultStepTokens)),
         "tokens per engine step, prompt chunks and the decodes of running requests together (0: the default, "

@@ -194,7 +194,11 @@ int run_bench_summarize(const BenchSummarizeOptions& opt, std::istream& in, std:
     if (copy == 0 && !eng.on_gpu()) copy = host_copy_rate();
     const engine::ModelConfig& c = eng.config();
     const int value_bytes = eng.on_gpu() ? 2 : 4;  // bf16 on the GPU, float32 in the CPU reference
-    const double kv_per_token = static_cast<double>(c.kv_bytes_per_token()) * (eng.on_gpu() ? 1 : 2);
+    // The KV bytes a decode step reads per token of context: the GPU's cache in its dtype
+    // (--kv-cache-dtype), the CPU reference's float32 (twice bf16, whatever rounding it applies).
+    const double kv_per_token =
+        eng.on_gpu() ? static_cast<double>(c.kv_bytes_per_token(engine::parse_kv_cache_dtype(o.kv_cache_dtype)))
+                     : 2.0 * static_cast<double>(c.kv_bytes_per_token());
     // On the GPU the weights as the CUDA backend holds them (an FP8 model's linear layers at one byte).
     const double weight_bytes = eng.on_gpu() ? engine::device_weight_bytes(c, *eng.model().checkpoint)
                                              : static_cast<double>(c.n_params()) * value_bytes;
