@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/fp8_kv.h"  // kv_scale_row_bytes
 #include "engine/quantization.h"
 
 namespace abridge::engine {
@@ -15,13 +16,9 @@ namespace abridge::engine {
 // How the KV cache stores keys and values (--kv-cache-dtype). kBf16: two bytes a value. kFp8: e4m3fn
 // codes (engine/fp8.h), one byte a value, with one scale per token and KV head for K and V each, the
 // smallest power of two with amax <= 448 * scale over that head's head_dim values, so every value is in
-// range (nothing saturates), stored as a one-byte exponent (engine/fp8.h fp8_kv_scale_byte); the
+// range (nothing saturates), stored as a one-byte exponent (base/fp8_kv.h fp8_kv_scale_byte); the
 // value read back is decode(code) * scale, off by at most max(|v| / 16, scale * 2^-10) <= amax / 16.
 enum class KvCacheDtype { kBf16, kFp8 };
-
-// Bytes of one cache row's FP8 scales: one per KV head, the row padded to 4 bytes (the kernels copy
-// them in 4-byte pieces).
-inline int64_t kv_scale_row_bytes(int64_t n_kv_heads) { return (n_kv_heads + 3) / 4 * 4; }
 
 struct ModelConfig {
   std::string model_type = "qwen3";

@@ -96,16 +96,6 @@ void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& 
   }
 }
 
-uint8_t fp8_kv_scale_byte(float amax) {
-  if (!(amax > 0)) return 0;
-  if (!std::isfinite(amax)) return 254;
-  int e = 0;
-  const float f = std::frexp(amax / kE4M3Max, &e);  // amax / 448 ~= f * 2^e, f in [0.5, 1)
-  if (f == 0.5f) --e;                               // an exact power of two: 2^(e - 1)
-  if (amax > std::ldexp(kE4M3Max, e)) ++e;          // the division rounded down past 2^e
-  return static_cast<uint8_t>(std::clamp(e + 127, 1, 254));
-}
-
 float fp8_kv_scale(uint8_t byte) { return byte == 0 ? 0.0f : std::ldexp(1.0f, static_cast<int>(byte) - 127); }
 
 uint8_t fp8_kv_round_trip(float* v, int64_t n) {

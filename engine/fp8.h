@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/fp8_kv.h"
+
 namespace abridge::engine {
 
 inline constexpr int64_t kFp8Block = 128;    // the only block size supported (tiles 128x128, groups 128)
@@ -67,10 +69,7 @@ void quantize_activations(const float* x, int64_t n, int64_t k, Fp8Activations& 
 
 // The FP8 KV cache (engine/config.h, KvCacheDtype::kFp8) keeps one scale per token and KV head: the
 // smallest power of two 2^E with amax(|v|) <= 448 * 2^E, so no value saturates, stored in one byte as
-// its biased exponent E + 127 (1..254; the e8m0 form of OCP's microscaling formats), 0 for an all-zero
-// head (scale 0). E is found from amax / 448 rounded to float (frexp), then raised by one where that
-// rounding fell short: the same steps on the CPU and the GPU (kernels/rope_kv.cu).
-uint8_t fp8_kv_scale_byte(float amax);
+// its biased exponent E + 127 (base/fp8_kv.h fp8_kv_scale_byte, the rule the CUDA kernels follow too).
 // The scale a byte stands for: 2^(byte - 127), or 0 for byte 0 (exact as a float).
 float fp8_kv_scale(uint8_t byte);
 // One token's values of one KV head as the FP8 cache holds them, in place: v[i] = decode(encode(v[i] /

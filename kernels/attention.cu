@@ -88,7 +88,7 @@ __global__ void attention_split_kernel(AttentionParams p, int chunk, int splits)
       const int64_t head = rows[r] * p.n_kv_heads + kvh, base = head * hd + c * 8;
       uint4 kv, vv;
       if (p.k_fp8) {  // the FP8 cache: codes times their head's scale
-        const int64_t sc = rows[r] * kv_scale_ld(p.n_kv_heads) + kvh;
+        const int64_t sc = rows[r] * kv_scale_row_bytes(p.n_kv_heads) + kvh;
         kv = e4m3x8_to_bf16(*reinterpret_cast<const uint2*>(p.k_fp8 + base), kv_scale(p.k_scale[sc]));
         vv = e4m3x8_to_bf16(*reinterpret_cast<const uint2*>(p.v_fp8 + base), kv_scale(p.v_scale[sc]));
       } else {

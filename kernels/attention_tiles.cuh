@@ -109,7 +109,7 @@ __device__ __forceinline__ void stage_fp8_chunk(const uint8_t* codes, const uint
                                                 int kvh, int chunk, uint8_t* codes_s, uint32_t* scale_s) {
   const int64_t r = row >= 0 ? row : 0;
   cp_async16(codes_s + chunk * 16, codes + (r * n_kv_heads + kvh) * HD + chunk * 16, row >= 0);
-  if (chunk == 0) cp_async4(scale_s, scales + r * kv_scale_ld(n_kv_heads) + (kvh & ~3), row >= 0);
+  if (chunk == 0) cp_async4(scale_s, scales + r * kv_scale_row_bytes(n_kv_heads) + (kvh & ~3), row >= 0);
 }
 
 }  // namespace attention_tiles

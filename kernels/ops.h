@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "base/fp8_kv.h"
 #include "kernels/device.h"
 
 namespace abridge::kernels {
@@ -36,8 +37,8 @@ void rms_norm(const float* x, const int32_t* rows, const float* w, bf16* y, int 
 // all-zero head, scale 0; engine/fp8.h fp8_kv_scale_byte); a reader takes decode(code) * scale, within
 // max(|v| / 16, scale * 2^-10) of v. Bit for bit engine::fp8_kv_round_trip() on the same floats. Head
 // sizes 64, 128 and 256 only (qkv_post throws std::invalid_argument otherwise).
-// Scale rows are kv_scale_ld(n_kv_heads) bytes apart (4-byte pieces for the readers' copies).
-inline constexpr int kv_scale_ld(int n_kv_heads) { return (n_kv_heads + 3) / 4 * 4; }
+// Scale rows are kv_scale_row_bytes(n_kv_heads) bytes apart (base/fp8_kv.h: 4-byte pieces for the
+// readers' copies).
 struct QkvParams {
   const float* qkv;        // (n, (n_heads + 2 n_kv_heads) * head_dim) f32: [q | k | v]
   const float* q_norm;     // (head_dim)
@@ -51,7 +52,7 @@ struct QkvParams {
   int n, n_heads, n_kv_heads, head_dim;
   float eps;
   // The FP8 cache, instead of k_cache and v_cache: codes (cache_rows, n_kv_heads, head_dim) and
-  // scale bytes (cache_rows, kv_scale_ld(n_kv_heads)), for K and V each.
+  // scale bytes (cache_rows, kv_scale_row_bytes(n_kv_heads)), for K and V each.
   uint8_t* k_fp8 = nullptr;
   uint8_t* v_fp8 = nullptr;
   uint8_t* k_scale = nullptr;
@@ -100,7 +101,7 @@ struct AttentionParams {
   const int32_t* decode_first = nullptr;
   int n_decode_items = 0;
   // The FP8 cache (QkvParams states the scheme), instead of k_cache and v_cache: codes
-  // (cache_rows, n_kv_heads, head_dim) and scale bytes (cache_rows, kv_scale_ld(n_kv_heads)). Every
+  // (cache_rows, n_kv_heads, head_dim) and scale bytes (cache_rows, kv_scale_row_bytes(n_kv_heads)). Every
   // kernel reads a tile's codes, decodes them times their power-of-two scale into bf16 (exact, but for
   // bf16's subnormal range) in shared memory and runs as on a bf16 cache; head_dim 64 and 128 only.
   // Prefill tiles then take the mma.sync kernel (tile_queries kAttentionTileQueries): the Hopper

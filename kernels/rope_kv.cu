@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "base/fp8_kv.h"
 #include "kernels/device_helpers.cuh"
 #include "kernels/ops.h"
 
@@ -48,17 +49,6 @@ __global__ void qkv_post_kernel(QkvParams p) {
   dst[j + half] = __float2bfloat16(rb);
 }
 
-// The scale byte of a head whose largest |value| is amax: engine/fp8.h fp8_kv_scale_byte's steps.
-__device__ __forceinline__ uint8_t kv_scale_byte(float amax) {
-  if (!(amax > 0.0f)) return 0;
-  if (isinf(amax)) return 254;
-  int e = 0;
-  const float f = frexpf(amax / 448.0f, &e);  // 448: the e4m3fn maximum (engine/fp8.h kE4M3Max)
-  if (f == 0.5f) --e;
-  if (amax > ldexpf(448.0f, e)) ++e;
-  return static_cast<uint8_t>(min(max(e + 127, 1), 254));
-}
-
 // The FP8 cache's write of one KV head's values (QkvParams): lane l holds a[u] = value l + 32 u and
 // b[u] = value l + 32 u + head_dim / 2.
 template <int PAIRS>
@@ -67,7 +57,7 @@ __device__ __forceinline__ void store_fp8_head(const float (&a)[PAIRS], const fl
   float amax = 0;
 #pragma unroll
   for (int u = 0; u < PAIRS; ++u) amax = fmaxf(amax, fmaxf(fabsf(a[u]), fabsf(b[u])));
-  const uint8_t byte = kv_scale_byte(warp_max(amax));
+  const uint8_t byte = fp8_kv_scale_byte(warp_max(amax));
   const float s = ldexpf(1.0f, static_cast<int>(byte) - 127);
   constexpr int half = 32 * PAIRS;
 #pragma unroll
@@ -96,7 +86,7 @@ __global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
     const int kvh = h - p.n_heads - p.n_kv_heads;
     const int64_t head = row * p.n_kv_heads + kvh;
     if (p.v_fp8) {
-      store_fp8_head<PAIRS>(a, b, p.v_fp8 + head * hd, p.v_scale + row * kv_scale_ld(p.n_kv_heads) + kvh, lane);
+      store_fp8_head<PAIRS>(a, b, p.v_fp8 + head * hd, p.v_scale + row * kv_scale_row_bytes(p.n_kv_heads) + kvh, lane);
       return;
     }
     dst = p.v_cache + head * hd;
@@ -121,7 +111,7 @@ __global__ void __launch_bounds__(256) qkv_post_warps_kernel(QkvParams p) {
     }
     const int64_t head = row * p.n_kv_heads + (h - p.n_heads);
     if (!is_q && p.k_fp8) {
-      store_fp8_head<PAIRS>(a, b, p.k_fp8 + head * hd, p.k_scale + row * kv_scale_ld(p.n_kv_heads) + (h - p.n_heads), lane);
+      store_fp8_head<PAIRS>(a, b, p.k_fp8 + head * hd, p.k_scale + row * kv_scale_row_bytes(p.n_kv_heads) + (h - p.n_heads), lane);
       return;
     }
     dst = is_q ? p.q_out + (static_cast<int64_t>(i) * p.n_heads + h) * hd : p.k_cache + head * hd;

@@ -239,7 +239,7 @@ TEST(CudaOps, QkvNormRopeAndPagedWrite) {
     // scales are engine::fp8_kv_round_trip's bit for bit; K comes from the kernel's own norm and RoPE,
     // so each value read back is checked against the stated bound around the double reference.
     Dev<uint8_t> k8_d(static_cast<size_t>(cache_rows) * cs.kv_heads * cs.hd), v8_d(k8_d.n);
-    const int ld = kernels::kv_scale_ld(cs.kv_heads);
+    const int ld = static_cast<int>(kv_scale_row_bytes(cs.kv_heads));
     Dev<uint8_t> ks_d(static_cast<size_t>(cache_rows) * ld), vs_d(ks_d.n);
     p.k_fp8 = k8_d.p, p.v_fp8 = v8_d.p, p.k_scale = ks_d.p, p.v_scale = vs_d.p;
     if (cs.hd != 64 && cs.hd != 128 && cs.hd != 256) {
@@ -388,7 +388,7 @@ TEST(CudaOps, PagedAttention) {
     // The FP8 cache of the same values (kernels/ops.h): codes and a scale per row and KV head, and the
     // values it holds, decoded on the host (engine/fp8.h), which its reference reads.
     const size_t cache_rows = static_cast<size_t>(total_blocks) * bs, heads = cache_rows * cs.kv_heads;
-    const int ld = kernels::kv_scale_ld(cs.kv_heads);
+    const int ld = static_cast<int>(kv_scale_row_bytes(cs.kv_heads));
     std::vector<uint8_t> k8(heads * cs.hd), v8(heads * cs.hd), ks(cache_rows * ld, 0xEE), vs(cache_rows * ld, 0xEE);
     std::vector<float> k_held(kc), v_held(vc);
     // Magnitudes spread over 2^-8..2^8 by head so that a wrong scale index shows, some past the bf16

@@ -96,7 +96,7 @@ struct CudaBackend::Impl {
 
   bf16* kv_pool = nullptr;  // bf16 cache: K of every layer, then V of every layer: (layers, blocks * bs, kv_dim)
   // FP8 cache (KvCacheDtype::kFp8, kernels/ops.h QkvParams): codes in kv_pool's layout, one byte a
-  // value, and scale bytes, K of every layer, then V of every layer: (layers, blocks * bs, kv_scale_ld).
+  // value, and scale bytes, K of every layer, then V of every layer: (layers, blocks * bs, kv_scale_row_bytes).
   uint8_t* kv_codes = nullptr;
   uint8_t* kv_scales = nullptr;
   int64_t num_blocks = 0;
@@ -119,13 +119,13 @@ struct CudaBackend::Impl {
     return static_cast<T*>(p);
   }
 
-  // Offsets of layer l's K (v = false) or V (v = true) in the cache, in values and in heads.
-  int64_t cache_values(int64_t l, bool v) const {
-    return ((v ? cfg.num_hidden_layers : 0) + l) * num_blocks * opt.block_size * cfg.kv_dim();
+  // Where layer l's K (v = false) or V (v = true) starts in a cache of rows `row_width` elements wide:
+  // kv_dim values, or kv_scale_row_bytes scale bytes.
+  int64_t cache_offset(int64_t l, bool v, int64_t row_width) const {
+    return ((v ? cfg.num_hidden_layers : 0) + l) * num_blocks * opt.block_size * row_width;
   }
-  int64_t cache_scales(int64_t l, bool v) const {
-    return ((v ? cfg.num_hidden_layers : 0) + l) * num_blocks * opt.block_size * kv_scale_row_bytes(cfg.num_key_value_heads);
-  }
+  int64_t cache_values(int64_t l, bool v) const { return cache_offset(l, v, cfg.kv_dim()); }
+  int64_t cache_scales(int64_t l, bool v) const { return cache_offset(l, v, kv_scale_row_bytes(cfg.num_key_value_heads)); }
   bf16* k_cache(int64_t l) const { return kv_pool ? kv_pool + cache_values(l, false) : nullptr; }
   bf16* v_cache(int64_t l) const { return kv_pool ? kv_pool + cache_values(l, true) : nullptr; }
 
